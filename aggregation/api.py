@@ -1,0 +1,130 @@
+"""One aggregation round, from bytes to bytes: what the node and the CLI call.
+
+`aggregate_round` is a pure function of (rule, base model bytes, update bytes
+in canonical on-chain order, options): every verifier that runs it gets the
+same model bytes -- hence the same CID -- and the same scores (SPEC section 5).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+from aggregation.abc import FixedUpdate, RuleOptions
+from aggregation.errors import InvalidUpdateError
+from aggregation.fixedpoint import to_fixed, to_float32
+from aggregation.rules import get_rule
+from aggregation.scores import contribution_scores
+from aggregation.update import decode_model, decode_update, encode_model
+
+DEFAULT_MAX_UPDATE_BYTES = 64 * 2**20
+
+
+@dataclass(frozen=True)
+class AggregateResult:
+    """The outcome of one round; the lists follow the input (canonical) order."""
+
+    model: bytes  # canonical safetensors of the new global model: base + aggregate delta
+    scores_wad: list[int]  # contribution score per update, in WAD (1e18 = 1.0)
+    accepted: list[bool]  # whether each update passed validation and was aggregated
+    errors: list[str | None]  # why each rejected update was rejected, None if accepted
+
+
+def aggregate_round(
+    rule: str,
+    base_model: bytes,
+    updates: Sequence[bytes],
+    *,
+    max_samples: int | None = None,
+    max_update_bytes: int = DEFAULT_MAX_UPDATE_BYTES,
+    metadata: Mapping[str, str] | None = None,
+) -> AggregateResult:
+    """Aggregate `updates` onto `base_model` with `rule` and score each update.
+
+    The base model is trusted but validated (InvalidModelError) and defines the
+    expected keys and shapes. Each update that fails validation is rejected on
+    its own (score 0, reason in `errors`); the rest are aggregated. With no
+    valid update the new model is the base, re-encoded canonically.
+    `metadata` is written into the new model file.
+    """
+    aggregate_fn = get_rule(rule)
+    options = RuleOptions(max_samples=max_samples)
+    # The base is ours, not a peer's: its own length is the only size bound.
+    base_weights, _ = decode_model(base_model, max_bytes=len(base_model))
+    expected = {name: array.shape for name, array in base_weights.items()}
+    base_fixed = {name: to_fixed(array) for name, array in base_weights.items()}
+
+    fixed_updates: list[FixedUpdate | None] = []
+    errors: list[str | None] = []
+    for data in updates:
+        try:
+            update = decode_update(data, expected=expected, max_bytes=max_update_bytes)
+        except InvalidUpdateError as exc:
+            fixed_updates.append(None)
+            errors.append(str(exc))
+            continue
+        tensors = {name: to_fixed(array) for name, array in update.tensors.items()}
+        fixed_updates.append(FixedUpdate(tensors=tensors, num_samples=update.num_samples))
+        errors.append(None)
+
+    valid = [u for u in fixed_updates if u is not None]
+    if valid:
+        delta = aggregate_fn(valid, options)
+    else:
+        delta = {name: np.zeros_like(q) for name, q in base_fixed.items()}
+    # Adding in fixed point and converting once keeps the model exact:
+    # |base| + |delta| < 2**40, far inside int64 and float64's exact range.
+    new_fixed: dict[str, NDArray[np.int64]] = {name: base_fixed[name] + delta[name] for name in sorted(base_fixed)}
+    model = encode_model({name: to_float32(q) for name, q in new_fixed.items()}, metadata)
+    scores = contribution_scores([None if u is None else u.tensors for u in fixed_updates], delta)
+    return AggregateResult(
+        model=model,
+        scores_wad=scores,
+        accepted=[u is not None for u in fixed_updates],
+        errors=errors,
+    )
+
+
+def _read_bounded(path: str | os.PathLike[str], limit: int) -> bytes:
+    # Read one byte past the limit: enough for the reader to reject an
+    # oversized file, without loading an arbitrarily large one into memory.
+    with open(path, "rb") as f:
+        return f.read(limit + 1)
+
+
+def aggregate_files(
+    rule: str,
+    base_path: str | os.PathLike[str],
+    update_paths: Sequence[str | os.PathLike[str]],
+    out_path: str | os.PathLike[str],
+    max_samples: int | None = None,
+    *,
+    max_update_bytes: int = DEFAULT_MAX_UPDATE_BYTES,
+    metadata: Mapping[str, str] | None = None,
+) -> AggregateResult:
+    """The offline `aggregate` command: files in, the new model file out.
+
+    Updates are taken in the order given. The output is written atomically
+    (temporary file, then rename), so a crash never leaves a partial model.
+    """
+    base = Path(base_path).read_bytes()
+    updates = [_read_bounded(p, max_update_bytes) for p in update_paths]
+    result = aggregate_round(
+        rule, base, updates, max_samples=max_samples, max_update_bytes=max_update_bytes, metadata=metadata
+    )
+    out = Path(out_path)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(result.model)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return result
