@@ -1,0 +1,280 @@
+"""The embedded blockstore: the default `node.abc.Storage` backend, a directory of verified blocks.
+
+Layout under `root_dir`:
+
+    blocks/<2 hex>/<sha2-256 hex>   one file per block, named by its digest
+    pins/<CID text>                 one file per pinned root (content: the CID)
+
+Blocks are keyed by digest, not by CID text, because the same bytes are one
+block whatever CID version or codec names them (kubo's blockstore does the
+same with multihashes).
+
+Crash safety: every file is written to a temporary file in its final
+directory, fsynced, then `os.replace`d into place, so a block file either does
+not exist or holds exactly the bytes its name promises, and a pin file is
+written only after every block below it is durable. Leftover temporary files
+(from a crash mid-write) are ignored by readers and swept by `gc`.
+
+Concurrency: readers (`get`, `get_block`, `has`) take no lock, since a block
+file is never modified in place. Writers and `gc` share one lock per
+instance, so `gc` cannot delete blocks of a `put` that has not pinned its root
+yet. Two processes must not run `gc` on one directory while the other writes.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from node.errors import IntegrityError, StorageError
+from node.storage.cid import CODEC_RAW, Cid, parse_cid, verify_block
+from node.storage.dagpb import decode_node
+from node.storage.unixfs import MAX_BLOCK_SIZE, MAX_DEPTH, iter_blocks, read_dag
+
+# Temporary files start with a dot so no digest-named block can ever collide with one.
+_TMP_PREFIX = ".tmp-"
+# gc only sweeps temporary files older than this, so it never races a write in another process.
+_STALE_TMP_SECONDS = 3600.0
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make renames inside `path` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class EmbeddedStorage:
+    """A content-addressed blockstore with pins and garbage collection, in one directory."""
+
+    def __init__(self, root_dir: str | os.PathLike[str], *, fsync: bool = True) -> None:
+        """Open (creating if needed) the store at `root_dir`.
+
+        `fsync=False` skips fsync for throwaway stores (tests, simulations);
+        writes stay atomic but may be lost, never torn, on power failure.
+        """
+        self.root = Path(root_dir)
+        self.blocks_dir = self.root / "blocks"
+        self.pins_dir = self.root / "pins"
+        self.blocks_dir.mkdir(parents=True, exist_ok=True)
+        self.pins_dir.mkdir(parents=True, exist_ok=True)
+        self._fsync = fsync
+        self._lock = threading.Lock()
+        self._known_dirs: set[Path] = set()
+
+    # --- paths and raw file I/O ------------------------------------------------------------
+
+    def _block_path(self, cid: Cid) -> Path:
+        name = cid.digest.hex()
+        return self.blocks_dir / name[:2] / name
+
+    def _pin_path(self, cid: Cid) -> Path:
+        # Canonical CID text is [a-z2-7] or base58: safe as a file name, no path traversal.
+        return self.pins_dir / str(cid)
+
+    def _write_atomic(self, path: Path, data: bytes | memoryview) -> None:
+        directory = path.parent
+        if directory not in self._known_dirs:
+            directory.mkdir(parents=True, exist_ok=True)
+            self._known_dirs.add(directory)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=_TMP_PREFIX)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                if self._fsync:
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+
+    def _store_block(self, cid: Cid, data: bytes | memoryview, touched: set[Path]) -> None:
+        """Write a block whose bytes are already known to match `cid`, unless an intact-sized copy exists."""
+        path = self._block_path(cid)
+        try:
+            if path.stat().st_size == len(data):
+                return  # same digest, same size: the same block (a corrupt one is caught on read)
+        except FileNotFoundError:
+            pass
+        self._write_atomic(path, data)
+        touched.add(path.parent)
+
+    def _sync_dirs(self, dirs: set[Path]) -> None:
+        if self._fsync:
+            for directory in dirs:
+                _fsync_dir(directory)
+
+    def _read_raw(self, cid: Cid) -> bytes:
+        try:
+            return self._block_path(cid).read_bytes()
+        except FileNotFoundError:
+            raise StorageError(f"block {cid} is not held locally") from None
+
+    def _read_unverified(self, cid_text: str) -> bytes:
+        # For read_dag, which hashes every block itself: verifying here too would hash twice.
+        return self._read_raw(parse_cid(cid_text))
+
+    # --- the Storage protocol --------------------------------------------------------------
+
+    def put(self, data: bytes, cid_version: int = 1) -> str:
+        """Store `data` as `ipfs add` would chunk it, pin its root, and return the root CID."""
+        touched: set[Path] = set()
+        with self._lock:
+            root: Cid | None = None
+            for root, block in iter_blocks(data, cid_version):
+                self._store_block(root, block, touched)
+            assert root is not None  # iter_blocks always yields the root
+            # Blocks first, durably, then the pin: a crash never leaves a pin over missing blocks.
+            self._sync_dirs(touched)
+            self._write_pin(root)
+        return str(root)
+
+    def get(self, cid: str) -> bytes:
+        """Return the file under `cid`, every block re-hashed from disk; IntegrityError names a corrupt block."""
+        return read_dag(cid, self._read_unverified)
+
+    def has(self, cid: str) -> bool:
+        """Whether every block of the DAG under `cid` is on disk (structure only; `get` verifies bytes)."""
+        missing: list[Cid] = []
+        self._walk(parse_cid(cid), missing)
+        return not missing
+
+    def pin(self, cid: str) -> None:
+        """Keep `cid`'s DAG through gc; the whole DAG must already be held (StorageError otherwise)."""
+        parsed = parse_cid(cid)
+        with self._lock:
+            missing: list[Cid] = []
+            self._walk(parsed, missing)
+            if missing:
+                raise StorageError(f"cannot pin {parsed}: block {missing[0]} is not held locally")
+            self._write_pin(parsed)
+
+    def unpin(self, cid: str) -> None:
+        """Drop the pin on `cid` (a no-op if it is not pinned); its blocks go at the next gc."""
+        parsed = parse_cid(cid)
+        with self._lock:
+            try:
+                self._pin_path(parsed).unlink()
+            except FileNotFoundError:
+                return
+            self._sync_dirs({self.pins_dir})
+
+    # --- beyond the protocol: pins, gc, single blocks for peers ----------------------------
+
+    def pins(self) -> list[str]:
+        """The pinned root CIDs, sorted."""
+        return sorted(p.name for p in self.pins_dir.iterdir() if not p.name.startswith("."))
+
+    def is_pinned(self, cid: str) -> bool:
+        """Whether `cid` itself is a pinned root."""
+        return self._pin_path(parse_cid(cid)).exists()
+
+    def put_block(self, cid: str, data: bytes, source: str | None = None) -> None:
+        """Store one block received from elsewhere after checking it hashes to `cid`.
+
+        `source` (e.g. a peer ID) is named in the IntegrityError on a mismatch.
+        The block is not pinned: pin the root once the whole DAG is in.
+        """
+        parsed = parse_cid(cid)
+        origin = f" from {source}" if source else ""
+        if len(data) > MAX_BLOCK_SIZE:
+            raise StorageError(f"block {parsed}{origin} is {len(data)} bytes, over the {MAX_BLOCK_SIZE}-byte limit")
+        try:
+            verify_block(parsed, data)
+        except IntegrityError as exc:
+            raise IntegrityError(f"{exc}{origin}") from None
+        touched: set[Path] = set()
+        with self._lock:
+            self._store_block(parsed, data, touched)
+            self._sync_dirs(touched)
+
+    def get_block(self, cid: str) -> bytes:
+        """One block's bytes, verified against `cid` (for serving peers)."""
+        parsed = parse_cid(cid)
+        data = self._read_raw(parsed)
+        verify_block(parsed, data)
+        return data
+
+    def has_block(self, cid: str) -> bool:
+        """Whether the single block `cid` is on disk."""
+        return self._block_path(parse_cid(cid)).exists()
+
+    def gc(self) -> int:
+        """Delete every block not reachable from a pin; return how many were deleted.
+
+        Raises StorageError, deleting nothing, if a pinned DAG cannot be parsed:
+        guessing reachability wrong would destroy pinned data.
+        """
+        with self._lock:
+            keep: set[bytes] = set()
+            for name in self.pins():
+                missing: list[Cid] = []
+                keep |= self._walk(parse_cid(name), missing)
+            removed = 0
+            now = time.time()
+            for shard in self.blocks_dir.iterdir():
+                if not shard.is_dir():
+                    continue
+                for path in shard.iterdir():
+                    if path.name.startswith(_TMP_PREFIX):
+                        # Debris of a crashed write; young ones may belong to a writer in another process.
+                        if now - path.stat().st_mtime > _STALE_TMP_SECONDS:
+                            path.unlink(missing_ok=True)
+                        continue
+                    try:
+                        digest = bytes.fromhex(path.name)
+                    except ValueError:
+                        continue  # not ours; leave foreign files alone
+                    if digest not in keep:
+                        path.unlink(missing_ok=True)
+                        removed += 1
+            return removed
+
+    def _walk(self, root: Cid, missing: list[Cid]) -> set[bytes]:
+        """Digests of every block reachable from `root` that is held; absent ones go to `missing`.
+
+        Iterative, each block visited once, depth-bounded: pinned DAGs may have
+        come from peers.
+        """
+        seen: set[bytes] = set()
+        stack: list[tuple[Cid, int]] = [(root, 0)]
+        while stack:
+            cid, depth = stack.pop()
+            if cid.digest in seen:
+                continue
+            if depth > MAX_DEPTH:
+                raise StorageError(f"DAG {root} is deeper than {MAX_DEPTH} levels at block {cid}")
+            path = self._block_path(cid)
+            if cid.codec == CODEC_RAW:
+                if path.exists():
+                    seen.add(cid.digest)
+                else:
+                    missing.append(cid)
+                continue
+            try:
+                block = path.read_bytes()
+            except FileNotFoundError:
+                missing.append(cid)
+                continue
+            seen.add(cid.digest)
+            for link in decode_node(block, cid).links:
+                stack.append((link.cid, depth + 1))
+        return seen
+
+    def _write_pin(self, cid: Cid) -> None:
+        path = self._pin_path(cid)
+        if not path.exists():
+            self._write_atomic(path, str(cid).encode("ascii"))
+            self._sync_dirs({self.pins_dir})
