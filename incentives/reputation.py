@@ -1,0 +1,125 @@
+"""Reputation as an exponential moving average of contribution scores, and the round payouts.
+
+Follows RFFL, "Robust and Fair Federated Learning" (Xu & Lyu, 2020): each
+participant's reputation is an exponential moving average of its per-round
+contribution, measured there as the cosine similarity between its update and
+the aggregate; participants whose reputation falls below a threshold are
+excluded from the rewards. Here the contribution score arrives from the
+proposer (one WAD score per update), and rewards are the task's ETH pool.
+
+Every function is the exact integer twin of `contracts/FedLedger.sol`
+(`finalizeRound` / `_settleRound`): same constants, same operation order, same
+floor divisions, so the results agree to the wei. Change both or neither.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from incentives.errors import ScoreOutOfRangeError, UnknownNodeError
+
+WAD = 10**18
+"""Fixed-point unit: WAD represents 1.0."""
+INITIAL_REPUTATION = 5 * 10**17
+"""Reputation of a freshly registered node (0.5)."""
+REPUTATION_ALPHA = 3 * 10**17
+"""Weight of the newest score in the moving average (0.3)."""
+REPUTATION_THRESHOLD = 2 * 10**17
+"""Nodes whose new reputation is below this (0.2) earn nothing for the round."""
+
+
+def _check_score(index: int, score: int) -> None:
+    if not 0 <= score <= WAD:
+        raise ScoreOutOfRangeError(f"score #{index} is {score}, outside [0, {WAD}]")
+
+
+def ema(rep: int, score: int) -> int:
+    """Return the reputation after one round: (rep * (WAD - ALPHA) + score * ALPHA) // WAD."""
+    _check_score(0, score)
+    return (rep * (WAD - REPUTATION_ALPHA) + score * REPUTATION_ALPHA) // WAD
+
+
+def round_share(reward_remaining: int, rounds: int, round: int) -> int:
+    """Return the wei that round `round` (1-based) of a `rounds`-round task pays out at most.
+
+    Each round takes an equal part of what is left, so rounds in which nobody
+    earned leave their share to the later rounds (and the last round's
+    leftover goes back to the task owner).
+    """
+    if not 1 <= round <= rounds:
+        raise ValueError(f"round {round} outside 1..{rounds}")
+    return reward_remaining // (rounds - round + 1)
+
+
+def weight(score: int, new_rep: int) -> int:
+    """Return a submission's reward weight: score * new_rep // WAD, or 0 below the threshold."""
+    if new_rep < REPUTATION_THRESHOLD:
+        return 0
+    return score * new_rep // WAD
+
+
+def round_payouts(share: int, scores: Sequence[int], new_reps: Sequence[int]) -> list[int]:
+    """Return each submission's payout: share * weight_i // sum(weights), all 0 if nothing weighs.
+
+    `scores` and `new_reps` are in submission order; `new_reps` are the
+    reputations *after* this round's update, as the contract uses them.
+    """
+    if len(scores) != len(new_reps):
+        raise ValueError(f"{len(scores)} scores but {len(new_reps)} reputations")
+    weights = [weight(s, r) for s, r in zip(scores, new_reps, strict=True)]
+    total = sum(weights)
+    if total == 0:
+        return [0] * len(weights)
+    return [share * w // total for w in weights]
+
+
+@dataclass(frozen=True)
+class LedgerState:
+    """The slice of contract state one task's finalize reads and writes."""
+
+    reputations: dict[str, int]  # node address -> WAD reputation (registered nodes only)
+    pending: dict[str, int] = field(default_factory=dict)  # account -> withdrawable wei
+    reward_remaining: int = 0  # wei left in this task's pool
+
+
+def apply_finalize(
+    state: LedgerState,
+    *,
+    owner: str,
+    rounds: int,
+    round: int,
+    senders: Sequence[str],
+    scores: Sequence[int],
+) -> LedgerState:
+    """Return the state after `finalizeRound(task, round, cid, scores)`; `state` is not modified.
+
+    `senders` is the round's submission order (the contract's `roundUpdates`).
+    Reputations are updated one submission at a time, like the contract's loop.
+    On the last round the pool's leftover is credited to `owner`.
+    """
+    if len(senders) != len(scores):
+        raise ValueError(f"{len(scores)} scores for {len(senders)} submissions")
+    share = round_share(state.reward_remaining, rounds, round)  # validates `round`
+    for i, score in enumerate(scores):
+        _check_score(i, score)
+
+    reputations = dict(state.reputations)
+    pending = dict(state.pending)
+    new_reps: list[int] = []
+    for sender, score in zip(senders, scores, strict=True):
+        if sender not in reputations:
+            raise UnknownNodeError(f"{sender} has no reputation; is it registered?")
+        reputations[sender] = ema(reputations[sender], score)
+        new_reps.append(reputations[sender])
+
+    payouts = round_payouts(share, scores, new_reps)
+    for sender, payout in zip(senders, payouts, strict=True):
+        if payout:
+            pending[sender] = pending.get(sender, 0) + payout
+    remaining = state.reward_remaining - sum(payouts)
+
+    if round == rounds and remaining:
+        pending[owner] = pending.get(owner, 0) + remaining
+        remaining = 0
+    return LedgerState(reputations=reputations, pending=pending, reward_remaining=remaining)
