@@ -1,0 +1,27 @@
+"""Ways to reach a chain: the embedded EVM in this process, or JSON-RPC."""
+
+from __future__ import annotations
+
+import requests
+from eth_tester import EthereumTester, PyEVMBackend
+from web3 import Web3
+from web3.providers.eth_tester import EthereumTesterProvider
+
+from node.chain.accounts import DEV_HD_PATH, DEV_MNEMONIC
+from node.errors import ChainError
+
+
+def embedded_web3(num_accounts: int = 10) -> Web3:
+    """A fresh in-process chain (py-evm), its first `num_accounts` dev accounts funded."""
+    backend = PyEVMBackend.from_mnemonic(DEV_MNEMONIC, num_accounts=num_accounts, hd_path=DEV_HD_PATH)
+    return Web3(EthereumTesterProvider(EthereumTester(backend)))
+
+
+def rpc_web3(url: str, timeout: float = 30.0) -> Web3:
+    """A JSON-RPC chain at `url`; raises ChainError naming the URL when it does not answer."""
+    w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": timeout}))
+    try:
+        w3.eth.chain_id
+    except (requests.RequestException, OSError, ValueError) as exc:
+        raise ChainError(f"cannot reach the chain at {url}: {type(exc).__name__}") from None
+    return w3

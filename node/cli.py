@@ -1,0 +1,343 @@
+"""The `fedledger` command line (SPEC §9).
+
+Every command has --help, every query --json; an expected failure is one line
+on stderr and exit status 1 (argparse's usage errors exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Sequence
+
+from node.errors import ChainError, ConfigError, FedLedgerError
+
+WAD = 10**18
+
+
+def _eth_to_wei(text: str) -> int:
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"not an amount of ETH: {text!r}") from None
+    if value < 0 or value != value:
+        raise argparse.ArgumentTypeError(f"amount must be >= 0: {text!r}")
+    return int(value * WAD)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+def _ipfs_dir(args: argparse.Namespace) -> Path:
+    if args.repo:
+        return Path(args.repo)
+    home = Path(os.environ.get("FEDLEDGER_HOME", Path.home() / ".fedledger"))
+    return home / "ipfs"
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2))
+
+
+# -- commands ---------------------------------------------------------------------
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from node.simulate import SimulationConfig, run_simulation
+    from node.taskspec import TaskSpec
+
+    if args.rpc and args.chain == "anvil":
+        raise ConfigError("--rpc and --chain anvil exclude each other: --rpc uses an existing chain")
+    config = SimulationConfig(
+        nodes=args.nodes,
+        malicious=args.malicious,
+        attack=args.attack,
+        rounds=args.rounds,
+        rule=args.rule,
+        seed=args.seed,
+        chain="rpc" if args.rpc else args.chain,
+        rpc=args.rpc,
+        alpha=args.alpha,
+        spec=TaskSpec(rule=args.rule, epochs=args.epochs),
+    )
+    quiet = args.json
+    report = run_simulation(config, progress=(lambda line: None) if quiet else (lambda line: print(line, flush=True)))
+    if args.report:
+        files = report.write(args.report)
+        if not quiet:
+            print(f"report written: {', '.join(str(f) for f in files)}")
+    if quiet:
+        _print_json(report.summary())
+    else:
+        print(report.table(), end="")
+    return 0
+
+
+def cmd_testnet(args: argparse.Namespace) -> int:
+    from node.chain.accounts import dev_account
+    from node.chain.anvil import Anvil
+
+    anvil = Anvil(port=args.port, accounts=args.accounts, host=args.host).start()
+    print(f"anvil testnet listening on {anvil.url} (chain id 31337); Ctrl-C stops it", flush=True)
+    for i in range(min(args.accounts, 10)):
+        print(f"  dev account {i}: {dev_account(i).address}")
+    try:
+        return anvil.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        anvil.stop()
+
+
+def _rpc_for(args: argparse.Namespace, deployment: Any) -> str:
+    url = getattr(args, "rpc", None) or deployment.rpc
+    if not url:
+        raise ConfigError("the deployment has no RPC URL (it was on the embedded chain); give --rpc URL")
+    return url
+
+
+def _client(args: argparse.Namespace, sending: bool = False):
+    from node.chain import Deployment, FedLedgerClient
+    from node.chain.providers import rpc_web3
+    from node.keys import signer
+
+    deployment = Deployment.load(args.deployment)
+    w3 = rpc_web3(_rpc_for(args, deployment))
+    if w3.eth.chain_id != deployment.chain_id:
+        raise ConfigError(f"the chain answers with chain id {w3.eth.chain_id}, the deployment says {deployment.chain_id}")
+    address = deployment.contracts["FedLedger"]
+    if not w3.eth.get_code(address):
+        raise ChainError(f"no contract at {address} on this chain; was it restarted since the deploy?")
+    account = signer(args.keystore, args.password_file, args.dev_account, deployment.chain_id) if sending else None
+    return FedLedgerClient(w3, address, account)
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from node.chain import Deployment, deploy_fedledger
+    from node.chain.providers import rpc_web3
+    from node.keys import signer
+
+    w3 = rpc_web3(args.rpc)
+    chain_id = int(w3.eth.chain_id)
+    account = signer(args.keystore, args.password_file, args.dev_account, chain_id)
+    client, receipt = deploy_fedledger(w3, account, args.min_stake)
+    Deployment(chain_id, args.rpc, {"FedLedger": client.address}, int(receipt["blockNumber"])).save(args.out)
+    print(f"FedLedger deployed at {client.address} (block {receipt['blockNumber']}); wrote {args.out}")
+    return 0
+
+
+def cmd_reputation(args: argparse.Namespace) -> int:
+    from eth_utils import is_address, to_checksum_address
+
+    for address in args.addresses:
+        if not is_address(address):
+            raise ConfigError(f"not an Ethereum address: {address!r}")
+    client = _client(args)
+    rows = [(to_checksum_address(a), client.reputation_of(a)) for a in args.addresses]
+    if args.json:
+        _print_json([{"address": a, "reputation": r / WAD, "reputation_wad": str(r)} for a, r in rows])
+    else:
+        for a, r in rows:
+            print(f"{a}  {r / WAD:.6f}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    client = _client(args)
+    if not 1 <= args.task <= client.contract.functions.taskCount().call():
+        raise ConfigError(f"unknown task {args.task}")
+    info = client.task_info(args.task)
+    cid, round_ = client.global_model(args.task)
+    phase = "finished" if info.finished else "training"
+    submitted = [] if info.finished else client.round_updates(args.task, info.current_round)
+    status = {
+        "task": args.task,
+        "owner": info.owner,
+        "rounds": info.rounds,
+        "round": info.current_round,
+        "phase": phase,
+        "global_model_cid": cid,
+        "global_model_round": round_,
+        "submissions": len(submitted),
+        "committee_size": info.committee_size,
+        "reward_remaining_wei": str(info.reward_remaining),
+    }
+    if args.json:
+        _print_json(status)
+    else:
+        for key, value in status.items():
+            print(f"{key:<20} {value}")
+    return 0
+
+
+def cmd_rewards_withdraw(args: argparse.Namespace) -> int:
+    client = _client(args, sending=True)
+    assert client.account is not None
+    amount = client.pending_rewards(client.account.address)
+    client.withdraw()
+    print(f"withdrew {Decimal(amount) / WAD} ETH to {client.account.address}")
+    return 0
+
+
+def cmd_ipfs_add(args: argparse.Namespace) -> int:
+    from node.storage import EmbeddedStorage, cid_of
+
+    try:
+        data = Path(args.file).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {args.file}: {exc.strerror}") from None
+    if args.only_hash:
+        print(cid_of(data, cid_version=args.cid_version))
+    else:
+        print(EmbeddedStorage(_ipfs_dir(args)).put(data, cid_version=args.cid_version))
+    return 0
+
+
+def cmd_ipfs_get(args: argparse.Namespace) -> int:
+    from node.storage import EmbeddedStorage, parse_cid
+
+    parse_cid(args.cid)
+    data = EmbeddedStorage(_ipfs_dir(args)).get(args.cid)
+    out = Path(args.out)
+    tmp = out.with_name(f".{out.name}.part")
+    tmp.write_bytes(data)
+    os.replace(tmp, out)
+    return 0
+
+
+def cmd_aggregate(args: argparse.Namespace) -> int:
+    from aggregation import aggregate_files
+    from node.storage import cid_of
+
+    if args.rule != "fedavg":
+        raise ConfigError(f"rule {args.rule!r} is not implemented yet; use fedavg")
+    result = aggregate_files(args.rule, args.base, args.updates, args.out, max_samples=args.max_samples)
+    cid = cid_of(result.model)
+    scores = [s / WAD for s in result.scores_wad]
+    if args.json:
+        _print_json({"cid": cid, "scores": scores, "scores_wad": [str(s) for s in result.scores_wad]})
+    else:
+        print(cid)
+        for path, score, err in zip(args.updates, scores, result.errors):
+            print(f"{score:.6f}  {path}" + (f"  (rejected: {err})" if err else ""))
+    return 0
+
+
+# -- parser -----------------------------------------------------------------------
+
+
+def _add_signing(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--keystore", metavar="FILE", help="encrypted eth-account keystore to sign with")
+    p.add_argument("--password-file", metavar="FILE", help="file holding the keystore password")
+    p.add_argument("--dev-account", type=int, metavar="N", help="account N of the testnet mnemonic (chain id 31337 only)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from node import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="fedledger", description="Blockchain-backed, decentralized federated learning node."
+    )
+    parser.add_argument("--version", action="version", version=f"fedledger {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("simulate", help="run a whole federation in one process and report")
+    p.add_argument("--nodes", type=_positive_int, default=4, help="number of nodes (default 4)")
+    p.add_argument("--malicious", type=int, default=0, help="how many of the nodes attack (default 0)")
+    p.add_argument("--attack", metavar="KIND", help="what the malicious nodes do: sign-flip, gaussian, free-rider-zero")
+    p.add_argument("--rounds", type=_positive_int, default=3, help="training rounds (default 3)")
+    p.add_argument("--rule", default="fedavg", help="aggregation rule (default fedavg)")
+    p.add_argument("--chain", choices=["embedded", "anvil"], default="embedded", help="which chain to run on")
+    p.add_argument("--rpc", metavar="URL", help="use an existing chain, e.g. one from `fedledger testnet`")
+    p.add_argument("--seed", type=int, default=7, help="seed for data split, init and training (default 7)")
+    p.add_argument("--alpha", type=float, help="Dirichlet label skew across nodes (default: IID)")
+    p.add_argument("--epochs", type=_positive_int, default=5, help="local epochs per round (default 5)")
+    p.add_argument("--report", metavar="DIR", help="write summary.json and PNG plots to DIR")
+    p.add_argument("--json", action="store_true", help="print summary.json instead of tables")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("testnet", help="run a local anvil chain on loopback")
+    p.add_argument("--port", type=int, default=8545)
+    p.add_argument("--accounts", type=_positive_int, default=10)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    p.set_defaults(func=cmd_testnet)
+
+    p = sub.add_parser("deploy", help="deploy the contracts and write deployment.json")
+    p.add_argument("--rpc", required=True, metavar="URL")
+    p.add_argument("--out", default="deployment.json", metavar="FILE")
+    p.add_argument("--min-stake", type=_eth_to_wei, default=WAD, metavar="ETH", help="minimum node stake (default 1)")
+    _add_signing(p)
+    p.set_defaults(func=cmd_deploy)
+
+    p = sub.add_parser("reputation", help="read nodes' on-chain reputation")
+    p.add_argument("addresses", nargs="+", metavar="ADDRESS")
+    p.add_argument("--deployment", required=True, metavar="FILE")
+    p.add_argument("--rpc", metavar="URL", help="override the deployment's RPC URL")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_reputation)
+
+    p = sub.add_parser("status", help="a task's round, phase and global model")
+    p.add_argument("--deployment", required=True, metavar="FILE")
+    p.add_argument("--task", required=True, type=_positive_int)
+    p.add_argument("--rpc", metavar="URL")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("rewards", help="rewards credited to an account")
+    rsub = p.add_subparsers(dest="rewards_command", metavar="ACTION", required=True)
+    w = rsub.add_parser("withdraw", help="withdraw pending rewards to the signing account")
+    w.add_argument("--deployment", required=True, metavar="FILE")
+    w.add_argument("--rpc", metavar="URL")
+    _add_signing(w)
+    w.set_defaults(func=cmd_rewards_withdraw)
+
+    p = sub.add_parser("ipfs", help="content-addressed storage (the embedded blockstore)")
+    isub = p.add_subparsers(dest="ipfs_command", metavar="ACTION", required=True)
+    a = isub.add_parser("add", help="add a file; prints its CID like `ipfs add -Q`")
+    a.add_argument("file", metavar="FILE")
+    a.add_argument("--cid-version", type=int, choices=[0, 1], default=1)
+    a.add_argument("--only-hash", action="store_true", help="print the CID without storing anything")
+    a.add_argument("--repo", metavar="DIR", help="blockstore directory (default $FEDLEDGER_HOME/ipfs)")
+    a.set_defaults(func=cmd_ipfs_add)
+    g = isub.add_parser("get", help="write the bytes of a CID to a file")
+    g.add_argument("cid", metavar="CID")
+    g.add_argument("--out", required=True, metavar="FILE")
+    g.add_argument("--repo", metavar="DIR")
+    g.set_defaults(func=cmd_ipfs_get)
+
+    p = sub.add_parser("aggregate", help="aggregate update files offline; prints the CID and scores")
+    p.add_argument("updates", nargs="+", metavar="UPDATE.safetensors")
+    p.add_argument("--rule", required=True)
+    p.add_argument("--base", required=True, metavar="BASE.safetensors")
+    p.add_argument("--out", required=True, metavar="OUT.safetensors")
+    p.add_argument("--max-samples", type=_positive_int, help="cap each update's fedavg weight")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_aggregate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except FedLedgerError as exc:
+        print(f"fedledger: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("fedledger: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

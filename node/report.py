@@ -1,0 +1,137 @@
+"""The simulation report: a terminal table, summary.json (SPEC §9) and PNG plots."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+WAD = 10**18
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    round: int
+    global_model_cid: str
+    test_accuracy: float
+    gas_used: int
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    address: str
+    role: str  # "honest" or the attack kind
+    reputation_wad: int  # on-chain, after the last round
+    payout_wei: int  # every reward credited to the node during the run
+    pending_wei: int  # on-chain pendingRewards at the end (not yet withdrawn)
+    reputation_history_wad: list[int] = field(default_factory=list)  # at registration, then after each round
+    num_samples: int = 0
+
+
+@dataclass
+class SimulationReport:
+    config: dict[str, Any]
+    initial_accuracy: float
+    rounds: list[RoundRecord]
+    nodes: list[NodeRecord]
+    chain_id: int
+    rpc: str | None
+    contracts: dict[str, str]
+    block_number: int
+    task_id: int
+    owner: str
+
+    def summary(self) -> dict[str, Any]:
+        """summary.json; large integers are decimal strings, as everywhere in our JSON."""
+        return {
+            "config": self.config,
+            "task_id": self.task_id,
+            "initial_accuracy": self.initial_accuracy,
+            "rounds": [
+                {
+                    "round": r.round,
+                    "global_model_cid": r.global_model_cid,
+                    "test_accuracy": r.test_accuracy,
+                    "gas_used": r.gas_used,
+                }
+                for r in self.rounds
+            ],
+            "nodes": [
+                {
+                    "address": n.address,
+                    "role": n.role,
+                    "reputation": n.reputation_wad / WAD,
+                    "reputation_wad": str(n.reputation_wad),
+                    "payout_wei": str(n.payout_wei),
+                    "pending_wei": str(n.pending_wei),
+                    "num_samples": n.num_samples,
+                    "reputation_history_wad": [str(x) for x in n.reputation_history_wad],
+                }
+                for n in self.nodes
+            ],
+            "deployment": {
+                "chain_id": self.chain_id,
+                "rpc": self.rpc,
+                "contracts": self.contracts,
+                "block_number": self.block_number,
+            },
+        }
+
+    def table(self) -> str:
+        lines = ["", "round  test accuracy  gas used  global model"]
+        lines.append(f"{0:>5}  {self.initial_accuracy:>13.3f}  {'-':>8}  (initial)")
+        for r in self.rounds:
+            lines.append(f"{r.round:>5}  {r.test_accuracy:>13.3f}  {r.gas_used:>8,}  {r.global_model_cid}")
+        lines += ["", "node                                        role              reputation  payout (ETH)"]
+        for n in self.nodes:
+            lines.append(f"{n.address}  {n.role:<16}  {n.reputation_wad / WAD:>10.4f}  {n.payout_wei / WAD:>12.6f}")
+        return "\n".join(lines) + "\n"
+
+    def write(self, directory: str | Path) -> list[Path]:
+        """Write summary.json and the plots into `directory`; returns the files written."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        summary = out / "summary.json"
+        summary.write_text(json.dumps(self.summary(), indent=2) + "\n")
+        return [summary, *self._plots(out)]
+
+    def _plots(self, out: Path) -> list[Path]:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        written: list[Path] = []
+        fig, ax = plt.subplots(figsize=(6, 4))
+        xs = [0] + [r.round for r in self.rounds]
+        ax.plot(xs, [self.initial_accuracy] + [r.test_accuracy for r in self.rounds], marker="o")
+        ax.set(xlabel="round", ylabel="test accuracy", title="Global model accuracy", ylim=(0, 1))
+        ax.grid(alpha=0.3)
+        written.append(_save(fig, out / "accuracy.png"))
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for n in self.nodes:
+            hist = [x / WAD for x in n.reputation_history_wad]
+            ax.plot(range(len(hist)), hist, marker="o", label=f"{n.address[:8]} ({n.role})")
+        ax.set(xlabel="round", ylabel="reputation", title="Reputation per node", ylim=(0, 1))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+        written.append(_save(fig, out / "reputation.png"))
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        labels = [f"{n.address[:8]}\n{n.role}" for n in self.nodes]
+        colors = ["tab:blue" if n.role == "honest" else "tab:red" for n in self.nodes]
+        ax.bar(labels, [n.payout_wei / WAD for n in self.nodes], color=colors)
+        ax.set(ylabel="ETH", title="Rewards credited per node")
+        written.append(_save(fig, out / "payouts.png"))
+        return written
+
+
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

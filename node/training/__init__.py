@@ -1,0 +1,17 @@
+"""Local training: datasets, partitions across nodes, the model, and a torch trainer."""
+
+from node.training.data import Dataset, dirichlet_partition, iid_partition, load_digits_split
+from node.training.model import MODELS, build_model, initial_weights
+from node.training.trainer import TorchTrainer, accuracy
+
+__all__ = [
+    "MODELS",
+    "Dataset",
+    "TorchTrainer",
+    "accuracy",
+    "build_model",
+    "dirichlet_partition",
+    "iid_partition",
+    "initial_weights",
+    "load_digits_split",
+]
