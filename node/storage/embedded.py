@@ -68,7 +68,12 @@ class EmbeddedStorage:
         self.pins_dir.mkdir(parents=True, exist_ok=True)
         self._fsync = fsync
         self._lock = threading.Lock()
-        self._known_dirs: set[Path] = set()
+        # All 256 shard directories up front: a one-time cost at first open instead of
+        # a mkdir (and a directory fsync) inside the first puts.
+        for shard in range(256):
+            (self.blocks_dir / f"{shard:02x}").mkdir(exist_ok=True)
+        self._known_dirs: set[Path] = {self.blocks_dir / f"{shard:02x}" for shard in range(256)}
+        self._known_dirs.add(self.pins_dir)
 
     # --- paths and raw file I/O ------------------------------------------------------------
 
