@@ -175,9 +175,13 @@ contract FedLedger {
     /// @notice Thrown when the recipient of a withdrawal rejects the ether.
     /// @param account The recipient.
     error FedLedgerTransferFailed(address account);
-    /// @notice Thrown when `createTask` parameters are unusable.
-    /// @param reason What is wrong ("zero reward", "zero rounds", "zero committee size").
-    error FedLedgerInvalidTask(string reason);
+    /// @notice Thrown when `createTask` gets a zero reward pool, zero rounds or a zero committee size.
+    /// @dev Carries the values rather than a reason string: eth-tester's web3 provider decodes any
+    /// revert with a string-shaped payload as `Error(string)` and drops the selector.
+    /// @param rewardPool The wei sent.
+    /// @param rounds The rounds asked for.
+    /// @param committeeSize The committee size asked for.
+    error FedLedgerInvalidTask(uint256 rewardPool, uint32 rounds, uint32 committeeSize);
     /// @notice Thrown when a CID argument is empty.
     error FedLedgerEmptyCid();
     /// @notice Thrown when an update claims zero training samples.
@@ -262,9 +266,9 @@ contract FedLedger {
         uint64 maxSamples
     ) external payable returns (uint256 taskId) {
         if (modelCid.length == 0 || specCid.length == 0) revert FedLedgerEmptyCid();
-        if (msg.value == 0) revert FedLedgerInvalidTask("zero reward");
-        if (rounds == 0) revert FedLedgerInvalidTask("zero rounds");
-        if (committeeSize == 0) revert FedLedgerInvalidTask("zero committee size");
+        if (msg.value == 0 || rounds == 0 || committeeSize == 0) {
+            revert FedLedgerInvalidTask(msg.value, rounds, committeeSize);
+        }
 
         taskId = ++_taskCount;
         Task storage task = _tasks[taskId];

@@ -22,9 +22,6 @@ contract ReentrantWithdrawer {
 
     /// @notice Thrown by receive() in `Reject` mode.
     error ReentrantWithdrawerRejected();
-    /// @notice Thrown when a forwarded call to the ledger reverts; carries the ledger's revert data.
-    /// @param reason The raw revert data.
-    error ReentrantWithdrawerCallFailed(bytes reason);
 
     /// @notice Creates the attacker aimed at `ledger`.
     /// @param ledger The FedLedger to attack.
@@ -44,13 +41,13 @@ contract ReentrantWithdrawer {
     function forward(bytes calldata data) external payable returns (bytes memory result) {
         bool ok;
         (ok, result) = _ledger.call{value: msg.value}(data);
-        if (!ok) revert ReentrantWithdrawerCallFailed(result);
+        if (!ok) _bubble(result);
     }
 
     /// @notice Starts the attack: withdraws from the ledger, re-entering from receive().
     function attack() external {
         (bool ok, bytes memory result) = _ledger.call(abi.encodeWithSignature("withdraw()"));
-        if (!ok) revert ReentrantWithdrawerCallFailed(result);
+        if (!ok) _bubble(result);
     }
 
     /// @notice Returns what the re-entrant calls achieved.
@@ -71,6 +68,13 @@ contract ReentrantWithdrawer {
             _reentrySuccesses += 1;
         } else {
             _lastReentryRevert = result;
+        }
+    }
+
+    /// @dev Re-throws the ledger's revert data unchanged, so tests see the ledger's own custom error.
+    function _bubble(bytes memory revertData) private pure {
+        assembly ("memory-safe") {
+            revert(add(revertData, 32), mload(revertData))
         }
     }
 }
