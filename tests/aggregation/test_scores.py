@@ -121,3 +121,22 @@ def test_round_scores_opposite_duplicate_and_rejected_updates_zero() -> None:
     # Assert
     assert result.scores_wad == [WAD, 0, WAD, 0, 0]
     assert result.accepted == [True, True, True, True, False]
+
+
+def test_value_identical_update_with_other_bytes_is_a_duplicate() -> None:
+    # Prepare: same values (0.0 vs -0.0, another num_samples), different bytes.
+    base = encode_model({name: np.zeros(shape, np.float32) for name, shape in SHAPES.items()})
+    values = {name: np.full(shape, 0.5, np.float32) for name, shape in SHAPES.items()}
+    values["a"][0] = 0.0
+    copy = {name: array.copy() for name, array in values.items()}
+    copy["a"][0] = -0.0
+    first = encode_update(values, num_samples=1, task=1, round=1, base="b")
+    second = encode_update(copy, num_samples=9, task=1, round=1, base="b")
+    assert first != second
+
+    # Execute
+    result = aggregate_round("fedavg", base, [first, second])
+
+    # Assert
+    assert result.scores_wad == [WAD, 0]
+    assert result.accepted == [True, True]
