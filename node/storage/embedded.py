@@ -226,7 +226,7 @@ class EmbeddedStorage:
             keep: set[bytes] = set()
             for name in self.pins():
                 missing: list[Cid] = []
-                keep |= self._walk(parse_cid(name), missing)
+                keep |= self._walk(parse_cid(name), missing, verify=True)
             removed = 0
             now = time.time()
             for shard in self.blocks_dir.iterdir():
@@ -247,11 +247,12 @@ class EmbeddedStorage:
                         removed += 1
             return removed
 
-    def _walk(self, root: Cid, missing: list[Cid]) -> set[bytes]:
+    def _walk(self, root: Cid, missing: list[Cid], *, verify: bool = False) -> set[bytes]:
         """Digests of every block reachable from `root` that is held; absent ones go to `missing`.
 
         Iterative, each block visited once, depth-bounded: pinned DAGs may have
-        come from peers.
+        come from peers. With `verify` every interior block is hashed before its
+        links are trusted (gc must not follow a corrupt node's links).
         """
         seen: set[bytes] = set()
         stack: list[tuple[Cid, int]] = [(root, 0)]
@@ -273,6 +274,8 @@ class EmbeddedStorage:
             except FileNotFoundError:
                 missing.append(cid)
                 continue
+            if verify:
+                verify_block(cid, block)
             seen.add(cid.digest)
             for link in decode_node(block, cid).links:
                 stack.append((link.cid, depth + 1))

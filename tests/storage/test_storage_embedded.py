@@ -216,10 +216,11 @@ def test_gc_refuses_to_guess_when_a_pinned_node_is_unreadable(store: EmbeddedSto
     count = len(block_files(store))
 
     # Execute
-    with pytest.raises(StorageError):
+    with pytest.raises(StorageError) as err:
         store.gc()
 
     # Assert
+    assert cid in str(err.value)
     assert len(block_files(store)) == count
 
 
