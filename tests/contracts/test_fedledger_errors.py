@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import MIN_STAKE, MODEL_CID, REWARD, SPEC_CID, WAD, Chain
+from ledger_harness import MIN_STAKE, MODEL_CID, REWARD, SPEC_CID, WAD, Chain
 from web3.contract import Contract
 
 TESTED = {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import MIN_STAKE, MODEL_CID, REWARD, SPEC_CID, WAD, Chain
+from ledger_harness import MIN_STAKE, MODEL_CID, REWARD, SPEC_CID, WAD, Chain
 
 FINALIZE_4_BUDGET = 250_000  # measured ~203k with cancun, optimizer 200; leaves headroom for the committee cut
 
