@@ -85,14 +85,19 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_testnet(args: argparse.Namespace) -> int:
+    import signal
+
     from node.chain.accounts import dev_account
     from node.chain.anvil import Anvil
 
-    anvil = Anvil(port=args.port, accounts=args.accounts, host=args.host).start()
-    print(f"anvil testnet listening on {anvil.url} (chain id 31337); Ctrl-C stops it", flush=True)
-    for i in range(min(args.accounts, 10)):
-        print(f"  dev account {i}: {dev_account(i).address}")
+    anvil = Anvil(port=args.port, accounts=args.accounts, host=args.host)
+    # SIGTERM (a service manager, `kill`) stops the chain as cleanly as Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
+        anvil.start()
+        print(f"anvil testnet listening on {anvil.url} (chain id 31337); Ctrl-C stops it", flush=True)
+        for i in range(min(args.accounts, 10)):
+            print(f"  dev account {i}: {dev_account(i).address}", flush=True)
         return anvil.wait()
     except KeyboardInterrupt:
         return 0
@@ -328,11 +333,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from aggregation import AggregationError
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except FedLedgerError as exc:
+    except (FedLedgerError, AggregationError) as exc:
         print(f"fedledger: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a file the user named: unreadable, missing, or a full disk
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"fedledger: error:{where} {exc.strerror or exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("fedledger: interrupted", file=sys.stderr)

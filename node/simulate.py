@@ -138,14 +138,22 @@ def run_simulation(
     config: SimulationConfig,
     workdir: Path | None = None,
     progress: Callable[[str], None] = lambda line: None,
+    w3: Web3 | None = None,
 ) -> SimulationReport:
-    """Run a whole federation; returns the report (nothing is printed except through `progress`)."""
+    """Run a whole federation; returns the report (nothing is printed except through `progress`).
+
+    `w3`, when given, is the chain to use instead of the one `config.chain`
+    names; tests pass an embedded chain to inspect it after the run.
+    """
     config.validate()
     spec = config.spec
     with ExitStack() as stack:
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fedledger-sim-")))
-        w3, rpc_url = _connect(config, stack)
+        if w3 is None:
+            w3, rpc_url = _connect(config, stack)
+        else:
+            rpc_url = None
         owner = dev_account(0)
         accounts = [dev_account(i + 1) for i in range(config.nodes)]
         _fund(w3, owner, [a.address for a in accounts], config.stake_wei + ETHER)

@@ -1,0 +1,139 @@
+"""End to end: a small federation on the embedded chain, checked against the chain itself."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from node.chain import FedLedgerClient, dev_account
+from node.chain.providers import embedded_web3
+from node.errors import ConfigError
+from node.simulate import SimulationConfig, run_simulation
+from node.taskspec import TaskSpec
+
+SMALL = SimulationConfig(nodes=3, rounds=2, seed=11, spec=TaskSpec(epochs=3))
+
+
+@pytest.fixture(scope="module")
+def federation():
+    """One run of the small federation; the chain stays open for inspection."""
+    w3 = embedded_web3(num_accounts=SMALL.nodes + 1)
+    lines: list[str] = []
+    report = run_simulation(SMALL, progress=lines.append, w3=w3)
+    client = FedLedgerClient(w3, report.contracts["FedLedger"])
+    return w3, client, report, lines
+
+
+def test_the_federation_learns(federation):
+    _, _, report, lines = federation
+
+    assert len(report.rounds) == SMALL.rounds
+    assert report.rounds[-1].test_accuracy > report.initial_accuracy + 0.3
+    assert any(line.startswith("round 2/2") for line in lines)
+
+
+def test_report_matches_the_chain(federation):
+    _, client, report, _ = federation
+
+    cid, round_ = client.global_model(report.task_id)
+    assert (cid, round_) == (report.rounds[-1].global_model_cid, SMALL.rounds)
+    for node in report.nodes:
+        assert client.reputation_of(node.address) == node.reputation_wad
+        assert client.pending_rewards(node.address) == node.payout_wei
+        assert node.payout_wei > 0
+    # The whole pool went out: to the trainers, and any rounding dust to the owner.
+    paid = sum(n.payout_wei for n in report.nodes) + client.pending_rewards(report.owner)
+    assert paid == SMALL.reward_wei
+    assert client.task_info(report.task_id).finished
+
+
+def test_the_global_model_is_stored_under_its_cid(federation, tmp_path):
+    _, client, report, _ = federation
+    summary = report.summary()
+
+    assert [r["global_model_cid"] for r in summary["rounds"]] == [r.global_model_cid for r in report.rounds]
+    assert all(isinstance(n["payout_wei"], str) for n in summary["nodes"])
+    assert summary["config"]["nodes"] == 3 and summary["deployment"]["contracts"]["FedLedger"] == client.address
+    json.dumps(summary)  # serializable as is
+
+
+def test_withdraw_moves_the_eth(federation):
+    w3, client, report, _ = federation
+    node = report.nodes[0]
+    account = dev_account(1)
+    assert account.address == node.address
+    before = w3.eth.get_balance(node.address)
+
+    receipt = client.as_account(account).withdraw()
+
+    fee = receipt["gasUsed"] * receipt["effectiveGasPrice"]
+    assert w3.eth.get_balance(node.address) == before + node.payout_wei - fee
+    assert client.pending_rewards(node.address) == 0
+
+
+def test_same_seed_gives_the_same_global_models(federation):
+    _, _, report, _ = federation
+
+    again = run_simulation(SMALL)
+    other = run_simulation(SimulationConfig(nodes=3, rounds=1, seed=12, spec=TaskSpec(epochs=3)))
+
+    assert [r.global_model_cid for r in again.rounds] == [r.global_model_cid for r in report.rounds]
+    assert other.rounds[0].global_model_cid != report.rounds[0].global_model_cid
+
+
+def test_a_free_rider_earns_less_and_loses_reputation():
+    config = SimulationConfig(nodes=3, malicious=1, attack="free-rider-zero", rounds=2, seed=5, spec=TaskSpec(epochs=2))
+
+    report = run_simulation(config)
+
+    honest = [n for n in report.nodes if n.role == "honest"]
+    rider = next(n for n in report.nodes if n.role == "free-rider-zero")
+    assert rider.payout_wei == 0
+    assert rider.reputation_wad < min(n.reputation_wad for n in honest)
+    assert rider.reputation_history_wad == sorted(rider.reputation_history_wad, reverse=True)
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        (SimulationConfig(nodes=0), "--nodes"),
+        (SimulationConfig(malicious=5), "--malicious"),
+        (SimulationConfig(malicious=1), "--attack"),
+        (SimulationConfig(malicious=1, attack="teleport"), "unknown attack"),
+        (SimulationConfig(rule="bogus"), "unknown rule"),
+        (SimulationConfig(chain="rpc"), "--rpc"),
+    ],
+)
+def test_bad_configs_are_refused_before_anything_runs(config, message):
+    with pytest.raises(ConfigError, match=message):
+        run_simulation(config)
+
+
+def test_cli_simulate_writes_the_report(cli, tmp_path):
+    out = tmp_path / "report"
+
+    proc = cli("simulate", "--nodes", "3", "--rounds", "2", "--epochs", "2", "--report", str(out))
+
+    assert proc.returncode == 0, proc.stderr
+    assert "round 2/2" in proc.stdout and "payout (ETH)" in proc.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary) >= {"config", "rounds", "nodes", "deployment"}
+    assert summary["config"] == {
+        "nodes": 3, "malicious": 0, "attack": None, "rounds": 2, "rule": "fedavg", "seed": 7,
+        "chain": "embedded", "alpha": None,
+    }
+    assert [r["round"] for r in summary["rounds"]] == [1, 2]
+    for r in summary["rounds"]:
+        assert r["global_model_cid"].startswith("bafk") and 0 <= r["test_accuracy"] <= 1 and r["gas_used"] > 0
+    for n in summary["nodes"]:
+        assert n["role"] == "honest" and 0 <= n["reputation"] <= 1 and int(n["payout_wei"]) > 0
+    for name in ("accuracy.png", "reputation.png", "payouts.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_simulate_bad_flag_is_one_line(cli):
+    proc = cli("simulate", "--malicious", "2")
+
+    assert proc.returncode == 1
+    assert proc.stderr.strip().count("\n") == 0 and "--attack" in proc.stderr
