@@ -175,7 +175,7 @@ contract FedLedger {
     /// @notice Thrown when the recipient of a withdrawal rejects the ether.
     /// @param account The recipient.
     error FedLedgerTransferFailed(address account);
-    /// @notice Thrown when `createTask` gets a zero reward pool, zero rounds or a zero committee size.
+    /// @notice Thrown when `createTask` gets a zero reward pool, rounds outside 1..2^32-2, or a zero committee size.
     /// @dev Carries the values rather than a reason string: eth-tester's web3 provider decodes any
     /// revert with a string-shaped payload as `Error(string)` and drops the selector.
     /// @param rewardPool The wei sent.
@@ -252,7 +252,7 @@ contract FedLedger {
     /// @notice Creates a task; `msg.value` is its reward pool.
     /// @param modelCid CID of the initial model (safetensors).
     /// @param specCid CID of the task spec JSON.
-    /// @param rounds Number of rounds, > 0.
+    /// @param rounds Number of rounds, in 1..2^32-2.
     /// @param committeeSize Maximum updates per round, > 0; bounds the gas of `finalizeRound`.
     /// @param rule Aggregation rule identifier (interpreted off-chain).
     /// @param maxSamples Per-node sample cap from the task spec (interpreted off-chain).
@@ -266,7 +266,8 @@ contract FedLedger {
         uint64 maxSamples
     ) external payable returns (uint256 taskId) {
         if (modelCid.length == 0 || specCid.length == 0) revert FedLedgerEmptyCid();
-        if (msg.value == 0 || rounds == 0 || committeeSize == 0) {
+        // rounds == max would wrap `currentRound` past the last round and lock the pool.
+        if (msg.value == 0 || rounds == 0 || rounds == type(uint32).max || committeeSize == 0) {
             revert FedLedgerInvalidTask(msg.value, rounds, committeeSize);
         }
 

@@ -120,6 +120,8 @@ def test_invalid_task(chain: Chain, ledger: Contract, owner: str) -> None:
         create(MODEL_CID, SPEC_CID, 1, 1, 0, 0).transact({"from": owner, "value": 0})
     with chain.reverts(ledger, "FedLedgerInvalidTask", REWARD, 0, 1):
         create(MODEL_CID, SPEC_CID, 0, 1, 0, 0).transact({"from": owner, "value": REWARD})
+    with chain.reverts(ledger, "FedLedgerInvalidTask", REWARD, 2**32 - 1, 1):
+        create(MODEL_CID, SPEC_CID, 2**32 - 1, 1, 0, 0).transact({"from": owner, "value": REWARD})
     with chain.reverts(ledger, "FedLedgerInvalidTask", REWARD, 1, 0):
         create(MODEL_CID, SPEC_CID, 1, 0, 0, 0).transact({"from": owner, "value": REWARD})
     assert ledger.functions.taskCount().call() == 0
