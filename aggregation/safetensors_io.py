@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 from typing import Any, Mapping
 
@@ -111,11 +112,33 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+# A JSON string, or one bracket outside strings.
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+# A valid header nests at most object -> entry -> shape list (or object -> metadata).
+MAX_HEADER_DEPTH = 3
+
+
+def _check_depth(text: str) -> None:
+    """Refuse deep nesting before json sees it: its C parser recurses, and a
+    hostile header of 100k brackets can overflow the C stack (a segfault, not a
+    RecursionError) when the interpreter's recursion limit has been raised."""
+    depth = 0
+    for token in _JSON_TOKEN.finditer(text):
+        c = token.group()
+        if c in "[{":
+            depth += 1
+            if depth > MAX_HEADER_DEPTH:
+                raise _reject(f"header is not valid JSON (nested deeper than {MAX_HEADER_DEPTH})")
+        elif c in "]}":
+            depth -= 1
+
+
 def _parse_header(raw: bytes) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise _reject(f"header is not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    _check_depth(text)
     try:
         header = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
     except InvalidUpdateError:
