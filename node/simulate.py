@@ -25,7 +25,7 @@ import numpy as np
 from web3 import Web3
 
 from aggregation import aggregate_round, decode_model, encode_model, encode_update
-from node.attacks import ATTACKS
+from node.attacks import ATTACKS, AttackContext, craft_update, poison_data
 from node.chain import FedLedgerClient, deploy_fedledger, dev_account
 from node.chain.anvil import Anvil
 from node.chain.providers import embedded_web3, rpc_web3
@@ -169,9 +169,17 @@ def run_simulation(
             shards = iid_partition(len(train), config.nodes, config.seed)
         else:
             shards = dirichlet_partition(train.y, config.nodes, config.alpha, config.seed)
+        rng = np.random.default_rng(config.seed)
         trainers = [
-            TorchTrainer(spec.model, train.subset(idx), test, epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr)
-            for idx in shards
+            TorchTrainer(
+                spec.model,
+                poison_data(role, train.subset(idx), rng),
+                test,
+                epochs=spec.epochs,
+                batch_size=spec.batch_size,
+                lr=spec.lr,
+            )
+            for idx, role in zip(shards, roles)
         ]
         stores = [EmbeddedStorage(workdir / f"node{i}") for i in range(config.nodes)]
         owner_store = EmbeddedStorage(workdir / "owner")
@@ -189,22 +197,29 @@ def run_simulation(
         for i, node in enumerate(nodes):
             node.register(f"sim-node-{i}", [], config.stake_wei)
 
-        rng = np.random.default_rng(config.seed)
         payouts = {a.address: 0 for a in accounts}
         reputation_history: dict[str, list[int]] = {a.address: [chain.reputation_of(a.address)] for a in accounts}
         initial_acc = accuracy(spec.model, decode_model(owner_store.get(model_cid), spec.max_update_bytes)[0], test)
         progress(f"round 0: initial model {model_cid}, test accuracy {initial_acc:.3f}")
         rounds: list[RoundRecord] = []
+        published: list[dict[str, np.ndarray] | None] = [None] * config.nodes
         for r in range(1, config.rounds + 1):
             started = time.monotonic()
             gas = 0
             base_cid, _ = chain.global_model(task_id)
+            base_bytes = fetch(base_cid, owner_store, everyone)
+            base, _meta = decode_model(base_bytes, spec.max_update_bytes)
+            trained = [
+                trainers[i].train(base, seed=config.seed * 1_000_003 + r * 1009 + i) for i in range(config.nodes)
+            ]
             for i, node in enumerate(nodes):
-                base_bytes = fetch(base_cid, stores[i], everyone)
-                base, _meta = decode_model(base_bytes, spec.max_update_bytes)
-                delta = trainers[i].train(base, seed=config.seed * 1_000_003 + r * 1009 + i)
+                fetch(base_cid, stores[i], everyone)  # each node pulls the global model into its own store
+                delta = trained[i]
                 if roles[i] != "honest":
-                    delta = ATTACKS[roles[i]](delta, rng)
+                    others = [d for j, d in enumerate(trained) if j != i and roles[j] == "honest"]
+                    ctx = AttackContext(own=delta, honest=others, rng=rng, previous=published[i], round=r)
+                    delta = craft_update(roles[i], ctx)
+                published[i] = delta
                 update = encode_update(
                     delta, num_samples=trainers[i].num_samples, task=task_id, round=r, base=base_cid
                 )
@@ -213,7 +228,6 @@ def run_simulation(
 
             # Aggregate in the canonical (on-chain) order, fetching every update by its CID.
             submitted = chain.round_updates(task_id, r)
-            base_bytes = fetch(base_cid, owner_store, everyone)
             updates = [fetch(u.cid, owner_store, everyone) for u in submitted]
             result = aggregate_round(
                 config.rule,
