@@ -10,6 +10,7 @@ experiments replay exactly.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -26,6 +27,7 @@ class AttackContext:
     rng: np.random.Generator
     previous: Mapping[str, np.ndarray] | None = None  # what this node published last round
     round: int = 1
+    colluders: int = 1  # how many attackers act together this round (this one included)
     extra: dict[str, object] = field(default_factory=dict)
 
 
@@ -34,8 +36,9 @@ def _map(delta: Mapping[str, np.ndarray], fn: Callable[[np.ndarray], np.ndarray]
 
 
 def sign_flip(ctx: AttackContext) -> Delta:
-    """Push the model the opposite way, amplified (Byzantine sign flipping)."""
-    return _map(ctx.own, lambda v: -4.0 * v)
+    """Push the model the opposite way (Byzantine sign flipping); an amplified
+    push is the `scaling` attack's business."""
+    return _map(ctx.own, np.negative)
 
 
 def gaussian(ctx: AttackContext) -> Delta:
@@ -48,12 +51,64 @@ def free_rider_zero(ctx: AttackContext) -> Delta:
     return _map(ctx.own, np.zeros_like)
 
 
+def free_rider_stale(ctx: AttackContext) -> Delta:
+    """Train once, then resend that first update every round instead of training again."""
+    return _map(ctx.previous if ctx.previous is not None else ctx.own, np.array)
+
+
+def free_rider_copy(ctx: AttackContext) -> Delta:
+    """Republish another node's update as one's own (it scores 0 as a duplicate)."""
+    return _map(ctx.honest[0], np.array) if ctx.honest else free_rider_zero(ctx)
+
+
+def scaling(ctx: AttackContext) -> Delta:
+    """Model replacement (Bagdasaryan et al., 2020): a poisoned update boosted by
+    the federation size so that averaging does not dilute it. The poisoning is
+    the label flip applied to this node's data (see DATA_ATTACKS)."""
+    boost = float(len(ctx.honest) + ctx.colluders)
+    return _map(ctx.own, lambda v: boost * v)
+
+
+def little_is_enough(ctx: AttackContext) -> Delta:
+    """"A Little Is Enough" (Baruch et al., 2019): colluders publish mean - z*std
+    of the honest updates, per coordinate, with z chosen so the fake update stays
+    within the spread of honest ones and evades robust rules.
+
+    z = Phi^-1((n - s) / n) with s = floor(n/2 + 1) - m, for n nodes of which m
+    collude: the largest shift that still leaves the fake closer to the centre
+    than s honest updates."""
+    if not ctx.honest:
+        return _map(ctx.own, np.array)
+    n = len(ctx.honest) + ctx.colluders
+    s = n // 2 + 1 - ctx.colluders
+    z = NormalDist().inv_cdf((n - s) / n) if 0 < s < n else 1.0
+    out: Delta = {}
+    for k in ctx.own:
+        stack = np.stack([np.asarray(h[k], dtype=np.float64) for h in ctx.honest])
+        out[k] = (stack.mean(axis=0) - z * stack.std(axis=0)).astype(np.float32)
+    return out
+
+
+def label_flip(data: Dataset, rng: np.random.Generator) -> Dataset:
+    """Train on wrong labels: class c becomes (classes - 1 - c)."""
+    top = int(data.y.max()) if len(data) else 0
+    classes = max(top + 1, 10)
+    return Dataset(data.x, (classes - 1 - data.y).astype(data.y.dtype))
+
+
 UPDATE_ATTACKS: dict[str, Callable[[AttackContext], Delta]] = {
     "sign-flip": sign_flip,
     "gaussian": gaussian,
+    "scaling": scaling,
     "free-rider-zero": free_rider_zero,
+    "free-rider-stale": free_rider_stale,
+    "free-rider-copy": free_rider_copy,
+    "little-is-enough": little_is_enough,
 }
-DATA_ATTACKS: dict[str, Callable[[Dataset, np.random.Generator], Dataset]] = {}
+DATA_ATTACKS: dict[str, Callable[[Dataset, np.random.Generator], Dataset]] = {
+    "label-flip": label_flip,
+    "scaling": label_flip,
+}
 ATTACKS: frozenset[str] = frozenset(UPDATE_ATTACKS) | frozenset(DATA_ATTACKS)
 
 

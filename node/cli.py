@@ -250,6 +250,7 @@ def _add_signing(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from node import __version__
+    from node.attacks import ATTACKS
 
     parser = argparse.ArgumentParser(
         prog="fedledger", description="Blockchain-backed, decentralized federated learning node."
@@ -260,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("simulate", help="run a whole federation in one process and report")
     p.add_argument("--nodes", type=_positive_int, default=4, help="number of nodes (default 4)")
     p.add_argument("--malicious", type=int, default=0, help="how many of the nodes attack (default 0)")
-    p.add_argument("--attack", metavar="KIND", help="what the malicious nodes do: sign-flip, gaussian, free-rider-zero")
+    p.add_argument("--attack", metavar="KIND", help="what the malicious nodes do: " + ", ".join(sorted(ATTACKS)))
     p.add_argument("--rounds", type=_positive_int, default=3, help="training rounds (default 3)")
     p.add_argument("--rule", default="fedavg", help="aggregation rule (default fedavg)")
     p.add_argument("--chain", choices=["embedded", "anvil"], default="embedded", help="which chain to run on")
