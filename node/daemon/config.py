@@ -1,0 +1,164 @@
+"""node.toml: a node operator's configuration (SPEC §8).
+
+Paths in the file are relative to the file's own directory, so a node
+directory can be moved as a whole. Secrets never live here: the Ethereum key
+is in an encrypted keystore, its password comes from a file, the environment
+or a prompt.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from node.errors import ConfigError
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    path: Path  # the config file itself
+    data_dir: Path  # blockstore, journal and identity live here
+    keystore: Path  # encrypted eth-account keystore
+    password_file: Path | None  # optional; else FEDLEDGER_PASSWORD or a prompt
+    identity: Path  # libp2p Ed25519 private key
+    log_level: str
+    rpc: str  # JSON-RPC endpoint of the chain
+    deployment: Path  # deployment.json written by `fedledger deploy`
+    tasks: tuple[int, ...]  # task ids to work on; empty: every task the node is chosen for
+    listen: tuple[str, ...]  # libp2p listen multiaddrs (loopback unless told otherwise)
+    storage_backend: str  # embedded | kubo
+    kubo_api: str | None  # kubo RPC multiaddr when storage_backend == "kubo"
+    data_path: Path  # the node's private training data
+    data_format: str  # auto | npz | csv | images
+    status_listen: str  # host:port of the JSON status endpoint and /metrics
+    poll_interval: float = 1.0  # seconds between chain polls when idle
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+TEMPLATE = """\
+# FedLedger node configuration. Paths are relative to this file.
+
+[node]
+data_dir = "."                 # blockstore, action journal, libp2p identity
+keystore = "keystore.json"     # encrypted Ethereum key (eth-account keystore v3)
+# password_file = "password"   # else FEDLEDGER_PASSWORD, else a prompt
+identity = "identity.key"      # libp2p Ed25519 key: the node's peer ID
+log_level = "info"             # debug | info | warning | error
+
+[chain]
+rpc = "{rpc}"
+deployment = "deployment.json" # written by `fedledger deploy`
+tasks = []                     # task ids to join; [] = any task that selects this node
+poll_interval = 1.0            # seconds between polls of the chain when idle
+
+[p2p]
+# Loopback by default; list a public address to federate across machines.
+listen = ["/ip4/127.0.0.1/tcp/0"]
+
+[storage]
+backend = "embedded"           # embedded (in data_dir) | kubo
+# kubo_api = "/ip4/127.0.0.1/tcp/5001"
+
+[data]
+path = "data.npz"              # .npz with arrays x and y, a .csv (label in the last column), or a folder of images per class
+format = "auto"                # auto | npz | csv | images
+
+[status]
+listen = "127.0.0.1:0"         # JSON status at /status, Prometheus metrics at /metrics
+"""
+
+
+def _get(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, default: Any = ...) -> Any:
+    if key not in table:
+        if default is ...:
+            raise ConfigError(f"{where}: missing key {key!r}")
+        return default
+    value = table[key]
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise ConfigError(f"{where}: {key!r} must be {names}, not {type(value).__name__}")
+    return value
+
+
+def load_config(path: str | Path) -> NodeConfig:
+    """Read and validate node.toml; every problem is one ConfigError line naming the file and key."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist (create one with `fedledger node init`)") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    base = path.resolve().parent
+    tables = {}
+    for name in ("node", "chain", "p2p", "storage", "data", "status"):
+        table = raw.get(name, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: [{name}] must be a table")
+        tables[name] = table
+    unknown = set(raw) - set(tables)
+    if unknown:
+        raise ConfigError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}")
+
+    def rel(value: str) -> Path:
+        return (base / value).resolve()
+
+    n, c, p, s, d, st = (tables[k] for k in ("node", "chain", "p2p", "storage", "data", "status"))
+    log_level = _get(n, "log_level", str, f"{path} [node]", "info").lower()
+    if log_level not in LOG_LEVELS:
+        raise ConfigError(f"{path} [node]: log_level must be one of {', '.join(LOG_LEVELS)}, not {log_level!r}")
+    tasks = _get(c, "tasks", list, f"{path} [chain]", [])
+    if not all(isinstance(t, int) and not isinstance(t, bool) and t > 0 for t in tasks):
+        raise ConfigError(f"{path} [chain]: tasks must be a list of positive task ids")
+    listen = _get(p, "listen", list, f"{path} [p2p]", ["/ip4/127.0.0.1/tcp/0"])
+    if not all(isinstance(a, str) and a.startswith("/") for a in listen):
+        raise ConfigError(f"{path} [p2p]: listen must be a list of multiaddrs like /ip4/127.0.0.1/tcp/0")
+    backend = _get(s, "backend", str, f"{path} [storage]", "embedded")
+    if backend not in ("embedded", "kubo"):
+        raise ConfigError(f"{path} [storage]: backend must be embedded or kubo, not {backend!r}")
+    kubo_api = _get(s, "kubo_api", str, f"{path} [storage]", None)
+    if backend == "kubo" and not kubo_api:
+        raise ConfigError(f"{path} [storage]: backend kubo needs kubo_api")
+    data_format = _get(d, "format", str, f"{path} [data]", "auto")
+    if data_format not in ("auto", "npz", "csv", "images"):
+        raise ConfigError(f"{path} [data]: format must be auto, npz, csv or images, not {data_format!r}")
+    status_listen = _get(st, "listen", str, f"{path} [status]", "127.0.0.1:0")
+    host, _, port = status_listen.rpartition(":")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"{path} [status]: listen must be HOST:PORT, not {status_listen!r}")
+    poll = _get(c, "poll_interval", (int, float), f"{path} [chain]", 1.0)
+    if not 0 < poll <= 3600:
+        raise ConfigError(f"{path} [chain]: poll_interval must be in (0, 3600] seconds")
+    password_file = _get(n, "password_file", str, f"{path} [node]", None)
+    return NodeConfig(
+        path=path.resolve(),
+        data_dir=rel(_get(n, "data_dir", str, f"{path} [node]", ".")),
+        keystore=rel(_get(n, "keystore", str, f"{path} [node]", "keystore.json")),
+        password_file=rel(password_file) if password_file else None,
+        identity=rel(_get(n, "identity", str, f"{path} [node]", "identity.key")),
+        log_level=log_level,
+        rpc=_get(c, "rpc", str, f"{path} [chain]"),
+        deployment=rel(_get(c, "deployment", str, f"{path} [chain]", "deployment.json")),
+        tasks=tuple(tasks),
+        listen=tuple(listen),
+        storage_backend=backend,
+        kubo_api=kubo_api,
+        data_path=rel(_get(d, "path", str, f"{path} [data]")),
+        data_format=data_format,
+        status_listen=status_listen,
+        poll_interval=float(poll),
+    )
+
+
+def write_template(path: str | Path, rpc: str = "http://127.0.0.1:8545") -> None:
+    """Write a commented node.toml; refuses to overwrite an existing one."""
+    path = Path(path)
+    if path.exists():
+        raise ConfigError(f"{path} already exists; not overwriting it")
+    path.write_text(TEMPLATE.format(rpc=rpc))
