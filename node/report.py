@@ -101,12 +101,14 @@ class SimulationReport:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
 
         written: list[Path] = []
         fig, ax = plt.subplots(figsize=(6, 4))
         xs = [0] + [r.round for r in self.rounds]
         ax.plot(xs, [self.initial_accuracy] + [r.test_accuracy for r in self.rounds], marker="o")
         ax.set(xlabel="round", ylabel="test accuracy", title="Global model accuracy", ylim=(0, 1))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         written.append(_save(fig, out / "accuracy.png"))
 
@@ -115,6 +117,7 @@ class SimulationReport:
             hist = [x / WAD for x in n.reputation_history_wad]
             ax.plot(range(len(hist)), hist, marker="o", label=f"{n.address[:8]} ({n.role})")
         ax.set(xlabel="round", ylabel="reputation", title="Reputation per node", ylim=(0, 1))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
         written.append(_save(fig, out / "reputation.png"))
