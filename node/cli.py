@@ -239,6 +239,17 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_node_init(args: argparse.Namespace) -> int:
+    from node.daemon.init import init_node_dir
+    from node.keys import read_password
+
+    password = read_password(args.password_file, confirm=True)
+    result = init_node_dir(args.dir, password, rpc=args.rpc)
+    print(f"node address {result.address}")
+    print(f"wrote {result.config} and {result.keystore}; edit the config, then: fedledger node run --config {result.config}")
+    return 0
+
+
 # -- parser -----------------------------------------------------------------------
 
 
@@ -321,6 +332,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", required=True, metavar="FILE")
     g.add_argument("--repo", metavar="DIR")
     g.set_defaults(func=cmd_ipfs_get)
+
+    p = sub.add_parser("node", help="the node daemon: init a node directory, run it")
+    nsub = p.add_subparsers(dest="node_command", metavar="ACTION", required=True)
+    n = nsub.add_parser("init", help="create a node directory: node.toml, an encrypted keystore")
+    n.add_argument("--dir", required=True, metavar="DIR")
+    n.add_argument("--rpc", default="http://127.0.0.1:8545", metavar="URL", help="the chain the node will use")
+    n.add_argument("--password-file", metavar="FILE", help="keystore password (else FEDLEDGER_PASSWORD or a prompt)")
+    n.set_defaults(func=cmd_node_init)
 
     p = sub.add_parser("aggregate", help="aggregate update files offline; prints the CID and scores")
     p.add_argument("updates", nargs="+", metavar="UPDATE.safetensors")

@@ -21,7 +21,8 @@ from node.chain.accounts import TESTNET_CHAIN_ID, dev_account
 from node.errors import ConfigError
 
 
-def read_password(password_file: str | None) -> str:
+def read_password(password_file: str | None, confirm: bool = False) -> str:
+    """The keystore password; `confirm` asks twice when prompting (for a new keystore)."""
     if password_file:
         try:
             return Path(password_file).read_text().rstrip("\r\n")
@@ -31,7 +32,10 @@ def read_password(password_file: str | None) -> str:
         return os.environ["FEDLEDGER_PASSWORD"]
     if not sys.stdin.isatty():
         raise ConfigError("no password: use --password-file or FEDLEDGER_PASSWORD")
-    return getpass.getpass("keystore password: ")
+    password = getpass.getpass("keystore password: ")
+    if confirm and getpass.getpass("again: ") != password:
+        raise ConfigError("the two passwords differ")
+    return password
 
 
 def load_keystore(path: str, password: str) -> LocalAccount:

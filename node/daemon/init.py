@@ -1,0 +1,41 @@
+"""`fedledger node init`: a new node directory with a config, a key and an identity."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from eth_account import Account
+
+from node.daemon.config import write_template
+from node.errors import ConfigError
+from node.keys import write_keystore
+
+
+@dataclass(frozen=True)
+class InitResult:
+    directory: Path
+    config: Path
+    keystore: Path
+    address: str
+
+
+def init_node_dir(directory: str | Path, password: str, rpc: str = "http://127.0.0.1:8545") -> InitResult:
+    """Create `directory` with node.toml and an encrypted keystore for a fresh key.
+
+    Refuses to touch a directory that already holds a config or a keystore, so
+    an existing node's key can never be overwritten by a second init."""
+    directory = Path(directory)
+    config, keystore = directory / "node.toml", directory / "keystore.json"
+    for existing in (config, keystore):
+        if existing.exists():
+            raise ConfigError(f"{existing} already exists; refusing to overwrite a node's files")
+    if len(password) < 8:
+        raise ConfigError("the keystore password must be at least 8 characters")
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)  # the keystore and the identity are secrets at rest
+    account = Account.create()
+    write_keystore(keystore, account, password)
+    write_template(config, rpc=rpc)
+    return InitResult(directory, config, keystore, account.address)
