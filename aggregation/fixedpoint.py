@@ -19,7 +19,7 @@ of evaluation (and any numpy kernel) gives the same bits.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -45,12 +45,38 @@ DOT_CHUNK = 2**22
 
 _LOW_MASK = (1 << SPLIT_BITS) - 1
 
+# weighted_mean adds w * q directly when sum(w) * max|q| stays below this, and
+# splits otherwise; both paths give the same integers.
+_DIRECT_SUM_BOUND = 2**62
+_SUM_CHUNK = 2**15
+
+# The coordinate-wise rules sum up to n values with |q| < 2**39; n below
+# MAX_UPDATES keeps every such sum below 2**59.
+MAX_UPDATES = 2**20
+
+# sorted_columns sorts this many coordinates at a time: a (chunk, n) block of
+# int64 stays in cache and each coordinate's n values are contiguous.
+SORT_CHUNK = 2**14
+
+# exact_gram multiplies float64 limb matrices; a chunk is at most this many
+# coordinates wide (memory: 2n * chunk * 8 bytes), and fewer when the values
+# are large (see exact_gram).
+GRAM_CHUNK = 2**13
+
+# clip scales by factor / 2**SCALE_BITS with 0 <= factor < 2**SCALE_BITS.
+SCALE_BITS = 40
+
 
 def in_range(array: np.ndarray) -> bool:
     """Whether every value of float `array` is finite with |x| < VALUE_BOUND."""
-    values = np.asarray(array, dtype=np.float64)
-    # abs(NaN) < bound is False, and so is abs(inf) < bound: one test covers both.
-    return bool(np.all(np.abs(values) < VALUE_BOUND))
+    values = np.asarray(array)
+    if values.dtype not in (np.float32, np.float64):
+        values = values.astype(np.float64)
+    if not values.size:
+        return True
+    # min and max propagate NaN, and NaN or inf fails the comparisons: two
+    # reductions, no temporary array. The bound is exact in float32 too.
+    return bool(-VALUE_BOUND < values.min() and values.max() < VALUE_BOUND)
 
 
 def to_fixed(array: np.ndarray) -> NDArray[np.int64]:
@@ -58,10 +84,15 @@ def to_fixed(array: np.ndarray) -> NDArray[np.int64]:
     values = np.asarray(array)
     if values.dtype != np.float32:
         raise FixedPointRangeError(f"to_fixed expects float32, got {values.dtype}")
-    wide = values.astype(np.float64)
-    if not in_range(wide):
+    if not in_range(values):
         raise FixedPointRangeError(f"values must be finite with |x| < {VALUE_BOUND:g}")
-    return np.rint(np.ldexp(wide, FRACTION_BITS)).astype(np.int64)
+    # The float64 product by 2**32 is exact (a power of two, no overflow or
+    # underflow for |x| < 128), and rint is IEEE round-half-to-even; its
+    # result is an integer below 2**39, so the cast to int64 is exact.
+    wide = np.multiply(values, np.float64(2.0**FRACTION_BITS), dtype=np.float64)
+    out = np.empty(values.shape, dtype=np.int64)
+    np.rint(wide, out=out, casting="unsafe")
+    return out
 
 
 def to_float32(q: np.ndarray) -> NDArray[np.float32]:
@@ -85,6 +116,69 @@ def _check_bound(q: NDArray[np.int64], bound: int, where: str) -> None:
         raise FixedPointRangeError(f"{where}: fixed-point values must satisfy |q| < 2**{bound.bit_length() - 1}")
 
 
+def _round_half_even(floor: NDArray[np.int64], remainder: NDArray[np.int64], divisor: int) -> NDArray[np.int64]:
+    # floor + remainder / divisor (0 <= remainder < divisor) to the nearest
+    # integer, ties to even: up when remainder > divisor / 2, or exactly half
+    # and the floor is odd.
+    twice = remainder * 2
+    d = np.int64(divisor)
+    round_up = (twice > d) | ((twice == d) & ((floor & 1) == 1))
+    return floor + round_up.astype(np.int64)
+
+
+def div_round_half_even(total: np.ndarray, divisor: int) -> NDArray[np.int64]:
+    """Exact ``total / divisor`` per coordinate, rounded half to even.
+
+    `total` is int64 with |total| < 2**62 and `divisor` a positive integer
+    below 2**61 (so twice the remainder cannot overflow).
+    """
+    values = _as_int64(total, "div_round_half_even")
+    if isinstance(divisor, bool) or not isinstance(divisor, (int, np.integer)) or not 0 < divisor < 2**61:
+        raise AggregationError(f"divisor must be an integer in [1, 2**61), got {divisor!r}")
+    divisor = int(divisor)
+    if divisor == 1:
+        return values.copy()
+    if divisor & (divisor - 1) == 0:
+        # A power of two: the arithmetic shift is floor division, the mask its remainder.
+        shift = divisor.bit_length() - 1
+        return _round_half_even(values >> shift, values & (divisor - 1), divisor)
+    floor, remainder = np.divmod(values, np.int64(divisor))
+    return _round_half_even(floor, remainder, divisor)
+
+
+def _max_magnitude(q: NDArray[np.int64], bound: int, where: str) -> int:
+    # One min and one max reduction both check the bound and give max|q|.
+    if not q.size:
+        return 0
+    low, high = int(q.min()), int(q.max())
+    if high >= bound or low <= -bound:
+        raise FixedPointRangeError(f"{where}: fixed-point values must satisfy |q| < 2**{bound.bit_length() - 1}")
+    return max(high, -low)
+
+
+def _direct_weighted_mean(
+    qs: Sequence[NDArray[np.int64]], weights: Sequence[int], total: int, *, check: bool
+) -> NDArray[np.int64]:
+    shape = qs[0].shape
+    flat = [q.reshape(-1) for q in qs]
+    size = flat[0].size
+    acc = np.empty(size, dtype=np.int64)
+    scratch = np.empty(min(size, _SUM_CHUNK), dtype=np.int64)
+    # A cache-sized slice of the accumulator at a time: each input is read
+    # once from memory, and the bound check and partial sums run in cache.
+    for start in range(0, size, _SUM_CHUNK):
+        stop = min(size, start + _SUM_CHUNK)
+        part, tmp = acc[start:stop], scratch[: stop - start]
+        for k, (q, w) in enumerate(zip(flat, weights)):
+            piece = q[start:stop]
+            if check:
+                _max_magnitude(piece, Q_BOUND, "weighted_mean")
+            np.multiply(piece, np.int64(w), out=part if k == 0 else tmp)
+            if k:
+                part += tmp
+    return div_round_half_even(acc, total).reshape(shape)
+
+
 def weighted_mean(qs: Sequence[np.ndarray], weights: Sequence[int]) -> NDArray[np.int64]:
     """Exact ``sum(w_i * q_i) / sum(w)`` per coordinate, rounded half to even.
 
@@ -100,16 +194,26 @@ def weighted_mean(qs: Sequence[np.ndarray], weights: Sequence[int]) -> NDArray[n
     if total >= MAX_TOTAL_WEIGHT:
         raise WeightOverflowError(f"total weight {total} is not below 2**42; cap the sample counts")
     shape = np.shape(qs[0])
+    fixed_qs: list[NDArray[np.int64]] = []
+    for q in qs:
+        fixed = _as_int64(q, "weighted_mean")
+        if fixed.shape != shape:
+            raise AggregationError(f"weighted_mean arrays differ in shape: {fixed.shape} != {shape}")
+        fixed_qs.append(fixed)
+    if total * Q_BOUND <= _DIRECT_SUM_BOUND:
+        # |sum w*q| < W * 2**39 <= 2**62: the plain int64 sum cannot overflow,
+        # so it is exact and the same in any order. Real rounds (total weight
+        # below 2**23) take this path; the bound is checked chunk by chunk.
+        return _direct_weighted_mean(fixed_qs, weights, total, check=True)
+    magnitude = max(_max_magnitude(q, Q_BOUND, "weighted_mean") for q in fixed_qs)
+    if total * magnitude < _DIRECT_SUM_BOUND:
+        return _direct_weighted_mean(fixed_qs, weights, total, check=False)
     # Split every q into h * 2**20 + l (arithmetic shift floors, so 0 <= l < 2**20
     # and |h| <= 2**19). Then |sum w*h| <= W * 2**19 and 0 <= sum w*l < W * 2**20:
     # both fit int64 for W < 2**42, where a plain sum of w*q would need W < 2**24.
     high = np.zeros(shape, dtype=np.int64)
     low = np.zeros(shape, dtype=np.int64)
-    for q, w in zip(qs, weights):
-        fixed = _as_int64(q, "weighted_mean")
-        if fixed.shape != shape:
-            raise AggregationError(f"weighted_mean arrays differ in shape: {fixed.shape} != {shape}")
-        _check_bound(fixed, Q_BOUND, "weighted_mean")
+    for fixed, w in zip(fixed_qs, weights):
         weight = np.int64(w)
         high += (fixed >> SPLIT_BITS) * weight
         low += (fixed & _LOW_MASK) * weight
@@ -119,12 +223,7 @@ def weighted_mean(qs: Sequence[np.ndarray], weights: Sequence[int]) -> NDArray[n
     # and rh * 2**20 + low < 2 * W * 2**20 < 2**63.
     q_high, r_high = np.divmod(high, w_total)
     q_rest, remainder = np.divmod((r_high << SPLIT_BITS) + low, w_total)
-    mean = (q_high << SPLIT_BITS) + q_rest
-    # Round half to even on the exact remainder (0 <= remainder < W):
-    # up when remainder > W/2, or exactly W/2 and the floor is odd.
-    twice = remainder * 2
-    round_up = (twice > w_total) | ((twice == w_total) & ((mean & 1) == 1))
-    return mean + round_up.astype(np.int64)
+    return _round_half_even((q_high << SPLIT_BITS) + q_rest, remainder, total)
 
 
 def exact_dot(a: np.ndarray, b: np.ndarray) -> int:
@@ -152,3 +251,109 @@ def exact_dot(a: np.ndarray, b: np.ndarray) -> int:
         high_low += int(np.dot(xh, yl)) + int(np.dot(xl, yh))
         low_low += int(np.dot(xl, yl))
     return (high_high << (2 * SPLIT_BITS)) + (high_low << SPLIT_BITS) + low_low
+
+
+def sorted_columns(qs: Sequence[np.ndarray]) -> Iterator[tuple[slice, NDArray[np.int64]]]:
+    """Yield ``(coords, block)`` with ``block[k]`` the values of coordinate ``coords.start + k``, ascending.
+
+    `qs` are n flat int64 arrays of one size; ``block`` has shape (len, n) and
+    is reused between steps. Sorting integers has exactly one result, so any
+    sort kernel (SIMD or not) gives the same blocks: this is what the
+    coordinate-wise rules (median, trimmed mean) build on.
+    """
+    arrays = [_as_int64(q, "sorted_columns").reshape(-1) for q in qs]
+    if not 0 < len(arrays) <= MAX_UPDATES:
+        raise AggregationError(f"sorted_columns needs 1 to 2**20 arrays, got {len(arrays)}")
+    size = arrays[0].size
+    if any(a.size != size for a in arrays):
+        raise AggregationError("sorted_columns arrays differ in size")
+    buffer = np.empty((min(SORT_CHUNK, size), len(arrays)), dtype=np.int64)
+    for start in range(0, size, SORT_CHUNK):
+        stop = min(size, start + SORT_CHUNK)
+        block = buffer[: stop - start]
+        for i, a in enumerate(arrays):
+            block[:, i] = a[start:stop]
+        block.sort(axis=1)
+        yield slice(start, stop), block
+
+
+def exact_gram(rows: Sequence[Sequence[np.ndarray]]) -> list[list[int]]:
+    """Exact Gram matrix of n vectors, ``G[i][j] = <rows[i], rows[j]>``, in Python ints.
+
+    Each row is a sequence of int64 parts (e.g. a model's tensors) with the
+    same sizes in every row, |q| < 2**40; the vector is their concatenation.
+
+    The products run in float64 BLAS, which is fast, and exact here: every
+    value is split into limbs q = h * 2**s + l (0 <= l < 2**s, |h| <= 2**s,
+    s = ceil(bits(max|q|) / 2)) and a chunk of c = 2**(52 - 2s) coordinates at
+    a time is multiplied, so every partial sum of every kernel, in any order
+    and with or without FMA, is an integer below 2**52 in magnitude: float64
+    represents it exactly, whatever the thread count or SIMD level.
+    """
+    n = len(rows)
+    if n == 0:
+        raise AggregationError("exact_gram needs at least one vector")
+    parts = [[_as_int64(p, "exact_gram").reshape(-1) for p in row] for row in rows]
+    sizes = [p.size for p in parts[0]]
+    if any([p.size for p in row] != sizes for row in parts):
+        raise AggregationError("exact_gram vectors differ in their parts' sizes")
+    magnitude = max((_max_magnitude(p, DOT_BOUND, "exact_gram") for row in parts for p in row), default=0)
+    split = max(1, (magnitude.bit_length() + 1) // 2)
+    chunk = min(GRAM_CHUNK, 2 ** (52 - 2 * split))
+    mask = np.int64((1 << split) - 1)
+    # Each chunk adds at most 2**52 per entry; flushing to Python ints every
+    # 2**10 chunks keeps the int64 accumulator below 2**62.
+    flush_every = 2**10
+    total = [[0] * (2 * n) for _ in range(2 * n)]
+    acc = np.zeros((2 * n, 2 * n), dtype=np.int64)
+    pending = 0
+    limbs = np.empty((2 * n, chunk), dtype=np.float64)
+    for p, size in enumerate(sizes):
+        for start in range(0, size, chunk):
+            stop = min(size, start + chunk)
+            # Limb matrix [H; L] (2n x width), built in cache straight from the
+            # inputs; its Gram holds the blocks HH, HL, LH and LL.
+            stacked = limbs[:, : stop - start]
+            for i in range(n):
+                values = parts[i][p][start:stop]
+                np.right_shift(values, split, out=stacked[i], casting="unsafe")
+                np.bitwise_and(values, mask, out=stacked[n + i], casting="unsafe")
+            acc += (stacked @ stacked.T).astype(np.int64)
+            pending += 1
+            if pending == flush_every:
+                _flush(total, acc)
+                pending = 0
+    _flush(total, acc)
+    return [
+        [
+            (total[i][j] << (2 * split)) + ((total[i][n + j] + total[n + i][j]) << split) + total[n + i][n + j]
+            for j in range(n)
+        ]
+        for i in range(n)
+    ]
+
+
+def _flush(total: list[list[int]], acc: NDArray[np.int64]) -> None:
+    for i, row in enumerate(acc.tolist()):
+        target = total[i]
+        for j, value in enumerate(row):
+            target[j] += value
+    acc[:] = 0
+
+
+def scale_toward_zero(q: np.ndarray, factor: int) -> NDArray[np.int64]:
+    """``trunc(q * factor / 2**SCALE_BITS)`` exactly, for |q| < 2**40 and 0 <= factor < 2**SCALE_BITS.
+
+    Truncation never increases a magnitude, so a scaled vector is never
+    longer than ``factor / 2**SCALE_BITS`` times the original.
+    """
+    fixed = _as_int64(q, "scale_toward_zero")
+    if isinstance(factor, bool) or not isinstance(factor, (int, np.integer)) or not 0 <= factor < 2**SCALE_BITS:
+        raise AggregationError(f"factor must be an integer in [0, 2**{SCALE_BITS}), got {factor!r}")
+    _check_bound(fixed, DOT_BOUND, "scale_toward_zero")
+    magnitude = np.abs(fixed)
+    f = np.int64(factor)
+    # |q| * factor = (h * factor) * 2**20 + l * factor with h < 2**20, l < 2**20:
+    # both products < 2**60. floor((A * 2**20 + B) / 2**40) = floor((A + floor(B / 2**20)) / 2**20).
+    scaled = ((magnitude >> SPLIT_BITS) * f + (((magnitude & _LOW_MASK) * f) >> SPLIT_BITS)) >> (SCALE_BITS - SPLIT_BITS)
+    return np.where(fixed < 0, -scaled, scaled)
