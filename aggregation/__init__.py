@@ -2,7 +2,8 @@
 
 Data flows one way: `node` imports this package, never the reverse.
 bytes -> `update` (strict decoding) -> `fixedpoint` (exact integers) ->
-a rule from `rules` -> `scores` -> canonical model bytes, all driven by `api`.
+(optional `clip`) -> a rule from `rules` (fedavg, median, trimmed_mean,
+krum) -> `scores` -> canonical model bytes, all driven by `api`.
 """
 
 from aggregation.api import AggregateResult, aggregate_files, aggregate_round
@@ -15,10 +16,12 @@ from aggregation.errors import (
     UnknownRuleError,
     WeightOverflowError,
 )
-from aggregation.rules import RULES, get_rule
+from aggregation.abc import RuleOptions
+from aggregation.rules import OPTIONS, RULES, apply_rule, check_options, get_rule
 from aggregation.update import Update, decode_model, decode_update, encode_model, encode_update
 
 __all__ = [
+    "OPTIONS",
     "RULES",
     "AggregateResult",
     "AggregationError",
@@ -26,11 +29,14 @@ __all__ = [
     "FixedPointRangeError",
     "InvalidModelError",
     "InvalidUpdateError",
+    "RuleOptions",
     "UnknownRuleError",
     "Update",
     "WeightOverflowError",
     "aggregate_files",
     "aggregate_round",
+    "apply_rule",
+    "check_options",
     "decode_model",
     "decode_update",
     "encode_model",

@@ -1,13 +1,14 @@
 """The one seam of aggregation: a `Rule` turns fixed-point deltas into one.
 
-Adding a rule (median, trimmed mean, multi-krum) is one file with one
-function matching `Rule`, plus one line in `rules.RULES`. Rules see only
+Adding a rule is one file with one function matching `Rule`, plus its
+line in `rules.RULES` and `rules.OPTIONS`. Rules see only
 validated fixed-point values, so every rule is exact integer arithmetic.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, fields
 from typing import Protocol, Sequence
 
 import numpy as np
@@ -24,18 +25,47 @@ class FixedUpdate:
     num_samples: int  # the sender's claim, >= 1; rules cap it themselves
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 @dataclass(frozen=True)
 class RuleOptions:
-    """Options shared by the rules; each rule reads the ones it needs."""
+    """Options of the rules; each rule reads the ones it needs (see rules.OPTIONS)."""
 
-    # FedAvg weights are min(num_samples, max_samples); None = uncapped.
+    # FedAvg and Multi-Krum weights are min(num_samples, max_samples); None = uncapped.
     max_samples: int | None = None
-    # Future rules add their fields here (trim, f, m, clip), all defaulted.
+    # trimmed-mean: the fraction BETA in [0, 0.5); int(BETA * n) values are
+    # dropped from each end of every coordinate.
+    trim: float | None = None
+    # multi-krum: the assumed number of Byzantine updates (>= 0); each score
+    # sums the distances to the max(1, n - f - 2) nearest other updates.
+    f: int | None = None
+    # multi-krum: how many of the best-scored updates are averaged (>= 1).
+    m: int | None = None
+    # Any rule: every update is first scaled to an L2 norm of at most clip
+    # (> 0, in the model's own units); None = no clipping.
+    clip: float | None = None
 
     def __post_init__(self) -> None:
-        m = self.max_samples
-        if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m <= 0):
-            raise AggregationError(f"max_samples must be a positive integer, got {m!r}")
+        if self.max_samples is not None and not (_is_int(self.max_samples) and self.max_samples > 0):
+            raise AggregationError(f"max_samples must be a positive integer, got {self.max_samples!r}")
+        if self.trim is not None and not (_is_real(self.trim) and 0 <= self.trim < 0.5):
+            raise AggregationError(f"trim must be a fraction in [0, 0.5), got {self.trim!r}")
+        if self.f is not None and not (_is_int(self.f) and self.f >= 0):
+            raise AggregationError(f"f must be a non-negative integer, got {self.f!r}")
+        if self.m is not None and not (_is_int(self.m) and self.m >= 1):
+            raise AggregationError(f"m must be a positive integer, got {self.m!r}")
+        if self.clip is not None and not (_is_real(self.clip) and self.clip > 0):
+            raise AggregationError(f"clip must be a positive finite number, got {self.clip!r}")
+
+    def given(self) -> set[str]:
+        """The names of the options that are set (not None)."""
+        return {f.name for f in fields(self) if getattr(self, f.name) is not None}
 
 
 class Rule(Protocol):

@@ -17,9 +17,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from aggregation.abc import FixedUpdate, RuleOptions
-from aggregation.errors import InvalidUpdateError
+from aggregation.errors import AggregationError, InvalidUpdateError
 from aggregation.fixedpoint import to_fixed, to_float32
-from aggregation.rules import get_rule
+from aggregation.rules import apply_rule, check_options
 from aggregation.scores import contribution_scores
 from aggregation.update import decode_model, decode_update, encode_model
 
@@ -41,11 +41,17 @@ def aggregate_round(
     base_model: bytes,
     updates: Sequence[bytes],
     *,
+    options: RuleOptions | None = None,
     max_samples: int | None = None,
     max_update_bytes: int = DEFAULT_MAX_UPDATE_BYTES,
     metadata: Mapping[str, str] | None = None,
 ) -> AggregateResult:
     """Aggregate `updates` onto `base_model` with `rule` and score each update.
+
+    `options` holds the rule's options (trim, f, m, clip, max_samples);
+    `max_samples` alone is a shorthand for ``RuleOptions(max_samples=...)``.
+    Options that do not fit the rule raise AggregationError before any
+    update is read.
 
     The base model is trusted but validated (InvalidModelError) and defines the
     expected keys and shapes. Each update that fails validation is rejected on
@@ -53,8 +59,8 @@ def aggregate_round(
     valid update the new model is the base, re-encoded canonically.
     `metadata` is written into the new model file.
     """
-    aggregate_fn = get_rule(rule)
-    options = RuleOptions(max_samples=max_samples)
+    options = _options(options, max_samples)
+    check_options(rule, options)
     # The base is ours, not a peer's: its own length is the only size bound.
     base_weights, _ = decode_model(base_model, max_bytes=len(base_model))
     expected = {name: array.shape for name, array in base_weights.items()}
@@ -75,9 +81,11 @@ def aggregate_round(
 
     valid = [u for u in fixed_updates if u is not None]
     if valid:
-        delta = aggregate_fn(valid, options)
+        delta = apply_rule(rule, valid, options)
     else:
         delta = {name: np.zeros_like(q) for name, q in base_fixed.items()}
+    # Scores compare each participant's own (unclipped) delta with the
+    # aggregate; cosine ignores scale, so clipping alone changes no score.
     # Adding in fixed point and converting once keeps the model exact:
     # |base| + |delta| < 2**40, far inside int64 and float64's exact range.
     new_fixed: dict[str, NDArray[np.int64]] = {name: base_fixed[name] + delta[name] for name in sorted(base_fixed)}
@@ -89,6 +97,14 @@ def aggregate_round(
         accepted=[u is not None for u in fixed_updates],
         errors=errors,
     )
+
+
+def _options(options: RuleOptions | None, max_samples: int | None) -> RuleOptions:
+    if options is None:
+        return RuleOptions(max_samples=max_samples)
+    if max_samples is not None:
+        raise AggregationError("give max_samples in options or on its own, not both")
+    return options
 
 
 def _read_bounded(path: str | os.PathLike[str], limit: int) -> bytes:
@@ -105,6 +121,7 @@ def aggregate_files(
     out_path: str | os.PathLike[str],
     max_samples: int | None = None,
     *,
+    options: RuleOptions | None = None,
     max_update_bytes: int = DEFAULT_MAX_UPDATE_BYTES,
     metadata: Mapping[str, str] | None = None,
 ) -> AggregateResult:
@@ -113,10 +130,12 @@ def aggregate_files(
     Updates are taken in the order given. The output is written atomically
     (temporary file, then rename), so a crash never leaves a partial model.
     """
+    options = _options(options, max_samples)
+    check_options(rule, options)
     base = Path(base_path).read_bytes()
     updates = [_read_bounded(p, max_update_bytes) for p in update_paths]
     result = aggregate_round(
-        rule, base, updates, max_samples=max_samples, max_update_bytes=max_update_bytes, metadata=metadata
+        rule, base, updates, options=options, max_update_bytes=max_update_bytes, metadata=metadata
     )
     out = Path(out_path)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
