@@ -222,12 +222,14 @@ def cmd_ipfs_get(args: argparse.Namespace) -> int:
 
 
 def cmd_aggregate(args: argparse.Namespace) -> int:
-    from aggregation import aggregate_files
+    from aggregation import RuleOptions, aggregate_files, check_options
     from node.storage import cid_of
 
-    if args.rule != "fedavg":
-        raise ConfigError(f"rule {args.rule!r} is not implemented yet; use fedavg")
-    result = aggregate_files(args.rule, args.base, args.updates, args.out, max_samples=args.max_samples)
+    # RuleOptions and check_options raise AggregationError (one line, exit 1)
+    # for a bad value or an option the rule does not take, before any file is read.
+    options = RuleOptions(max_samples=args.max_samples, trim=args.trim, f=args.f, m=args.m, clip=args.clip)
+    check_options(args.rule, options)
+    result = aggregate_files(args.rule, args.base, args.updates, args.out, options=options)
     cid = cid_of(result.model)
     scores = [s / WAD for s in result.scores_wad]
     if args.json:
@@ -343,10 +345,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("aggregate", help="aggregate update files offline; prints the CID and scores")
     p.add_argument("updates", nargs="+", metavar="UPDATE.safetensors")
-    p.add_argument("--rule", required=True)
+    p.add_argument("--rule", required=True, help="fedavg, median, trimmed-mean or multi-krum")
     p.add_argument("--base", required=True, metavar="BASE.safetensors")
     p.add_argument("--out", required=True, metavar="OUT.safetensors")
-    p.add_argument("--max-samples", type=_positive_int, help="cap each update's fedavg weight")
+    p.add_argument("--max-samples", type=_positive_int, help="cap each update's weight (fedavg, multi-krum)")
+    p.add_argument("--trim", type=float, metavar="BETA",
+                   help="trimmed-mean: drop int(BETA*n) values from each end of every coordinate, 0 <= BETA < 0.5")
+    p.add_argument("--f", type=int, metavar="F", help="multi-krum: number of Byzantine updates tolerated")
+    p.add_argument("--m", type=int, metavar="M", help="multi-krum: number of best-scored updates averaged")
+    p.add_argument("--clip", type=float, metavar="NORM", help="scale every update to an L2 norm <= NORM first (any rule)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_aggregate)
     return parser

@@ -155,3 +155,56 @@ def test_reputation_rejects_a_bad_address_and_a_missing_deployment(cli, tmp_path
     assert "0x123" in one_line_error(cli("reputation", "0x123", "--deployment", str(dep)))
     assert "does not exist" in one_line_error(cli("reputation", "0x" + "22" * 20, "--deployment", str(tmp_path / "none.json")))
     assert "cannot reach" in one_line_error(cli("reputation", "0x" + "22" * 20, "--deployment", str(dep)))
+
+
+@pytest.mark.parametrize(
+    "rule_args",
+    [["--rule", "median"], ["--rule", "trimmed-mean", "--trim", "0.2"],
+     ["--rule", "multi-krum", "--f", "1", "--m", "3", "--max-samples", "20"], ["--rule", "fedavg", "--clip", "0.01"]],
+)
+def test_aggregate_runs_every_rule_and_is_order_independent(cli, tmp_path, rule_args):
+    updates = _write_round(tmp_path, n_updates=5)
+    base = str(tmp_path / "base.safetensors")
+
+    a = cli("aggregate", *rule_args, "--base", base, "--out", str(tmp_path / "a"), "--json", *updates)
+    b = cli("aggregate", *rule_args, "--base", base, "--out", str(tmp_path / "b"), "--json", *reversed(updates))
+
+    assert a.returncode == 0, a.stderr
+    first, second = json.loads(a.stdout), json.loads(b.stdout)
+    assert first["cid"] == cid_of((tmp_path / "a").read_bytes()) == second["cid"]
+    assert first["scores_wad"] == list(reversed(second["scores_wad"]))
+
+
+@pytest.mark.parametrize(
+    ("rule_args", "message"),
+    [
+        (["--rule", "trimmed-mean"], "needs trim"),
+        (["--rule", "trimmed-mean", "--trim", "0.5"], "trim must be"),
+        (["--rule", "median", "--trim", "0.1"], "does not take trim"),
+        (["--rule", "median", "--max-samples", "3"], "does not take max_samples"),
+        (["--rule", "multi-krum", "--f", "1"], "needs m"),
+        (["--rule", "multi-krum", "--f", "-1", "--m", "2"], "f must be"),
+        (["--rule", "multi-krum", "--f", "1", "--m", "0"], "m must be"),
+        (["--rule", "fedavg", "--f", "1", "--m", "2"], "does not take f or m"),
+        (["--rule", "fedavg", "--clip", "nan"], "clip must be"),
+        (["--rule", "fedavg", "--clip", "-2"], "clip must be"),
+        (["--rule", "krum"], "unknown aggregation rule"),
+    ],
+)
+def test_aggregate_refuses_bad_option_combinations_in_one_line(tmp_path, capsys, rule_args, message):
+    from node.cli import main
+
+    # The updates do not exist: the options are refused before any file is read.
+    code = main(["aggregate", *rule_args, "--base", str(tmp_path / "nope"), "--out", str(tmp_path / "o"), "u1"])
+
+    err = capsys.readouterr().err.strip()
+    assert code == 1
+    assert err.startswith("fedledger: error:") and "\n" not in err and message in err, err
+
+
+def test_aggregate_bad_option_from_the_shell_is_one_line(cli, tmp_path):
+    updates = _write_round(tmp_path, n_updates=1)
+
+    err = one_line_error(cli("aggregate", "--rule", "median", "--trim", "0.2", "--base", str(tmp_path / "base.safetensors"),
+                             "--out", str(tmp_path / "o"), *updates))
+    assert "does not take trim" in err
