@@ -38,3 +38,14 @@ if [ ! -x node_modules/.bin/anvil ] || [ "$(cat node_modules/.fedledger-lock 2>/
   npm ci --no-audit --no-fund --loglevel=error
   echo "$lock_sum" > node_modules/.fedledger-lock
 fi
+
+# js-ipfs (a real IPFS RPC daemon) for the kubo-backend tests only: about 3 minutes
+# and 290 MB the first time, skipped while scripts/jsipfs/package-lock.json is unchanged.
+jsipfs_sum=$(sha256sum scripts/jsipfs/package-lock.json | cut -d' ' -f1)
+if [ ! -x scripts/jsipfs/node_modules/.bin/jsipfs ] || [ "$(cat scripts/jsipfs/node_modules/.fedledger-lock 2>/dev/null)" != "$jsipfs_sum" ]; then
+  echo "setup: installing js-ipfs for the storage tests (first time: about 3 minutes)"
+  # Not `npm ci`: it refuses this lock, whose optional electron-eval -> headless points at a
+  # git tarball that cannot be fetched here; `npm install` skips that optional and keeps the lock.
+  (cd scripts/jsipfs && npm install --no-save --no-audit --no-fund --loglevel=error)
+  echo "$jsipfs_sum" > scripts/jsipfs/node_modules/.fedledger-lock
+fi
