@@ -195,8 +195,21 @@ def cmd_rewards_withdraw(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ipfs_store(args: argparse.Namespace):
+    """The storage backend `--backend` names: the embedded blockstore or a kubo daemon at `--api`."""
+    if args.backend == "kubo":
+        from node.storage import KuboStorage
+
+        return KuboStorage(args.api) if args.api else KuboStorage()
+    if args.api:
+        raise ConfigError("--api is for --backend kubo")
+    from node.storage import EmbeddedStorage
+
+    return EmbeddedStorage(_ipfs_dir(args))
+
+
 def cmd_ipfs_add(args: argparse.Namespace) -> int:
-    from node.storage import EmbeddedStorage, cid_of
+    from node.storage import cid_of
 
     try:
         data = Path(args.file).read_bytes()
@@ -205,15 +218,15 @@ def cmd_ipfs_add(args: argparse.Namespace) -> int:
     if args.only_hash:
         print(cid_of(data, cid_version=args.cid_version))
     else:
-        print(EmbeddedStorage(_ipfs_dir(args)).put(data, cid_version=args.cid_version))
+        print(_ipfs_store(args).put(data, cid_version=args.cid_version))
     return 0
 
 
 def cmd_ipfs_get(args: argparse.Namespace) -> int:
-    from node.storage import EmbeddedStorage, parse_cid
+    from node.storage import parse_cid
 
     parse_cid(args.cid)
-    data = EmbeddedStorage(_ipfs_dir(args)).get(args.cid)
+    data = _ipfs_store(args).get(args.cid)
     out = Path(args.out)
     tmp = out.with_name(f".{out.name}.part")
     tmp.write_bytes(data)
@@ -248,6 +261,7 @@ def cmd_node_init(args: argparse.Namespace) -> int:
     password = read_password(args.password_file, confirm=True)
     result = init_node_dir(args.dir, password, rpc=args.rpc)
     print(f"node address {result.address}")
+    print(f"peer id {result.peer_id}")
     print(f"wrote {result.config} and {result.keystore}; edit the config, then: fedledger node run --config {result.config}")
     return 0
 
@@ -321,18 +335,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_signing(w)
     w.set_defaults(func=cmd_rewards_withdraw)
 
-    p = sub.add_parser("ipfs", help="content-addressed storage (the embedded blockstore)")
+    p = sub.add_parser("ipfs", help="content-addressed storage (the embedded blockstore or a kubo daemon)")
     isub = p.add_subparsers(dest="ipfs_command", metavar="ACTION", required=True)
+
+    def _add_backend(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--backend", choices=["embedded", "kubo"], default="embedded", help="storage backend (default embedded)")
+        q.add_argument("--api", metavar="MULTIADDR", help="kubo RPC API, e.g. /ip4/127.0.0.1/tcp/5001/http (--backend kubo)")
+
     a = isub.add_parser("add", help="add a file; prints its CID like `ipfs add -Q`")
     a.add_argument("file", metavar="FILE")
     a.add_argument("--cid-version", type=int, choices=[0, 1], default=1)
     a.add_argument("--only-hash", action="store_true", help="print the CID without storing anything")
     a.add_argument("--repo", metavar="DIR", help="blockstore directory (default $FEDLEDGER_HOME/ipfs)")
+    _add_backend(a)
     a.set_defaults(func=cmd_ipfs_add)
     g = isub.add_parser("get", help="write the bytes of a CID to a file")
     g.add_argument("cid", metavar="CID")
     g.add_argument("--out", required=True, metavar="FILE")
     g.add_argument("--repo", metavar="DIR")
+    _add_backend(g)
     g.set_defaults(func=cmd_ipfs_get)
 
     p = sub.add_parser("node", help="the node daemon: init a node directory, run it")

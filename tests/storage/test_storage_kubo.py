@@ -121,3 +121,21 @@ def test_unreachable_daemon_is_a_storage_error() -> None:
     store = KuboStorage("/ip4/127.0.0.1/tcp/1/http", timeout=5)
     with pytest.raises(StorageError, match="IPFS daemon at"):
         store.put(b"x")
+
+
+def test_cli_add_and_get_through_kubo(kubo: KuboStorage, tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    # Prepare
+    src = tmp_path / "in.bin"
+    src.write_bytes(payload(C + 3))
+    # Execute
+    added = run_cli("ipfs", "add", str(src), "--backend", "kubo", "--api", kubo.api_addr)
+    got = run_cli("ipfs", "get", added.stdout.strip(), "--out", str(tmp_path / "out.bin"), "--backend", "kubo", "--api", kubo.api_addr)
+    wrong = run_cli("ipfs", "add", str(src), "--api", kubo.api_addr)
+    # Assert
+    assert added.returncode == 0, added.stderr
+    assert added.stdout.strip() == cid_of(src.read_bytes())
+    assert got.returncode == 0, got.stderr
+    assert (tmp_path / "out.bin").read_bytes() == src.read_bytes()
+    assert wrong.returncode == 1 and "--api is for --backend kubo" in wrong.stderr
