@@ -24,7 +24,6 @@ class NodeConfig:
     data_dir: Path  # blockstore, journal and identity live here
     keystore: Path  # encrypted eth-account keystore
     password_file: Path | None  # optional; else FEDLEDGER_PASSWORD or a prompt
-    identity: Path  # libp2p Ed25519 private key
     log_level: str
     rpc: str  # JSON-RPC endpoint of the chain
     deployment: Path  # deployment.json written by `fedledger deploy`
@@ -43,10 +42,9 @@ TEMPLATE = """\
 # FedLedger node configuration. Paths are relative to this file.
 
 [node]
-data_dir = "."                 # blockstore, action journal, libp2p identity
+data_dir = "."                 # blockstore, action journal, libp2p identity (p2p/identity.ed25519)
 keystore = "keystore.json"     # encrypted Ethereum key (eth-account keystore v3)
 # password_file = "password"   # else FEDLEDGER_PASSWORD, else a prompt
-identity = "identity.key"      # libp2p Ed25519 key: the node's peer ID
 log_level = "info"             # debug | info | warning | error
 
 [chain]
@@ -141,7 +139,6 @@ def load_config(path: str | Path) -> NodeConfig:
         data_dir=rel(_get(n, "data_dir", str, f"{path} [node]", ".")),
         keystore=rel(_get(n, "keystore", str, f"{path} [node]", "keystore.json")),
         password_file=rel(password_file) if password_file else None,
-        identity=rel(_get(n, "identity", str, f"{path} [node]", "identity.key")),
         log_level=log_level,
         rpc=_get(c, "rpc", str, f"{path} [chain]"),
         deployment=rel(_get(c, "deployment", str, f"{path} [chain]", "deployment.json")),

@@ -11,6 +11,7 @@ from eth_account import Account
 from node.daemon.config import write_template
 from node.errors import ConfigError
 from node.keys import write_keystore
+from node.p2p.identity import load_or_create_identity, peer_id_of
 
 
 @dataclass(frozen=True)
@@ -19,10 +20,12 @@ class InitResult:
     config: Path
     keystore: Path
     address: str
+    peer_id: str
 
 
 def init_node_dir(directory: str | Path, password: str, rpc: str = "http://127.0.0.1:8545") -> InitResult:
-    """Create `directory` with node.toml and an encrypted keystore for a fresh key.
+    """Create `directory` with node.toml, an encrypted keystore for a fresh key,
+    and the node's libp2p identity.
 
     Refuses to touch a directory that already holds a config or a keystore, so
     an existing node's key can never be overwritten by a second init."""
@@ -38,4 +41,5 @@ def init_node_dir(directory: str | Path, password: str, rpc: str = "http://127.0
     account = Account.create()
     write_keystore(keystore, account, password)
     write_template(config, rpc=rpc)
-    return InitResult(directory, config, keystore, account.address)
+    peer_id = peer_id_of(load_or_create_identity(directory))
+    return InitResult(directory, config, keystore, account.address, peer_id)

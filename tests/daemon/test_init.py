@@ -8,6 +8,7 @@ import stat
 from eth_account import Account
 
 from node.daemon.config import load_config
+from node.p2p.identity import load_or_create_identity, peer_id_of
 
 
 def test_init_creates_config_and_encrypted_keystore(cli, tmp_path):
@@ -23,6 +24,9 @@ def test_init_creates_config_and_encrypted_keystore(cli, tmp_path):
     assert "s3cret-pass" not in (node_dir / "node.toml").read_text()
     assert stat.S_IMODE((node_dir / "keystore.json").stat().st_mode) == 0o600
     assert load_config(node_dir / "node.toml").rpc == "http://127.0.0.1:1234"
+    peer_id = proc.stdout.splitlines()[1].split()[2]
+    assert peer_id.startswith("12D3KooW")
+    assert peer_id_of(load_or_create_identity(node_dir)) == peer_id  # persisted, not regenerated
 
 
 def test_second_init_refuses_and_keeps_the_key(cli, tmp_path):
