@@ -261,6 +261,7 @@ def cmd_node_init(args: argparse.Namespace) -> int:
     password = read_password(args.password_file, confirm=True)
     result = init_node_dir(args.dir, password, rpc=args.rpc)
     print(f"node address {result.address}")
+    print(f"peer id {result.peer_id}")
     print(f"wrote {result.config} and {result.keystore}; edit the config, then: fedledger node run --config {result.config}")
     return 0
 
