@@ -20,12 +20,12 @@ import math
 from fractions import Fraction
 
 from aggregation.abc import FixedUpdate
-from aggregation.fixedpoint import FRACTION_BITS, SCALE_BITS, exact_dot, scale_toward_zero
+from aggregation.fixedpoint import FRACTION_BITS, SCALE_BITS, exact_gram, scale_toward_zero
 
 
 def squared_norm(update: FixedUpdate) -> int:
     """The exact squared L2 norm of an update's fixed-point values, over all its tensors."""
-    return sum(exact_dot(q, q) for q in update.tensors.values())
+    return exact_gram([list(update.tensors.values())])[0][0]
 
 
 def clip_factor(norm_squared: int, clip: float) -> int | None:

@@ -19,7 +19,8 @@ of evaluation (and any numpy kernel) gives the same bits.
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+import contextlib
+from typing import ContextManager, Iterator, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -58,9 +59,9 @@ MAX_UPDATES = 2**20
 # int64 stays in cache and each coordinate's n values are contiguous.
 SORT_CHUNK = 2**14
 
-# exact_gram multiplies float64 limb matrices; a chunk is at most this many
-# coordinates wide (memory: 2n * chunk * 8 bytes), and fewer when the values
-# are large (see exact_gram).
+# exact_gram multiplies float64 limb matrices; a chunk is this many
+# coordinates wide (more for n < 8: memory is 2n * chunk * 8 bytes), and
+# fewer when the values are large (see exact_gram).
 GRAM_CHUNK = 2**13
 
 # clip scales by factor / 2**SCALE_BITS with 0 <= factor < 2**SCALE_BITS.
@@ -299,15 +300,37 @@ def exact_gram(rows: Sequence[Sequence[np.ndarray]]) -> list[list[int]]:
         raise AggregationError("exact_gram vectors differ in their parts' sizes")
     magnitude = max((_max_magnitude(p, DOT_BOUND, "exact_gram") for row in parts for p in row), default=0)
     split = max(1, (magnitude.bit_length() + 1) // 2)
-    chunk = min(GRAM_CHUNK, 2 ** (52 - 2 * split))
+    # Wider chunks for few vectors: the limb matrix stays ~1 MiB either way.
+    chunk = min(max(GRAM_CHUNK, 2**16 // n), 2 ** (52 - 2 * split))
+    total = [[0] * (2 * n) for _ in range(2 * n)]
+    acc = np.zeros((2 * n, 2 * n), dtype=np.int64)
+    limbs = np.empty((2 * n, chunk), dtype=np.float64)
+    with _one_blas_thread():
+        _gram_chunks(parts, sizes, split, chunk, limbs, acc, total)
+    return [
+        [
+            (total[i][j] << (2 * split)) + ((total[i][n + j] + total[n + i][j]) << split) + total[n + i][n + j]
+            for j in range(n)
+        ]
+        for i in range(n)
+    ]
+
+
+def _gram_chunks(
+    parts: list[list[NDArray[np.int64]]],
+    sizes: list[int],
+    split: int,
+    chunk: int,
+    limbs: NDArray[np.float64],
+    acc: NDArray[np.int64],
+    total: list[list[int]],
+) -> None:
+    n = len(parts)
     mask = np.int64((1 << split) - 1)
     # Each chunk adds at most 2**52 per entry; flushing to Python ints every
     # 2**10 chunks keeps the int64 accumulator below 2**62.
     flush_every = 2**10
-    total = [[0] * (2 * n) for _ in range(2 * n)]
-    acc = np.zeros((2 * n, 2 * n), dtype=np.int64)
     pending = 0
-    limbs = np.empty((2 * n, chunk), dtype=np.float64)
     for p, size in enumerate(sizes):
         for start in range(0, size, chunk):
             stop = min(size, start + chunk)
@@ -324,13 +347,25 @@ def exact_gram(rows: Sequence[Sequence[np.ndarray]]) -> list[list[int]]:
                 _flush(total, acc)
                 pending = 0
     _flush(total, acc)
-    return [
-        [
-            (total[i][j] << (2 * split)) + ((total[i][n + j] + total[n + i][j]) << split) + total[n + i][n + j]
-            for j in range(n)
-        ]
-        for i in range(n)
-    ]
+
+
+_blas_controller: object | None = None
+
+
+def _one_blas_thread() -> ContextManager[object]:
+    # exact_gram's products are exact with any thread count; this is for
+    # speed only. OpenBLAS's threaded syrk on these thin matrices is no faster
+    # than one thread on an idle machine and up to 10x slower on a busy one
+    # (measured: 64 x 8192 limbs, 2 CPUs under load). threadpoolctl comes
+    # with scikit-learn; without it the BLAS keeps its own setting.
+    global _blas_controller
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover - scikit-learn is a dependency
+        return contextlib.nullcontext()
+    if _blas_controller is None:
+        _blas_controller = ThreadpoolController()
+    return _blas_controller.limit(limits=1, user_api="blas")  # type: ignore[attr-defined]
 
 
 def _flush(total: list[list[int]], acc: NDArray[np.int64]) -> None:

@@ -19,7 +19,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from aggregation.fixedpoint import exact_dot
+from aggregation.fixedpoint import exact_dot, exact_gram
 
 WAD = 10**18
 
@@ -31,11 +31,8 @@ def flatten(tensors: Mapping[str, np.ndarray]) -> NDArray[np.int64]:
     return np.concatenate([np.asarray(tensors[key], dtype=np.int64).reshape(-1) for key in sorted(tensors)])
 
 
-def cosine_wad(u: np.ndarray, a: np.ndarray) -> int:
-    """``floor(WAD * max(0, cos(u, a)))`` exactly; 0 when either vector is zero."""
-    dot = exact_dot(u, a)
-    norm_u = exact_dot(u, u)
-    norm_a = exact_dot(a, a)
+def cosine_from_dots(dot: int, norm_u: int, norm_a: int) -> int:
+    """``floor(WAD * max(0, dot / sqrt(norm_u * norm_a)))`` exactly; 0 when a norm is zero."""
     if dot <= 0 or norm_u == 0 or norm_a == 0:
         return 0
     # floor(WAD * dot / sqrt(nu * na)) = isqrt(floor(dot^2 * WAD^2 / (nu * na))),
@@ -43,6 +40,24 @@ def cosine_wad(u: np.ndarray, a: np.ndarray) -> int:
     score = math.isqrt(dot * dot * WAD * WAD // (norm_u * norm_a))
     # Cauchy-Schwarz already bounds it by WAD; the min states the contract.
     return min(score, WAD)
+
+
+def cosine_wad(u: np.ndarray, a: np.ndarray) -> int:
+    """``floor(WAD * max(0, cos(u, a)))`` exactly; 0 when either vector is zero."""
+    return cosine_from_dots(exact_dot(u, a), exact_dot(u, u), exact_dot(a, a))
+
+
+def _digest(tensors: Mapping[str, np.ndarray], keys: Sequence[str]) -> bytes:
+    # The digest of the flattened vector's little-endian bytes, fed per tensor
+    # so no concatenated copy is made.
+    h = hashlib.sha256()
+    for key in keys:
+        h.update(np.ascontiguousarray(tensors[key], dtype="<i8").tobytes())
+    return h.digest()
+
+
+def _same(x: Mapping[str, np.ndarray], y: Mapping[str, np.ndarray], keys: Sequence[str]) -> bool:
+    return all(np.array_equal(x[key], y[key]) for key in keys)
 
 
 def contribution_scores(
@@ -53,22 +68,28 @@ def contribution_scores(
     A rejected update scores 0. A delta equal in value to an earlier accepted
     one (in the given, canonical order) scores 0 -- copying another
     participant's update earns nothing -- while the first copy keeps its score.
+    Every dot product comes from one exact Gram matrix of the scored deltas
+    and the aggregate (`fixedpoint.exact_gram`).
     """
-    target = flatten(aggregate)
-    scores: list[int] = []
-    # Digest -> earlier vectors with that digest; equality is then checked
+    keys = sorted(aggregate)
+    scored: list[int] = []  # indices of the deltas that get a cosine
+    # Digest -> earlier deltas with that digest; equality is then checked
     # exactly, so a hash collision cannot zero an honest score.
-    seen: dict[bytes, list[NDArray[np.int64]]] = {}
-    for delta in deltas:
+    seen: dict[bytes, list[Mapping[str, np.ndarray]]] = {}
+    for i, delta in enumerate(deltas):
         if delta is None:
-            scores.append(0)
             continue
-        vector = flatten(delta)
-        digest = hashlib.sha256(vector.astype("<i8").tobytes()).digest()
-        earlier = seen.setdefault(digest, [])
-        if any(np.array_equal(vector, other) for other in earlier):
-            scores.append(0)
+        earlier = seen.setdefault(_digest(delta, keys), [])
+        if any(_same(delta, other, keys) for other in earlier):
             continue
-        earlier.append(vector)
-        scores.append(cosine_wad(vector, target))
+        earlier.append(delta)
+        scored.append(i)
+    scores = [0] * len(deltas)
+    if not scored:
+        return scores
+    rows = [[np.asarray(deltas[i][key], dtype=np.int64) for key in keys] for i in scored]  # type: ignore[index]
+    gram = exact_gram(rows + [[np.asarray(aggregate[key], dtype=np.int64) for key in keys]])
+    last = len(scored)
+    for row, i in enumerate(scored):
+        scores[i] = cosine_from_dots(gram[row][last], gram[row][row], gram[last][last])
     return scores

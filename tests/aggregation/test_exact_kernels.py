@@ -162,3 +162,20 @@ def test_weighted_mean_paths_agree(seed: int, n: int) -> None:
 def test_weighted_mean_direct_path_checks_the_bound() -> None:
     with pytest.raises(FixedPointRangeError):
         weighted_mean([np.array([0, Q_BOUND], np.int64)], [1])
+
+
+def test_exact_gram_is_the_same_with_the_blas_threads_it_would_otherwise_use(monkeypatch) -> None:
+    # Prepare: exact_gram pins OpenBLAS to one thread for speed only; without
+    # the pin the threaded kernel must give the very same integers.
+    import contextlib
+
+    rng = np.random.default_rng(3)
+    rows = [[rng.integers(-(2**39) + 1, 2**39, size=50_000)] for _ in range(9)]
+    pinned = exact_gram(rows)
+    monkeypatch.setattr(fixedpoint, "_one_blas_thread", contextlib.nullcontext)
+
+    # Execute
+    threaded = exact_gram(rows)
+
+    # Assert
+    assert threaded == pinned
