@@ -1,17 +1,19 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity 0.8.37;
 
-/// @title FedLedger: task registry, update log, reputation and rewards of a federated-learning run
-/// @notice Nodes register with a stake and their libp2p addresses, task owners deposit a reward
-/// pool, committee members log the IPFS CID of each update, and each finalized round records the
-/// new global model, moves every participant's reputation towards its contribution score and
-/// credits rewards that the recipients withdraw themselves (pull payments).
-/// @dev Walking-skeleton cut of SPEC section 4. `finalizeRound` is guarded by the task owner only;
-/// committee selection, commit-reveal and attestation will replace that guard (`_authorizeFinalize`)
-/// and the open submission list (`_authorizeSubmission`) without changing the reward arithmetic in
-/// `_settleRound`. Reputation follows RFFL (Xu & Lyu): an exponential moving average of per-round
-/// contribution scores. Every loop runs over one round's submissions (at most `committeeSize`),
-/// never over registered nodes, so gas per round does not grow with the federation.
+/// @title FedLedger: the on-chain protocol of a federated-learning run (SPEC section 4)
+/// @notice Nodes stake and register their libp2p addresses; a task owner deposits a reward pool;
+/// each round a committee of K eligible nodes is drawn from on-chain randomness, commits to its
+/// updates, reveals them, a rotating proposer posts the aggregated model with one contribution
+/// score per participant, the other participants attest to it by re-running the aggregation, and
+/// anyone finalizes an accepted proposal: the global model is recorded, every participant's
+/// reputation moves towards its score (RFFL, Xu & Lyu 2020: an exponential moving average) and
+/// the round's share of the pool is credited for the recipients to withdraw (pull payments).
+/// @dev Gas per round is O(K): every loop runs over one round's committee, never over the
+/// registered nodes. Committee sampling draws indices into the array of active nodes from a seed
+/// (the hash of the round-opening block) with a bounded number of tries. Phases end at their
+/// deadline or as soon as every member has acted; deadlines are enforced lazily by `_sync`, which
+/// every round action (and the public `advance`) runs first.
 /// Invariant: address(this).balance == sum(stakes) + sum(rewardRemaining) + sum(pendingRewards).
 contract FedLedger {
     // ---------------------------------------------------------------- constants
@@ -20,46 +22,190 @@ contract FedLedger {
     uint256 public constant WAD = 1e18;
     /// @notice Reputation of a freshly registered node (0.5).
     uint256 public constant INITIAL_REPUTATION = 0.5e18;
-    /// @notice Weight of the newest score in the reputation moving average (0.3).
-    uint256 public constant REPUTATION_ALPHA = 0.3e18;
-    /// @notice Nodes whose reputation is below this (0.2) earn nothing.
-    uint256 public constant REPUTATION_THRESHOLD = 0.2e18;
+    /// @notice Seconds between `requestUnstake` and the earliest `withdrawStake`.
+    uint256 public constant UNSTAKE_DELAY = 2 days;
+    /// @notice Largest committee a task may ask for; bounds every per-round loop.
+    uint256 public constant MAX_COMMITTEE = 64;
+    /// @notice Longest phase timeout a task may set.
+    uint256 public constant MAX_TIMEOUT = 30 days;
+    /// @notice Basis-point denominator of the reward shares.
+    uint256 public constant BPS = 10_000;
+    /// @notice Sampling tries per committee seat when the active set is large.
+    uint256 public constant TRIES_PER_SEAT = 4;
 
-    // ---------------------------------------------------------------- storage
+    // ---------------------------------------------------------------- types
+
+    /// @notice Phases of a round, in the order a round moves through them.
+    /// @dev `Draw`: waiting for `drawCommittee`. `Propose` is re-entered from `Attest` when a proposal
+    /// is rejected (the round's `attempt` grows, so (attempt, phase) still only moves forward).
+    enum Phase {
+        Draw,
+        Commit,
+        Reveal,
+        Propose,
+        Attest,
+        Finalized,
+        Void
+    }
+
+    /// @notice Which `createTask` parameter `FedLedgerInvalidTask` complains about.
+    enum TaskParam {
+        RewardPool,
+        Rounds,
+        CommitteeSize,
+        Timeout,
+        ReputationThreshold,
+        Alpha,
+        Shares
+    }
+
+    /// @notice Why a node was slashed.
+    enum SlashReason {
+        Unrevealed,
+        RejectedProposal
+    }
+
+    /// @notice Everything `createTask` needs (a struct keeps the call under the EVM stack limit).
+    /// @param modelCid CID of the initial model (safetensors), UTF-8 bytes of the CID text.
+    /// @param specCid CID of the task spec JSON.
+    /// @param ruleParams Aggregation-rule parameters, interpreted off-chain (e.g. canonical JSON).
+    /// @param rounds Number of rounds, in 1..2^32-2.
+    /// @param committeeSize Committee size K, in 1..MAX_COMMITTEE.
+    /// @param rule Aggregation rule id (interpreted off-chain).
+    /// @param maxSamples Per-update sample cap of the rule (interpreted off-chain).
+    /// @param commitTimeout Seconds the commit phase lasts at most.
+    /// @param revealTimeout Seconds the reveal phase lasts at most.
+    /// @param proposeTimeout Seconds the designated proposer has before anyone may propose.
+    /// @param attestTimeout Seconds of the challenge window.
+    /// @param minStake Stake a node needs to sit on this task's committees.
+    /// @param reputationThreshold WAD; nodes below it are not drawn and earn nothing.
+    /// @param alpha WAD weight of the newest score in the reputation moving average.
+    /// @param proposerShareBps Share of each round's payout to the accepted proposer.
+    /// @param attesterShareBps Share of each round's payout to attesters on the accepted side.
+    struct TaskConfig {
+        bytes modelCid;
+        bytes specCid;
+        bytes ruleParams;
+        uint32 rounds;
+        uint8 committeeSize;
+        uint8 rule;
+        uint64 maxSamples;
+        uint32 commitTimeout;
+        uint32 revealTimeout;
+        uint32 proposeTimeout;
+        uint32 attestTimeout;
+        uint96 minStake;
+        uint64 reputationThreshold;
+        uint64 alpha;
+        uint16 proposerShareBps;
+        uint16 attesterShareBps;
+    }
 
     struct Node {
-        bool registered;
-        uint256 stake;
-        uint256 reputation; // WAD, in [0, WAD]
+        uint96 stake;
+        uint64 reputation; // WAD, in [0, WAD]
+        uint32 activeIndex; // position in _active while active
+        uint40 unstakeAt; // 0 unless an unstake was requested
+        uint16 exposure; // open commitments + pending proposals: slashes that may still land
+        uint8 flags; // F_REGISTERED | F_ACTIVE | F_SEEN
+    }
+
+    struct PeerInfo {
         string peerId;
         string[] multiaddrs;
     }
 
     struct Task {
+        // slot 0
         address owner;
         uint32 rounds;
-        uint32 committeeSize;
-        uint8 rule;
-        uint64 maxSamples;
         uint32 currentRound; // starts at 1; rounds + 1 once the task is finished
-        uint256 rewardRemaining; // wei still owed by this task's pool
+        uint8 committeeSize;
+        uint8 rule;
+        uint16 attesterShareBps;
+        // slot 1
+        uint96 minStake;
+        uint64 reputationThreshold;
+        uint64 alpha;
+        uint16 proposerShareBps;
+        // slot 2
+        uint32 commitTimeout;
+        uint32 revealTimeout;
+        uint32 proposeTimeout;
+        uint32 attestTimeout;
+        uint64 maxSamples;
+        uint32 globalRound; // round that produced globalCid; 0 = the initial model
+        // slot 3
+        uint256 rewardRemaining;
         bytes initialModelCid;
         bytes specCid;
-        bytes globalCid; // latest finalized global model; empty before round 1 is finalized
+        bytes ruleParams;
+        bytes globalCid;
     }
 
-    struct Submission {
-        address sender;
-        uint256 numSamples;
-        bytes cid;
+    struct Round {
+        // slot 0
+        Phase phase;
+        uint8 committeeLen;
+        uint8 commitCount;
+        uint8 revealCount;
+        uint8 voters;
+        uint8 agrees;
+        uint8 disagrees;
+        uint16 attempt; // proposals rejected so far in this round
+        uint40 deadline; // end of the current phase (unix seconds)
+        uint64 seedBlock; // block whose hash seeds the committee draw
+        uint64 openedBlock; // block that opened the round (log scans start here)
+        // slot 1
+        address proposer;
+        // slot 2
+        bytes32 proposalHash; // keccak256(abi.encode(globalCid, scores)) of the pending proposal
+        // reveal order: member indices, 32 per slot
+        uint8[MAX_COMMITTEE] order;
+        mapping(uint256 index => address) committee;
     }
+
+    struct Member {
+        uint8 index1; // committee index + 1; 0 = not a member
+        bool revealed;
+        uint8 vote; // 0 none, 1 agree, 2 disagree (for attempt voteAttempt)
+        uint16 voteAttempt;
+        uint96 numSamples;
+    }
+
+    /// @notice A round's public state, as `roundState` returns it.
+    struct RoundView {
+        Phase phase;
+        uint256 committeeLen;
+        uint256 commitCount;
+        uint256 revealCount;
+        uint256 voters;
+        uint256 agrees;
+        uint256 disagrees;
+        uint256 attempt;
+        uint256 deadline;
+        uint256 seedBlock;
+        uint256 openedBlock;
+        address proposer;
+        bytes32 proposalHash;
+    }
+
+    uint8 private constant F_REGISTERED = 1;
+    uint8 private constant F_ACTIVE = 2;
+    uint8 private constant F_SEEN = 4; // registered once: a re-registration keeps the reputation
+    uint8 private constant VOTE_AGREE = 1;
+    uint8 private constant VOTE_DISAGREE = 2;
 
     uint256 private immutable _minStake;
     uint256 private _taskCount;
+    address[] private _active;
     mapping(address node => Node) private _nodes;
+    mapping(address node => PeerInfo) private _peers;
     mapping(uint256 taskId => Task) private _tasks;
-    mapping(uint256 taskId => mapping(uint256 round => Submission[])) private _submissions;
-    mapping(uint256 taskId => mapping(uint256 round => mapping(address node => bool))) private _submitted;
+    mapping(uint256 taskId => mapping(uint256 round => Round)) private _rounds;
+    mapping(uint256 taskId => mapping(uint256 round => mapping(address node => Member))) private _members;
+    // commitment while committed, keccak256(cid) once revealed
+    mapping(uint256 taskId => mapping(uint256 round => mapping(address node => bytes32))) private _commitments;
     mapping(address account => uint256) private _pending;
 
     // ---------------------------------------------------------------- events
@@ -70,14 +216,36 @@ contract FedLedger {
     /// @param peerId The node's libp2p peer ID.
     /// @param multiaddrs The node's libp2p listen multiaddrs.
     event NodeRegistered(address indexed node, uint256 stake, string peerId, string[] multiaddrs);
-
+    /// @notice Emitted when a node changes its libp2p peer record.
+    /// @param node The node.
+    /// @param peerId The new peer ID.
+    /// @param multiaddrs The new listen multiaddrs.
+    event PeerInfoUpdated(address indexed node, string peerId, string[] multiaddrs);
+    /// @notice Emitted when a node adds stake.
+    /// @param node The node.
+    /// @param amount Added wei.
+    /// @param stake The stake after the deposit.
+    event StakeAdded(address indexed node, uint256 amount, uint256 stake);
+    /// @notice Emitted when a node leaves the active set and starts its unstaking delay.
+    /// @param node The node.
+    /// @param unlocksAt Earliest time of `withdrawStake`.
+    event UnstakeRequested(address indexed node, uint256 unlocksAt);
+    /// @notice Emitted when a node takes its stake back and is deregistered.
+    /// @param node The node.
+    /// @param amount Paid wei.
+    event StakeWithdrawn(address indexed node, uint256 amount);
+    /// @notice Emitted when stake is slashed into a task's reward pool.
+    /// @param node The slashed node.
+    /// @param taskId The task whose pool receives the stake.
+    /// @param round The round of the offence.
+    /// @param amount Slashed wei.
+    /// @param reason 0 = committed but never revealed, 1 = proposal rejected.
+    event Slashed(address indexed node, uint256 indexed taskId, uint256 round, uint256 amount, SlashReason reason);
     /// @notice Emitted when a task is created and its reward pool deposited.
-    /// @dev `rule` and `maxSamples` are left to `taskInfo` (and the spec CID): one more non-indexed
-    /// field puts `createTask` over the EVM stack limit without via-IR.
     /// @param taskId The new task's id.
     /// @param owner The account that created the task.
     /// @param rounds Number of rounds.
-    /// @param committeeSize Maximum number of updates per round.
+    /// @param committeeSize Committee size K.
     /// @param rewardPool The deposited pool, in wei.
     /// @param modelCid CID of the initial model.
     /// @param specCid CID of the task spec JSON.
@@ -85,42 +253,90 @@ contract FedLedger {
         uint256 indexed taskId,
         address indexed owner,
         uint32 rounds,
-        uint32 committeeSize,
+        uint8 committeeSize,
         uint256 rewardPool,
         bytes modelCid,
         bytes specCid
     );
-
-    /// @notice Emitted when a node logs its update for a round.
+    /// @notice Emitted when a round's phase changes (also on a rejected proposal's return to Propose).
     /// @param taskId The task.
-    /// @param round The round the update belongs to.
-    /// @param node The submitting node.
-    /// @param index Position in the round's canonical (submission) order.
+    /// @param round The round.
+    /// @param phase The new phase.
+    /// @param deadline End of the new phase (0 when it has none).
+    event PhaseChanged(uint256 indexed taskId, uint256 indexed round, Phase phase, uint256 deadline);
+    /// @notice Emitted when a round's committee is drawn.
+    /// @param taskId The task.
+    /// @param round The round.
+    /// @param members The committee, in draw order.
+    event CommitteeDrawn(uint256 indexed taskId, uint256 indexed round, address[] members);
+    /// @notice Emitted when the seed block fell out of the 256-block window and a newer one is used.
+    /// @param taskId The task.
+    /// @param round The round.
+    /// @param seedBlock The new seed block; draw again after it.
+    event CommitteeReseeded(uint256 indexed taskId, uint256 indexed round, uint256 seedBlock);
+    /// @notice Emitted when a member commits to its update.
+    /// @param taskId The task.
+    /// @param round The round.
+    /// @param node The member.
+    /// @param commitment keccak256(abi.encode(cid, numSamples, salt, node)).
+    event UpdateCommitted(uint256 indexed taskId, uint256 indexed round, address indexed node, bytes32 commitment);
+    /// @notice Emitted when a member reveals its update.
+    /// @param taskId The task.
+    /// @param round The round.
+    /// @param node The member.
+    /// @param index Position in the reveal order, which is the canonical aggregation order.
     /// @param cid CID of the update.
-    /// @param numSamples Number of training samples the node claims.
-    event UpdateSubmitted(
+    /// @param numSamples Training samples the node claims.
+    event UpdateRevealed(
         uint256 indexed taskId, uint256 indexed round, address indexed node, uint256 index, bytes cid, uint256 numSamples
     );
-
+    /// @notice Emitted when a proposal is posted.
+    /// @param taskId The task.
+    /// @param round The round.
+    /// @param proposer The proposer.
+    /// @param attempt How many proposals of this round were rejected before this one.
+    /// @param cid CID of the proposed global model.
+    /// @param scores One WAD score per revealed participant, in reveal order.
+    event ProposalSubmitted(
+        uint256 indexed taskId, uint256 indexed round, address indexed proposer, uint256 attempt, bytes cid, uint256[] scores
+    );
+    /// @notice Emitted when a participant attests to the pending proposal.
+    /// @param taskId The task.
+    /// @param round The round.
+    /// @param node The attester.
+    /// @param attempt The proposal attempt attested to.
+    /// @param agree Whether the attester's re-execution matched.
+    event Attested(uint256 indexed taskId, uint256 indexed round, address indexed node, uint256 attempt, bool agree);
+    /// @notice Emitted when a proposal is rejected; proposing reopens.
+    /// @param taskId The task.
+    /// @param round The round.
+    /// @param proposer The slashed proposer.
+    /// @param attempt The rejected attempt.
+    /// @param agrees Agreeing attestations.
+    /// @param disagrees Disagreeing attestations.
+    event ProposalRejected(
+        uint256 indexed taskId, uint256 indexed round, address indexed proposer, uint256 attempt, uint256 agrees, uint256 disagrees
+    );
     /// @notice Emitted when a round is finalized and its global model recorded.
     /// @param taskId The task.
     /// @param round The finalized round.
     /// @param cid CID of the new global model.
     event RoundFinalized(uint256 indexed taskId, uint256 indexed round, bytes cid);
-
+    /// @notice Emitted when a round closes with no revealed update; the global model is unchanged.
+    /// @param taskId The task.
+    /// @param round The void round.
+    event RoundVoided(uint256 indexed taskId, uint256 indexed round);
     /// @notice Emitted when a node's reputation changes.
     /// @param node The node.
     /// @param oldRep Reputation before, WAD.
     /// @param newRep Reputation after, WAD.
     event ReputationUpdated(address indexed node, uint256 oldRep, uint256 newRep);
-
     /// @notice Emitted when wei is credited to an account's withdrawable balance.
     /// @param account The credited account.
     /// @param taskId The task whose pool pays.
     /// @param round The round the credit is for.
     /// @param amount Credited wei.
     event RewardCredited(address indexed account, uint256 indexed taskId, uint256 round, uint256 amount);
-
     /// @notice Emitted when an account withdraws its pending rewards.
     /// @param account The account paid.
     /// @param amount Paid wei.
@@ -128,70 +344,142 @@ contract FedLedger {
 
     // ---------------------------------------------------------------- errors
 
-    /// @notice Thrown when `register` is sent less than the minimum stake.
+    /// @notice Thrown when a deposit is below the minimum stake.
     /// @param sent The wei sent.
     /// @param required The minimum stake.
     error FedLedgerInsufficientStake(uint256 sent, uint256 required);
-    /// @notice Thrown when an already registered node registers again.
+    /// @notice Thrown when a registered node registers again.
     /// @param node The node.
     error FedLedgerAlreadyRegistered(address node);
     /// @notice Thrown when an unregistered account acts as a node.
     /// @param node The caller.
     error FedLedgerNotRegistered(address node);
+    /// @notice Thrown when a node that is unstaking adds stake or asks to unstake again.
+    /// @param node The node.
+    /// @param unlocksAt When its stake unlocks.
+    error FedLedgerUnstaking(address node, uint256 unlocksAt);
+    /// @notice Thrown when `withdrawStake` is called without a prior `requestUnstake`.
+    /// @param node The caller.
+    error FedLedgerNoUnstakeRequested(address node);
+    /// @notice Thrown when `withdrawStake` is called before the unstaking delay has passed.
+    /// @param node The caller.
+    /// @param unlocksAt When the stake unlocks.
+    error FedLedgerStakeLocked(address node, uint256 unlocksAt);
+    /// @notice Thrown when `withdrawStake` is called while a slash may still land on the stake.
+    /// @param node The caller.
+    /// @param exposure Open commitments and pending proposals of the node.
+    error FedLedgerPendingSlash(address node, uint256 exposure);
     /// @notice Thrown when a task id was never created.
     /// @param taskId The unknown id.
     error FedLedgerUnknownTask(uint256 taskId);
+    /// @notice Thrown when `createTask` gets an out-of-range parameter.
+    /// @dev Numeric, not a string: eth-tester's web3 provider decodes string-shaped payloads as
+    /// `Error(string)` and drops the selector.
+    /// @param param Which parameter (see `TaskParam`).
+    /// @param value The rejected value.
+    error FedLedgerInvalidTask(TaskParam param, uint256 value);
+    /// @notice Thrown when acting on a task whose last round is closed.
+    /// @param taskId The task.
+    error FedLedgerTaskFinished(uint256 taskId);
     /// @notice Thrown when a call names a round other than the task's open round.
     /// @param taskId The task.
     /// @param expected The open round.
     /// @param got The round named by the caller.
     error FedLedgerWrongRound(uint256 taskId, uint256 expected, uint256 got);
-    /// @notice Thrown when a node submits a second update for the same round.
-    /// @param node The node.
-    /// @param round The round.
-    error FedLedgerDuplicateSubmission(address node, uint256 round);
-    /// @notice Thrown when a round already holds `committeeSize` updates.
+    /// @notice Thrown when an action does not belong to the round's current phase (late, early).
     /// @param taskId The task.
     /// @param round The round.
-    error FedLedgerRoundFull(uint256 taskId, uint256 round);
-    /// @notice Thrown when someone other than the task owner finalizes a round.
+    /// @param expected The phase the action needs.
+    /// @param actual The round's phase.
+    error FedLedgerWrongPhase(uint256 taskId, uint256 round, Phase expected, Phase actual);
+    /// @notice Thrown when an attestation arrives after the challenge window closed.
+    /// @param taskId The task.
+    /// @param round The round.
+    /// @param deadline When the window closed.
+    error FedLedgerPhaseExpired(uint256 taskId, uint256 round, uint256 deadline);
+    /// @notice Thrown when the committee is drawn in the block that fixed its seed.
+    /// @param seedBlock The seed block; draw in a later block.
+    error FedLedgerSeedNotReady(uint256 seedBlock);
+    /// @notice Thrown when a non-member commits or reveals.
+    /// @param taskId The task.
+    /// @param round The round.
+    /// @param node The caller.
+    error FedLedgerNotCommitteeMember(uint256 taskId, uint256 round, address node);
+    /// @notice Thrown on a second (or replayed) commitment by the same member in a round.
+    /// @param taskId The task.
+    /// @param round The round.
+    /// @param node The member.
+    error FedLedgerAlreadyCommitted(uint256 taskId, uint256 round, address node);
+    /// @notice Thrown when a member reveals without having committed.
+    /// @param taskId The task.
+    /// @param round The round.
+    /// @param node The member.
+    error FedLedgerNotCommitted(uint256 taskId, uint256 round, address node);
+    /// @notice Thrown on a second reveal.
+    /// @param taskId The task.
+    /// @param round The round.
+    /// @param node The member.
+    error FedLedgerAlreadyRevealed(uint256 taskId, uint256 round, address node);
+    /// @notice Thrown when a reveal does not hash to the member's commitment.
+    /// @param node The member.
+    /// @param committed The stored commitment.
+    /// @param revealed The hash of the revealed values.
+    error FedLedgerCommitmentMismatch(address node, bytes32 committed, bytes32 revealed);
+    /// @notice Thrown when `commit` gets a zero commitment.
+    error FedLedgerZeroCommitment();
+    /// @notice Thrown when someone other than the designated proposer proposes before the timeout.
     /// @param caller The caller.
-    /// @param owner The task owner.
-    error FedLedgerNotTaskOwner(address caller, address owner);
-    /// @notice Thrown when acting on a task whose last round is already finalized.
-    /// @param taskId The task.
-    error FedLedgerTaskFinished(uint256 taskId);
-    /// @notice Thrown when `finalizeRound` gets a score count different from the update count.
-    /// @param expected Number of updates in the round.
-    /// @param got Number of scores given.
+    /// @param designated The designated proposer.
+    /// @param openToAllAt When anyone may propose.
+    error FedLedgerNotProposer(address caller, address designated, uint256 openToAllAt);
+    /// @notice Thrown when a fallback proposer has too little stake to answer for a bad proposal.
+    /// @param caller The caller.
+    /// @param stake Its stake.
+    /// @param required The task's minimum stake.
+    error FedLedgerIneligibleProposer(address caller, uint256 stake, uint256 required);
+    /// @notice Thrown when a proposal's score count differs from the revealed update count.
+    /// @param expected Revealed updates.
+    /// @param got Scores given.
     error FedLedgerScoresLength(uint256 expected, uint256 got);
     /// @notice Thrown when a contribution score exceeds WAD (1.0).
     /// @param index Position of the score.
     /// @param score The score.
     error FedLedgerScoreOutOfRange(uint256 index, uint256 score);
+    /// @notice Thrown when someone other than a revealed, non-proposing participant attests.
+    /// @param taskId The task.
+    /// @param round The round.
+    /// @param node The caller.
+    error FedLedgerNotAttester(uint256 taskId, uint256 round, address node);
+    /// @notice Thrown on a second attestation to the same proposal.
+    /// @param node The attester.
+    /// @param attempt The proposal attempt.
+    error FedLedgerAlreadyAttested(address node, uint256 attempt);
+    /// @notice Thrown when `finalize` is given a model or scores other than the pending proposal's.
+    /// @param expected The pending proposal's hash.
+    /// @param got The hash of the given values.
+    error FedLedgerProposalMismatch(bytes32 expected, bytes32 got);
+    /// @notice Thrown when `finalize` comes before a quorum agrees and before the window closes.
+    /// @param taskId The task.
+    /// @param round The round.
+    /// @param agrees Agreeing attestations so far.
+    /// @param voters Participants entitled to attest.
+    /// @param windowEnd When the challenge window closes.
+    error FedLedgerNotDecided(uint256 taskId, uint256 round, uint256 agrees, uint256 voters, uint256 windowEnd);
     /// @notice Thrown when `withdraw` is called with no pending rewards.
     /// @param account The caller.
     error FedLedgerNothingToWithdraw(address account);
-    /// @notice Thrown when the recipient of a withdrawal rejects the ether.
+    /// @notice Thrown when the recipient of a payment rejects the ether.
     /// @param account The recipient.
     error FedLedgerTransferFailed(address account);
-    /// @notice Thrown when `createTask` gets a zero reward pool, rounds outside 1..2^32-2, or a zero committee size.
-    /// @dev Carries the values rather than a reason string: eth-tester's web3 provider decodes any
-    /// revert with a string-shaped payload as `Error(string)` and drops the selector.
-    /// @param rewardPool The wei sent.
-    /// @param rounds The rounds asked for.
-    /// @param committeeSize The committee size asked for.
-    error FedLedgerInvalidTask(uint256 rewardPool, uint32 rounds, uint32 committeeSize);
     /// @notice Thrown when a CID argument is empty.
     error FedLedgerEmptyCid();
-    /// @notice Thrown when an update claims zero training samples.
-    error FedLedgerZeroSamples();
+    /// @notice Thrown when an update claims zero (or more than 2^96-1) training samples.
+    /// @param numSamples The claimed count.
+    error FedLedgerBadSamples(uint256 numSamples);
 
     // ---------------------------------------------------------------- constructor
 
     /// @notice Deploys the ledger.
-    /// @dev The parameter keeps the ABI name `minStake` that clients pass by keyword; solc warns
-    /// that it shadows the `minStake()` view, which is harmless inside a constructor.
     /// @param minStake Minimum wei a node must stake to register.
     constructor(uint256 minStake) {
         _minStake = minStake;
@@ -199,24 +487,70 @@ contract FedLedger {
 
     // ---------------------------------------------------------------- nodes
 
-    /// @notice Registers the caller as a node, staking `msg.value`.
-    /// @dev The stake is held for the slashing of later protocol phases; this cut never releases it.
+    /// @notice Registers the caller as an active node, staking `msg.value`.
+    /// @dev A node that registered before and withdrew keeps its old reputation (no reset by re-joining).
     /// @param peerId The caller's libp2p peer ID.
     /// @param multiaddrs The caller's libp2p listen multiaddrs.
     function register(string calldata peerId, string[] calldata multiaddrs) external payable {
         if (msg.value < _minStake) revert FedLedgerInsufficientStake(msg.value, _minStake);
         Node storage node = _nodes[msg.sender];
-        if (node.registered) revert FedLedgerAlreadyRegistered(msg.sender);
-        node.registered = true;
-        node.stake = msg.value;
-        node.reputation = INITIAL_REPUTATION;
-        node.peerId = peerId;
-        // Element-wise: the legacy code generator cannot copy nested calldata arrays to storage.
-        // The caller pays for its own list, so this loop is not over anyone else's data.
-        for (uint256 i = 0; i < multiaddrs.length; ++i) {
-            node.multiaddrs.push(multiaddrs[i]);
-        }
+        if (node.flags & F_REGISTERED != 0) revert FedLedgerAlreadyRegistered(msg.sender);
+        node.stake = uint96(msg.value); // the supply of ether fits in 96 bits
+        if (node.flags & F_SEEN == 0) node.reputation = uint64(INITIAL_REPUTATION);
+        node.flags = F_REGISTERED | F_ACTIVE | F_SEEN;
+        node.unstakeAt = 0;
+        node.activeIndex = uint32(_active.length);
+        _active.push(msg.sender);
+        _setPeer(msg.sender, peerId, multiaddrs);
         emit NodeRegistered(msg.sender, msg.value, peerId, multiaddrs);
+    }
+
+    /// @notice Replaces the caller's libp2p peer record.
+    /// @param peerId The new peer ID.
+    /// @param multiaddrs The new listen multiaddrs.
+    function updatePeerInfo(string calldata peerId, string[] calldata multiaddrs) external {
+        _registered(msg.sender);
+        delete _peers[msg.sender].multiaddrs;
+        _setPeer(msg.sender, peerId, multiaddrs);
+        emit PeerInfoUpdated(msg.sender, peerId, multiaddrs);
+    }
+
+    /// @notice Adds `msg.value` to the caller's stake.
+    function addStake() external payable {
+        Node storage node = _registered(msg.sender);
+        if (node.unstakeAt != 0) revert FedLedgerUnstaking(msg.sender, node.unstakeAt);
+        if (msg.value == 0) revert FedLedgerInsufficientStake(0, 1);
+        uint256 stake = uint256(node.stake) + msg.value;
+        node.stake = uint96(stake);
+        emit StakeAdded(msg.sender, msg.value, stake);
+    }
+
+    /// @notice Leaves the active set (no more committee seats) and starts the unstaking delay.
+    /// @dev Committees already drawn keep the node; what it commits there stays slashable.
+    function requestUnstake() external {
+        Node storage node = _registered(msg.sender);
+        if (node.unstakeAt != 0) revert FedLedgerUnstaking(msg.sender, node.unstakeAt);
+        _removeActive(node);
+        uint256 unlocksAt = block.timestamp + UNSTAKE_DELAY;
+        node.unstakeAt = uint40(unlocksAt);
+        emit UnstakeRequested(msg.sender, unlocksAt);
+    }
+
+    /// @notice After the unstaking delay, pays the caller its stake and deregisters it.
+    /// @dev Refused while the node has an open commitment or a pending proposal: those are the
+    /// slashes that may still land, and leaving first would dodge them.
+    function withdrawStake() external {
+        Node storage node = _registered(msg.sender);
+        uint256 unlocksAt = node.unstakeAt;
+        if (unlocksAt == 0) revert FedLedgerNoUnstakeRequested(msg.sender);
+        if (block.timestamp < unlocksAt) revert FedLedgerStakeLocked(msg.sender, unlocksAt);
+        if (node.exposure != 0) revert FedLedgerPendingSlash(msg.sender, node.exposure);
+        uint256 amount = node.stake;
+        node.stake = 0;
+        node.unstakeAt = 0;
+        node.flags = F_SEEN;
+        emit StakeWithdrawn(msg.sender, amount);
+        _send(msg.sender, amount);
     }
 
     /// @notice Returns a node's registration record.
@@ -231,14 +565,31 @@ contract FedLedger {
         returns (bool registered, uint256 stake, string memory peerId, string[] memory multiaddrs)
     {
         Node storage n = _nodes[node];
-        return (n.registered, n.stake, n.peerId, n.multiaddrs);
+        PeerInfo storage p = _peers[node];
+        return (n.flags & F_REGISTERED != 0, n.stake, p.peerId, p.multiaddrs);
+    }
+
+    /// @notice Returns a node's protocol status.
+    /// @param node The node's account.
+    /// @return active Whether it can be drawn into committees.
+    /// @return unstakeAt When its stake unlocks (0 unless unstaking).
+    /// @return exposure Open commitments and pending proposals.
+    function nodeStatus(address node) external view returns (bool active, uint256 unstakeAt, uint256 exposure) {
+        Node storage n = _nodes[node];
+        return (n.flags & F_ACTIVE != 0, n.unstakeAt, n.exposure);
     }
 
     /// @notice Returns a node's reputation.
     /// @param node The node's account.
-    /// @return The reputation in WAD (1e18 = 1.0); 0 for an unregistered account.
+    /// @return The reputation in WAD (1e18 = 1.0); 0 for an account never registered.
     function reputationOf(address node) external view returns (uint256) {
         return _nodes[node].reputation;
+    }
+
+    /// @notice Returns the number of active nodes (the population committees are drawn from).
+    /// @return The count.
+    function activeNodeCount() external view returns (uint256) {
+        return _active.length;
     }
 
     /// @notice Returns the minimum stake for registering.
@@ -249,47 +600,44 @@ contract FedLedger {
 
     // ---------------------------------------------------------------- tasks
 
-    /// @notice Creates a task; `msg.value` is its reward pool.
-    /// @param modelCid CID of the initial model (safetensors).
-    /// @param specCid CID of the task spec JSON.
-    /// @param rounds Number of rounds, in 1..2^32-2.
-    /// @param committeeSize Maximum updates per round, > 0; bounds the gas of `finalizeRound`.
-    /// @param rule Aggregation rule identifier (interpreted off-chain).
-    /// @param maxSamples Per-node sample cap from the task spec (interpreted off-chain).
+    /// @notice Creates a task; `msg.value` is its reward pool. Round 1 opens at once; its
+    /// committee can be drawn from the next block on.
+    /// @param config The task's parameters (see `TaskConfig`).
     /// @return taskId The new task's id; ids start at 1.
-    function createTask(
-        bytes calldata modelCid,
-        bytes calldata specCid,
-        uint32 rounds,
-        uint32 committeeSize,
-        uint8 rule,
-        uint64 maxSamples
-    ) external payable returns (uint256 taskId) {
-        if (modelCid.length == 0 || specCid.length == 0) revert FedLedgerEmptyCid();
-        // rounds == max would wrap `currentRound` past the last round and lock the pool.
-        if (msg.value == 0 || rounds == 0 || rounds == type(uint32).max || committeeSize == 0) {
-            revert FedLedgerInvalidTask(msg.value, rounds, committeeSize);
-        }
-
+    function createTask(TaskConfig calldata config) external payable returns (uint256 taskId) {
+        _validate(config);
         taskId = ++_taskCount;
         Task storage task = _tasks[taskId];
         task.owner = msg.sender;
-        task.rounds = rounds;
-        task.committeeSize = committeeSize;
-        task.rule = rule;
-        task.maxSamples = maxSamples;
+        task.rounds = config.rounds;
         task.currentRound = 1;
+        task.committeeSize = config.committeeSize;
+        task.rule = config.rule;
+        task.attesterShareBps = config.attesterShareBps;
+        task.minStake = config.minStake;
+        task.reputationThreshold = config.reputationThreshold;
+        task.alpha = config.alpha;
+        task.proposerShareBps = config.proposerShareBps;
+        task.commitTimeout = config.commitTimeout;
+        task.revealTimeout = config.revealTimeout;
+        task.proposeTimeout = config.proposeTimeout;
+        task.attestTimeout = config.attestTimeout;
+        task.maxSamples = config.maxSamples;
         task.rewardRemaining = msg.value;
-        task.initialModelCid = modelCid;
-        task.specCid = specCid;
-        emit TaskCreated(taskId, msg.sender, rounds, committeeSize, msg.value, modelCid, specCid);
+        task.initialModelCid = config.modelCid;
+        task.specCid = config.specCid;
+        task.ruleParams = config.ruleParams;
+        emit TaskCreated(
+            taskId, msg.sender, config.rounds, config.committeeSize, msg.value, config.modelCid, config.specCid
+        );
+        _openRound(taskId, 1);
     }
 
-    /// @notice Returns a task's parameters and progress.
+    /// @notice Returns a task's main parameters and progress.
     /// @param taskId The task.
     /// @return owner The task owner.
     /// @return rounds Number of rounds.
-    /// @return committeeSize Maximum updates per round.
+    /// @return committeeSize Committee size K.
     /// @return rule Aggregation rule identifier.
     /// @return maxSamples Per-node sample cap.
     /// @return currentRound The open round; `rounds + 1` once the task is finished.
@@ -301,7 +649,7 @@ contract FedLedger {
         returns (
             address owner,
             uint32 rounds,
-            uint32 committeeSize,
+            uint8 committeeSize,
             uint8 rule,
             uint64 maxSamples,
             uint32 currentRound,
@@ -311,6 +659,33 @@ contract FedLedger {
     {
         Task storage t = _existingTask(taskId);
         return (t.owner, t.rounds, t.committeeSize, t.rule, t.maxSamples, t.currentRound, t.rewardRemaining, t.specCid);
+    }
+
+    /// @notice Returns a task's protocol parameters.
+    /// @param taskId The task.
+    /// @return timeouts Commit, reveal, propose and attest timeouts, in seconds.
+    /// @return minStakeWei Stake needed for a committee seat.
+    /// @return reputationThreshold WAD threshold for seats and rewards.
+    /// @return alpha WAD weight of the newest score in the reputation average.
+    /// @return proposerShareBps Proposer share of a round's payout.
+    /// @return attesterShareBps Attesters' share of a round's payout.
+    /// @return ruleParams Rule parameters (off-chain encoding).
+    function taskParams(uint256 taskId)
+        external
+        view
+        returns (
+            uint32[4] memory timeouts,
+            uint256 minStakeWei,
+            uint256 reputationThreshold,
+            uint256 alpha,
+            uint256 proposerShareBps,
+            uint256 attesterShareBps,
+            bytes memory ruleParams
+        )
+    {
+        Task storage t = _existingTask(taskId);
+        timeouts = [t.commitTimeout, t.revealTimeout, t.proposeTimeout, t.attestTimeout];
+        return (timeouts, t.minStake, t.reputationThreshold, t.alpha, t.proposerShareBps, t.attesterShareBps, t.ruleParams);
     }
 
     /// @notice Returns the number of tasks created; task ids run from 1 to this value.
@@ -325,87 +700,286 @@ contract FedLedger {
     /// @return round The round that produced it (0 for the initial model).
     function globalModel(uint256 taskId) external view returns (bytes memory cid, uint256 round) {
         Task storage t = _existingTask(taskId);
-        round = t.currentRound - 1;
+        round = t.globalRound;
         cid = round == 0 ? t.initialModelCid : t.globalCid;
     }
 
     // ---------------------------------------------------------------- rounds
 
-    /// @notice Logs the caller's update for the open round of a task.
+    /// @notice Applies any phase timeouts of the task's open round (slashing unrevealed members,
+    /// voiding empty rounds, rejecting disputed proposals). Anyone may call it.
     /// @param taskId The task.
-    /// @param round The open round (must equal `currentRound`).
-    /// @param cid CID of the update, non-empty.
-    /// @param numSamples Number of training samples behind the update, > 0.
-    function submitUpdate(uint256 taskId, uint256 round, bytes calldata cid, uint256 numSamples) external {
+    function advance(uint256 taskId) external {
         Task storage task = _existingTask(taskId);
-        _requireOpenRound(taskId, task, round);
-        if (cid.length == 0) revert FedLedgerEmptyCid();
-        if (numSamples == 0) revert FedLedgerZeroSamples();
-        _authorizeSubmission(taskId, round, task);
-
-        Submission[] storage subs = _submissions[taskId][round];
-        uint256 index = subs.length;
-        subs.push(Submission({sender: msg.sender, numSamples: numSamples, cid: cid}));
-        _submitted[taskId][round][msg.sender] = true;
-        emit UpdateSubmitted(taskId, round, msg.sender, index, cid, numSamples);
+        if (task.currentRound > task.rounds) revert FedLedgerTaskFinished(taskId);
+        _sync(taskId, task);
     }
 
-    /// @notice Returns a round's updates in submission order, which is the canonical aggregation order.
+    /// @notice Draws the open round's committee: K eligible active nodes, sampled from the hash of
+    /// the round's seed block. Anyone may call it, from the block after the seed block on.
+    /// @dev Manipulation resistance: the seed block is the block that opened the round, so its hash
+    /// was unknown when the opening transaction was sent, and the caller of this function cannot
+    /// choose it. A block producer can still bias it (by ordering or withholding its own block),
+    /// which matters only if the producer colludes with nodes. If more than 256 blocks pass,
+    /// `blockhash` returns 0 and the round is reseeded from the current block (a caller could time
+    /// that; it only happens when nobody drew for ~50 minutes). Sampling: with at most 2K active
+    /// nodes, a scan of the whole active array from a seeded offset; otherwise up to
+    /// TRIES_PER_SEAT * K seeded samples with replacement, skipping ineligible or repeated nodes.
+    /// Either way O(K) gas, and the committee may be smaller than K when few nodes are eligible;
+    /// with no eligible node at all the round is void (its share stays in the pool).
     /// @param taskId The task.
-    /// @param round The round; a round not reached yet has no updates.
-    /// @return senders Submitting nodes.
-    /// @return cids Update CIDs.
+    /// @return members The committee, in draw order (empty if the round was reseeded or voided).
+    function drawCommittee(uint256 taskId) external returns (address[] memory members) {
+        Task storage task = _existingTask(taskId);
+        uint256 round = task.currentRound;
+        if (round > task.rounds) revert FedLedgerTaskFinished(taskId);
+        Round storage r = _rounds[taskId][round];
+        if (r.phase != Phase.Draw) revert FedLedgerWrongPhase(taskId, round, Phase.Draw, r.phase);
+        uint256 seedBlock = r.seedBlock;
+        if (block.number <= seedBlock) revert FedLedgerSeedNotReady(seedBlock);
+        bytes32 hash = blockhash(seedBlock);
+        if (hash == bytes32(0)) {
+            r.seedBlock = uint64(block.number);
+            emit CommitteeReseeded(taskId, round, block.number);
+            return members;
+        }
+        members = _sample(task, uint256(keccak256(abi.encode(hash, taskId, round))));
+        uint256 n = members.length;
+        if (n == 0) {
+            // Nobody can serve: void the round rather than lock the pool behind an undrawable committee.
+            _closeRound(taskId, round, task, r, Phase.Void);
+            return members;
+        }
+        for (uint256 i = 0; i < n; ++i) {
+            r.committee[i] = members[i];
+            _members[taskId][round][members[i]].index1 = uint8(i + 1);
+        }
+        r.committeeLen = uint8(n);
+        emit CommitteeDrawn(taskId, round, members);
+        _enter(taskId, round, r, Phase.Commit, task.commitTimeout);
+    }
+
+    /// @notice Commits the caller's update for the open round, without revealing it.
+    /// @param taskId The task.
+    /// @param round The open round.
+    /// @param commitment keccak256(abi.encode(cid, numSamples, salt, msg.sender)), non-zero.
+    function commit(uint256 taskId, uint256 round, bytes32 commitment) external {
+        (Task storage task, Round storage r) = _syncedRound(taskId, round, Phase.Commit);
+        if (commitment == bytes32(0)) revert FedLedgerZeroCommitment();
+        if (_members[taskId][round][msg.sender].index1 == 0) {
+            revert FedLedgerNotCommitteeMember(taskId, round, msg.sender);
+        }
+        mapping(address => bytes32) storage commitments = _commitments[taskId][round];
+        if (commitments[msg.sender] != bytes32(0)) revert FedLedgerAlreadyCommitted(taskId, round, msg.sender);
+        commitments[msg.sender] = commitment;
+        _nodes[msg.sender].exposure += 1;
+        uint8 count = r.commitCount + 1;
+        r.commitCount = count;
+        emit UpdateCommitted(taskId, round, msg.sender, commitment);
+        if (count == r.committeeLen) _enter(taskId, round, r, Phase.Reveal, task.revealTimeout);
+    }
+
+    /// @notice Reveals the caller's committed update; its position in the reveal order is its
+    /// position in the aggregation.
+    /// @param taskId The task.
+    /// @param round The open round.
+    /// @param cid CID of the update (UTF-8 bytes of the CID text), non-empty.
+    /// @param numSamples Training samples behind the update, in 1..2^96-1.
+    /// @param salt The secret salt of the commitment.
+    function reveal(uint256 taskId, uint256 round, bytes calldata cid, uint256 numSamples, bytes32 salt) external {
+        (Task storage task, Round storage r) = _syncedRound(taskId, round, Phase.Reveal);
+        if (cid.length == 0) revert FedLedgerEmptyCid();
+        if (numSamples == 0 || numSamples > type(uint96).max) revert FedLedgerBadSamples(numSamples);
+        Member storage m = _members[taskId][round][msg.sender];
+        if (m.index1 == 0) revert FedLedgerNotCommitteeMember(taskId, round, msg.sender);
+        if (m.revealed) revert FedLedgerAlreadyRevealed(taskId, round, msg.sender);
+        mapping(address => bytes32) storage commitments = _commitments[taskId][round];
+        bytes32 committed = commitments[msg.sender];
+        if (committed == bytes32(0)) revert FedLedgerNotCommitted(taskId, round, msg.sender);
+        bytes32 revealed = keccak256(abi.encode(cid, numSamples, salt, msg.sender));
+        if (revealed != committed) revert FedLedgerCommitmentMismatch(msg.sender, committed, revealed);
+
+        m.revealed = true;
+        m.numSamples = uint96(numSamples);
+        commitments[msg.sender] = keccak256(cid);
+        uint8 index = r.revealCount;
+        r.order[index] = m.index1 - 1;
+        r.revealCount = index + 1;
+        _nodes[msg.sender].exposure -= 1;
+        emit UpdateRevealed(taskId, round, msg.sender, index, cid, numSamples);
+        if (index + 1 == r.commitCount) _endReveal(taskId, round, task, r);
+    }
+
+    /// @notice Proposes the round's new global model and one contribution score per revealed
+    /// update, in reveal order. The designated proposer (rotating over the revealed participants)
+    /// may propose until the propose timeout; after it, any registered node with the task's
+    /// minimum stake may.
+    /// @param taskId The task.
+    /// @param round The open round.
+    /// @param globalCid CID of the aggregated model, non-empty.
+    /// @param scores WAD scores in [0, WAD], one per revealed update, in reveal order.
+    function propose(uint256 taskId, uint256 round, bytes calldata globalCid, uint256[] calldata scores) external {
+        (Task storage task, Round storage r) = _syncedRound(taskId, round, Phase.Propose);
+        address designated = _designatedProposer(r, round);
+        if (msg.sender != designated) {
+            if (block.timestamp <= r.deadline) revert FedLedgerNotProposer(msg.sender, designated, r.deadline);
+            Node storage caller = _registered(msg.sender);
+            if (caller.stake < task.minStake || caller.unstakeAt != 0) {
+                revert FedLedgerIneligibleProposer(msg.sender, caller.stake, task.minStake);
+            }
+        }
+        if (globalCid.length == 0) revert FedLedgerEmptyCid();
+        uint256 n = r.revealCount;
+        if (scores.length != n) revert FedLedgerScoresLength(n, scores.length);
+        for (uint256 i = 0; i < n; ++i) {
+            if (scores[i] > WAD) revert FedLedgerScoreOutOfRange(i, scores[i]);
+        }
+        r.proposer = msg.sender;
+        r.proposalHash = keccak256(abi.encode(globalCid, scores));
+        r.agrees = 0;
+        r.disagrees = 0;
+        r.voters = uint8(_members[taskId][round][msg.sender].revealed ? n - 1 : n);
+        _nodes[msg.sender].exposure += 1;
+        emit ProposalSubmitted(taskId, round, msg.sender, r.attempt, globalCid, scores);
+        r.deadline = 0; // the challenge window starts now, even for a late fallback proposal
+        _enter(taskId, round, r, Phase.Attest, task.attestTimeout);
+    }
+
+    /// @notice Attests to the pending proposal after re-running the aggregation: agree iff the
+    /// model CID and every score match. Open to revealed participants other than the proposer.
+    /// A majority of disagreeing attesters rejects the proposal at once.
+    /// @param taskId The task.
+    /// @param round The open round.
+    /// @param agree Whether the re-execution matched the proposal.
+    function attest(uint256 taskId, uint256 round, bool agree) external {
+        (Task storage task, Round storage r) = _syncedRound(taskId, round, Phase.Attest);
+        if (block.timestamp > r.deadline) revert FedLedgerPhaseExpired(taskId, round, r.deadline);
+        Member storage m = _members[taskId][round][msg.sender];
+        if (!m.revealed || msg.sender == r.proposer) revert FedLedgerNotAttester(taskId, round, msg.sender);
+        uint16 attempt = r.attempt;
+        if (m.vote != 0 && m.voteAttempt == attempt) revert FedLedgerAlreadyAttested(msg.sender, attempt);
+        m.vote = agree ? VOTE_AGREE : VOTE_DISAGREE;
+        m.voteAttempt = attempt;
+        if (agree) {
+            r.agrees += 1;
+        } else {
+            r.disagrees += 1;
+        }
+        emit Attested(taskId, round, msg.sender, attempt, agree);
+        if (uint256(r.disagrees) * 2 > r.voters) _reject(taskId, round, task, r);
+    }
+
+    /// @notice Finalizes the pending proposal once it is accepted (a majority of attesters agree,
+    /// or every attester acted / the challenge window closed with no more disagreements than
+    /// agreements): records the model, updates reputations, credits rewards, opens the next round.
+    /// Anyone may call it; the proposal's model and scores are passed again (only their hash is stored).
+    /// @param taskId The task.
+    /// @param round The open round.
+    /// @param globalCid The pending proposal's model CID.
+    /// @param scores The pending proposal's scores.
+    function finalize(uint256 taskId, uint256 round, bytes calldata globalCid, uint256[] calldata scores) external {
+        (Task storage task, Round storage r) = _syncedRound(taskId, round, Phase.Attest);
+        bytes32 hash = keccak256(abi.encode(globalCid, scores));
+        if (hash != r.proposalHash) revert FedLedgerProposalMismatch(r.proposalHash, hash);
+        if (!_accepted(r)) revert FedLedgerNotDecided(taskId, round, r.agrees, r.voters, r.deadline);
+        address proposer = r.proposer;
+        _nodes[proposer].exposure -= 1;
+        _settle(taskId, round, task, r, scores, proposer);
+        task.globalCid = globalCid;
+        task.globalRound = uint32(round);
+        emit RoundFinalized(taskId, round, globalCid);
+        _closeRound(taskId, round, task, r, Phase.Finalized);
+    }
+
+    /// @notice Returns a round's public state.
+    /// @param taskId The task.
+    /// @param round The round.
+    /// @return state See `RoundView`; all zero for a round not opened yet.
+    function roundState(uint256 taskId, uint256 round) external view returns (RoundView memory state) {
+        _existingTask(taskId);
+        Round storage r = _rounds[taskId][round];
+        state = RoundView({
+            phase: r.phase,
+            committeeLen: r.committeeLen,
+            commitCount: r.commitCount,
+            revealCount: r.revealCount,
+            voters: r.voters,
+            agrees: r.agrees,
+            disagrees: r.disagrees,
+            attempt: r.attempt,
+            deadline: r.deadline,
+            seedBlock: r.seedBlock,
+            openedBlock: r.openedBlock,
+            proposer: r.proposer,
+            proposalHash: r.proposalHash
+        });
+    }
+
+    /// @notice Returns a round's committee in draw order.
+    /// @param taskId The task.
+    /// @param round The round.
+    /// @return members The members.
+    function committee(uint256 taskId, uint256 round) external view returns (address[] memory members) {
+        _existingTask(taskId);
+        Round storage r = _rounds[taskId][round];
+        members = new address[](r.committeeLen);
+        for (uint256 i = 0; i < members.length; ++i) {
+            members[i] = r.committee[i];
+        }
+    }
+
+    /// @notice Returns a round's revealed updates in reveal order, the canonical aggregation order.
+    /// @dev CIDs themselves are in the `UpdateRevealed` events (storing them would cost ~60k gas per
+    /// update); `cidHashes` lets anyone check a CID taken from the logs or from a peer.
+    /// @param taskId The task.
+    /// @param round The round.
+    /// @return senders Revealing nodes.
     /// @return numSamples Claimed sample counts.
+    /// @return cidHashes keccak256 of each update's CID bytes.
     function roundUpdates(uint256 taskId, uint256 round)
         external
         view
-        returns (address[] memory senders, bytes[] memory cids, uint256[] memory numSamples)
+        returns (address[] memory senders, uint256[] memory numSamples, bytes32[] memory cidHashes)
     {
         _existingTask(taskId);
-        Submission[] storage subs = _submissions[taskId][round];
-        uint256 n = subs.length;
+        Round storage r = _rounds[taskId][round];
+        uint256 n = r.revealCount;
         senders = new address[](n);
-        cids = new bytes[](n);
         numSamples = new uint256[](n);
+        cidHashes = new bytes32[](n);
         for (uint256 i = 0; i < n; ++i) {
-            senders[i] = subs[i].sender;
-            cids[i] = subs[i].cid;
-            numSamples[i] = subs[i].numSamples;
+            address sender = r.committee[r.order[i]];
+            senders[i] = sender;
+            numSamples[i] = _members[taskId][round][sender].numSamples;
+            cidHashes[i] = _commitments[taskId][round][sender];
         }
     }
 
-    /// @notice Closes the open round: records the global model, updates reputations and credits rewards.
-    /// @dev Reputation: rep := (rep * (WAD - ALPHA) + score * ALPHA) / WAD. The round pays
-    /// rewardRemaining / (rounds - round + 1), split in proportion to score * newRep / WAD among
-    /// submitters whose new reputation is at least the threshold. Floor-rounding dust stays in the
-    /// pool; the last round hands whatever is left back to the task owner.
+    /// @notice Returns who may propose in the open round before the propose timeout.
     /// @param taskId The task.
-    /// @param round The open round.
-    /// @param globalCid CID of the aggregated global model, non-empty.
-    /// @param scores Contribution score per update, in submission order, each in [0, WAD].
-    function finalizeRound(uint256 taskId, uint256 round, bytes calldata globalCid, uint256[] calldata scores)
+    /// @param round The round.
+    /// @return The designated proposer (zero before any reveal).
+    function designatedProposer(uint256 taskId, uint256 round) external view returns (address) {
+        _existingTask(taskId);
+        return _designatedProposer(_rounds[taskId][round], round);
+    }
+
+    /// @notice Returns a node's standing in a round.
+    /// @param taskId The task.
+    /// @param round The round.
+    /// @param node The node.
+    /// @return member Whether it sits on the committee.
+    /// @return commitment Its commitment (keccak256 of its CID once revealed); zero if none.
+    /// @return revealed Whether it revealed.
+    /// @return vote Its latest attestation: 0 none, 1 agree, 2 disagree.
+    /// @return voteAttempt The proposal attempt that vote was for.
+    function memberInfo(uint256 taskId, uint256 round, address node)
         external
+        view
+        returns (bool member, bytes32 commitment, bool revealed, uint8 vote, uint16 voteAttempt)
     {
-        Task storage task = _existingTask(taskId);
-        _requireOpenRound(taskId, task, round);
-        _authorizeFinalize(task);
-        if (globalCid.length == 0) revert FedLedgerEmptyCid();
-        Submission[] storage subs = _submissions[taskId][round];
-        if (scores.length != subs.length) revert FedLedgerScoresLength(subs.length, scores.length);
-
-        _settleRound(taskId, round, task, subs, scores);
-
-        task.globalCid = globalCid;
-        task.currentRound = uint32(round + 1);
-        emit RoundFinalized(taskId, round, globalCid);
-
-        if (round == task.rounds) {
-            // Floor-division dust and the shares of rounds nobody earned go back to the owner, so
-            // a finished task holds no ether.
-            uint256 leftover = task.rewardRemaining;
-            task.rewardRemaining = 0;
-            _credit(task.owner, taskId, round, leftover);
-        }
+        Member storage m = _members[taskId][round][node];
+        return (m.index1 != 0, _commitments[taskId][round][node], m.revealed, m.vote, m.voteAttempt);
     }
 
     // ---------------------------------------------------------------- payments
@@ -419,90 +993,322 @@ contract FedLedger {
 
     /// @notice Sends the caller all of its pending rewards.
     /// @dev Checks-effects-interactions: the balance is zeroed before the call, so a re-entrant
-    /// `withdraw` from the recipient finds nothing; a recipient that rejects ether only reverts its
-    /// own withdrawal.
+    /// `withdraw` finds nothing; a recipient that rejects ether only reverts its own withdrawal.
     function withdraw() external {
         uint256 amount = _pending[msg.sender];
         if (amount == 0) revert FedLedgerNothingToWithdraw(msg.sender);
         _pending[msg.sender] = 0;
         emit Withdrawn(msg.sender, amount);
-        (bool ok,) = payable(msg.sender).call{value: amount}("");
-        if (!ok) revert FedLedgerTransferFailed(msg.sender);
+        _send(msg.sender, amount);
     }
 
-    // ---------------------------------------------------------------- internals
+    // ---------------------------------------------------------------- internals: nodes
+
+    function _registered(address account) private view returns (Node storage node) {
+        node = _nodes[account];
+        if (node.flags & F_REGISTERED == 0) revert FedLedgerNotRegistered(account);
+    }
+
+    function _setPeer(address account, string calldata peerId, string[] calldata multiaddrs) private {
+        PeerInfo storage p = _peers[account];
+        p.peerId = peerId;
+        // Element-wise: the legacy code generator cannot copy nested calldata arrays to storage.
+        // The caller pays for its own list, so this loop is not over anyone else's data.
+        for (uint256 i = 0; i < multiaddrs.length; ++i) {
+            p.multiaddrs.push(multiaddrs[i]);
+        }
+    }
+
+    /// @dev O(1) swap-and-pop, so leaving never iterates over the active set.
+    function _removeActive(Node storage node) private {
+        uint256 index = node.activeIndex;
+        uint256 last = _active.length - 1;
+        if (index != last) {
+            address moved = _active[last];
+            _active[index] = moved;
+            _nodes[moved].activeIndex = uint32(index);
+        }
+        _active.pop();
+        node.flags &= ~F_ACTIVE;
+    }
+
+    function _eligible(Node storage node, Task storage task) private view returns (bool) {
+        return node.flags & F_ACTIVE != 0 && node.stake >= task.minStake
+            && node.reputation >= task.reputationThreshold;
+    }
+
+    function _slash(address account, uint256 taskId, uint256 round, Task storage task, SlashReason reason)
+        private
+    {
+        Node storage node = _nodes[account];
+        node.exposure -= 1;
+        uint256 amount = node.stake < task.minStake ? node.stake : task.minStake;
+        if (amount == 0) return;
+        node.stake -= uint96(amount);
+        task.rewardRemaining += amount; // stays in the contract: conservation holds
+        emit Slashed(account, taskId, round, amount, reason);
+    }
+
+    // ---------------------------------------------------------------- internals: tasks and rounds
+
+    function _validate(TaskConfig calldata c) private view {
+        if (c.modelCid.length == 0 || c.specCid.length == 0) revert FedLedgerEmptyCid();
+        if (msg.value == 0) revert FedLedgerInvalidTask(TaskParam.RewardPool, 0);
+        // rounds == max would wrap `currentRound` past the last round and lock the pool.
+        if (c.rounds == 0 || c.rounds == type(uint32).max) revert FedLedgerInvalidTask(TaskParam.Rounds, c.rounds);
+        if (c.committeeSize == 0 || c.committeeSize > MAX_COMMITTEE) {
+            revert FedLedgerInvalidTask(TaskParam.CommitteeSize, c.committeeSize);
+        }
+        uint32[4] memory timeouts = [c.commitTimeout, c.revealTimeout, c.proposeTimeout, c.attestTimeout];
+        for (uint256 i = 0; i < 4; ++i) {
+            if (timeouts[i] == 0 || timeouts[i] > MAX_TIMEOUT) revert FedLedgerInvalidTask(TaskParam.Timeout, timeouts[i]);
+        }
+        if (c.reputationThreshold > WAD) {
+            revert FedLedgerInvalidTask(TaskParam.ReputationThreshold, c.reputationThreshold);
+        }
+        if (c.alpha > WAD) revert FedLedgerInvalidTask(TaskParam.Alpha, c.alpha);
+        uint256 shares = uint256(c.proposerShareBps) + c.attesterShareBps;
+        if (shares > BPS) revert FedLedgerInvalidTask(TaskParam.Shares, shares);
+    }
 
     function _existingTask(uint256 taskId) private view returns (Task storage task) {
         task = _tasks[taskId];
         if (task.owner == address(0)) revert FedLedgerUnknownTask(taskId);
     }
 
-    function _requireOpenRound(uint256 taskId, Task storage task, uint256 round) private view {
+    /// @dev The open round after timeouts are applied, checked to be `round` and in `phase`.
+    function _syncedRound(uint256 taskId, uint256 round, Phase phase)
+        private
+        returns (Task storage task, Round storage r)
+    {
+        task = _existingTask(taskId);
         uint256 current = task.currentRound;
         if (current > task.rounds) revert FedLedgerTaskFinished(taskId);
         if (round != current) revert FedLedgerWrongRound(taskId, current, round);
+        r = _sync(taskId, task);
+        if (task.currentRound != current) revert FedLedgerWrongPhase(taskId, round, phase, Phase.Void);
+        if (r.phase != phase) revert FedLedgerWrongPhase(taskId, round, phase, r.phase);
     }
 
-    /// @dev Seam: committee membership and commit-reveal replace this open-admission check.
-    function _authorizeSubmission(uint256 taskId, uint256 round, Task storage task) private view {
-        if (!_nodes[msg.sender].registered) revert FedLedgerNotRegistered(msg.sender);
-        if (_submitted[taskId][round][msg.sender]) revert FedLedgerDuplicateSubmission(msg.sender, round);
-        if (_submissions[taskId][round].length >= task.committeeSize) revert FedLedgerRoundFull(taskId, round);
+    /// @dev Applies the timeouts of the open round, as often as they apply. Each step either ends
+    /// the round or moves it to a phase with a fresh deadline, so the loop runs at most four times.
+    function _sync(uint256 taskId, Task storage task) private returns (Round storage r) {
+        uint256 round = task.currentRound;
+        r = _rounds[taskId][round];
+        while (true) {
+            Phase phase = r.phase;
+            bool expired = block.timestamp > r.deadline;
+            if (phase == Phase.Commit && expired) {
+                if (r.commitCount == 0) {
+                    _closeRound(taskId, round, task, r, Phase.Void);
+                    return r;
+                }
+                _enter(taskId, round, r, Phase.Reveal, task.revealTimeout);
+            } else if (phase == Phase.Reveal && expired) {
+                _endReveal(taskId, round, task, r);
+                if (r.phase == Phase.Void) return r;
+            } else if (phase == Phase.Attest && expired && _rejected(r)) {
+                _reject(taskId, round, task, r);
+            } else {
+                return r;
+            }
+        }
     }
 
-    /// @dev Seam: the attestation quorum replaces this owner-only check.
-    function _authorizeFinalize(Task storage task) private view {
-        if (msg.sender != task.owner) revert FedLedgerNotTaskOwner(msg.sender, task.owner);
+    /// @dev A phase ended early starts its successor now; one ended by its deadline starts it at that
+    /// deadline, so the schedule does not depend on when somebody happens to call `_sync`.
+    function _enter(uint256 taskId, uint256 round, Round storage r, Phase phase, uint256 timeout) private {
+        uint256 start = block.timestamp > r.deadline && r.deadline != 0 ? r.deadline : block.timestamp;
+        uint256 deadline = start + timeout;
+        r.phase = phase;
+        r.deadline = uint40(deadline);
+        emit PhaseChanged(taskId, round, phase, deadline);
     }
 
-    /// @dev Updates the submitters' reputations and credits this round's share of the pool.
-    /// Two passes over at most `committeeSize` submissions: weights need every new reputation
-    /// before any payout can be divided.
-    function _settleRound(
+    function _openRound(uint256 taskId, uint256 round) private {
+        Round storage r = _rounds[taskId][round];
+        r.seedBlock = uint64(block.number);
+        r.openedBlock = uint64(block.number);
+        emit PhaseChanged(taskId, round, Phase.Draw, 0);
+    }
+
+    /// @dev Ends the reveal phase: slashes members that committed and never revealed (one pass over
+    /// the committee, only when someone is missing), then voids the round or opens proposing.
+    function _endReveal(uint256 taskId, uint256 round, Task storage task, Round storage r) private {
+        if (r.revealCount < r.commitCount) {
+            uint256 n = r.committeeLen;
+            for (uint256 i = 0; i < n; ++i) {
+                address member = r.committee[i];
+                if (_commitments[taskId][round][member] != bytes32(0) && !_members[taskId][round][member].revealed) {
+                    _slash(member, taskId, round, task, SlashReason.Unrevealed);
+                }
+            }
+        }
+        if (r.revealCount == 0) {
+            _closeRound(taskId, round, task, r, Phase.Void);
+        } else {
+            _enter(taskId, round, r, Phase.Propose, task.proposeTimeout);
+        }
+    }
+
+    function _designatedProposer(Round storage r, uint256 round) private view returns (address) {
+        uint256 n = r.revealCount;
+        if (n == 0) return address(0);
+        return r.committee[r.order[(round + r.attempt) % n]];
+    }
+
+    /// @dev Accepted: a majority of voters agree; or every voter acted, or the window closed, with
+    /// no more disagreements than agreements. With no voters at all the proposal stands.
+    function _accepted(Round storage r) private view returns (bool) {
+        uint256 voters = r.voters;
+        uint256 agrees = r.agrees;
+        uint256 disagrees = r.disagrees;
+        if (agrees * 2 > voters) return true;
+        bool closed = agrees + disagrees == voters || block.timestamp > r.deadline;
+        return closed && disagrees <= agrees;
+    }
+
+    function _rejected(Round storage r) private view returns (bool) {
+        return r.disagrees > r.agrees;
+    }
+
+    function _reject(uint256 taskId, uint256 round, Task storage task, Round storage r) private {
+        address proposer = r.proposer;
+        uint256 attempt = r.attempt;
+        emit ProposalRejected(taskId, round, proposer, attempt, r.agrees, r.disagrees);
+        _slash(proposer, taskId, round, task, SlashReason.RejectedProposal);
+        r.attempt = uint16(attempt + 1);
+        r.proposer = address(0);
+        r.proposalHash = bytes32(0);
+        r.agrees = 0;
+        r.disagrees = 0;
+        r.voters = 0;
+        _enter(taskId, round, r, Phase.Propose, task.proposeTimeout);
+    }
+
+    /// @dev Closes the round with `outcome` (Finalized or Void) and opens the next one; after the
+    /// last round, whatever the pool still holds (dust, unearned shares, slashes) goes to the owner.
+    function _closeRound(uint256 taskId, uint256 round, Task storage task, Round storage r, Phase outcome) private {
+        r.phase = outcome;
+        r.deadline = 0;
+        if (outcome == Phase.Void) emit RoundVoided(taskId, round);
+        emit PhaseChanged(taskId, round, outcome, 0);
+        task.currentRound = uint32(round + 1);
+        if (round == task.rounds) {
+            uint256 leftover = task.rewardRemaining;
+            task.rewardRemaining = 0;
+            _credit(task.owner, taskId, round, leftover);
+        } else {
+            _openRound(taskId, round + 1);
+        }
+    }
+
+    // ---------------------------------------------------------------- internals: incentives
+
+    /// @dev Reputation: rep := (rep * (WAD - alpha) + score * alpha) / WAD. The round pays
+    /// share = rewardRemaining / (rounds - round + 1): proposerShareBps of it to the proposer,
+    /// attesterShareBps split equally among the agreeing attesters, the rest to the trainers in
+    /// proportion to score * newRep / WAD. Nodes whose (new) reputation is below the task threshold
+    /// get nothing; what nobody earns, and floor-division dust, stays in the pool. Two passes over
+    /// the revealed updates: the weights need every new reputation before any payout is divided.
+    function _settle(
         uint256 taskId,
         uint256 round,
         Task storage task,
-        Submission[] storage subs,
-        uint256[] calldata scores
+        Round storage r,
+        uint256[] calldata scores,
+        address proposer
     ) private {
         uint256 n = scores.length;
+        uint256 threshold = task.reputationThreshold;
         address[] memory senders = new address[](n);
         uint256[] memory weights = new uint256[](n);
+        bool[] memory agreed = new bool[](n);
         uint256 sumWeights = 0;
+        uint256 agreeing = 0;
+        uint16 attempt = r.attempt;
         for (uint256 i = 0; i < n; ++i) {
-            uint256 score = scores[i];
-            if (score > WAD) revert FedLedgerScoreOutOfRange(i, score);
-            address sender = subs[i].sender;
-            uint256 newRep = _updateReputation(sender, score);
+            address sender = r.committee[r.order[i]];
             senders[i] = sender;
-            // Below-threshold nodes earn nothing (SPEC section 4), however good this round was.
-            uint256 weight = newRep < REPUTATION_THRESHOLD ? 0 : score * newRep / WAD;
+            uint256 newRep = _updateReputation(sender, scores[i], task.alpha);
+            if (newRep < threshold) continue;
+            uint256 weight = scores[i] * newRep / WAD;
             weights[i] = weight;
             sumWeights += weight;
+            Member storage m = _members[taskId][round][sender];
+            if (m.vote == VOTE_AGREE && m.voteAttempt == attempt) {
+                agreed[i] = true;
+                ++agreeing;
+            }
         }
-        if (sumWeights == 0) return;
 
         uint256 share = task.rewardRemaining / (uint256(task.rounds) - round + 1);
+        uint256 proposerCut = share * task.proposerShareBps / BPS;
+        uint256 attesterCut = share * task.attesterShareBps / BPS;
+        uint256 trainerCut = share - proposerCut - attesterCut;
         uint256 paid = 0;
+        if (_nodes[proposer].reputation >= threshold) {
+            paid += _credit(proposer, taskId, round, proposerCut);
+        }
+        uint256 perAttester = agreeing == 0 ? 0 : attesterCut / agreeing;
         for (uint256 i = 0; i < n; ++i) {
-            uint256 payout = share * weights[i] / sumWeights;
-            paid += payout;
-            _credit(senders[i], taskId, round, payout);
+            uint256 amount = sumWeights == 0 ? 0 : trainerCut * weights[i] / sumWeights;
+            if (agreed[i]) amount += perAttester;
+            paid += _credit(senders[i], taskId, round, amount);
         }
         task.rewardRemaining -= paid;
     }
 
-    function _updateReputation(address node, uint256 score) private returns (uint256 newRep) {
-        Node storage n = _nodes[node];
-        uint256 oldRep = n.reputation;
-        newRep = (oldRep * (WAD - REPUTATION_ALPHA) + score * REPUTATION_ALPHA) / WAD;
-        n.reputation = newRep;
-        emit ReputationUpdated(node, oldRep, newRep);
+    function _updateReputation(address account, uint256 score, uint256 alpha) private returns (uint256 newRep) {
+        Node storage node = _nodes[account];
+        uint256 oldRep = node.reputation;
+        newRep = (oldRep * (WAD - alpha) + score * alpha) / WAD; // a convex mix: stays in [0, WAD]
+        node.reputation = uint64(newRep);
+        emit ReputationUpdated(account, oldRep, newRep);
     }
 
-    function _credit(address account, uint256 taskId, uint256 round, uint256 amount) private {
-        if (amount == 0) return;
+    function _credit(address account, uint256 taskId, uint256 round, uint256 amount) private returns (uint256) {
+        if (amount == 0) return 0;
         _pending[account] += amount;
         emit RewardCredited(account, taskId, round, amount);
+        return amount;
+    }
+
+    function _send(address account, uint256 amount) private {
+        (bool ok,) = payable(account).call{value: amount}("");
+        if (!ok) revert FedLedgerTransferFailed(account);
+    }
+
+    /// @dev Committee sampling; see `drawCommittee`. Duplicates are caught in memory (K <= 64).
+    function _sample(Task storage task, uint256 seed) private view returns (address[] memory chosen) {
+        uint256 k = task.committeeSize;
+        uint256 population = _active.length;
+        chosen = new address[](k);
+        uint256 count = 0;
+        if (population == 0) return _truncate(chosen, 0);
+        bool scan = population <= 2 * k;
+        uint256 tries = scan ? population : TRIES_PER_SEAT * k;
+        uint256 offset = seed % population;
+        for (uint256 t = 0; t < tries && count < k; ++t) {
+            uint256 index = scan ? (offset + t) % population : uint256(keccak256(abi.encode(seed, t))) % population;
+            address candidate = _active[index];
+            if (!_eligible(_nodes[candidate], task) || _contains(chosen, count, candidate)) continue;
+            chosen[count++] = candidate;
+        }
+        return _truncate(chosen, count);
+    }
+
+    function _contains(address[] memory list, uint256 length, address item) private pure returns (bool) {
+        for (uint256 i = 0; i < length; ++i) {
+            if (list[i] == item) return true;
+        }
+        return false;
+    }
+
+    function _truncate(address[] memory list, uint256 length) private pure returns (address[] memory) {
+        assembly ("memory-safe") {
+            mstore(list, length)
+        }
+        return list;
     }
 }

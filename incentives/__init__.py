@@ -1,17 +1,19 @@
 """Off-chain mirror of FedLedger's incentive arithmetic (reputation and rewards).
 
 Pure integer functions that reproduce `contracts/FedLedger.sol` to the wei, so a
-node can predict, check and explain what `finalizeRound` will do before paying
+node can predict, check and explain what `finalize` will do before paying
 gas for it. No chain or node imports: this package sits below both.
 """
 
 from incentives.errors import IncentivesError, ScoreOutOfRangeError, UnknownNodeError
 from incentives.reputation import (
+    BPS,
     INITIAL_REPUTATION,
     REPUTATION_ALPHA,
     REPUTATION_THRESHOLD,
     WAD,
     LedgerState,
+    TaskIncentives,
     apply_finalize,
     ema,
     round_payouts,
@@ -20,6 +22,7 @@ from incentives.reputation import (
 )
 
 __all__ = [
+    "BPS",
     "INITIAL_REPUTATION",
     "REPUTATION_ALPHA",
     "REPUTATION_THRESHOLD",
@@ -27,6 +30,7 @@ __all__ = [
     "IncentivesError",
     "LedgerState",
     "ScoreOutOfRangeError",
+    "TaskIncentives",
     "UnknownNodeError",
     "apply_finalize",
     "ema",

@@ -4,29 +4,41 @@ Follows RFFL, "Robust and Fair Federated Learning" (Xu & Lyu, 2020): each
 participant's reputation is an exponential moving average of its per-round
 contribution, measured there as the cosine similarity between its update and
 the aggregate; participants whose reputation falls below a threshold are
-excluded from the rewards. Here the contribution score arrives from the
-proposer (one WAD score per update), and rewards are the task's ETH pool.
+excluded from the rewards. Here the contribution score arrives in the accepted
+proposal (one WAD score per revealed update), and rewards are the task's ETH pool.
 
 Every function is the exact integer twin of `contracts/FedLedger.sol`
-(`finalizeRound` / `_settleRound`): same constants, same operation order, same
-floor divisions, so the results agree to the wei. Change both or neither.
+(`finalize` -> `_settle` and `_closeRound`): same operation order, same floor
+divisions, so the results agree to the wei. Change both or neither.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 from incentives.errors import ScoreOutOfRangeError, UnknownNodeError
 
 WAD = 10**18
 """Fixed-point unit: WAD represents 1.0."""
+BPS = 10_000
+"""Basis-point denominator of the reward shares."""
 INITIAL_REPUTATION = 5 * 10**17
 """Reputation of a freshly registered node (0.5)."""
 REPUTATION_ALPHA = 3 * 10**17
-"""Weight of the newest score in the moving average (0.3)."""
+"""Default weight of the newest score in the moving average (0.3); each task sets its own."""
 REPUTATION_THRESHOLD = 2 * 10**17
-"""Nodes whose new reputation is below this (0.2) earn nothing for the round."""
+"""Default threshold (0.2): nodes whose new reputation is below it earn nothing for the round."""
+
+
+@dataclass(frozen=True)
+class TaskIncentives:
+    """The incentive parameters a task fixes at creation (FedLedger `TaskConfig`)."""
+
+    alpha: int = REPUTATION_ALPHA
+    threshold: int = REPUTATION_THRESHOLD
+    proposer_share_bps: int = 500
+    attester_share_bps: int = 500
 
 
 def _check_score(index: int, score: int) -> None:
@@ -34,10 +46,10 @@ def _check_score(index: int, score: int) -> None:
         raise ScoreOutOfRangeError(f"score #{index} is {score}, outside [0, {WAD}]")
 
 
-def ema(rep: int, score: int) -> int:
-    """Return the reputation after one round: (rep * (WAD - ALPHA) + score * ALPHA) // WAD."""
+def ema(rep: int, score: int, alpha: int = REPUTATION_ALPHA) -> int:
+    """Return the reputation after one round: (rep * (WAD - alpha) + score * alpha) // WAD."""
     _check_score(0, score)
-    return (rep * (WAD - REPUTATION_ALPHA) + score * REPUTATION_ALPHA) // WAD
+    return (rep * (WAD - alpha) + score * alpha) // WAD
 
 
 def round_share(reward_remaining: int, rounds: int, round: int) -> int:
@@ -52,22 +64,24 @@ def round_share(reward_remaining: int, rounds: int, round: int) -> int:
     return reward_remaining // (rounds - round + 1)
 
 
-def weight(score: int, new_rep: int) -> int:
-    """Return a submission's reward weight: score * new_rep // WAD, or 0 below the threshold."""
-    if new_rep < REPUTATION_THRESHOLD:
+def weight(score: int, new_rep: int, threshold: int = REPUTATION_THRESHOLD) -> int:
+    """Return an update's reward weight: score * new_rep // WAD, or 0 below the threshold."""
+    if new_rep < threshold:
         return 0
     return score * new_rep // WAD
 
 
-def round_payouts(share: int, scores: Sequence[int], new_reps: Sequence[int]) -> list[int]:
-    """Return each submission's payout: share * weight_i // sum(weights), all 0 if nothing weighs.
+def round_payouts(
+    share: int, scores: Sequence[int], new_reps: Sequence[int], threshold: int = REPUTATION_THRESHOLD
+) -> list[int]:
+    """Return each trainer's payout: share * weight_i // sum(weights), all 0 if nothing weighs.
 
-    `scores` and `new_reps` are in submission order; `new_reps` are the
+    `scores` and `new_reps` are in reveal order; `new_reps` are the
     reputations *after* this round's update, as the contract uses them.
     """
     if len(scores) != len(new_reps):
         raise ValueError(f"{len(scores)} scores but {len(new_reps)} reputations")
-    weights = [weight(s, r) for s, r in zip(scores, new_reps, strict=True)]
+    weights = [weight(s, r, threshold) for s, r in zip(scores, new_reps, strict=True)]
     total = sum(weights)
     if total == 0:
         return [0] * len(weights)
@@ -91,15 +105,21 @@ def apply_finalize(
     round: int,
     senders: Sequence[str],
     scores: Sequence[int],
+    proposer: str | None = None,
+    agreeing: Collection[str] = (),
+    params: TaskIncentives = TaskIncentives(),
 ) -> LedgerState:
-    """Return the state after `finalizeRound(task, round, cid, scores)`; `state` is not modified.
+    """Return the state after `finalize(task, round, cid, scores)`; `state` is not modified.
 
-    `senders` is the round's submission order (the contract's `roundUpdates`).
-    Reputations are updated one submission at a time, like the contract's loop.
-    On the last round the pool's leftover is credited to `owner`.
+    `senders` is the round's reveal order (the contract's `roundUpdates`),
+    `proposer` the accepted proposer and `agreeing` the attesters that agreed
+    with it. The round's share is split: proposer_share_bps to the proposer,
+    attester_share_bps equally among agreeing attesters, the rest to trainers
+    by score x new reputation; nobody below the threshold earns. On the last
+    round the pool's leftover is credited to `owner`.
     """
     if len(senders) != len(scores):
-        raise ValueError(f"{len(scores)} scores for {len(senders)} submissions")
+        raise ValueError(f"{len(scores)} scores for {len(senders)} updates")
     share = round_share(state.reward_remaining, rounds, round)  # validates `round`
     for i, score in enumerate(scores):
         _check_score(i, score)
@@ -110,14 +130,28 @@ def apply_finalize(
     for sender, score in zip(senders, scores, strict=True):
         if sender not in reputations:
             raise UnknownNodeError(f"{sender} has no reputation; is it registered?")
-        reputations[sender] = ema(reputations[sender], score)
+        reputations[sender] = ema(reputations[sender], score, params.alpha)
         new_reps.append(reputations[sender])
+    paid_attesters = [s for s, rep in zip(senders, new_reps) if s in agreeing and rep >= params.threshold]
 
-    payouts = round_payouts(share, scores, new_reps)
+    proposer_cut = share * params.proposer_share_bps // BPS
+    attester_cut = share * params.attester_share_bps // BPS
+    trainer_cut = share - proposer_cut - attester_cut
+    paid = 0
+
+    def credit(account: str, amount: int) -> None:
+        nonlocal paid
+        if amount:
+            pending[account] = pending.get(account, 0) + amount
+            paid += amount
+
+    if proposer is not None and reputations.get(proposer, 0) >= params.threshold:
+        credit(proposer, proposer_cut)
+    per_attester = attester_cut // len(paid_attesters) if paid_attesters else 0
+    payouts = round_payouts(trainer_cut, scores, new_reps, params.threshold)
     for sender, payout in zip(senders, payouts, strict=True):
-        if payout:
-            pending[sender] = pending.get(sender, 0) + payout
-    remaining = state.reward_remaining - sum(payouts)
+        credit(sender, payout + (per_attester if sender in paid_attesters else 0))
+    remaining = state.reward_remaining - paid
 
     if round == rounds and remaining:
         pending[owner] = pending.get(owner, 0) + remaining

@@ -122,3 +122,8 @@ def craft_update(kind: str, ctx: AttackContext) -> Delta:
     """The delta an attacker of `kind` publishes this round."""
     attack = UPDATE_ATTACKS.get(kind)
     return attack(ctx) if attack else {k: np.asarray(v, dtype=np.float32) for k, v in ctx.own.items()}
+
+# Attacks on the protocol rather than on the model: the node trains honestly but misbehaves in
+# its on-chain role. "bad-proposer": when designated, it proposes a model and scores of its own
+# making; its colluders attest for it. The simulator plays these roles (node/simulate.py).
+PROTOCOL_ATTACKS: frozenset[str] = frozenset({"bad-proposer"})

@@ -160,29 +160,97 @@ def cmd_reputation(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     client = _client(args)
-    if not 1 <= args.task <= client.contract.functions.taskCount().call():
+    if not 1 <= args.task <= client.task_count():
         raise ConfigError(f"unknown task {args.task}")
     info = client.task_info(args.task)
     cid, round_ = client.global_model(args.task)
-    phase = "finished" if info.finished else "training"
-    submitted = [] if info.finished else client.round_updates(args.task, info.current_round)
-    status = {
+    status: dict[str, Any] = {
         "task": args.task,
         "owner": info.owner,
         "rounds": info.rounds,
         "round": info.current_round,
-        "phase": phase,
+        "phase": "finished",
         "global_model_cid": cid,
         "global_model_round": round_,
-        "submissions": len(submitted),
         "committee_size": info.committee_size,
         "reward_remaining_wei": str(info.reward_remaining),
     }
+    if not info.finished:
+        state = client.round_state(args.task, info.current_round)
+        status["phase"] = state.phase.name.lower()
+        status["committee"] = client.committee(args.task, info.current_round)
+        status["commits"] = state.commit_count
+        status["reveals"] = state.reveal_count
+        status["proposal_attempt"] = state.attempt
+        status["phase_deadline"] = state.deadline
     if args.json:
         _print_json(status)
     else:
         for key, value in status.items():
-            print(f"{key:<20} {value}")
+            print(f"{key:<20} {', '.join(value) if isinstance(value, list) else value}")
+    return 0
+
+
+def _fraction_to_wad(text: str) -> int:
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1: {text!r}")
+    return int(value * WAD)
+
+
+def _percent_to_bps(text: str) -> int:
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"not a percentage: {text!r}") from None
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 100: {text!r}")
+    return int(value * 100)
+
+
+def cmd_task_create(args: argparse.Namespace) -> int:
+    from aggregation import encode_model
+    from node.storage import EmbeddedStorage
+    from node.taskspec import RULE_IDS, TaskParams, TaskSpec
+    from node.training import MODELS, initial_weights
+
+    if args.rule not in RULE_IDS:
+        raise ConfigError(f"unknown rule {args.rule!r}; known: {', '.join(RULE_IDS)}")
+    if args.model not in MODELS:
+        raise ConfigError(f"unknown model {args.model!r}; known: {', '.join(sorted(MODELS))}")
+    if args.reward <= 0:
+        raise ConfigError("--reward must be more than 0 ETH: the pool is what the task pays")
+    client = _client(args, sending=True)
+    params = TaskParams(
+        rounds=args.rounds,
+        committee_size=args.committee,
+        rule=args.rule,
+        max_samples=args.max_samples,
+        commit_timeout=args.commit_timeout,
+        reveal_timeout=args.reveal_timeout,
+        propose_timeout=args.propose_timeout,
+        attest_timeout=args.attest_timeout,
+        min_stake_wei=args.min_stake if args.min_stake is not None else client.min_stake(),
+        reputation_threshold_wad=args.threshold,
+        alpha_wad=args.alpha,
+        proposer_share_bps=args.proposer_share,
+        attester_share_bps=args.attester_share,
+    )
+    params.validate()
+    # The initial model and the spec are content-addressed into the local blockstore, from which
+    # the node serves them to its peers.
+    store = EmbeddedStorage(_ipfs_dir(args))
+    spec = TaskSpec(model=args.model, rule=args.rule, epochs=args.epochs, max_samples=args.max_samples)
+    model_cid = store.put(encode_model(initial_weights(args.model, args.seed)))
+    spec_cid = store.put(spec.to_bytes())
+    task_id, receipt = client.create_task(model_cid, spec_cid, params, args.reward)
+    if args.json:
+        _print_json({"task": task_id, "model_cid": model_cid, "spec_cid": spec_cid, "block": receipt["blockNumber"]})
+    else:
+        print(task_id)
     return 0
 
 
@@ -266,6 +334,20 @@ def cmd_node_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_node_run(args: argparse.Namespace) -> int:
+    from node.daemon.config import load_config
+    from node.daemon.logs import setup_logging
+    from node.daemon.service import run_daemon
+    from node.keys import load_keystore, read_password
+
+    config = load_config(args.config)
+    password_file = args.password_file or (str(config.password_file) if config.password_file else None)
+    account = load_keystore(str(config.keystore), read_password(password_file))
+    setup_logging(args.log_level or config.log_level)
+    run_daemon(config, account, exit_when_done=args.exit_when_done)
+    return 0
+
+
 # -- parser -----------------------------------------------------------------------
 
 
@@ -312,6 +394,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-stake", type=_eth_to_wei, default=WAD, metavar="ETH", help="minimum node stake (default 1)")
     _add_signing(p)
     p.set_defaults(func=cmd_deploy)
+
+    p = sub.add_parser("task", help="create and inspect tasks")
+    tsub = p.add_subparsers(dest="task_command", metavar="ACTION", required=True)
+    c = tsub.add_parser("create", help="create a task and deposit its reward pool; prints the task id")
+    c.add_argument("--deployment", required=True, metavar="FILE")
+    c.add_argument("--rpc", metavar="URL", help="override the deployment's RPC URL")
+    c.add_argument("--model", required=True, metavar="NAME", help="model architecture, e.g. digits-mlp")
+    c.add_argument("--rounds", required=True, type=_positive_int)
+    c.add_argument("--committee", required=True, type=_positive_int, metavar="K", help="committee size per round (<= 64)")
+    c.add_argument("--rule", required=True, help="aggregation rule: fedavg, median, trimmed-mean, multi-krum")
+    c.add_argument("--reward", required=True, type=_eth_to_wei, metavar="ETH", help="reward pool deposited now")
+    c.add_argument("--epochs", type=_positive_int, default=5, help="local epochs per round (task spec)")
+    c.add_argument("--max-samples", type=_positive_int, default=2**20, help="per-update sample cap (task spec)")
+    c.add_argument("--seed", type=int, default=0, help="seed of the initial model's weights")
+    c.add_argument("--min-stake", type=_eth_to_wei, metavar="ETH", help="stake for a committee seat (default: the deployment's minimum)")
+    c.add_argument("--threshold", type=_fraction_to_wad, default=2 * WAD // 10, metavar="X", help="reputation threshold in [0, 1] (default 0.2)")
+    c.add_argument("--alpha", type=_fraction_to_wad, default=3 * WAD // 10, metavar="X", help="reputation EMA weight in [0, 1] (default 0.3)")
+    c.add_argument("--proposer-share", type=_percent_to_bps, default=500, metavar="PCT", help="percent of each round to the proposer (default 5)")
+    c.add_argument("--attester-share", type=_percent_to_bps, default=500, metavar="PCT", help="percent of each round to agreeing attesters (default 5)")
+    for phase in ("commit", "reveal", "propose", "attest"):
+        c.add_argument(f"--{phase}-timeout", type=_positive_int, default=3600, metavar="SECONDS", help=f"{phase} phase timeout (default 3600)")
+    c.add_argument("--repo", metavar="DIR", help="blockstore for the initial model and spec (default $FEDLEDGER_HOME/ipfs)")
+    c.add_argument("--json", action="store_true", help="print the task id, CIDs and block as JSON")
+    _add_signing(c)
+    c.set_defaults(func=cmd_task_create)
 
     p = sub.add_parser("reputation", help="read nodes' on-chain reputation")
     p.add_argument("addresses", nargs="+", metavar="ADDRESS")
@@ -363,6 +470,12 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--rpc", default="http://127.0.0.1:8545", metavar="URL", help="the chain the node will use")
     n.add_argument("--password-file", metavar="FILE", help="keystore password (else FEDLEDGER_PASSWORD or a prompt)")
     n.set_defaults(func=cmd_node_init)
+    n = nsub.add_parser("run", help="run the node daemon until stopped (SIGINT/SIGTERM)")
+    n.add_argument("--config", required=True, metavar="FILE", help="node.toml (see `fedledger node init`)")
+    n.add_argument("--password-file", metavar="FILE", help="keystore password (else the config's, FEDLEDGER_PASSWORD, or a prompt)")
+    n.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="override the config's log level")
+    n.add_argument("--exit-when-done", action="store_true", help="stop once every task in the config is finished")
+    n.set_defaults(func=cmd_node_run)
 
     p = sub.add_parser("aggregate", help="aggregate update files offline; prints the CID and scores")
     p.add_argument("updates", nargs="+", metavar="UPDATE.safetensors")

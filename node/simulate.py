@@ -3,17 +3,19 @@
 Real contracts on a real EVM (embedded py-evm, or anvil over JSON-RPC), real
 content addressing (each node has its own blockstore; updates move between
 stores block by block, each block verified against its CID), real torch
-training. One round: every node trains from the on-chain global model, pins
-its update and submits the CID; the aggregator fetches the updates in on-chain
-order, aggregates, pins the new model and finalizes with the scores; the
-contract updates reputation and credits rewards.
-
-In this cut the task owner aggregates and finalizes; committees, commit-reveal
-and peer attestation replace that trust in the on-chain protocol issue.
+training. One round follows SPEC §4: the committee is drawn on-chain; each
+member trains from the on-chain global model, pins its update, commits to it
+and then reveals it; the designated proposer fetches the revealed updates in
+reveal order, aggregates them, pins the new model and proposes its CID with the
+scores; every other participant re-runs the aggregation on the same inputs and
+attests agree iff the CID and every score match; then anyone finalizes, and the
+contract updates reputations and credits rewards. Every phase ends as soon as
+all members have acted, so an honest run never waits on a timer.
 """
 
 from __future__ import annotations
 
+import secrets
 import tempfile
 import time
 from contextlib import ExitStack
@@ -25,15 +27,15 @@ import numpy as np
 from web3 import Web3
 
 from aggregation import aggregate_round, decode_model, encode_model, encode_update
-from node.attacks import ATTACKS, AttackContext, craft_update, poison_data
-from node.chain import FedLedgerClient, deploy_fedledger, dev_account
+from node.attacks import ATTACKS, PROTOCOL_ATTACKS, AttackContext, craft_update, poison_data
+from node.chain import FedLedgerClient, Phase, deploy_fedledger, dev_account, make_commitment
 from node.chain.anvil import Anvil
 from node.chain.providers import embedded_web3, rpc_web3
-from node.errors import ConfigError, StorageError
+from node.errors import ChainError, ConfigError, StorageError
 from node.report import NodeRecord, RoundRecord, SimulationReport
 from node.storage import EmbeddedStorage
-from node.storage.unixfs import read_dag
-from node.taskspec import RULE_IDS, TaskSpec
+from node.storage.unixfs import cid_of, read_dag
+from node.taskspec import RULE_IDS, TaskParams, TaskSpec
 from node.training import TorchTrainer, accuracy, dirichlet_partition, initial_weights, iid_partition, load_digits_split
 
 ETHER = 10**18
@@ -53,6 +55,11 @@ class SimulationConfig:
     spec: TaskSpec = field(default_factory=TaskSpec)
     reward_wei: int = 10 * ETHER
     stake_wei: int = 1 * ETHER
+    # Shares of each round's payout for protocol work (proposing, agreeing attestations). Off by
+    # default so a node's payout measures its training contribution alone, which is what the
+    # attack experiments compare; the contract tests and `task create` exercise the split.
+    proposer_share_bps: int = 0
+    attester_share_bps: int = 0
 
     def validate(self) -> None:
         if self.nodes < 1:
@@ -63,8 +70,9 @@ class SimulationConfig:
             raise ConfigError(f"--malicious must be between 0 and --nodes ({self.nodes}), got {self.malicious}")
         if self.malicious and self.attack is None:
             raise ConfigError("--malicious needs --attack KIND")
-        if self.attack is not None and self.attack not in ATTACKS:
-            raise ConfigError(f"unknown attack {self.attack!r}; known: {', '.join(sorted(ATTACKS))}")
+        known = ATTACKS | PROTOCOL_ATTACKS
+        if self.attack is not None and self.attack not in known:
+            raise ConfigError(f"unknown attack {self.attack!r}; known: {', '.join(sorted(known))}")
         if self.rule not in RULE_IDS:
             raise ConfigError(f"unknown rule {self.rule!r}; known: {', '.join(RULE_IDS)}")
         if self.rule != "fedavg":
@@ -188,14 +196,22 @@ def run_simulation(
         # The task: the initial model and the spec are content-addressed first.
         model_cid = owner_store.put(encode_model(initial_weights(spec.model, config.seed)))
         spec_cid = owner_store.put(spec.to_bytes())
-        task_id, _ = chain.create_task(
-            model_cid, spec_cid, config.rounds, config.nodes, RULE_IDS[config.rule], spec.max_samples, config.reward_wei
+        params = TaskParams(
+            rounds=config.rounds,
+            committee_size=min(config.nodes, 64),
+            rule=config.rule,
+            max_samples=spec.max_samples,
+            min_stake_wei=config.stake_wei,
+            proposer_share_bps=config.proposer_share_bps,
+            attester_share_bps=config.attester_share_bps,
         )
+        task_id, _ = chain.create_task(model_cid, spec_cid, params, config.reward_wei)
         progress(f"task {task_id}: {config.nodes} nodes x {config.rounds} rounds, rule {config.rule}")
 
         nodes = [chain.as_account(acct) for acct in accounts]
         for i, node in enumerate(nodes):
             node.register(f"sim-node-{i}", [], config.stake_wei)
+        index_of = {a.address: i for i, a in enumerate(accounts)}
 
         payouts = {a.address: 0 for a in accounts}
         reputation_history: dict[str, list[int]] = {a.address: [chain.reputation_of(a.address)] for a in accounts}
@@ -203,51 +219,101 @@ def run_simulation(
         progress(f"round 0: initial model {model_cid}, test accuracy {initial_acc:.3f}")
         rounds: list[RoundRecord] = []
         published: list[dict[str, np.ndarray] | None] = [None] * config.nodes
+
+        def aggregate(local: EmbeddedStorage, base_bytes: bytes, updates: list) -> tuple[str, list[int], bytes]:
+            """What a node computes from the revealed updates: (model CID, scores, model bytes)."""
+            blobs = [fetch(u.cid, local, everyone) for u in updates]
+            result = aggregate_round(
+                config.rule, base_bytes, blobs, max_samples=spec.max_samples, max_update_bytes=spec.max_update_bytes
+            )
+            return cid_of(result.model), list(result.scores_wad), result.model
+
         for r in range(1, config.rounds + 1):
             started = time.monotonic()
             gas = 0
             base_cid, _ = chain.global_model(task_id)
             base_bytes = fetch(base_cid, owner_store, everyone)
             base, _meta = decode_model(base_bytes, spec.max_update_bytes)
-            trained = [
-                trainers[i].train(base, seed=config.seed * 1_000_003 + r * 1009 + i) for i in range(config.nodes)
-            ]
-            for i, node in enumerate(nodes):
-                fetch(base_cid, stores[i], everyone)  # each node pulls the global model into its own store
+
+            # Committee: drawn on-chain by anyone (here the owner) from the block after the round opened.
+            members: list[str] = []
+            for _ in range(3):  # a draw only comes back empty on a stale seed (reseeded) or a void round
+                members, receipt = chain.draw_committee(task_id)
+                gas += receipt["gasUsed"]
+                if members or chain.round_state(task_id, r).phase != Phase.DRAW:
+                    break
+            if not members:
+                acc = accuracy(spec.model, base, test)
+                rounds.append(RoundRecord(round=r, global_model_cid=base_cid, test_accuracy=acc, gas_used=int(gas)))
+                progress(f"round {r}/{config.rounds}: void (no eligible node), test accuracy {acc:.3f}")
+                continue
+            # Members act in node order, so the reveal order (hence the proposer rotation) of a run
+            # does not depend on the committee seed, which the block hash makes different every run.
+            seats = sorted(index_of[m] for m in members)
+
+            # Train, pin, commit; then reveal. Nobody's update is visible before every commit is in.
+            trained = {i: trainers[i].train(base, seed=config.seed * 1_000_003 + r * 1009 + i) for i in seats}
+            revealed: dict[int, tuple[str, int, bytes]] = {}
+            for i in seats:
+                fetch(base_cid, stores[i], everyone)  # each member pulls the global model into its own store
                 delta = trained[i]
                 if roles[i] != "honest":
-                    others = [d for j, d in enumerate(trained) if j != i and roles[j] == "honest"]
+                    others = [d for j, d in trained.items() if j != i and roles[j] == "honest"]
                     ctx = AttackContext(own=delta, honest=others, rng=rng, previous=published[i], round=r)
                     delta = craft_update(roles[i], ctx)
                 published[i] = delta
-                update = encode_update(
-                    delta, num_samples=trainers[i].num_samples, task=task_id, round=r, base=base_cid
-                )
-                cid = stores[i].put(update)
-                gas += node.submit_update(task_id, r, cid, trainers[i].num_samples)["gasUsed"]
+                n = trainers[i].num_samples
+                cid = stores[i].put(encode_update(delta, num_samples=n, task=task_id, round=r, base=base_cid))
+                salt = secrets.token_bytes(32)
+                revealed[i] = (cid, n, salt)
+                gas += nodes[i].commit(task_id, r, make_commitment(cid, n, salt, accounts[i].address))["gasUsed"]
+            for i in seats:
+                cid, n, salt = revealed[i]
+                gas += nodes[i].reveal(task_id, r, cid, n, salt)["gasUsed"]
 
-            # Aggregate in the canonical (on-chain) order, fetching every update by its CID.
-            submitted = chain.round_updates(task_id, r)
-            updates = [fetch(u.cid, owner_store, everyone) for u in submitted]
-            result = aggregate_round(
-                config.rule,
-                base_bytes,
-                updates,
-                max_samples=spec.max_samples,
-                max_update_bytes=spec.max_update_bytes,
-            )
-            new_cid = owner_store.put(result.model)
-            fin = chain.finalize_round(task_id, r, new_cid, result.scores_wad)
+            # Propose -> attest -> finalize; a rejected proposal hands the turn to the next proposer.
+            updates = chain.round_updates(task_id, r)
+            accepted: tuple[str, list[int], bytes] | None = None
+            for _attempt in range(len(updates) + 1):
+                proposer = chain.designated_proposer(task_id, r)
+                p = index_of[proposer]
+                cid, scores, model = aggregate(stores[p], base_bytes, updates)
+                if roles[p] == "bad-proposer":  # its own model and scores: all the credit to itself
+                    model = encode_update(trained[p], num_samples=1, task=task_id, round=r, base=base_cid)
+                    cid = cid_of(model)
+                    scores = [10**18 if u.sender == proposer else 0 for u in updates]
+                stores[p].put(model)
+                gas += nodes[p].propose(task_id, r, cid, scores)["gasUsed"]
+                for u in updates:
+                    if u.sender == proposer:
+                        continue
+                    v = index_of[u.sender]
+                    if roles[v] == "bad-proposer" and roles[p] == "bad-proposer":
+                        agree = True  # colluders vouch for each other
+                    else:
+                        mine_cid, mine_scores, _ = aggregate(stores[v], base_bytes, updates)
+                        agree = (mine_cid, mine_scores) == (cid, scores)
+                    gas += nodes[v].attest(task_id, r, agree)["gasUsed"]
+                    if chain.round_state(task_id, r).phase != Phase.ATTEST:
+                        break  # rejected by a majority: proposing reopened
+                if chain.round_state(task_id, r).phase == Phase.ATTEST:
+                    accepted = (cid, scores, model)
+                    break
+                progress(f"round {r}: proposal by {proposer} rejected; proposer slashed")
+            if accepted is None:
+                raise ChainError(f"round {r}: no proposal was accepted")
+            new_cid, scores, model = accepted
+            fin = chain.finalize(task_id, r, new_cid, scores)
             gas += fin["gasUsed"]
             for ev in chain.events(fin, "RewardCredited"):
                 if ev["args"]["account"] in payouts:
                     payouts[ev["args"]["account"]] += int(ev["args"]["amount"])
             for a in accounts:
                 reputation_history[a.address].append(chain.reputation_of(a.address))
-            acc = accuracy(spec.model, decode_model(result.model, spec.max_update_bytes)[0], test)
+            acc = accuracy(spec.model, decode_model(model, spec.max_update_bytes)[0], test)
             rounds.append(RoundRecord(round=r, global_model_cid=new_cid, test_accuracy=acc, gas_used=int(gas)))
             progress(
-                f"round {r}/{config.rounds}: {len(submitted)} updates, test accuracy {acc:.3f}, "
+                f"round {r}/{config.rounds}: {len(updates)} updates, test accuracy {acc:.3f}, "
                 f"gas {gas:,}, {time.monotonic() - started:.1f} s"
             )
 

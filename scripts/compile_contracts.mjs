@@ -21,6 +21,9 @@ const solc = require("solc");
 const COMPILER = "0.8.37";
 const EVM_VERSION = "cancun";
 const OPTIMIZER = { enabled: true, runs: 200 };
+// The IR pipeline: the protocol functions need more than the 16 reachable stack slots of the
+// legacy code generator, and it optimizes across functions.
+const VIA_IR = true;
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const ARTIFACTS_DIR = join(ROOT, "contracts", "artifacts");
@@ -46,6 +49,7 @@ function compile() {
     sources,
     settings: {
       optimizer: OPTIMIZER,
+      viaIR: VIA_IR,
       evmVersion: EVM_VERSION,
       outputSelection: { "*": { "*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"] } },
     },
@@ -70,6 +74,7 @@ function compile() {
       compiler: COMPILER,
       evmVersion: EVM_VERSION,
       optimizer: OPTIMIZER,
+      viaIR: VIA_IR,
       sourceHash: createHash("sha256").update(raw[c.source]).digest("hex"),
     };
     artifacts[`${c.name}.json`] = JSON.stringify(artifact, null, 2) + "\n";

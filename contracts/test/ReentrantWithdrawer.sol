@@ -19,6 +19,7 @@ contract ReentrantWithdrawer {
     uint256 private _reentryAttempts;
     uint256 private _reentrySuccesses;
     bytes private _lastReentryRevert;
+    bytes private _target;
 
     /// @notice Thrown by receive() in `Reject` mode.
     error ReentrantWithdrawerRejected();
@@ -44,9 +45,21 @@ contract ReentrantWithdrawer {
         if (!ok) _bubble(result);
     }
 
-    /// @notice Starts the attack: withdraws from the ledger, re-entering from receive().
-    function attack() external {
-        (bool ok, bytes memory result) = _ledger.call(abi.encodeWithSignature("withdraw()"));
+    /// @notice Makes several ledger calls in one transaction (tests of same-block rules).
+    /// @param calls ABI-encoded ledger calls, made in order; the first failure reverts them all.
+    function batch(bytes[] calldata calls) external payable {
+        for (uint256 i = 0; i < calls.length; ++i) {
+            (bool ok, bytes memory result) = _ledger.call{value: i == 0 ? msg.value : 0}(calls[i]);
+            if (!ok) _bubble(result);
+        }
+    }
+
+    /// @notice Starts the attack: withdraws rewards (or, with `stake`, the stake) from the ledger,
+    /// re-entering the same function from receive().
+    /// @param stake Whether to attack `withdrawStake` instead of `withdraw`.
+    function attack(bool stake) external {
+        _target = stake ? abi.encodeWithSignature("withdrawStake()") : abi.encodeWithSignature("withdraw()");
+        (bool ok, bytes memory result) = _ledger.call(_target);
         if (!ok) _bubble(result);
     }
 
@@ -63,7 +76,7 @@ contract ReentrantWithdrawer {
         if (_mode == Mode.Reject) revert ReentrantWithdrawerRejected();
         if (_reentryAttempts > 0) return; // one attempt is enough; avoids recursion until out of gas
         _reentryAttempts += 1;
-        (bool ok, bytes memory result) = _ledger.call(abi.encodeWithSignature("withdraw()"));
+        (bool ok, bytes memory result) = _ledger.call(_target);
         if (ok) {
             _reentrySuccesses += 1;
         } else {

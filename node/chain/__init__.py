@@ -1,15 +1,28 @@
 """Everything the node says to an Ethereum chain goes through this package."""
 
 from node.chain.accounts import DEV_MNEMONIC, dev_account
-from node.chain.client import FedLedgerClient, RoundUpdate, TaskInfo, deploy_fedledger
+from node.chain.client import (
+    FedLedgerClient,
+    Phase,
+    RoundState,
+    RoundUpdate,
+    TaskInfo,
+    deploy_fedledger,
+    make_commitment,
+    proposal_hash,
+)
 from node.chain.deployment import Deployment
 
 __all__ = [
     "DEV_MNEMONIC",
     "Deployment",
     "FedLedgerClient",
+    "Phase",
+    "RoundState",
     "RoundUpdate",
     "TaskInfo",
     "deploy_fedledger",
+    "make_commitment",
+    "proposal_hash",
     "dev_account",
 ]

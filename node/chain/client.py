@@ -4,24 +4,43 @@ Transactions are signed locally with an eth-account key and sent raw, so the
 same code path drives the embedded chain (eth-tester/py-evm) and a JSON-RPC
 node (anvil, or any EVM chain). A revert surfaces as a `ChainError` that names
 the contract's custom error and its arguments.
+
+A round, as the contract runs it (SPEC §4): `draw_committee` -> members
+`commit` -> `reveal` -> the designated proposer `propose`s -> the other
+participants `attest` -> anyone `finalize`s. `advance` applies timeouts.
 """
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 from eth_abi import decode as abi_decode
+from eth_abi import encode as abi_encode
 from eth_account.signers.local import LocalAccount
-from eth_utils import function_signature_to_4byte_selector, to_checksum_address
+from eth_utils import function_signature_to_4byte_selector, keccak, to_checksum_address
 from web3 import Web3
 from web3.exceptions import ContractLogicError, Web3Exception
 from web3.logs import DISCARD
 
 from node.chain.artifacts import load_artifact
 from node.errors import ChainError
+from node.taskspec import TaskParams
 
 CONTRACT = "FedLedger"
+
+
+class Phase(enum.IntEnum):
+    """FedLedger.Phase: where a round stands."""
+
+    DRAW = 0
+    COMMIT = 1
+    REVEAL = 2
+    PROPOSE = 3
+    ATTEST = 4
+    FINALIZED = 5
+    VOID = 6
 
 
 @dataclass(frozen=True)
@@ -41,10 +60,37 @@ class TaskInfo:
 
 
 @dataclass(frozen=True)
+class RoundState:
+    phase: Phase
+    committee_len: int
+    commit_count: int
+    reveal_count: int
+    voters: int  # participants entitled to attest the pending proposal
+    agrees: int
+    disagrees: int
+    attempt: int  # proposals of this round rejected so far
+    deadline: int  # unix seconds; end of the current phase
+    seed_block: int
+    opened_block: int  # the round's events are at or after this block
+    proposer: str
+    proposal_hash: bytes
+
+
+@dataclass(frozen=True)
 class RoundUpdate:
     sender: str
     cid: str
     num_samples: int
+
+
+def make_commitment(cid: str, num_samples: int, salt: bytes, sender: str) -> bytes:
+    """keccak256(abi.encode(cid, numSamples, salt, sender)): what `commit` binds a member to."""
+    return keccak(abi_encode(["bytes", "uint256", "bytes32", "address"], [cid.encode(), num_samples, salt, sender]))
+
+
+def proposal_hash(cid: str, scores_wad: Sequence[int]) -> bytes:
+    """keccak256(abi.encode(cid, scores)): the proposal as the contract stores it."""
+    return keccak(abi_encode(["bytes", "uint256[]"], [cid.encode(), [int(s) for s in scores_wad]]))
 
 
 def _error_table(abi: list[dict[str, Any]]) -> dict[bytes, tuple[str, list[str]]]:
@@ -94,14 +140,23 @@ class FedLedgerClient:
 
     # -- sending ----------------------------------------------------------------
 
-    def _transact(self, call: Any, value: int = 0) -> dict[str, Any]:
+    def _transact(self, call: Any, value: int = 0, next_block: bool = False) -> dict[str, Any]:
+        """Sign and send `call`; `next_block` estimates gas against the pending block, for calls
+        that are only valid after the latest block (anvil estimates at `latest` otherwise)."""
         if self.account is None:
             raise ChainError("this client has no account to send transactions with")
         sender = self.account.address
         try:
-            tx = call.build_transaction(
-                {"from": sender, "value": value, "nonce": self.w3.eth.get_transaction_count(sender, "pending")}
-            )
+            fields: dict[str, Any] = {
+                "from": sender, "value": value, "nonce": self.w3.eth.get_transaction_count(sender, "pending")
+            }
+            if next_block:
+                try:
+                    estimate = call.estimate_gas({"from": sender, "value": value}, block_identifier="pending")
+                    fields["gas"] = estimate * 5 // 4
+                except Web3Exception:
+                    pass  # eth-tester has no pending estimate, but estimates on the next block anyway
+            tx = call.build_transaction(fields)
             signed = self.account.sign_transaction(tx)
             tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
             receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120)
@@ -117,35 +172,59 @@ class FedLedgerClient:
     def register(self, peer_id: str, multiaddrs: Sequence[str], stake_wei: int) -> dict[str, Any]:
         return self._transact(self.contract.functions.register(peer_id, list(multiaddrs)), value=stake_wei)
 
+    def update_peer_info(self, peer_id: str, multiaddrs: Sequence[str]) -> dict[str, Any]:
+        return self._transact(self.contract.functions.updatePeerInfo(peer_id, list(multiaddrs)))
+
+    def add_stake(self, amount_wei: int) -> dict[str, Any]:
+        return self._transact(self.contract.functions.addStake(), value=amount_wei)
+
+    def request_unstake(self) -> dict[str, Any]:
+        return self._transact(self.contract.functions.requestUnstake())
+
+    def withdraw_stake(self) -> dict[str, Any]:
+        return self._transact(self.contract.functions.withdrawStake())
+
     def create_task(
-        self,
-        model_cid: str,
-        spec_cid: str,
-        rounds: int,
-        committee_size: int,
-        rule: int,
-        max_samples: int,
-        reward_wei: int,
+        self, model_cid: str, spec_cid: str, params: TaskParams, reward_wei: int
     ) -> tuple[int, dict[str, Any]]:
         """Create a task; returns (task id, receipt)."""
+        params.validate()
         receipt = self._transact(
-            self.contract.functions.createTask(
-                model_cid.encode(), spec_cid.encode(), rounds, committee_size, rule, max_samples
-            ),
-            value=reward_wei,
+            self.contract.functions.createTask(params.contract_args(model_cid, spec_cid)), value=reward_wei
         )
         events = self.events(receipt, "TaskCreated")
         if not events:
             raise ChainError("createTask succeeded but emitted no TaskCreated event")
         return int(events[0]["args"]["taskId"]), receipt
 
-    def submit_update(self, task_id: int, round_: int, cid: str, num_samples: int) -> dict[str, Any]:
-        return self._transact(self.contract.functions.submitUpdate(task_id, round_, cid.encode(), num_samples))
+    def draw_committee(self, task_id: int) -> tuple[list[str], dict[str, Any]]:
+        """Draw the open round's committee; returns (members, receipt). Members are [] when the
+        seed block was too old (draw again) or nobody was eligible (the round is void)."""
+        receipt = self._transact(self.contract.functions.drawCommittee(task_id), next_block=True)
+        drawn = self.events(receipt, "CommitteeDrawn")
+        return (list(drawn[0]["args"]["members"]) if drawn else []), receipt
 
-    def finalize_round(self, task_id: int, round_: int, global_cid: str, scores_wad: Sequence[int]) -> dict[str, Any]:
+    def commit(self, task_id: int, round_: int, commitment: bytes) -> dict[str, Any]:
+        return self._transact(self.contract.functions.commit(task_id, round_, commitment))
+
+    def reveal(self, task_id: int, round_: int, cid: str, num_samples: int, salt: bytes) -> dict[str, Any]:
+        return self._transact(self.contract.functions.reveal(task_id, round_, cid.encode(), num_samples, salt))
+
+    def propose(self, task_id: int, round_: int, global_cid: str, scores_wad: Sequence[int]) -> dict[str, Any]:
         return self._transact(
-            self.contract.functions.finalizeRound(task_id, round_, global_cid.encode(), [int(s) for s in scores_wad])
+            self.contract.functions.propose(task_id, round_, global_cid.encode(), [int(s) for s in scores_wad])
         )
+
+    def attest(self, task_id: int, round_: int, agree: bool) -> dict[str, Any]:
+        return self._transact(self.contract.functions.attest(task_id, round_, agree))
+
+    def finalize(self, task_id: int, round_: int, global_cid: str, scores_wad: Sequence[int]) -> dict[str, Any]:
+        return self._transact(
+            self.contract.functions.finalize(task_id, round_, global_cid.encode(), [int(s) for s in scores_wad])
+        )
+
+    def advance(self, task_id: int) -> dict[str, Any]:
+        return self._transact(self.contract.functions.advance(task_id))
 
     def withdraw(self) -> dict[str, Any]:
         return self._transact(self.contract.functions.withdraw())
@@ -166,14 +245,46 @@ class FedLedgerClient:
         cid, round_ = self.contract.functions.globalModel(task_id).call()
         return bytes(cid).decode(), int(round_)
 
+    def task_count(self) -> int:
+        return int(self.contract.functions.taskCount().call())
+
     def task_info(self, task_id: int) -> TaskInfo:
         owner, rounds, k, rule, max_samples, current, remaining, spec = self.contract.functions.taskInfo(task_id).call()
         return TaskInfo(owner, rounds, k, rule, max_samples, current, int(remaining), bytes(spec).decode())
 
+    def round_state(self, task_id: int, round_: int) -> RoundState:
+        raw = self.contract.functions.roundState(task_id, round_).call()
+        phase, *counts, proposer, phash = raw
+        return RoundState(Phase(phase), *(int(x) for x in counts), proposer, bytes(phash))
+
+    def committee(self, task_id: int, round_: int) -> list[str]:
+        return list(self.contract.functions.committee(task_id, round_).call())
+
+    def designated_proposer(self, task_id: int, round_: int) -> str:
+        return str(self.contract.functions.designatedProposer(task_id, round_).call())
+
     def round_updates(self, task_id: int, round_: int) -> list[RoundUpdate]:
-        """The round's submissions in on-chain order, which is the canonical aggregation order."""
-        senders, cids, samples = self.contract.functions.roundUpdates(task_id, round_).call()
-        return [RoundUpdate(s, bytes(c).decode(), int(n)) for s, c, n in zip(senders, cids, samples)]
+        """The round's revealed updates in reveal order, the canonical aggregation order.
+
+        Storage holds senders, sample counts and CID hashes; the CIDs come from the
+        round's `UpdateRevealed` logs (scanned from the round's opening block only)
+        and are checked against those hashes.
+        """
+        senders, samples, hashes = self.contract.functions.roundUpdates(task_id, round_).call()
+        if not senders:
+            return []
+        opened = self.round_state(task_id, round_).opened_block
+        logs = self.contract.events.UpdateRevealed().get_logs(
+            from_block=opened, argument_filters={"taskId": task_id, "round": round_}
+        )
+        cids = {ev["args"]["node"]: bytes(ev["args"]["cid"]) for ev in logs}
+        updates = []
+        for sender, n, h in zip(senders, samples, hashes):
+            cid = cids.get(sender)
+            if cid is None or keccak(cid) != bytes(h):
+                raise ChainError(f"no UpdateRevealed log of {sender} matches its on-chain CID hash")
+            updates.append(RoundUpdate(sender, cid.decode(), int(n)))
+        return updates
 
     def node_info(self, node: str) -> tuple[bool, int, str, list[str]]:
         registered, stake, peer_id, addrs = self.contract.functions.nodeInfo(to_checksum_address(node)).call()

@@ -6,7 +6,7 @@ Run: .venv/bin/pytest tests/contracts
 from __future__ import annotations
 
 import pytest
-from ledger_harness import MIN_STAKE, MODEL_CID, REWARD, SPEC_CID, Chain
+from ledger_harness import MIN_STAKE, Chain, Protocol, TaskConfig
 from web3.contract import Contract
 
 
@@ -22,26 +22,31 @@ def ledger(chain: Chain) -> Contract:
 
 
 @pytest.fixture
+def proto(chain: Chain, ledger: Contract) -> Protocol:
+    return Protocol(chain, ledger)
+
+
+@pytest.fixture
 def owner(chain: Chain) -> str:
     """The default task owner (not a registered node)."""
     return chain.accounts[0]
 
 
 @pytest.fixture
-def nodes(chain: Chain, ledger: Contract) -> list[str]:
+def nodes(chain: Chain, proto: Protocol) -> list[str]:
     """accounts[1..4], registered with MIN_STAKE."""
     registered = chain.accounts[1:5]
-    for i, node in enumerate(registered):
-        chain.send(
-            ledger.functions.register(f"12D3KooNode{i}", [f"/ip4/127.0.0.1/tcp/{4000 + i}"]),
-            node,
-            MIN_STAKE,
-        )
+    proto.register(registered)
     return registered
 
 
 @pytest.fixture
-def task(chain: Chain, ledger: Contract, owner: str) -> int:
-    """Task 1: 2 rounds, committee of 3, rule 0, maxSamples 1000, REWARD pool."""
-    chain.send(ledger.functions.createTask(MODEL_CID, SPEC_CID, 2, 3, 0, 1000), owner, REWARD)
-    return 1
+def task(proto: Protocol, nodes: list[str], owner: str) -> int:
+    """Task 1: 2 rounds, committee of 3, REWARD pool, 600 s phases (see TaskConfig defaults)."""
+    return proto.create_task(owner, TaskConfig())
+
+
+@pytest.fixture
+def committee(proto: Protocol, task: int) -> list[str]:
+    """Round 1's committee of task 1, drawn."""
+    return proto.draw(task)

@@ -1,22 +1,34 @@
-"""FedLedger happy paths: registration, tasks, a finalized round, withdrawal, events."""
+"""FedLedger happy paths, one external function at a time, and the protocol's timeout branches."""
 
 from __future__ import annotations
 
-from ledger_harness import MIN_STAKE, MODEL_CID, REWARD, SPEC_CID, WAD, Chain
+from ledger_harness import (
+    ATTEST, COMMIT, DRAW, FINALIZED, MIN_STAKE, MODEL_CID, PROPOSE, REVEAL, REWARD, SPEC_CID, TIMEOUT, VOID, WAD,
+    Chain, Protocol, TaskConfig,
+)  # fmt: skip
 from web3.contract import Contract
 from web3.logs import DISCARD
 
+from incentives.reputation import LedgerState, TaskIncentives, apply_finalize
 
-def test_constants_match_the_protocol(ledger: Contract) -> None:
-    # Prepare / Execute
+DAY = 86400
+
+
+def _events(ledger: Contract, receipt, name: str) -> list:
+    return list(getattr(ledger.events, name)().process_receipt(receipt, errors=DISCARD))
+
+
+def test_constants(ledger: Contract) -> None:
     f = ledger.functions
-    # Assert
     assert f.WAD().call() == WAD
     assert f.INITIAL_REPUTATION().call() == WAD // 2
-    assert f.REPUTATION_ALPHA().call() == 3 * WAD // 10
-    assert f.REPUTATION_THRESHOLD().call() == 2 * WAD // 10
+    assert f.UNSTAKE_DELAY().call() == 2 * DAY
+    assert f.MAX_COMMITTEE().call() == 64
     assert f.minStake().call() == MIN_STAKE
-    assert f.taskCount().call() == 0
+    assert f.taskCount().call() == 0 and f.activeNodeCount().call() == 0
+
+
+# ---------------------------------------------------------------- nodes
 
 
 def test_register_stores_peer_record_and_initial_reputation(chain: Chain, ledger: Contract) -> None:
@@ -26,126 +38,288 @@ def test_register_stores_peer_record_and_initial_reputation(chain: Chain, ledger
     # Execute
     receipt = chain.send(ledger.functions.register("12D3KooWpeer", addrs), node, MIN_STAKE + 5)
     # Assert
-    assert ledger.functions.nodeInfo(node).call() == [True, MIN_STAKE + 5, "12D3KooWpeer", addrs]
-    assert ledger.functions.reputationOf(node).call() == WAD // 2
-    assert ledger.functions.reputationOf(stranger).call() == 0
-    assert ledger.functions.nodeInfo(stranger).call() == [False, 0, "", []]
-    (event,) = ledger.events.NodeRegistered().process_receipt(receipt, errors=DISCARD)
-    assert event["args"]["node"] == node
-    assert event["args"]["multiaddrs"] == addrs
+    f = ledger.functions
+    assert f.nodeInfo(node).call() == [True, MIN_STAKE + 5, "12D3KooWpeer", addrs]
+    assert f.nodeStatus(node).call() == [True, 0, 0]
+    assert f.reputationOf(node).call() == WAD // 2
+    assert f.activeNodeCount().call() == 1
+    assert f.nodeInfo(stranger).call() == [False, 0, "", []]
+    (ev,) = _events(ledger, receipt, "NodeRegistered")
+    assert ev["args"]["node"] == node and ev["args"]["multiaddrs"] == addrs
 
 
-def test_create_task_ids_start_at_one(chain: Chain, ledger: Contract, owner: str) -> None:
+def test_update_peer_info_and_add_stake(chain: Chain, ledger: Contract, nodes: list[str]) -> None:
+    f = ledger.functions
+    receipt = chain.send(f.updatePeerInfo("12D3KooNew", ["/dns4/a.example/tcp/1"]), nodes[0])
+    assert f.nodeInfo(nodes[0]).call()[2:] == ["12D3KooNew", ["/dns4/a.example/tcp/1"]]
+    assert _events(ledger, receipt, "PeerInfoUpdated")[0]["args"]["peerId"] == "12D3KooNew"
+    receipt = chain.send(f.addStake(), nodes[0], 7)
+    assert f.nodeInfo(nodes[0]).call()[1] == MIN_STAKE + 7
+    assert _events(ledger, receipt, "StakeAdded")[0]["args"]["stake"] == MIN_STAKE + 7
+
+
+def test_unstake_leaves_the_active_set_then_pays_after_the_delay(
+    chain: Chain, ledger: Contract, nodes: list[str]
+) -> None:
+    # Prepare
+    f = ledger.functions
+    leaving = nodes[1]
     # Execute
-    r1 = chain.send(ledger.functions.createTask(MODEL_CID, SPEC_CID, 3, 5, 2, 640), owner, REWARD)
-    chain.send(ledger.functions.createTask(b"m2", b"s2", 1, 1, 0, 0), owner, 7)
-    # Assert
-    assert ledger.functions.taskCount().call() == 2
-    assert ledger.functions.taskInfo(1).call() == [owner, 3, 5, 2, 640, 1, REWARD, SPEC_CID]
-    assert ledger.functions.taskInfo(2).call() == [owner, 1, 1, 0, 0, 1, 7, b"s2"]
-    assert ledger.functions.globalModel(1).call() == [MODEL_CID, 0]
-    (event,) = ledger.events.TaskCreated().process_receipt(r1, errors=DISCARD)
-    assert (event["args"]["taskId"], event["args"]["owner"], event["args"]["rewardPool"]) == (1, owner, REWARD)
+    chain.send(f.requestUnstake(), leaving)
+    # Assert: out of the active set at once (swap-and-pop keeps the others), paid after the delay
+    assert f.activeNodeCount().call() == 3
+    assert f.nodeStatus(leaving).call()[0] is False
+    chain.travel(2 * DAY + 1)
+    before = chain.balance(leaving)
+    receipt = chain.send(f.withdrawStake(), leaving)
+    assert chain.balance(leaving) == before + MIN_STAKE - chain.fee(receipt)
+    assert f.nodeInfo(leaving).call()[:2] == [False, 0]
+    assert _events(ledger, receipt, "StakeWithdrawn")[0]["args"]["amount"] == MIN_STAKE
+    # the others are still drawable, and the moved entry was re-indexed correctly
+    chain.send(f.requestUnstake(), nodes[3])
+    assert f.activeNodeCount().call() == 2
 
 
-def test_full_round_updates_reputations_rewards_and_model(
-    chain: Chain, ledger: Contract, nodes: list[str], task: int, owner: str
-) -> None:
-    # Prepare: three updates in round 1 of a 2-round task
-    a, b, c = nodes[:3]
-    for i, node in enumerate((a, b, c)):
-        chain.send(ledger.functions.submitUpdate(task, 1, f"bafk-update-{i}".encode(), 100 + i), node)
-    scores = [WAD, WAD // 2, 0]
-
+def test_reregistering_keeps_the_old_reputation(chain: Chain, ledger: Contract, proto: Protocol, owner: str, nodes: list[str]) -> None:
+    # Prepare: lower every member's reputation, then one leaves and comes back
+    task = proto.create_task(owner, TaskConfig(rounds=1, committee_size=4))
+    proto.run_round(task, [0, 0, 0, 0])
+    node = nodes[0]
+    rep = ledger.functions.reputationOf(node).call()
+    assert rep < WAD // 2
+    chain.send(ledger.functions.requestUnstake(), node)
+    chain.travel(2 * DAY + 1)
+    chain.send(ledger.functions.withdrawStake(), node)
     # Execute
-    receipt = chain.send(ledger.functions.finalizeRound(task, 1, b"bafk-global-1", scores), owner)
-
-    # Assert: EMA with alpha 0.3 from 0.5
-    rep_a = (WAD // 2 * 7 * WAD // 10 + WAD * 3 * WAD // 10) // WAD  # 0.65
-    rep_b = (WAD // 2 * 7 * WAD // 10 + WAD // 2 * 3 * WAD // 10) // WAD  # 0.5
-    rep_c = (WAD // 2 * 7 * WAD // 10) // WAD  # 0.35
-    assert [ledger.functions.reputationOf(n).call() for n in (a, b, c)] == [rep_a, rep_b, rep_c]
-    # half the pool this round, split by score * newRep
-    share = REWARD // 2
-    w_a, w_b = WAD * rep_a // WAD, WAD // 2 * rep_b // WAD
-    pay_a, pay_b = share * w_a // (w_a + w_b), share * w_b // (w_a + w_b)
-    assert pay_a == 361_111_111_111_111_111 and pay_b == 138_888_888_888_888_888
-    assert [ledger.functions.pendingRewards(n).call() for n in (a, b, c)] == [pay_a, pay_b, 0]
-    assert ledger.functions.globalModel(task).call() == [b"bafk-global-1", 1]
-    info = ledger.functions.taskInfo(task).call()
-    assert info[5] == 2  # currentRound
-    assert info[6] == REWARD - pay_a - pay_b
-    assert ledger.functions.roundUpdates(task, 1).call() == [
-        [a, b, c],
-        [b"bafk-update-0", b"bafk-update-1", b"bafk-update-2"],
-        [100, 101, 102],
-    ]
-    reps = ledger.events.ReputationUpdated().process_receipt(receipt, errors=DISCARD)
-    assert [(e["args"]["node"], e["args"]["oldRep"], e["args"]["newRep"]) for e in reps] == [
-        (a, WAD // 2, rep_a),
-        (b, WAD // 2, rep_b),
-        (c, WAD // 2, rep_c),
-    ]
-    credits = ledger.events.RewardCredited().process_receipt(receipt, errors=DISCARD)
-    assert [(e["args"]["account"], e["args"]["taskId"], e["args"]["amount"]) for e in credits] == [
-        (a, task, pay_a),
-        (b, task, pay_b),
-    ]
-    (final,) = ledger.events.RoundFinalized().process_receipt(receipt, errors=DISCARD)
-    assert (final["args"]["taskId"], final["args"]["round"], final["args"]["cid"]) == (task, 1, b"bafk-global-1")
-
-    # Execute: withdraw
-    before = chain.balance(a)
-    w = chain.send(ledger.functions.withdraw(), a)
-    # Assert: ETH moved, balance cleared
-    assert chain.balance(a) == before + pay_a - chain.fee(w)
-    assert ledger.functions.pendingRewards(a).call() == 0
-    (event,) = ledger.events.Withdrawn().process_receipt(w, errors=DISCARD)
-    assert (event["args"]["account"], event["args"]["amount"]) == (a, pay_a)
+    chain.send(ledger.functions.register("back", []), node, MIN_STAKE)
+    # Assert: leaving and re-joining is no way to launder a bad reputation
+    assert ledger.functions.reputationOf(node).call() == rep
 
 
-def test_submission_order_is_canonical_and_logged(
-    chain: Chain, ledger: Contract, nodes: list[str], task: int
-) -> None:
-    # Execute: submit in reverse account order
-    receipts = [
-        chain.send(ledger.functions.submitUpdate(task, 1, f"cid-{n[-4:]}".encode(), 10), n) for n in nodes[2::-1]
-    ]
+# ---------------------------------------------------------------- tasks
+
+
+def test_create_task_stores_every_parameter(chain: Chain, ledger: Contract, owner: str) -> None:
+    # Prepare
+    config = TaskConfig(rounds=5, committee_size=7, rule=2, max_samples=99, rule_params=b'{"trim":0.1}',
+                        commit_timeout=11, reveal_timeout=12, propose_timeout=13, attest_timeout=14,
+                        min_stake=3 * MIN_STAKE, reputation_threshold=WAD // 4, alpha=WAD // 10,
+                        proposer_share_bps=100, attester_share_bps=200)  # fmt: skip
+    # Execute
+    receipt = chain.send(ledger.functions.createTask(config.args()), owner, REWARD)
     # Assert
-    senders, _, _ = ledger.functions.roundUpdates(task, 1).call()
-    assert senders == list(nodes[2::-1])
-    for index, (node, receipt) in enumerate(zip(nodes[2::-1], receipts)):
-        (event,) = ledger.events.UpdateSubmitted().process_receipt(receipt, errors=DISCARD)
-        assert (event["args"]["node"], event["args"]["round"], event["args"]["index"]) == (node, 1, index)
-    assert ledger.functions.roundUpdates(task, 2).call() == [[], [], []]
+    f = ledger.functions
+    assert f.taskCount().call() == 1
+    assert f.taskInfo(1).call() == [owner, 5, 7, 2, 99, 1, REWARD, SPEC_CID]
+    assert f.taskParams(1).call() == [[11, 12, 13, 14], 3 * MIN_STAKE, WAD // 4, WAD // 10, 100, 200, b'{"trim":0.1}']
+    assert f.globalModel(1).call() == [MODEL_CID, 0]
+    (ev,) = _events(ledger, receipt, "TaskCreated")
+    assert ev["args"]["taskId"] == 1 and ev["args"]["rewardPool"] == REWARD
+    (phase,) = _events(ledger, receipt, "PhaseChanged")
+    assert (phase["args"]["round"], phase["args"]["phase"]) == (1, DRAW)
+    assert chain.balance(ledger.address) == REWARD
 
 
-def test_last_round_returns_leftover_to_owner(
-    chain: Chain, ledger: Contract, nodes: list[str], task: int, owner: str
+# ---------------------------------------------------------------- the round, step by step
+
+
+def test_draw_seats_k_eligible_nodes_deterministically(chain: Chain, ledger: Contract, proto: Protocol, task: int) -> None:
+    receipt = chain.send(ledger.functions.drawCommittee(task), chain.accounts[9])
+    members = ledger.functions.committee(task, 1).call()
+    assert len(members) == 3 and len(set(members)) == 3
+    assert all(ledger.functions.memberInfo(task, 1, m).call()[0] for m in members)
+    assert _events(ledger, receipt, "CommitteeDrawn")[0]["args"]["members"] == members
+    st = proto.state(task)
+    assert st["phase"] == COMMIT and st["committeeLen"] == 3 and st["deadline"] == chain.now() + TIMEOUT
+
+
+def test_draw_skips_ineligible_nodes(chain: Chain, ledger: Contract, proto: Protocol, owner: str, nodes: list[str]) -> None:
+    # Prepare: one node unstakes, one has too little stake for this task; K asks for all four
+    chain.send(ledger.functions.requestUnstake(), nodes[0])
+    for node in nodes[2:]:
+        chain.send(ledger.functions.addStake(), node, MIN_STAKE)
+    task = proto.create_task(owner, TaskConfig(committee_size=4, min_stake=2 * MIN_STAKE))
+    # Execute
+    members = proto.draw(task)
+    # Assert: only the two eligible nodes sit; a committee may be smaller than K
+    assert sorted(members) == sorted(nodes[2:])
+
+
+def test_draw_with_nobody_eligible_voids_the_round(chain: Chain, ledger: Contract, proto: Protocol, owner: str, nodes: list[str]) -> None:
+    task = proto.create_task(owner, TaskConfig(rounds=1, reputation_threshold=WAD))
+    assert proto.draw(task) == []
+    assert proto.state(task, 1)["phase"] == VOID
+    assert ledger.functions.pendingRewards(owner).call() == REWARD  # the last round returns the pool
+
+
+def test_draw_in_the_opening_block_is_refused(chain: Chain, ledger: Contract, nodes: list[str]) -> None:
+    # Prepare: a contract that creates a task and draws in the same transaction
+    batcher = chain.deploy("ReentrantWithdrawer", ledger.address)
+    create = ledger.encode_abi("createTask", args=[TaskConfig().args()])
+    draw = ledger.encode_abi("drawCommittee", args=[1])
+    block = chain.w3.eth.block_number + 1
+    # Execute / Assert
+    with chain.reverts(ledger, "FedLedgerSeedNotReady", block):
+        batcher.functions.batch([create, draw]).transact({"from": chain.accounts[9], "value": REWARD})
+
+
+def test_stale_seed_block_reseeds(chain: Chain, ledger: Contract, proto: Protocol, task: int) -> None:
+    chain.mine(257)
+    receipt = chain.send(ledger.functions.drawCommittee(task), chain.accounts[0])
+    assert _events(ledger, receipt, "CommitteeReseeded")[0]["args"]["seedBlock"] == receipt["blockNumber"]
+    assert proto.state(task)["phase"] == DRAW
+    assert len(proto.draw(task)) == 3
+
+
+def test_commit_and_reveal_end_their_phases_early(chain: Chain, ledger: Contract, proto: Protocol, task: int, committee: list[str]) -> None:
+    proto.commit(task, committee[:2])
+    assert proto.state(task)["phase"] == COMMIT
+    proto.commit(task, committee[2:])
+    assert proto.state(task)["phase"] == REVEAL and proto.state(task)["commitCount"] == 3
+    assert ledger.functions.nodeStatus(committee[0]).call()[2] == 1  # exposure: slashable until revealed
+    receipts = proto.reveal(task, committee[::-1])
+    # reveal order is the canonical order; CIDs are in the events, their hashes in storage
+    senders, samples, hashes = ledger.functions.roundUpdates(task, 1).call()
+    assert senders == committee[::-1] and samples == [100] * 3
+    ev = _events(ledger, receipts[0], "UpdateRevealed")[0]["args"]
+    assert ev["index"] == 0 and ev["cid"] == proto.cid(committee[2], 1)
+    from eth_utils import keccak
+
+    assert hashes[0] == keccak(ev["cid"])
+    st = proto.state(task)
+    assert st["phase"] == PROPOSE and st["revealCount"] == 3
+    assert ledger.functions.nodeStatus(committee[0]).call()[2] == 0
+
+
+def test_an_honest_round_finalizes_with_rewards_the_mirror_predicts(
+    chain: Chain, ledger: Contract, proto: Protocol, owner: str, task: int, nodes: list[str]
 ) -> None:
-    # Prepare: round 1 nobody submits (its share rolls over), round 2 one weak node
-    chain.send(ledger.functions.finalizeRound(task, 1, b"g1", []), owner)
+    # Prepare
+    f = ledger.functions
+    accounts = [owner, *nodes]
+    before = LedgerState({n: f.reputationOf(n).call() for n in nodes}, {}, REWARD)
+    members = proto.draw(task)
+    proto.commit(task, members)
+    proto.reveal(task, members)
+    order = proto.revealed(task)
+    scores = [WAD, WAD // 2, WAD // 5]
+    proposal = proto.propose(task, scores)
+    proposer = proto.state(task)["proposer"]
+    assert proposer == f.designatedProposer(task, 1).call() == order[(1 + 0) % 3]
+    assert _events(ledger, proposal, "ProposalSubmitted")[0]["args"]["scores"] == scores
+    assert proto.state(task)["phase"] == ATTEST and proto.state(task)["voters"] == 2
+    # Execute
+    proto.attest(task, proto.voters(task))
+    receipt = proto.finalize(task, scores, sender=chain.accounts[9])  # anyone may finalize
+    # Assert
+    expected = apply_finalize(before, owner=owner, rounds=2, round=1, senders=order, scores=scores,
+                              proposer=proposer, agreeing=[m for m in order if m != proposer],
+                              params=TaskIncentives())  # fmt: skip
+    assert {n: f.reputationOf(n).call() for n in nodes} == expected.reputations
+    assert {a: f.pendingRewards(a).call() for a in accounts} == {a: expected.pending.get(a, 0) for a in accounts}
+    assert f.taskInfo(task).call()[6] == expected.reward_remaining
+    assert f.globalModel(task).call() == [b"bafk-global-1", 1]
+    assert proto.state(task, 1)["phase"] == FINALIZED
+    assert proto.state(task, 2)["phase"] == DRAW and f.taskInfo(task).call()[5] == 2
+    assert _events(ledger, receipt, "RoundFinalized")[0]["args"]["cid"] == b"bafk-global-1"
+    assert len(_events(ledger, receipt, "ReputationUpdated")) == 3
+
+
+def test_last_round_empties_the_pool(chain: Chain, ledger: Contract, proto: Protocol, owner: str, task: int) -> None:
+    proto.run_round(task)
+    proto.run_round(task, [WAD, 0, 0])
+    f = ledger.functions
+    assert f.taskInfo(task).call()[6] == 0
+    assert f.taskInfo(task).call()[5] == 3  # finished
+    # every wei of the pool is credited to someone: trainers, proposers, attesters, the owner (dust)
+    assert sum(f.pendingRewards(a).call() for a in chain.accounts) == REWARD
+
+
+# ---------------------------------------------------------------- timeouts, slashes, disputes
+
+
+def test_unrevealed_members_are_slashed_into_the_pool(chain: Chain, ledger: Contract, proto: Protocol, task: int, committee: list[str]) -> None:
+    # Prepare: all commit, one never reveals
+    proto.commit(task, committee)
+    proto.reveal(task, committee[:2])
+    # Execute: past the reveal deadline anyone applies the timeout
+    chain.travel(TIMEOUT + 1)
+    receipt = chain.send(ledger.functions.advance(task), chain.accounts[9])
+    # Assert
+    (ev,) = _events(ledger, receipt, "Slashed")
+    assert ev["args"]["node"] == committee[2] and ev["args"]["amount"] == MIN_STAKE and ev["args"]["reason"] == 0
+    assert ledger.functions.nodeInfo(committee[2]).call()[1] == 0
+    assert ledger.functions.taskInfo(task).call()[6] == REWARD + MIN_STAKE
+    assert proto.state(task)["phase"] == PROPOSE and proto.state(task)["revealCount"] == 2
+
+
+def test_no_commitment_voids_the_round_and_keeps_the_pool(chain: Chain, ledger: Contract, proto: Protocol, task: int, committee: list[str]) -> None:
+    chain.travel(TIMEOUT + 1)
+    receipt = chain.send(ledger.functions.advance(task), chain.accounts[9])
+    assert _events(ledger, receipt, "RoundVoided")[0]["args"]["round"] == 1
+    assert proto.state(task, 1)["phase"] == VOID and proto.state(task, 2)["phase"] == DRAW
     assert ledger.functions.taskInfo(task).call()[6] == REWARD
-    chain.send(ledger.functions.submitUpdate(task, 2, b"u", 1), nodes[0])
-    # Execute: score 0.1 keeps the node above the threshold (0.38) with a small weight
-    chain.send(ledger.functions.finalizeRound(task, 2, b"g2", [WAD // 10]), owner)
-    # Assert: the lone earner takes the whole last share; the owner gets only floor dust (none here)
-    paid = ledger.functions.pendingRewards(nodes[0]).call()
-    assert paid == REWARD
-    assert ledger.functions.taskInfo(task).call()[5:7] == [3, 0]
-    assert ledger.functions.globalModel(task).call() == [b"g2", 2]
+    assert ledger.functions.globalModel(task).call() == [MODEL_CID, 0]
 
 
-def test_below_threshold_earns_nothing_and_leftover_goes_to_owner(
-    chain: Chain, ledger: Contract, nodes: list[str], owner: str
+def test_anyone_may_propose_after_the_timeout(chain: Chain, ledger: Contract, proto: Protocol, task: int, committee: list[str], nodes: list[str]) -> None:
+    proto.commit(task, committee)
+    proto.reveal(task, committee)
+    chain.travel(TIMEOUT + 1)
+    outsider = next(n for n in nodes if n not in committee)
+    proto.propose(task, [WAD] * 3, sender=outsider)
+    st = proto.state(task)
+    assert st["proposer"] == outsider and st["voters"] == 3 and st["deadline"] == chain.now() + TIMEOUT
+
+
+def test_challenge_window_closing_accepts_an_undisputed_proposal(chain: Chain, ledger: Contract, proto: Protocol, task: int, committee: list[str]) -> None:
+    proto.commit(task, committee)
+    proto.reveal(task, committee)
+    proto.propose(task, [WAD] * 3)
+    chain.travel(TIMEOUT + 1)
+    proto.finalize(task, [WAD] * 3)
+    assert ledger.functions.globalModel(task).call() == [b"bafk-global-1", 1]
+
+
+def test_rejected_proposal_slashes_the_proposer_and_reopens_proposing(
+    chain: Chain, ledger: Contract, proto: Protocol, owner: str, nodes: list[str]
 ) -> None:
-    # Prepare: a one-round task; a node with score 0 falls to 0.35 (still above 0.2) but weighs 0
-    chain.send(ledger.functions.createTask(MODEL_CID, SPEC_CID, 1, 2, 0, 0), owner, REWARD)
-    chain.send(ledger.functions.submitUpdate(1, 1, b"u0", 1), nodes[0])
-    # Execute
-    receipt = chain.send(ledger.functions.finalizeRound(1, 1, b"g", [0]), owner)
-    # Assert: nobody weighs anything, so the whole pool returns to the owner
-    assert ledger.functions.pendingRewards(nodes[0]).call() == 0
-    assert ledger.functions.pendingRewards(owner).call() == REWARD
-    (credit,) = ledger.events.RewardCredited().process_receipt(receipt, errors=DISCARD)
-    assert (credit["args"]["account"], credit["args"]["amount"]) == (owner, REWARD)
+    # Prepare: four members, a bad proposal
+    task = proto.create_task(owner, TaskConfig(committee_size=4))
+    members = proto.draw(task)
+    proto.commit(task, members)
+    proto.reveal(task, members)
+    bad = proto.state(task)
+    proto.propose(task, [0, 0, 0, WAD], cid=b"bafk-wrong")
+    cheat = proto.state(task)["proposer"]
+    assert ledger.functions.nodeStatus(cheat).call()[2] == 1
+    voters = proto.voters(task)
+    # Execute: two of three disagree -> rejected on the spot
+    proto.attest(task, voters[:1], agree=False)
+    assert proto.state(task)["phase"] == ATTEST
+    chain.send(ledger.functions.attest(task, 1, False), voters[1])
+    # Assert
+    st = proto.state(task)
+    assert st["phase"] == PROPOSE and st["attempt"] == 1 and st["proposer"] == "0x" + "0" * 40
+    assert ledger.functions.nodeInfo(cheat).call()[1] == 0
+    assert ledger.functions.nodeStatus(cheat).call()[2] == 0
+    assert ledger.functions.taskInfo(task).call()[6] == REWARD + MIN_STAKE
+    nxt = ledger.functions.designatedProposer(task, 1).call()
+    assert nxt != cheat
+    # the next proposer's honest proposal goes through; the voter who had disagreed votes again
+    proto.propose(task, [WAD] * 4)
+    proto.attest(task, proto.voters(task))
+    proto.finalize(task, [WAD] * 4)
+    assert ledger.functions.globalModel(task).call() == [b"bafk-global-1", 1]
+    assert bad["attempt"] == 0
+
+
+def test_disputed_proposal_is_rejected_when_the_window_closes(chain: Chain, ledger: Contract, proto: Protocol, task: int, committee: list[str]) -> None:
+    proto.commit(task, committee)
+    proto.reveal(task, committee)
+    proto.propose(task, [WAD] * 3)
+    proto.attest(task, proto.voters(task)[:1], agree=False)
+    chain.travel(TIMEOUT + 1)
+    receipt = chain.send(ledger.functions.advance(task), chain.accounts[9])
+    assert _events(ledger, receipt, "ProposalRejected")[0]["args"]["disagrees"] == 1
+    assert proto.state(task)["phase"] == PROPOSE

@@ -1,63 +1,87 @@
-"""The Python mirror in `incentives.reputation` matches FedLedger.finalizeRound to the wei."""
+"""The Python mirror in `incentives.reputation` matches FedLedger.finalize to the wei."""
 
 from __future__ import annotations
 
-from mirror_chain import RegisteredLedger
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from mirror_chain import RegisteredLedger
 
-from incentives.reputation import WAD, LedgerState, apply_finalize
+from incentives.reputation import WAD, LedgerState, TaskIncentives, apply_finalize
+from tests.contracts.ledger_harness import TIMEOUT, VOID, TaskConfig
 
 SCORES = st.one_of(
     st.sampled_from([0, 1, WAD // 5, WAD // 3, WAD // 2, WAD - 1, WAD]),
     st.integers(min_value=0, max_value=WAD),
 )
+PARAMS = st.builds(
+    TaskIncentives,
+    alpha=st.sampled_from([0, WAD // 10, 3 * WAD // 10, WAD]),
+    threshold=st.sampled_from([0, WAD // 5, WAD // 2]),
+    proposer_share_bps=st.sampled_from([0, 500, 3333]),
+    attester_share_bps=st.sampled_from([0, 700, 5000]),
+)
 
 
 @st.composite
-def rounds_of_submissions(draw: st.DrawFn) -> list[list[tuple[int, int]]]:
-    """Per round, (node index, score) pairs in submission order; a round may be empty."""
+def plans(draw: st.DrawFn) -> list[tuple[list[int], list[bool]]]:
+    """Per round: a score per possible participant and whether each would agree (else abstain)."""
     rounds = draw(st.integers(min_value=1, max_value=3))
-    plan = []
-    for _ in range(rounds):
-        order = draw(st.permutations(range(4)))
-        count = draw(st.integers(min_value=0, max_value=4))
-        plan.append([(i, draw(SCORES)) for i in order[:count]])
-    return plan
+    return [
+        (draw(st.lists(SCORES, min_size=4, max_size=4)), draw(st.lists(st.booleans(), min_size=4, max_size=4)))
+        for _ in range(rounds)
+    ]
 
 
 # No shrink phase: every shrink step replays transactions, and shrinking a failure took minutes.
 @settings(
-    max_examples=25,
+    max_examples=15,
     deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
 )
-@given(plan=rounds_of_submissions(), reward=st.integers(min_value=1, max_value=10**22))
+@given(plan=plans(), reward=st.integers(min_value=1, max_value=10**22), params=PARAMS)
 def test_mirror_equals_chain_after_every_finalize(
-    registered_ledger: RegisteredLedger, plan: list[list[tuple[int, int]]], reward: int
+    registered_ledger: RegisteredLedger, plan: list[tuple[list[int], list[bool]]], reward: int, params: TaskIncentives
 ) -> None:
     # Prepare: a fresh task on a chain rewound to the warmed-up snapshot
     env = registered_ledger
     env.rewind()
-    f = env.ledger.functions
+    proto, f = env.proto, env.proto.f
     accounts = [env.owner, *env.nodes]
-    env.transact(f.createTask(b"model", b"spec", len(plan), 4, 0, 0), env.owner, reward)
-    task = f.taskCount().call()
+    config = TaskConfig(
+        rounds=len(plan), committee_size=4, alpha=params.alpha, reputation_threshold=params.threshold,
+        proposer_share_bps=params.proposer_share_bps, attester_share_bps=params.attester_share_bps,
+    )  # fmt: skip
+    task = proto.create_task(env.owner, config, reward)
     state = LedgerState(
         reputations={n: f.reputationOf(n).call() for n in env.nodes},
         pending={a: f.pendingRewards(a).call() for a in accounts},
         reward_remaining=reward,
     )
 
-    for rnd, submissions in enumerate(plan, start=1):
-        senders = [env.nodes[i] for i, _ in submissions]
-        scores = [s for _, s in submissions]
-        # Execute: on chain and in the mirror
-        for sender in senders:
-            env.transact(f.submitUpdate(task, rnd, b"update", 1), sender)
-        env.transact(f.finalizeRound(task, rnd, b"global", scores), env.owner)
-        state = apply_finalize(state, owner=env.owner, rounds=len(plan), round=rnd, senders=senders, scores=scores)
+    for rnd, (all_scores, agrees) in enumerate(plan, start=1):
+        # Execute: on chain (whoever is eligible is drawn) and in the mirror
+        members = proto.draw(task)
+        if not members:  # nobody above this task's threshold: the round is void, the pool carries over
+            assert proto.state(task, rnd)["phase"] == VOID
+            if rnd == len(plan):
+                state = apply_finalize(state, owner=env.owner, rounds=len(plan), round=rnd, senders=[], scores=[])
+            continue
+        proto.commit(task, members)
+        proto.reveal(task, members)
+        senders = proto.revealed(task)
+        scores = all_scores[: len(senders)]
+        proto.propose(task, scores)
+        proposer = proto.state(task)["proposer"]
+        agreeing = [v for v, yes in zip(proto.voters(task), agrees) if yes]
+        proto.attest(task, agreeing)
+        if 2 * len(agreeing) <= len(proto.voters(task)):
+            env.chain.travel(TIMEOUT + 1)  # not decided yet: let the challenge window close
+        proto.finalize(task, scores)
+        state = apply_finalize(
+            state, owner=env.owner, rounds=len(plan), round=rnd, senders=senders, scores=scores,
+            proposer=proposer, agreeing=agreeing, params=params,
+        )  # fmt: skip
 
         # Assert: to the wei
         assert {n: f.reputationOf(n).call() for n in env.nodes} == state.reputations

@@ -132,3 +132,32 @@ def test_testnet_command_serves_until_stopped(stop):
         code = proc.wait(timeout=20)
     assert code == 0
     assert not Web3(Web3.HTTPProvider(f"http://127.0.0.1:{port}")).is_connected()
+
+
+def test_task_create_then_status_on_anvil(cli, anvil, keystore, tmp_path):
+    ks, pw = keystore
+    dep = tmp_path / "deployment.json"
+    assert cli("deploy", "--rpc", anvil.url, "--dev-account", "0", "--out", str(dep), "--min-stake", "0.5").returncode == 0
+    home = {"FEDLEDGER_HOME": str(tmp_path / "home")}
+
+    proc = cli(
+        "task", "create", "--deployment", str(dep), "--keystore", str(ks), "--password-file", str(pw),
+        "--model", "digits-mlp", "--rounds", "3", "--committee", "2", "--rule", "fedavg", "--reward", "1.5",
+        "--threshold", "0.25", "--alpha", "0.4", "--proposer-share", "2.5", "--attest-timeout", "120", env=home,
+    )  # fmt: skip
+
+    assert proc.returncode == 0, proc.stderr
+    task = int(proc.stdout.strip())
+    status = json.loads(cli("status", "--deployment", str(dep), "--task", str(task), "--json").stdout)
+    assert status["phase"] == "draw" and status["round"] == 1 and status["committee_size"] == 2
+    assert status["reward_remaining_wei"] == str(15 * 10**17) and status["global_model_round"] == 0
+    client = FedLedgerClient(Web3(Web3.HTTPProvider(anvil.url)), json.loads(dep.read_text())["contracts"]["FedLedger"])
+    timeouts, min_stake, threshold, alpha, proposer_bps, attester_bps, _ = client.contract.functions.taskParams(task).call()
+    assert timeouts == [3600, 3600, 3600, 120] and min_stake == 5 * 10**17
+    assert (threshold, alpha, proposer_bps, attester_bps) == (25 * 10**16, 4 * 10**17, 250, 500)
+    # the initial model went into the local blockstore under the CID the chain now holds
+    assert (tmp_path / "home" / "ipfs").is_dir() and status["global_model_cid"].startswith("bafk")
+
+    bad = cli("task", "create", "--deployment", str(dep), "--dev-account", "0", "--model", "digits-mlp",
+              "--rounds", "1", "--committee", "65", "--rule", "fedavg", "--reward", "1", env=home)  # fmt: skip
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "committee size" in bad.stderr

@@ -82,7 +82,7 @@ def test_same_seed_gives_the_same_global_models(federation):
     assert other.rounds[0].global_model_cid != report.rounds[0].global_model_cid
 
 
-def test_a_free_rider_earns_less_and_loses_reputation():
+def test_a_free_rider_earns_nothing_and_loses_reputation():
     config = SimulationConfig(nodes=3, malicious=1, attack="free-rider-zero", rounds=2, seed=5, spec=TaskSpec(epochs=2))
 
     report = run_simulation(config)
@@ -92,6 +92,50 @@ def test_a_free_rider_earns_less_and_loses_reputation():
     assert rider.payout_wei == 0
     assert rider.reputation_wad < min(n.reputation_wad for n in honest)
     assert rider.reputation_history_wad == sorted(rider.reputation_history_wad, reverse=True)
+
+
+def test_protocol_work_is_paid_even_to_a_free_rider():
+    # Prepare: 5% of each round to the proposer, 5% to the agreeing attesters
+    config = SimulationConfig(
+        nodes=3, malicious=1, attack="free-rider-zero", rounds=2, seed=5, spec=TaskSpec(epochs=2),
+        proposer_share_bps=500, attester_share_bps=500,
+    )  # fmt: skip
+
+    report = run_simulation(config)
+
+    honest = [n for n in report.nodes if n.role == "honest"]
+    rider = next(n for n in report.nodes if n.role == "free-rider-zero")
+    # It attested honestly, so it is paid for that, and for nothing else: at most the 10% of the pool
+    assert 0 < rider.payout_wei <= config.reward_wei // 10
+    assert rider.payout_wei < min(n.payout_wei for n in honest)
+    assert rider.reputation_wad < min(n.reputation_wad for n in honest)
+    assert rider.reputation_history_wad == sorted(rider.reputation_history_wad, reverse=True)
+
+
+def test_a_bad_proposer_is_rejected_slashed_and_every_round_still_finalizes_correctly():
+    # Prepare: members reveal in node order, so round 3 of 4 is the turn of node 3, the cheat
+    bad = SimulationConfig(nodes=4, malicious=1, attack="bad-proposer", rounds=4, seed=3, spec=TaskSpec(epochs=1))
+    honest = SimulationConfig(nodes=4, rounds=4, seed=3, spec=TaskSpec(epochs=1))
+    w3 = embedded_web3(num_accounts=5)
+    lines: list[str] = []
+
+    # Execute
+    report = run_simulation(bad, progress=lines.append, w3=w3)
+    reference = run_simulation(honest)
+
+    # Assert: the cheat's proposal was rejected and its stake slashed ...
+    client = FedLedgerClient(w3, report.contracts["FedLedger"])
+    cheat = next(n for n in report.nodes if n.role == "bad-proposer")
+    (line,) = [line for line in lines if "rejected" in line]
+    assert cheat.address in line
+    assert client.node_info(cheat.address)[1] == 0  # slashed by the task's minimum stake (= its stake)
+    # ... and up to that round the models are exactly those of an all-honest run (it trains
+    # honestly); after it, with no stake left, it no longer sits on committees.
+    rejected_in = int(line.split()[1].rstrip(":"))
+    assert rejected_in == 3
+    got = [r.global_model_cid for r in report.rounds]
+    assert got[:rejected_in] == [r.global_model_cid for r in reference.rounds][:rejected_in]
+    assert cheat.address not in client.committee(report.task_id, 4)
 
 
 @pytest.mark.parametrize(
