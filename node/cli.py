@@ -55,7 +55,7 @@ def _print_json(obj: Any) -> None:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from node.simulate import SimulationConfig, run_simulation
-    from node.taskspec import TaskSpec
+    from node.taskspec import spec_for_rule
 
     if args.rpc and args.chain == "anvil":
         raise ConfigError("--rpc and --chain anvil exclude each other: --rpc uses an existing chain")
@@ -69,7 +69,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         chain="rpc" if args.rpc else args.chain,
         rpc=args.rpc,
         alpha=args.alpha,
-        spec=TaskSpec(rule=args.rule, epochs=args.epochs),
+        spec=spec_for_rule(args.rule, args.nodes, trim=args.trim, f=args.f, m=args.m, clip=args.clip, epochs=args.epochs),
     )
     quiet = args.json
     report = run_simulation(config, progress=(lambda line: None) if quiet else (lambda line: print(line, flush=True)))
@@ -243,7 +243,10 @@ def cmd_task_create(args: argparse.Namespace) -> int:
     # The initial model and the spec are content-addressed into the local blockstore, from which
     # the node serves them to its peers.
     store = EmbeddedStorage(_ipfs_dir(args))
-    spec = TaskSpec(model=args.model, rule=args.rule, epochs=args.epochs, max_samples=args.max_samples)
+    spec = spec_for_rule(
+        args.rule, args.committee, trim=args.trim, f=args.f, m=args.m, clip=args.clip,
+        model=args.model, epochs=args.epochs, max_samples=args.max_samples,
+    )  # fmt: skip
     model_cid = store.put(encode_model(initial_weights(args.model, args.seed)))
     spec_cid = store.put(spec.to_bytes())
     task_id, receipt = client.create_task(model_cid, spec_cid, params, args.reward)
@@ -351,6 +354,14 @@ def cmd_node_run(args: argparse.Namespace) -> int:
 # -- parser -----------------------------------------------------------------------
 
 
+def _add_rule_options(p: argparse.ArgumentParser) -> None:
+    """Rule options that go into a task spec (defaults: trim 0.2; Krum f = (K-3)//2, m = K-f)."""
+    p.add_argument("--trim", type=float, metavar="BETA", help="trimmed-mean: fraction cut from each end")
+    p.add_argument("--f", type=int, metavar="F", help="multi-krum: assumed Byzantine updates")
+    p.add_argument("--m", type=int, metavar="M", help="multi-krum: updates averaged")
+    p.add_argument("--clip", type=float, metavar="NORM", help="clip every update to this L2 norm first")
+
+
 def _add_signing(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keystore", metavar="FILE", help="encrypted eth-account keystore to sign with")
     p.add_argument("--password-file", metavar="FILE", help="file holding the keystore password")
@@ -378,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=7, help="seed for data split, init and training (default 7)")
     p.add_argument("--alpha", type=float, help="Dirichlet label skew across nodes (default: IID)")
     p.add_argument("--epochs", type=_positive_int, default=5, help="local epochs per round (default 5)")
+    _add_rule_options(p)
     p.add_argument("--report", metavar="DIR", help="write summary.json and PNG plots to DIR")
     p.add_argument("--json", action="store_true", help="print summary.json instead of tables")
     p.set_defaults(func=cmd_simulate)
@@ -407,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--reward", required=True, type=_eth_to_wei, metavar="ETH", help="reward pool deposited now")
     c.add_argument("--epochs", type=_positive_int, default=5, help="local epochs per round (task spec)")
     c.add_argument("--max-samples", type=_positive_int, default=2**20, help="per-update sample cap (task spec)")
+    _add_rule_options(c)
     c.add_argument("--seed", type=int, default=0, help="seed of the initial model's weights")
     c.add_argument("--min-stake", type=_eth_to_wei, metavar="ETH", help="stake for a committee seat (default: the deployment's minimum)")
     c.add_argument("--threshold", type=_fraction_to_wad, default=2 * WAD // 10, metavar="X", help="reputation threshold in [0, 1] (default 0.2)")

@@ -75,8 +75,9 @@ class SimulationConfig:
             raise ConfigError(f"unknown attack {self.attack!r}; known: {', '.join(sorted(known))}")
         if self.rule not in RULE_IDS:
             raise ConfigError(f"unknown rule {self.rule!r}; known: {', '.join(RULE_IDS)}")
-        if self.rule != "fedavg":
-            raise ConfigError(f"rule {self.rule!r} is not implemented yet; use fedavg")
+        if self.spec.rule != self.rule:
+            raise ConfigError(f"the task spec's rule {self.spec.rule!r} is not the simulation's {self.rule!r}")
+        self.spec.check()
         if self.chain not in ("embedded", "anvil", "rpc"):
             raise ConfigError(f"unknown chain {self.chain!r}")
         if self.chain == "rpc" and not self.rpc:
@@ -224,7 +225,7 @@ def run_simulation(
             """What a node computes from the revealed updates: (model CID, scores, model bytes)."""
             blobs = [fetch(u.cid, local, everyone) for u in updates]
             result = aggregate_round(
-                config.rule, base_bytes, blobs, max_samples=spec.max_samples, max_update_bytes=spec.max_update_bytes
+                config.rule, base_bytes, blobs, options=spec.rule_options(), max_update_bytes=spec.max_update_bytes
             )
             return cid_of(result.model), list(result.scores_wad), result.model
 

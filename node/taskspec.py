@@ -25,10 +25,39 @@ class TaskSpec:
     lr: float = 0.05
     max_samples: int = 2**20  # fedavg weight cap per update (SPEC §5)
     max_update_bytes: int = 64 * 2**20  # larger updates are rejected unread
+    # Rule options (SPEC §5); which ones a rule takes is checked by aggregation.rules.
+    trim: float | None = None  # trimmed-mean: fraction cut from each end of every coordinate
+    f: int | None = None  # multi-krum: assumed Byzantine updates
+    m: int | None = None  # multi-krum: updates averaged
+    clip: float | None = None  # any rule: L2 norm bound applied to each update first
+
+    def check(self) -> None:
+        """ConfigError unless the rule is known and its options fit it."""
+        from aggregation import AggregationError
+        from aggregation.rules import check_options
+
+        if self.rule not in RULE_IDS:
+            raise ConfigError(f"unknown rule {self.rule!r}; known: {', '.join(RULE_IDS)}")
+        try:
+            check_options(self.rule, self.rule_options())
+        except AggregationError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def rule_options(self) -> "RuleOptions":
+        """The options every verifier passes to the rule: part of the content-addressed spec,
+        so no node can aggregate with other parameters than the task's."""
+        from aggregation import RuleOptions
+
+        return RuleOptions(
+            max_samples=self.max_samples if self.rule in ("fedavg", "multi-krum") else None,
+            trim=self.trim, f=self.f, m=self.m, clip=self.clip,
+        )  # fmt: skip
 
     def to_bytes(self) -> bytes:
-        """Canonical JSON, so the same spec always has the same CID."""
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
+        """Canonical JSON, so the same spec always has the same CID (unset options are left out,
+        which keeps the CIDs of specs written before they existed)."""
+        fields = {k: v for k, v in asdict(self).items() if v is not None}
+        return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "TaskSpec":
@@ -37,9 +66,32 @@ class TaskSpec:
             spec = cls(**raw)
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"task spec is not valid: {exc}") from None
-        if spec.rule not in RULE_IDS:
-            raise ConfigError(f"task spec names unknown rule {spec.rule!r}")
+        spec.check()
         return spec
+
+
+def spec_for_rule(
+    rule: str,
+    committee: int,
+    *,
+    trim: float | None = None,
+    f: int | None = None,
+    m: int | None = None,
+    clip: float | None = None,
+    **fields: object,
+) -> TaskSpec:
+    """A task spec for `rule` with its options filled in where the caller left them out:
+    trimmed-mean cuts 20% from each end (Flower's default beta); multi-krum assumes the
+    most Byzantine updates Krum tolerates among `committee` (f = (K - 3) // 2, Blanchard
+    et al. need K > 2f + 2) and averages the K - f best."""
+    if rule == "trimmed-mean" and trim is None:
+        trim = 0.2
+    if rule == "multi-krum":
+        f = max(0, (committee - 3) // 2) if f is None else f
+        m = max(1, committee - f) if m is None else m
+    spec = TaskSpec(rule=rule, trim=trim, f=f, m=m, clip=clip, **fields)  # type: ignore[arg-type]
+    spec.check()
+    return spec
 
 
 @dataclass(frozen=True)

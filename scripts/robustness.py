@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 
 from node.attacks import ATTACKS  # noqa: E402
 from node.simulate import SimulationConfig, run_simulation  # noqa: E402
-from node.taskspec import TaskSpec  # noqa: E402
+from node.taskspec import spec_for_rule  # noqa: E402
 
 THRESHOLD_WAD = 2 * 10**17
 ROBUST_RULES = ("median", "trimmed-mean", "multi-krum")
@@ -60,7 +60,7 @@ def run_one(split: str, rule: str, attack: str | None, nodes: int, malicious: in
         rule=rule,
         seed=seed,
         alpha=SPLITS[split],
-        spec=TaskSpec(rule=rule, epochs=epochs),
+        spec=spec_for_rule(rule, nodes, epochs=epochs),
     )
     report = run_simulation(config)
     attackers = [n for n in report.nodes if n.role != "honest"]
