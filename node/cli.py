@@ -214,7 +214,7 @@ def _percent_to_bps(text: str) -> int:
 def cmd_task_create(args: argparse.Namespace) -> int:
     from aggregation import encode_model
     from node.storage import EmbeddedStorage
-    from node.taskspec import RULE_IDS, TaskParams, TaskSpec
+    from node.taskspec import RULE_IDS, TaskParams, spec_for_rule
     from node.training import MODELS, initial_weights
 
     if args.rule not in RULE_IDS:
