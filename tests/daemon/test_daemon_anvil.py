@@ -1,0 +1,132 @@
+"""Daemons as an operator runs them: separate processes sharing only anvil and libp2p."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import pytest
+
+import numpy as np
+
+from aggregation import decode_model, encode_update
+from node.chain.anvil import Anvil
+from node.chain.client import Phase, make_commitment
+from node.storage import EmbeddedStorage
+from tests.conftest import run_cli
+from tests.daemon.federation import build_federation, committed_count, node_account
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def anvil():
+    with Anvil(accounts=10) as chain:
+        yield chain
+
+
+def test_five_daemons_run_three_rounds(anvil, tmp_path):
+    fed = build_federation(tmp_path, anvil.url, n_nodes=5, rounds=3)
+    try:
+        for n in fed.nodes:
+            n.start()
+        client = fed.client
+        fed.wait(lambda: client.task_info(fed.task).finished, timeout=400, what="task 1 to finish")
+        for n in fed.nodes:
+            assert n.proc.wait(timeout=60) == 0, n.text()[-2000:]
+    finally:
+        fed.stop_all()
+
+    cid, round_ = client.global_model(fed.task)
+    assert round_ == 3 and cid.startswith("bafk")
+    for n in fed.nodes:
+        assert committed_count(fed, n.address) == 3  # once per round, never twice
+        assert client.reputation_of(n.address) > 5 * 10**17  # honest work raised it from 0.5
+        assert client.pending_rewards(n.address) > 0
+    logs = "".join(n.text() for n in fed.nodes)
+    assert "took over proposing" not in logs  # nobody had to wait for a timeout
+    reputation = json.loads(run_cli("reputation", fed.nodes[0].address, "--deployment", str(fed.deployment), "--json").stdout)
+    assert reputation[0]["reputation_wad"] == str(client.reputation_of(fed.nodes[0].address))
+
+
+def test_a_trainer_killed_between_commit_and_reveal_resumes(anvil, tmp_path):
+    fed = build_federation(tmp_path, anvil.url, n_nodes=3, rounds=1)
+    victim = fed.nodes[1]
+    try:
+        # Node 2 stays off at first: every node is registered, so the committee has all three and
+        # the commit phase waits for node 2, which catches the victim between commit and reveal.
+        # Node 0 runs too: it serves the initial model.
+        fed.nodes[0].start()
+        victim.start()
+        client = fed.client
+        fed.wait(lambda: committed_count(fed, victim.address) == 1, timeout=180, what="the victim's commit")
+        victim.kill9()
+        assert client.round_state(fed.task, 1).phase == Phase.COMMIT
+        fed.nodes[2].start()
+        victim.start()
+        fed.wait(lambda: client.task_info(fed.task).finished, timeout=300, what="the round to finish")
+    finally:
+        fed.stop_all()
+
+    assert committed_count(fed, victim.address) == 1  # the restart did not commit again
+    assert "revealed" in victim.text().split("--- start 2")[1]
+    assert client.reputation_of(victim.address) > 5 * 10**17
+
+
+def test_a_silent_proposer_is_replaced_after_the_timeout(anvil, tmp_path):
+    """Node 1 has no daemon: the test plays it by hand, committing and revealing, and arranges
+    to reveal second, which makes it the designated proposer of round 1 (reveal order index
+    (round + attempt) % n). Then it goes silent, as a killed proposer would."""
+    fed = build_federation(tmp_path, anvil.url, n_nodes=2, rounds=1, propose_timeout=15, attest_timeout=15)
+    live, silent = fed.nodes
+    client = fed.client
+    me = client.as_account(node_account(silent))
+    # Its update must be fetchable while it is silent: the live node holds a copy.
+    base_cid, _ = client.global_model(fed.task)
+    base, _ = decode_model(EmbeddedStorage(live.directory / "ipfs").get(base_cid), 2**26)
+    delta = {k: np.full(v.shape, 1e-3, np.float32) for k, v in base.items()}
+    update = encode_update(delta, num_samples=10, task=fed.task, round=1, base=base_cid)
+    cid = EmbeddedStorage(live.directory / "ipfs").put(update)
+    salt = b"\x01" * 32
+    try:
+        live.start()
+        fed.wait(lambda: committed_count(fed, live.address) == 1, timeout=120, what="the live node's commit")
+        me.commit(fed.task, 1, make_commitment(cid, 10, salt, silent.address))
+        fed.wait(lambda: client.round_state(fed.task, 1).reveal_count == 1, timeout=60, what="the live node's reveal")
+        me.reveal(fed.task, 1, cid, 10, salt)
+        assert client.designated_proposer(fed.task, 1) == silent.address
+        fed.wait(lambda: client.task_info(fed.task).finished, timeout=180, what="a takeover proposal")
+        assert live.proc.wait(timeout=60) == 0
+    finally:
+        fed.stop_all()
+
+    assert "took over proposing" in live.text()
+    assert client.global_model(fed.task)[1] == 1
+
+
+def test_status_endpoint_and_bad_startups(anvil, tmp_path):
+    fed = build_federation(tmp_path, anvil.url, n_nodes=1, rounds=1)
+    node = fed.nodes[0]
+    text = node.config.read_text().replace('listen = "127.0.0.1:0"', 'listen = "127.0.0.1:18999"')
+    node.config.write_text(text)
+
+    wrong = run_cli("node", "run", "--config", str(node.config), env={"FEDLEDGER_PASSWORD": "not-the-password"})
+    assert wrong.returncode == 1 and "wrong password" in wrong.stderr and wrong.stderr.count("\n") == 1
+    missing = run_cli("node", "run", "--config", str(tmp_path / "nope.toml"), env={"FEDLEDGER_PASSWORD": "x"})
+    assert missing.returncode == 1 and "does not exist" in missing.stderr
+    bad_rpc = node.directory / "bad.toml"
+    bad_rpc.write_text(text.replace(anvil.url, "http://127.0.0.1:9"))
+    unreachable = run_cli("node", "run", "--config", str(bad_rpc), env={"FEDLEDGER_PASSWORD": "daemon-test-pass"})
+    assert unreachable.returncode == 1 and "cannot reach the chain" in unreachable.stderr
+
+    try:
+        node.start()
+        fed.wait(lambda: "status on http://127.0.0.1:18999" in node.text(), timeout=60, what="the status endpoint")
+        status = json.loads(urllib.request.urlopen("http://127.0.0.1:18999/status", timeout=5).read())
+        metrics = urllib.request.urlopen("http://127.0.0.1:18999/metrics", timeout=5).read().decode()
+        assert status["node"] == node.address and status["peer_id"].startswith("12D3KooW")
+        assert "fedledger_up 1.0" in metrics
+        assert node.stop() == 0  # SIGTERM: a clean exit
+        assert "shutting down" in node.text()
+    finally:
+        fed.stop_all()
