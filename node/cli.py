@@ -257,6 +257,52 @@ def cmd_task_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    import trio
+
+    from node.daemon.peers import PeerDirectory, fetch_from_peers
+    from node.p2p.node import P2PConfig, P2PNode
+    from node.storage import EmbeddedStorage
+    from node.verify import verify_round
+
+    client = _client(args)
+    store = EmbeddedStorage(_ipfs_dir(args))
+    directory = PeerDirectory(client)
+
+    async def main() -> object:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="fedledger-verify-") as identity_dir:
+            # A throwaway identity: verifying needs no registration, only the peers' content.
+            p2p = P2PNode(P2PConfig(Path(identity_dir)), store, directory.is_registered)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(p2p.run)
+
+                def fetch(cid: str, holders) -> bytes:
+                    if not store.has(cid):
+                        if not directory.by_address:
+                            directory.refresh()
+                        trio.from_thread.run(fetch_from_peers, p2p, directory, cid, list(holders))
+                    return store.get(cid)
+
+                try:
+                    return await trio.to_thread.run_sync(verify_round, client, fetch, args.task, args.round)
+                finally:
+                    nursery.cancel_scope.cancel()
+
+    verdict = trio.run(main)
+    if args.json:
+        _print_json(verdict.to_json())
+    elif verdict.ok:
+        print(f"task {args.task} round {args.round}: OK, recomputed {verdict.computed_cid} and "
+              f"{len(verdict.computed_scores)} scores match the chain")  # fmt: skip
+    if not verdict.ok:
+        for line in verdict.differences:
+            print(f"fedledger: mismatch: {line}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_rewards_withdraw(args: argparse.Namespace) -> int:
     client = _client(args, sending=True)
     assert client.account is not None
@@ -446,6 +492,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rpc", metavar="URL")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("verify", help="re-run a finalized round from its on-chain inputs and compare")
+    p.add_argument("--deployment", required=True, metavar="FILE")
+    p.add_argument("--task", required=True, type=_positive_int)
+    p.add_argument("--round", required=True, type=_positive_int)
+    p.add_argument("--rpc", metavar="URL")
+    p.add_argument("--repo", metavar="DIR", help="blockstore to read and fill (default $FEDLEDGER_HOME/ipfs); peers supply the rest")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("rewards", help="rewards credited to an account")
     rsub = p.add_subparsers(dest="rewards_command", metavar="ACTION", required=True)

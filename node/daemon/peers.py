@@ -8,9 +8,19 @@ bootstrap server.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import trio
 
 from node.chain.client import FedLedgerClient
+from node.errors import StorageError
+
+if TYPE_CHECKING:
+    from node.p2p.node import P2PNode
+
+log = logging.getLogger("fedledger.peers")
 
 
 @dataclass(frozen=True)
@@ -56,3 +66,23 @@ class PeerDirectory:
         first = [self.by_address[a] for a in addresses if a in self.by_address]
         rest = [p for a, p in self.by_address.items() if a not in addresses]
         return first + rest
+
+
+async def fetch_from_peers(p2p: "P2PNode", directory: PeerDirectory, cid: str, holders: list[str]) -> None:
+    """Fetch `cid` into p2p's store: dial the holders first (then every other registered peer)
+    at their on-chain addresses, and take the content, verified block by block, from whoever
+    delivers it."""
+    candidates = [p for p in directory.peers_for(holders) if p.peer_id != p2p.peer_id]
+    providers = []
+    for peer in candidates:
+        for addr in peer.multiaddrs:
+            with trio.move_on_after(5):
+                try:
+                    await p2p.connect(addr)
+                    providers.append(peer.peer_id)
+                    break
+                except Exception as exc:  # an unreachable peer is skipped, not fatal
+                    log.debug("cannot dial %s at %s: %s", peer.address, addr, exc)
+    if not providers:
+        raise StorageError(f"no reachable peer to fetch {cid} from")
+    await p2p.fetch(cid, providers)

@@ -29,7 +29,7 @@ from node.daemon.backoff import Backoff
 from node.daemon.config import NodeConfig
 from node.daemon.journal import Journal
 from node.daemon.observability import Metrics, serve_status
-from node.daemon.peers import PeerDirectory
+from node.daemon.peers import PeerDirectory, fetch_from_peers
 from node.daemon.worker import NodeWorker
 from node.errors import ChainError, ConfigError, StorageError
 from node.p2p.node import P2PConfig, P2PNode
@@ -121,20 +121,7 @@ class Daemon:
 
     async def _fetch_from_peers(self, cid: str, holders: list[str]) -> None:
         assert self.p2p is not None and self.peers is not None
-        candidates = [p for p in self.peers.peers_for(holders) if p.peer_id != self.p2p.peer_id]
-        providers = []
-        for peer in candidates:
-            for addr in peer.multiaddrs:
-                with trio.move_on_after(5):
-                    try:
-                        await self.p2p.connect(addr)
-                        providers.append(peer.peer_id)
-                        break
-                    except Exception as exc:  # an unreachable peer is skipped, not fatal
-                        log.debug("cannot dial %s at %s: %s", peer.address, addr, exc)
-        if not providers:
-            raise StorageError(f"no reachable peer to fetch {cid} from")
-        await self.p2p.fetch(cid, providers)
+        await fetch_from_peers(self.p2p, self.peers, cid, holders)
 
     # -- run ----------------------------------------------------------------------
 

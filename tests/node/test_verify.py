@@ -1,0 +1,63 @@
+"""Re-execution of finalized rounds from on-chain inputs."""
+
+from __future__ import annotations
+
+import pytest
+
+from node.chain import FedLedgerClient
+from node.chain.providers import embedded_web3
+from node.errors import ConfigError
+from node.simulate import SimulationConfig, run_simulation
+from node.storage import EmbeddedStorage
+from node.taskspec import spec_for_rule
+from node.verify import verify_round
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("sim")
+    config = SimulationConfig(nodes=3, rounds=2, seed=4, rule="median", spec=spec_for_rule("median", 3, epochs=1))
+    w3 = embedded_web3(num_accounts=4)
+    report = run_simulation(config, workdir=workdir, w3=w3)
+    stores = [EmbeddedStorage(p) for p in sorted(workdir.iterdir()) if p.is_dir()]
+
+    def fetch(cid, holders):
+        for store in stores:
+            if store.has(cid):
+                return store.get(cid)
+        raise AssertionError(f"{cid} is in no store")
+
+    return FedLedgerClient(w3, report.contracts["FedLedger"]), report, fetch
+
+
+def test_every_round_recomputes_to_the_same_bytes(finished):
+    client, report, fetch = finished
+
+    verdicts = [verify_round(client, fetch, report.task_id, r.round) for r in report.rounds]
+
+    for verdict, record in zip(verdicts, report.rounds):
+        assert verdict.ok, verdict.differences
+        assert verdict.computed_cid == record.global_model_cid
+        assert verdict.to_json()["match"] is True
+    assert verdicts[1].record.base_cid == report.rounds[0].global_model_cid  # round 2 builds on round 1
+
+
+def test_a_wrong_input_is_named_as_a_mismatch(finished):
+    client, report, fetch = finished
+    initial = verify_round(client, fetch, report.task_id, 1).record.base_cid
+
+    def stale_base(cid, holders):  # a verifier fed the initial model instead of round 1's output
+        return fetch(initial if cid == report.rounds[0].global_model_cid else cid, holders)
+
+    verdict = verify_round(client, stale_base, report.task_id, 2)
+
+    assert not verdict.ok
+    assert any(d.startswith("global model: on-chain") for d in verdict.differences)
+
+
+def test_unknown_task_and_unfinished_round_are_refused(finished):
+    client, report, fetch = finished
+    with pytest.raises(ConfigError, match="unknown task 9"):
+        verify_round(client, fetch, 9, 1)
+    with pytest.raises(ConfigError, match="round 3 of task 1 is not finalized"):
+        verify_round(client, fetch, report.task_id, 3)
