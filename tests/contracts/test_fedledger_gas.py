@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ledger_harness import MIN_STAKE, WAD, Chain, Protocol, TaskConfig
 
-COMMIT_REVEAL_BUDGET = 135_000  # measured ~128.5k per trainer (issue target 110k: see contracts/README.md)
+COMMIT_REVEAL_BUDGET = 135_000  # measured ~128.7k per trainer (issue target 110k: see contracts/README.md)
 PROPOSE_FINALIZE_4_BUDGET = 330_000  # measured ~300k for K = 4 (target 150k + 30k * K = 270k)
 
 

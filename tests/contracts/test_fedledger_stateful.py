@@ -1,0 +1,366 @@
+"""Random protocol sequences against FedLedger, with the invariants checked after every step.
+
+A hypothesis RuleBasedStateMachine registers, stakes, unstakes and withdraws nodes, creates tasks,
+drives rounds (draw, commit, reveal, propose, attest, finalize, withdraw) with drawn faults (a
+member that does not commit, one that withholds its reveal, a garbage proposal, silent
+attesters), lets stray nodes act out of turn (wrong salts, double reveals, foreign proposals),
+advances and travels in time, across six nodes, two task owners and up to three tasks. After
+every step it checks, from the chain's own views:
+
+- ETH conservation: contract balance == stakes + reward pools + credited rewards;
+- every reputation in [0, 1e18];
+- no reward credited to a node whose reputation is under the paying task's threshold
+  (checked on every receipt that can credit);
+- no double reveal: each open round's reveal list has distinct senders, and
+  reveals <= commits <= committee size; a wrong or repeated reveal never succeeds;
+- phase monotonicity: per task, (round, proposal attempt, phase) only moves forward;
+- no stake leaves while a slash is pending.
+
+Run: .venv/bin/pytest tests/contracts/test_fedledger_stateful.py -m "not slow"   (8 sequences)
+     .venv/bin/pytest tests/contracts/test_fedledger_stateful.py -m slow        (60 sequences, ~1 min)
+     CI=true .venv/bin/pytest tests/contracts/test_fedledger_stateful.py -m slow   (1,000, ~15 min)
+Each sequence starts from a snapshot of a freshly deployed ledger (revert_to_snapshot); views
+are called on eth-tester directly (4x faster than through web3) and transactions carry a fixed
+gas limit, so a revert costs one execution rather than an estimate and an execution.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from ledger_harness import MIN_STAKE, TIMEOUT, WAD, Chain, TaskConfig, commitment
+from eth_abi import decode as abi_decode
+from eth_abi import encode as abi_encode
+from eth_utils import function_signature_to_4byte_selector, to_checksum_address
+from web3.logs import DISCARD
+
+NODES = 6
+DRAW, COMMIT, REVEAL, PROPOSE, ATTEST, FINALIZED, VOID = range(7)
+GAS = 3_000_000
+
+_ENV: dict[str, object] = {}
+STATS: dict[str, int] = {}  # successful calls per function over the run, to see the machine gets deep
+
+
+def _env() -> tuple[Chain, object, int]:
+    """One chain for the whole run: a deployed ledger and the snapshot every sequence starts from."""
+    if not _ENV:
+        chain = Chain()
+        ledger = chain.deploy("FedLedger", MIN_STAKE)
+        _ENV.update(chain=chain, ledger=ledger, views=FastViews(chain, ledger))
+        _ENV["snapshot"] = chain.tester.take_snapshot()
+    return _ENV["chain"], _ENV["ledger"], _ENV["snapshot"]  # type: ignore[return-value]
+
+
+class FastViews:
+    """`views.name(*args)`: a FedLedger view called straight on eth-tester (4x faster than web3)."""
+
+    def __init__(self, chain: Chain, ledger) -> None:
+        self._tester = chain.tester
+        self._address = ledger.address
+        self._sender = chain.accounts[0]
+        self._abi = {e["name"]: e for e in ledger.abi if e["type"] == "function"}
+
+    def __getattr__(self, name: str):
+        entry = self._abi[name]
+        ins = [i["type"] for i in entry["inputs"]]
+        outs = [_abi_type(o) for o in entry["outputs"]]
+        selector = function_signature_to_4byte_selector(f"{name}({','.join(ins)})")
+
+        def call(*args):
+            data = "0x" + (selector + abi_encode(ins, list(args))).hex()
+            raw = self._tester.call({"to": self._address, "from": self._sender, "data": data}, "latest")
+            out = abi_decode(outs, bytes.fromhex(raw[2:]) if isinstance(raw, str) else raw)
+            out = [_checksum(v, t) for v, t in zip(out, outs)]
+            return out[0] if len(out) == 1 else list(out)
+
+        setattr(self, name, call)
+        return call
+
+
+def _checksum(value, typ: str):
+    if typ == "address":
+        return to_checksum_address(value)
+    if typ == "address[]":
+        return [to_checksum_address(v) for v in value]
+    return value
+
+
+def _abi_type(entry: dict) -> str:
+    if entry["type"].startswith("tuple"):
+        return "(" + ",".join(_abi_type(c) for c in entry["components"]) + ")" + entry["type"][5:]
+    return entry["type"]
+
+
+class LedgerMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.chain, self.ledger, snapshot = _env()
+        self.chain.tester.revert_to_snapshot(snapshot)
+        self.f = self.ledger.functions
+        self.v: FastViews = _ENV["views"]  # type: ignore[assignment]
+        self.owners = [self.chain.accounts[0], self.chain.accounts[7]]
+        self.nodes = self.chain.accounts[1 : 1 + NODES]
+        self.everyone = self.owners + self.nodes
+        self.thresholds: dict[int, int] = {}  # task -> reputation threshold
+        self.secrets: dict[tuple[int, int, str], tuple[bytes, int, bytes]] = {}  # (task, round, node) -> reveal
+        self.proposals: dict[tuple[int, int], tuple[bytes, list[int]]] = {}  # (task, round) -> pending proposal
+        self.progress: dict[int, tuple[int, int, int]] = {}  # task -> last (round, attempt, phase)
+
+    # ------------------------------------------------------------ helpers
+
+    def send(self, call, sender: str, value: int = 0) -> dict | None:
+        """Send with a fixed gas limit; the receipt when it succeeded, None when it reverted."""
+        tx = call.transact({"from": sender, "value": value, "gas": GAS})
+        receipt = self.chain.w3.eth.wait_for_transaction_receipt(tx)
+        if receipt["status"] != 1:
+            return None
+        STATS[call.fn_name] = STATS.get(call.fn_name, 0) + 1
+        if call.fn_name in ("finalize", "drawCommittee", "advance", "attest", "reveal"):
+            self.check_credits(receipt)
+        return receipt
+
+    def open_round(self, task: int) -> tuple[int, tuple | None]:
+        info = self.v.taskInfo(task)
+        rnd = info[5]
+        return rnd, (self.v.roundState(task, rnd) if rnd <= info[1] else None)
+
+    def check_credits(self, receipt: dict) -> None:
+        """No reward to a node under the paying task's threshold (reputations as after the call)."""
+        for ev in self.ledger.events.RewardCredited().process_receipt(receipt, errors=DISCARD):
+            account, task = ev["args"]["account"], ev["args"]["taskId"]
+            if account in self.nodes:
+                assert self.v.reputationOf(account) >= self.thresholds[task], "reward under threshold"
+
+    def secret(self, t: int, rnd: int, node: str) -> tuple[bytes, int, bytes]:
+        i = self.nodes.index(node)
+        return f"bafk-{t}-{rnd}-{i}".encode(), 10 + i, bytes([i + 1]) * 32
+
+    def do_commit(self, t: int, rnd: int, node: str) -> None:
+        cid, n, salt = self.secret(t, rnd, node)
+        if self.send(self.f.commit(t, rnd, commitment(cid, n, salt, node)), node):
+            self.secrets[(t, rnd, node)] = (cid, n, salt)
+
+    def do_reveal(self, t: int, rnd: int, node: str, honest: bool = True) -> None:
+        cid, n, salt = self.secrets.get((t, rnd, node), self.secret(t, rnd, node))
+        already = self.v.memberInfo(t, rnd, node)[2]
+        ok = self.send(self.f.reveal(t, rnd, cid, n, salt if honest else b"\x07" * 32), node)
+        if ok is not None:
+            assert honest and not already and (t, rnd, node) in self.secrets, "a bad reveal was accepted"
+
+    def do_propose(self, t: int, rnd: int, n: int, sender: str, garbage: bool) -> None:
+        scores = [WAD if garbage else (WAD * (j + 1)) // (n + 1) for j in range(n)]
+        cid = b"bafk-garbage" if garbage else f"bafk-global-{t}-{rnd}".encode()
+        if self.send(self.f.propose(t, rnd, cid, scores), sender):
+            self.proposals[(t, rnd)] = (cid, scores)
+
+    def do_attest(self, t: int, rnd: int, node: str, honest: bool = True) -> None:
+        cid, _ = self.proposals.get((t, rnd), (b"", []))
+        agree = cid != b"bafk-garbage"
+        self.send(self.f.attest(t, rnd, agree if honest else not agree), node)
+
+    def do_finalize(self, t: int, rnd: int) -> None:
+        cid, scores = self.proposals.get((t, rnd), (b"bafk-none", []))
+        if self.send(self.f.finalize(t, rnd, cid, scores), self.owners[1]) is not None:
+            assert self.v.globalModel(t) == [cid, rnd]
+
+    # ------------------------------------------------------------ nodes
+
+    @initialize(
+        count=st.integers(min_value=2, max_value=NODES), k=st.integers(1, 4),
+        threshold=st.sampled_from([0, WAD // 5]), warm=st.booleans(), data=st.data(),
+    )  # fmt: skip
+    def setup(self, count: int, k: int, threshold: int, warm: bool, data: st.DataObject) -> None:
+        """Nodes and a first task; with `warm`, one round of it already played (so rewards are
+        pending and reputations spread before the random steps start)."""
+        for i, node in enumerate(self.nodes[:count]):
+            assert self.send(self.f.register(f"peer{i}", []), node, MIN_STAKE)
+        self.create_task(0, 2, k, threshold, (500, 500))
+        if warm:
+            self.drive(data, 6)
+
+    @rule(i=st.integers(0, NODES - 1), extra=st.sampled_from([0, 1, MIN_STAKE]))
+    def register(self, i: int, extra: int) -> None:
+        node = self.nodes[i]
+        was_registered = self.v.nodeInfo(node)[0]
+        ok = self.send(self.f.register(f"peer{i}", []), node, MIN_STAKE + extra)
+        assert (ok is not None) == (not was_registered)
+
+    @rule(i=st.integers(0, NODES - 1))
+    def add_stake(self, i: int) -> None:
+        self.send(self.f.addStake(), self.nodes[i], MIN_STAKE)
+
+    @rule(i=st.integers(0, NODES - 1))
+    def request_unstake(self, i: int) -> None:
+        self.send(self.f.requestUnstake(), self.nodes[i])
+
+    @rule(i=st.integers(0, NODES - 1))
+    def withdraw_stake(self, i: int) -> None:
+        node = self.nodes[i]
+        exposure = self.v.nodeStatus(node)[2]
+        ok = self.send(self.f.withdrawStake(), node)
+        assert ok is None or exposure == 0, "stake left with a slash pending"
+
+    @rule(i=st.integers(0, NODES - 1))
+    def leave(self, i: int) -> None:
+        """A node asks to unstake, waits out the delay, and takes its stake back if nothing is pending."""
+        node = self.nodes[i]
+        self.send(self.f.requestUnstake(), node)
+        self.chain.travel(2 * 86400 + 1)
+        self.withdraw_stake(i)
+
+    # ------------------------------------------------------------ tasks and rounds
+
+    @precondition(lambda self: len(self.thresholds) < 3)
+    @rule(
+        o=st.integers(0, 1), rounds=st.integers(1, 3), k=st.integers(1, 4),
+        threshold=st.sampled_from([0, WAD // 5, WAD // 2]), shares=st.sampled_from([(0, 0), (500, 500), (3000, 2000)]),
+    )  # fmt: skip
+    def create_task(self, o: int, rounds: int, k: int, threshold: int, shares: tuple[int, int]) -> None:
+        config = TaskConfig(rounds=rounds, committee_size=k, reputation_threshold=threshold,
+                            proposer_share_bps=shares[0], attester_share_bps=shares[1])  # fmt: skip
+        assert self.send(self.f.createTask(config.args()), self.owners[o], 10**18 + 7)
+        self.thresholds[self.v.taskCount()] = threshold
+
+    @rule(data=st.data(), phases=st.integers(1, 6))
+    def drive(self, data: st.DataObject, phases: int) -> None:
+        """The next `phases` phases of a task, played by its members: mostly honest, with drawn
+        faults (a member that does not commit, one that withholds its reveal, a garbage proposal,
+        attesters that stay silent). Phases that need a timeout to end stay where they are."""
+        t = data.draw(st.sampled_from(sorted(self.thresholds)), label="task")
+        for _ in range(phases):
+            self._drive_phase(t, data)
+
+    @rule(data=st.data())
+    def drive_a_whole_round(self, data: st.DataObject) -> None:
+        self.drive(data, 6)
+
+    def _drive_phase(self, t: int, data: st.DataObject) -> None:
+        rnd, state = self.open_round(t)
+        if state is None:
+            return
+        phase = state[0]
+        members = self.v.committee(t, rnd)
+        if phase == DRAW:
+            self.send(self.f.drawCommittee(t), self.owners[0])
+        elif phase == COMMIT:
+            lazy = data.draw(st.sampled_from([None, *members]), label="lazy")
+            for m in members:
+                if m != lazy:
+                    self.do_commit(t, rnd, m)
+        elif phase == REVEAL:
+            withholder = data.draw(st.sampled_from([None, *members]), label="withholder")
+            for m in members:
+                if m != withholder and (t, rnd, m) in self.secrets:
+                    self.do_reveal(t, rnd, m)
+        elif phase == PROPOSE:
+            garbage = data.draw(st.booleans(), label="garbage")
+            self.do_propose(t, rnd, state[3], self.v.designatedProposer(t, rnd), garbage)
+        elif phase == ATTEST:
+            revealed = self.v.roundUpdates(t, rnd)[0]
+            silent = data.draw(st.sampled_from([None, *revealed]), label="silent")
+            for m in revealed:
+                if m != state[11] and m != silent:
+                    self.do_attest(t, rnd, m)
+                    if self.open_round(t)[1][0] != ATTEST:
+                        break
+            self.do_finalize(t, rnd)
+            if data.draw(st.booleans(), label="cash out"):  # someone paid this round withdraws at once
+                self.withdraw(1, data)
+
+    @rule(t=st.integers(1, 3), i=st.integers(0, NODES - 1), honest=st.booleans(), what=st.integers(0, 4))
+    def stray(self, t: int, i: int, honest: bool, what: int) -> None:
+        """A random node does a random round action, mostly out of turn: it must revert or be harmless."""
+        if t not in self.thresholds:
+            return
+        node = self.nodes[i]
+        rnd, state = self.open_round(t)
+        if what == 0:
+            self.do_commit(t, rnd, node)
+        elif what == 1:
+            self.do_reveal(t, rnd, node, honest)
+        elif what == 2:
+            self.do_propose(t, rnd, state[3] if state else 0, node, not honest)
+        elif what == 3:
+            self.do_attest(t, rnd, node, honest)
+        else:
+            self.do_finalize(t, rnd)
+
+    @rule(t=st.integers(1, 3))
+    def advance(self, t: int) -> None:
+        self.send(self.f.advance(t), self.owners[0])
+
+    @rule(who=st.integers(0, NODES + 1), data=st.data())
+    def withdraw(self, who: int, data: st.DataObject) -> None:
+        """Someone with rewards (when there is one, most of the time) or anyone withdraws."""
+        owed = [a for a in self.everyone if self.v.pendingRewards(a)]
+        account = data.draw(st.sampled_from(owed), label="payee") if owed and who > 0 else self.everyone[who]
+        pending = self.v.pendingRewards(account)
+        ok = self.send(self.f.withdraw(), account)
+        assert (ok is not None) == (pending > 0)
+
+    @rule(seconds=st.sampled_from([1, TIMEOUT + 1, 3 * TIMEOUT, 2 * 86400 + 1]))
+    def travel(self, seconds: int) -> None:
+        self.chain.travel(seconds)
+
+    # ------------------------------------------------------------ invariants
+
+    @invariant()
+    def invariants_hold(self) -> None:
+        v = self.v
+        stakes = sum(v.stakeOf(n) for n in self.nodes)
+        pending = sum(v.pendingRewards(a) for a in self.everyone)
+        pools = 0
+        for t in sorted(self.thresholds):
+            info = v.taskInfo(t)
+            pools += info[6]
+            rnd = info[5]
+            if rnd > info[1]:
+                key = (rnd, 0, 9)  # finished
+            else:
+                state = v.roundState(t, rnd)
+                phase, committee_len, commits, reveals = state[:4]
+                assert reveals <= commits <= committee_len
+                if reveals:
+                    senders = v.roundUpdates(t, rnd)[0]
+                    assert len(set(senders)) == len(senders) == reveals, "double reveal"
+                key = (rnd, state[7], phase)
+            assert key >= self.progress.get(t, (0, 0, 0)), f"task {t} moved backwards"
+            self.progress[t] = key
+        assert self.chain.balance(self.ledger.address) == stakes + pools + pending, "ether not conserved"
+        for n in self.nodes:
+            assert 0 <= v.reputationOf(n) <= WAD, "reputation out of range"
+
+
+def _settings(examples: int) -> settings:
+    return settings(
+        max_examples=examples,
+        stateful_step_count=8,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        phases=[Phase.explicit, Phase.reuse, Phase.generate],  # no shrinking: each step replays transactions
+        derandomize=False,
+    )
+
+
+def test_protocol_state_machine_quick() -> None:
+    LedgerMachine.TestCase.settings = _settings(8)
+    LedgerMachine.TestCase().runTest()
+    print(f"successful calls: {STATS}")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_protocol_state_machine_thorough() -> None:
+    examples = 1000 if os.environ.get("CI") == "true" else 60
+    STATS.clear()
+    LedgerMachine.TestCase.settings = _settings(examples)
+    LedgerMachine.TestCase().runTest()
+    print(f"successful calls over {examples} sequences: {STATS}")
+    # the sequences reach every part of the protocol, not just its entry points
+    for fn in ("commit", "reveal", "propose", "attest", "finalize", "withdraw", "withdrawStake"):
+        assert STATS.get(fn, 0) > 0, f"no sequence got a successful {fn}"
