@@ -154,3 +154,12 @@ def committed_count(fed: Federation, address: str) -> int:
 
 def journal_kinds(node: NodeProc) -> list[str]:
     return re.findall(r"(committed to update|revealed|proposed|attested|finalized)", node.text())
+
+
+def point_nodes_at(fed: Federation, rpc: str) -> None:
+    """Make every node's daemon reach the chain at `rpc` (e.g. through a proxy) while the test
+    and the federation helpers keep talking to the chain directly at `fed.rpc`."""
+    for n in fed.nodes:
+        text = n.config.read_text()
+        assert f'rpc = "{fed.rpc}"' in text, f"node {n.index}'s config does not name {fed.rpc}"
+        n.config.write_text(text.replace(f'rpc = "{fed.rpc}"', f'rpc = "{rpc}"'))
