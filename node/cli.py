@@ -19,14 +19,20 @@ from node.errors import ChainError, ConfigError, FedLedgerError
 WAD = 10**18
 
 
-def _eth_to_wei(text: str) -> int:
+def _scaled_decimal(text: str, what: str, low: Decimal, high: Decimal | None, scale: int) -> int:
+    """Parse a decimal in [low, high] exactly (no float) and return it times `scale`, truncated."""
     try:
         value = Decimal(text)
     except InvalidOperation:
-        raise argparse.ArgumentTypeError(f"not an amount of ETH: {text!r}") from None
-    if value < 0 or value != value:
-        raise argparse.ArgumentTypeError(f"amount must be >= 0: {text!r}")
-    return int(value * WAD)
+        raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+    if not value.is_finite() or value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f">= {low}"
+        raise argparse.ArgumentTypeError(f"must be {bound}: {text!r}")
+    return int(value * scale)
+
+
+def _eth_to_wei(text: str) -> int:
+    return _scaled_decimal(text, "an amount of ETH", Decimal(0), None, WAD)
 
 
 def _positive_int(text: str) -> int:
@@ -192,23 +198,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _fraction_to_wad(text: str) -> int:
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1: {text!r}")
-    return int(value * WAD)
+    return _scaled_decimal(text, "a number", Decimal(0), Decimal(1), WAD)
 
 
 def _percent_to_bps(text: str) -> int:
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        raise argparse.ArgumentTypeError(f"not a percentage: {text!r}") from None
-    if not 0 <= value <= 100:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 100: {text!r}")
-    return int(value * 100)
+    return _scaled_decimal(text, "a percentage", Decimal(0), Decimal(100), 100)
 
 
 def cmd_task_create(args: argparse.Namespace) -> int:

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from node.errors import CIDError, StorageError
-from node.storage.cid import Cid, decode_cid_bytes
+from node.storage.cid import Cid, decode_cid_bytes, encode_varint
 
 # UnixFS DataType values that can appear in a file's DAG.
 UNIXFS_RAW = 0
@@ -37,14 +37,8 @@ _MAX_U64 = (1 << 64) - 1
 # --- encoding --------------------------------------------------------------------------------
 
 
-def pb_varint(value: int) -> bytes:
-    """Protobuf base-128 varint of a non-negative integer."""
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
+# Protobuf's base-128 varint is the same unsigned LEB128 that multiformats use.
+pb_varint = encode_varint
 
 
 def _len_field(tag: int, payload: bytes) -> bytes:
