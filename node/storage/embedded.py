@@ -68,6 +68,10 @@ class EmbeddedStorage:
         self.pins_dir.mkdir(parents=True, exist_ok=True)
         self._fsync = fsync
         self._lock = threading.Lock()
+        # Directories holding blocks from put_block whose entries are not fsynced yet: each block's
+        # bytes are durable before its rename, the renames become durable in one pass before the
+        # next pin is written (one directory fsync per directory, not per block).
+        self._unsynced_dirs: set[Path] = set()
         # All 256 shard directories up front: a one-time cost at first open instead of
         # a mkdir (and a directory fsync) inside the first puts.
         for shard in range(256):
@@ -164,6 +168,8 @@ class EmbeddedStorage:
             self._walk(parsed, missing)
             if missing:
                 raise StorageError(f"cannot pin {parsed}: block {missing[0]} is not held locally")
+            self._sync_dirs(self._unsynced_dirs)  # the blocks' names are durable before the pin is
+            self._unsynced_dirs.clear()
             self._write_pin(parsed)
 
     def unpin(self, cid: str) -> None:
@@ -200,10 +206,8 @@ class EmbeddedStorage:
             verify_block(parsed, data)
         except IntegrityError as exc:
             raise IntegrityError(f"{exc}{origin}") from None
-        touched: set[Path] = set()
         with self._lock:
-            self._store_block(parsed, data, touched)
-            self._sync_dirs(touched)
+            self._store_block(parsed, data, self._unsynced_dirs)
 
     def get_block(self, cid: str) -> bytes:
         """One block's bytes, verified against `cid` (for serving peers)."""
