@@ -7,6 +7,11 @@ the pinned `flwr` and `ray`, and anvil through npm):
     .venv/bin/python scripts/bench_round.py --daemons 4 --daemon-rounds 3 --skip-flower   # quick look
     .venv/bin/python scripts/bench_round.py --daemons                # only part (b)
     .venv/bin/python scripts/bench_round.py --markdown >> docs/benchmarks.md   # record a run
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/bench_round.py --daemons   # torch on one thread, as Ray's workers run
+
+Ray starts its workers with OMP_NUM_THREADS=1 (1 CPU per client); `simulate` trains with torch's
+default of one thread per core. On a loaded 2-core machine that alone made simulate's training
+~19x slower (71.6 s against 3.8 s for the same 80 trainings), so run part (b) both ways.
 
 Part (a), daemons on anvil. For each N in --daemons: anvil, `fedledger deploy`, N node directories
 with IID digits shards and `fedledger task create` (committee N, fedavg, 2 local epochs), all by
