@@ -29,6 +29,7 @@ from web3 import Web3
 from aggregation import aggregate_round, decode_model, encode_model, encode_update
 from node.attacks import ATTACKS, PROTOCOL_ATTACKS, AttackContext, craft_update, poison_data
 from node.chain import FedLedgerClient, Phase, deploy_fedledger, dev_account, make_commitment
+from node.chain.client import send_ether
 from node.chain.anvil import Anvil
 from node.chain.providers import embedded_web3, rpc_web3
 from node.errors import ChainError, ConfigError, StorageError
@@ -130,17 +131,8 @@ def _fund(w3: Web3, funder, addresses: list[str], minimum: int) -> None:
     """Top up accounts that the chain did not fund (e.g. more nodes than anvil's accounts)."""
     for address in addresses:
         balance = w3.eth.get_balance(address)
-        if balance >= minimum:
-            continue
-        tx = {
-            "to": address,
-            "value": minimum - balance,
-            "nonce": w3.eth.get_transaction_count(funder.address, "pending"),
-            "gas": 21000,
-            "gasPrice": w3.eth.gas_price * 2,
-            "chainId": w3.eth.chain_id,
-        }
-        w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(funder.sign_transaction(tx).raw_transaction))
+        if balance < minimum:
+            send_ether(w3, funder, address, minimum - balance)
 
 
 def run_simulation(

@@ -46,6 +46,17 @@ class TorchTrainer:
 
     def train(self, global_weights: Mapping[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
         """Train from `global_weights`; the delta is trained minus global, in float32."""
+        threads = torch.get_num_threads()
+        # One thread: for models this small it is the fastest (no fork-join per tiny matmul, no
+        # fight over 2 cores between nodes), and a machine's core count then cannot change the
+        # float sums, so the same seed trains the same delta on any machine with the same kernels.
+        torch.set_num_threads(1)
+        try:
+            return self._train(global_weights, seed)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _train(self, global_weights: Mapping[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
         model = build_model(self.model_name)
         load_numpy(model, dict(global_weights))
         gen = torch.Generator().manual_seed(seed)

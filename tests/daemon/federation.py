@@ -16,6 +16,7 @@ from eth_account import Account
 from web3 import Web3
 
 from node.chain import FedLedgerClient, dev_account
+from node.chain.client import send_ether
 from node.daemon.init import init_node_dir
 from node.training import iid_partition, load_digits_split
 from tests.conftest import FEDLEDGER, run_cli
@@ -128,9 +129,7 @@ def build_federation(
         text = text.replace('deployment = "deployment.json"', f'deployment = "{dep}"')
         text = text.replace("tasks = []", "tasks = [1]").replace("poll_interval = 1.0", "poll_interval = 0.2")
         result.config.write_text(text)
-        tx = {"to": result.address, "value": 50 * 10**18, "gas": 21000, "gasPrice": w3.eth.gas_price * 2,
-              "nonce": w3.eth.get_transaction_count(funder.address, "pending"), "chainId": w3.eth.chain_id}
-        w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(funder.sign_transaction(tx).raw_transaction))
+        send_ether(w3, funder, result.address, 50 * 10**18)
         node = NodeProc(i, directory, result.address, root / f"node{i}.log")
         fed.nodes.append(node)
         # Registered up front with its real peer id; the daemon adds its listen addresses at start.
