@@ -354,7 +354,7 @@ def test_protocol_state_machine_quick() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)
+@pytest.mark.timeout(3600)  # ~15 min alone on 2 cores; >30 min measured on a loaded box
 def test_protocol_state_machine_thorough() -> None:
     examples = 1000 if os.environ.get("CI") == "true" else 60
     STATS.clear()
