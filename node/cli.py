@@ -545,11 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", required=True, metavar="BASE.safetensors")
     p.add_argument("--out", required=True, metavar="OUT.safetensors")
     p.add_argument("--max-samples", type=_positive_int, help="cap each update's weight (fedavg, multi-krum)")
-    p.add_argument("--trim", type=float, metavar="BETA",
-                   help="trimmed-mean: drop int(BETA*n) values from each end of every coordinate, 0 <= BETA < 0.5")
-    p.add_argument("--f", type=int, metavar="F", help="multi-krum: number of Byzantine updates tolerated")
-    p.add_argument("--m", type=int, metavar="M", help="multi-krum: number of best-scored updates averaged")
-    p.add_argument("--clip", type=float, metavar="NORM", help="scale every update to an L2 norm <= NORM first (any rule)")
+    _add_rule_options(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_aggregate)
     return parser

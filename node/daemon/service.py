@@ -45,9 +45,10 @@ TRANSIENT = (ChainError, requests.RequestException, ConnectionError, OSError, We
 
 
 class Daemon:
-    def __init__(self, config: NodeConfig, account: LocalAccount) -> None:
+    def __init__(self, config: NodeConfig, account: LocalAccount, exit_when_done: bool = False) -> None:
         self.config = config
         self.account = account
+        self.exit_when_done = exit_when_done  # stop once every configured task is finished
         self.started = time.time()
         self.metrics = Metrics()
         for name, kind, text in (
@@ -197,13 +198,11 @@ class Daemon:
                 await trio.sleep(wait)
                 continue
             if self.config.tasks and all(self.tasks.get(t, {}).get("finished") for t in self.config.tasks):
-                if getattr(self, "exit_when_done", False):
+                if self.exit_when_done:
                     log.info("every configured task is finished")
                     return
             await trio.sleep(0 if acted else self.config.poll_interval)
 
 
 def run_daemon(config: NodeConfig, account: LocalAccount, exit_when_done: bool = False) -> None:
-    daemon = Daemon(config, account)
-    daemon.exit_when_done = exit_when_done  # type: ignore[attr-defined]
-    trio.run(daemon.run)
+    trio.run(Daemon(config, account, exit_when_done).run)

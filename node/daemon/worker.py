@@ -244,11 +244,3 @@ class NodeWorker:
             raise
         return self._did(f"task {task} round {r}: finalized {result.cid}")
 
-
-def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
