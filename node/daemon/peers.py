@@ -9,6 +9,7 @@ bootstrap server.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,7 @@ import trio
 
 from node.chain.client import FedLedgerClient
 from node.errors import StorageError
+from node.p2p.blocks import FetchError
 
 if TYPE_CHECKING:
     from node.p2p.node import P2PNode
@@ -36,9 +38,15 @@ class PeerDirectory:
         self.next_block = from_block
         self.by_address: dict[str, Peer] = {}
         self.by_peer_id: dict[str, Peer] = {}
+        self._lock = threading.Lock()
 
     def refresh(self) -> int:
-        """Read new registration events; returns how many peers changed."""
+        """Read new registration events; returns how many peers changed. Thread-safe: the
+        protocol loop and a fetch's retry may both call it."""
+        with self._lock:
+            return self._refresh()
+
+    def _refresh(self) -> int:
         head = int(self.client.w3.eth.block_number)
         if head < self.next_block:
             return 0
@@ -68,21 +76,49 @@ class PeerDirectory:
         return first + rest
 
 
-async def fetch_from_peers(p2p: "P2PNode", directory: PeerDirectory, cid: str, holders: list[str]) -> None:
+async def fetch_from_peers(
+    p2p: "P2PNode", directory: PeerDirectory, cid: str, holders: list[str], *, attempts: int = 4, backoff: float = 1.0
+) -> None:
     """Fetch `cid` into p2p's store: dial the holders first (then every other registered peer)
     at their on-chain addresses, and take the content, verified block by block, from whoever
-    delivers it."""
-    candidates = [p for p in directory.peers_for(holders) if p.peer_id != p2p.peer_id]
-    providers = []
-    for peer in candidates:
-        for addr in peer.multiaddrs:
-            with trio.move_on_after(5):
-                try:
-                    await p2p.connect(addr)
-                    providers.append(peer.peer_id)
-                    break
-                except Exception as exc:  # an unreachable peer is skipped, not fatal
-                    log.debug("cannot dial %s at %s: %s", peer.address, addr, exc)
-    if not providers:
-        raise StorageError(f"no reachable peer to fetch {cid} from")
-    await p2p.fetch(cid, providers)
+    delivers it.
+
+    A failed attempt is retried after `backoff`, doubling, up to `attempts` tries in all. Before
+    each retry the directory is re-read from the chain, and a peer that could not be dialled or
+    went silent is re-dialled on a fresh connection: a peer that restarted listens on a new port
+    and has re-registered it, while our old connection to its dead process may still look open.
+    """
+    last: StorageError | None = None
+    suspects: set[str] = set()  # peers that failed us last attempt: their connection may be stale
+    for attempt in range(attempts):
+        if attempt:
+            await trio.sleep(backoff * 2 ** (attempt - 1))
+            await trio.to_thread.run_sync(directory.refresh)
+        candidates = [p for p in directory.peers_for(holders) if p.peer_id != p2p.peer_id]
+        providers: list[str] = []
+        dialled: set[str] = set()
+        for peer in candidates:
+            if peer.peer_id in suspects:
+                await p2p.disconnect(peer.peer_id)
+            for addr in peer.multiaddrs:
+                with trio.move_on_after(5):
+                    try:
+                        await p2p.connect(addr)
+                        providers.append(peer.peer_id)
+                        dialled.add(peer.peer_id)
+                        break
+                    except Exception as exc:  # an unreachable peer is skipped, not fatal
+                        log.debug("cannot dial %s at %s: %s", peer.address, addr, exc)
+        suspects = {p.peer_id for p in candidates} - dialled
+        if not providers:
+            last = StorageError(f"no reachable peer to fetch {cid} from")
+            continue
+        try:
+            await p2p.fetch(cid, providers)
+            return
+        except FetchError as exc:
+            last = exc
+            suspects |= {f.peer for f in exc.faults if f.kind in ("unavailable", "timeout")}
+            log.info("fetch of %s failed (attempt %d of %d): %s", cid, attempt + 1, attempts, exc)
+    assert last is not None
+    raise last

@@ -68,6 +68,10 @@ _PIPELINE_DEPTH = 16
 class FetchError(StorageError):
     """Raised when no provider delivered a DAG; the message lists what went wrong with each."""
 
+    def __init__(self, message: str, faults: "list[ProviderFault] | None" = None) -> None:
+        super().__init__(message)
+        self.faults: list[ProviderFault] = list(faults or [])
+
 
 @dataclass(frozen=True)
 class ProviderFault:
@@ -278,7 +282,7 @@ class BlockFetcher:
             if self.on_fault is not None:
                 self.on_fault(fault)
         detail = "; ".join(f"{f.kind}: {f.error}" for f in faults) or "no providers"
-        raise FetchError(f"could not fetch {cid}: {detail}")
+        raise FetchError(f"could not fetch {cid}: {detail}", faults)
 
     async def _fetch_from(self, root: Cid, peer: str) -> None:
         with trio.fail_after(self.stall_timeout):

@@ -136,8 +136,20 @@ class P2PNode:
     async def connect(self, addr: str) -> str:
         """Dial a peer at a full multiaddr (…/p2p/<id>, as registered on-chain); return its peer ID."""
         info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
+        if not self.host.get_network().connections.get(info.peer_id):
+            # The registry is the truth about where a peer listens. py-libp2p dials only the first
+            # TCP address it knows of a peer and, after a failure, refuses to dial it again for 60 s;
+            # a peer restarted on a new port would stay unreachable. Forget both before dialling.
+            self.host.get_peerstore().clear_addrs(info.peer_id)
+            negative = getattr(self.host.get_network(), "_negative_peer_cache", None)
+            if negative is not None:
+                negative.evict(str(info.peer_id))
         await self.host.connect(info)
         return info.peer_id.to_base58()
+
+    async def disconnect(self, peer_id: str) -> None:
+        """Close every connection to a peer (none open is fine): the next dial starts afresh."""
+        await self.host.disconnect(ID.from_base58(peer_id))
 
     async def subscribe(self, task_id: int) -> trio.MemoryReceiveChannel[Announcement]:
         """Join a task's topic; announcements from registered peers arrive on the returned channel."""
