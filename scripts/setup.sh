@@ -5,7 +5,7 @@
 #
 # Creates .venv (Python 3.11) with the pinned CPU torch and the project in
 # editable mode with its dev extra, and installs the pinned npm tools (solc-js,
-# anvil) with `npm ci`. A second run with nothing changed takes about a second.
+# anvil, cast) with `npm ci`. A second run with nothing changed takes about a second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,7 +34,7 @@ fi
 # npm ci again only when package-lock.json changed since the last install.
 lock_sum=$(sha256sum package-lock.json | cut -d' ' -f1)
 if [ ! -x node_modules/.bin/anvil ] || [ "$(cat node_modules/.fedledger-lock 2>/dev/null)" != "$lock_sum" ]; then
-  echo "setup: installing npm tools (solc, anvil)"
+  echo "setup: installing npm tools (solc, anvil, cast)"
   npm ci --no-audit --no-fund --loglevel=error
   echo "$lock_sum" > node_modules/.fedledger-lock
 fi

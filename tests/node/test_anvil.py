@@ -11,11 +11,19 @@ import pytest
 from web3 import Web3
 
 from node.chain import FedLedgerClient, dev_account
-from node.chain.anvil import Anvil, free_port
+from node.chain.anvil import REPO_ROOT, Anvil, free_port
 from node.keys import write_keystore
 from tests.conftest import FEDLEDGER
 
 pytestmark = pytest.mark.slow
+
+
+def cast_call(rpc: str, to: str, signature: str, *args: str) -> list[str]:
+    """`cast call` from the pinned foundry npm package; one decoded value per line (no annotations)."""
+    proc = subprocess.run([str(REPO_ROOT / "node_modules" / ".bin" / "cast"), "call", to, signature, *args, "--rpc-url", rpc],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return [line.split(" [")[0] for line in proc.stdout.splitlines() if line]
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +102,14 @@ def test_simulate_on_an_existing_chain_leaves_inspectable_state(cli, anvil, tmp_
 
     assert [r["reputation_wad"] for r in rep] == [n["reputation_wad"] for n in summary["nodes"]]
     assert status["phase"] == "finished" and status["global_model_cid"] == summary["rounds"][-1]["global_model_cid"]
+
+    # The SPEC's public views answer foundry's cast, as a user would ask them.
+    ledger = summary["deployment"]["contracts"]["FedLedger"]
+    node0 = summary["nodes"][0]
+    assert cast_call(anvil.url, ledger, "reputationOf(address)(uint256)", node0["address"]) == [node0["reputation_wad"]]
+    assert cast_call(anvil.url, ledger, "pendingRewards(address)(uint256)", node0["address"]) == [node0["payout_wei"]]
+    cid_hex, round_ = cast_call(anvil.url, ledger, "globalModel(uint256)(bytes,uint256)", str(summary["task_id"]))
+    assert bytes.fromhex(cid_hex.removeprefix("0x")).decode() == status["global_model_cid"] and round_ == "2"
 
     w3 = Web3(Web3.HTTPProvider(anvil.url))
     before = w3.eth.get_balance(addresses[0])
