@@ -182,8 +182,10 @@ def run_simulation(
             )
             for idx, role in zip(shards, roles)
         ]
-        stores = [EmbeddedStorage(workdir / f"node{i}") for i in range(config.nodes)]
-        owner_store = EmbeddedStorage(workdir / "owner")
+        # A simulation's stores are scratch space: content addressing and per-block verification
+        # are real, durability across power loss (fsync) is not what is being simulated.
+        stores = [EmbeddedStorage(workdir / f"node{i}", fsync=False) for i in range(config.nodes)]
+        owner_store = EmbeddedStorage(workdir / "owner", fsync=False)
         everyone = [owner_store, *stores]
 
         # The task: the initial model and the spec are content-addressed first.

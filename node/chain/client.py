@@ -26,6 +26,7 @@ from web3.logs import DISCARD
 from web3.providers.eth_tester import EthereumTesterProvider
 
 from node.chain.artifacts import load_artifact
+from node.chain.embedded_calls import EmbeddedCaller
 from node.errors import ChainError
 from node.taskspec import TaskParams
 
@@ -138,10 +139,20 @@ class FedLedgerClient:
         self.contract = w3.eth.contract(address=self.address, abi=self.abi)
         self.account = account
         self._embedded = isinstance(w3.provider, EthereumTesterProvider)
+        self._caller = EmbeddedCaller(w3, EMBEDDED_GAS_LIMIT) if self._embedded else None
+
+    def _view(self, fn: Any) -> Any:
+        """A view's result: straight from py-evm on the embedded chain, else an eth_call."""
+        if self._caller is not None:
+            return self._caller.call(fn)
+        return fn.call()
 
     def as_account(self, account: LocalAccount) -> "FedLedgerClient":
         """The same contract, sending as another account."""
-        return FedLedgerClient(self.w3, self.address, account)
+        twin = FedLedgerClient.__new__(FedLedgerClient)
+        twin.__dict__.update(self.__dict__)  # shares the contract object and the embedded caller
+        twin.account = account
+        return twin
 
     # -- sending ----------------------------------------------------------------
 
@@ -159,7 +170,8 @@ class FedLedgerClient:
                 # py-evm's estimate_gas is a binary search of ~10 executions, most of a simulated
                 # round's time; one eth_call surfaces a revert (with its custom error) just as
                 # well, and the real gas used is in the receipt either way.
-                call.call({"from": sender, "value": value}, block_identifier="pending")
+                assert self._caller is not None
+                self._caller.call(call, sender, value, pending=True)
                 fields["gas"] = EMBEDDED_GAS_LIMIT
             elif next_block:
                 try:
@@ -251,32 +263,32 @@ class FedLedgerClient:
         return list(getattr(self.contract.events, name)().process_receipt(receipt, errors=DISCARD))
 
     def reputation_of(self, node: str) -> int:
-        return int(self.contract.functions.reputationOf(to_checksum_address(node)).call())
+        return int(self._view(self.contract.functions.reputationOf(to_checksum_address(node))))
 
     def pending_rewards(self, account: str) -> int:
-        return int(self.contract.functions.pendingRewards(to_checksum_address(account)).call())
+        return int(self._view(self.contract.functions.pendingRewards(to_checksum_address(account))))
 
     def global_model(self, task_id: int) -> tuple[str, int]:
-        cid, round_ = self.contract.functions.globalModel(task_id).call()
+        cid, round_ = self._view(self.contract.functions.globalModel(task_id))
         return bytes(cid).decode(), int(round_)
 
     def task_count(self) -> int:
-        return int(self.contract.functions.taskCount().call())
+        return int(self._view(self.contract.functions.taskCount()))
 
     def task_info(self, task_id: int) -> TaskInfo:
-        owner, rounds, k, rule, max_samples, current, remaining, spec = self.contract.functions.taskInfo(task_id).call()
+        owner, rounds, k, rule, max_samples, current, remaining, spec = self._view(self.contract.functions.taskInfo(task_id))
         return TaskInfo(owner, rounds, k, rule, max_samples, current, int(remaining), bytes(spec).decode())
 
     def round_state(self, task_id: int, round_: int) -> RoundState:
-        raw = self.contract.functions.roundState(task_id, round_).call()
+        raw = self._view(self.contract.functions.roundState(task_id, round_))
         phase, *counts, proposer, phash = raw
         return RoundState(Phase(phase), *(int(x) for x in counts), proposer, bytes(phash))
 
     def committee(self, task_id: int, round_: int) -> list[str]:
-        return list(self.contract.functions.committee(task_id, round_).call())
+        return list(self._view(self.contract.functions.committee(task_id, round_)))
 
     def designated_proposer(self, task_id: int, round_: int) -> str:
-        return str(self.contract.functions.designatedProposer(task_id, round_).call())
+        return str(self._view(self.contract.functions.designatedProposer(task_id, round_)))
 
     def round_updates(self, task_id: int, round_: int) -> list[RoundUpdate]:
         """The round's revealed updates in reveal order, the canonical aggregation order.
@@ -285,7 +297,7 @@ class FedLedgerClient:
         round's `UpdateRevealed` logs (scanned from the round's opening block only)
         and are checked against those hashes.
         """
-        senders, samples, hashes = self.contract.functions.roundUpdates(task_id, round_).call()
+        senders, samples, hashes = self._view(self.contract.functions.roundUpdates(task_id, round_))
         if not senders:
             return []
         opened = self.round_state(task_id, round_).opened_block
@@ -302,11 +314,11 @@ class FedLedgerClient:
         return updates
 
     def node_info(self, node: str) -> tuple[bool, int, str, list[str]]:
-        registered, stake, peer_id, addrs = self.contract.functions.nodeInfo(to_checksum_address(node)).call()
+        registered, stake, peer_id, addrs = self._view(self.contract.functions.nodeInfo(to_checksum_address(node)))
         return bool(registered), int(stake), peer_id, list(addrs)
 
     def min_stake(self) -> int:
-        return int(self.contract.functions.minStake().call())
+        return int(self._view(self.contract.functions.minStake()))
 
 
 def send_ether(w3: Web3, sender: LocalAccount, to: str, value_wei: int) -> dict[str, Any]:
