@@ -10,10 +10,18 @@ block whatever CID version or codec names them (kubo's blockstore does the
 same with multihashes).
 
 Crash safety: every file is written to a temporary file in its final
-directory, fsynced, then `os.replace`d into place, so a block file either does
-not exist or holds exactly the bytes its name promises, and a pin file is
+directory, made durable, then `os.replace`d into place, so a block file either
+does not exist or holds exactly the bytes its name promises, and a pin file is
 written only after every block below it is durable. Leftover temporary files
 (from a crash mid-write) are ignored by readers and swept by `gc`.
+
+Durability is paid once per DAG, not once per block: the blocks of a `put`, or
+the blocks `put_block` received for the next `pin`, wait as temporary files;
+then one `syncfs(2)` makes all of them durable (per-file fsyncs where syncfs is
+missing), they are renamed into place, their directories are fsynced, and only
+then is the pin written. A 256-block update costs one disk flush, not 256.
+Blocks from `put_block` become visible to readers when the next `pin` commits
+them.
 
 Concurrency: readers (`get`, `get_block`, `has`) take no lock, since a block
 file is never modified in place. Writers and `gc` share one lock per
@@ -23,6 +31,7 @@ yet. Two processes must not run `gc` on one directory while the other writes.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import tempfile
 import threading
@@ -40,6 +49,14 @@ _TMP_PREFIX = ".tmp-"
 _STALE_TMP_SECONDS = 3600.0
 
 
+def _discard(paths: list[str]) -> None:
+    for path in paths:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
 def _fsync_dir(path: Path) -> None:
     """Make renames inside `path` durable (a no-op where directories cannot be opened)."""
     try:
@@ -48,6 +65,30 @@ def _fsync_dir(path: Path) -> None:
         return
     try:
         os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+_LIBC: ctypes.CDLL | None | bool = False  # False: not looked up yet; None: no syncfs here
+
+
+def _syncfs(path: Path) -> bool:
+    """Flush every dirty page and inode of the filesystem holding `path` (Linux syncfs(2)).
+
+    Returns False where syncfs is not available or fails; the caller then fsyncs file by file.
+    """
+    global _LIBC
+    if _LIBC is False:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            _LIBC = libc if hasattr(libc, "syncfs") else None
+        except OSError:
+            _LIBC = None
+    if _LIBC is None:
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return _LIBC.syncfs(fd) == 0  # type: ignore[union-attr]
     finally:
         os.close(fd)
 
@@ -72,6 +113,8 @@ class EmbeddedStorage:
         # bytes are durable before its rename, the renames become durable in one pass before the
         # next pin is written (one directory fsync per directory, not per block).
         self._unsynced_dirs: set[Path] = set()
+        # Blocks from put_block waiting for the next pin: (temporary file, final path), not yet durable.
+        self._pending: list[tuple[str, Path]] = []
         # All 256 shard directories up front: a one-time cost at first open instead of
         # a mkdir (and a directory fsync) inside the first puts.
         for shard in range(256):
@@ -89,7 +132,8 @@ class EmbeddedStorage:
         # Canonical CID text is [a-z2-7] or base58: safe as a file name, no path traversal.
         return self.pins_dir / str(cid)
 
-    def _write_atomic(self, path: Path, data: bytes | memoryview) -> None:
+    def _write_tmp(self, path: Path, data: bytes | memoryview, *, fsync: bool) -> str:
+        """Write `data` to a new temporary file next to `path` and return its name."""
         directory = path.parent
         if directory not in self._known_dirs:
             directory.mkdir(parents=True, exist_ok=True)
@@ -98,27 +142,62 @@ class EmbeddedStorage:
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
-                if self._fsync:
+                if fsync:
                     fh.flush()
                     os.fsync(fh.fileno())
+        except BaseException:
+            _discard([tmp])
+            raise
+        return tmp
+
+    def _write_atomic(self, path: Path, data: bytes | memoryview) -> None:
+        tmp = self._write_tmp(path, data, fsync=self._fsync)
+        try:
             os.replace(tmp, path)
         except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+            _discard([tmp])
             raise
 
-    def _store_block(self, cid: Cid, data: bytes | memoryview, touched: set[Path]) -> None:
-        """Write a block whose bytes are already known to match `cid`, unless an intact-sized copy exists."""
+    def _store_block(
+        self, cid: Cid, data: bytes | memoryview, touched: set[Path], pending: list[tuple[str, Path]] | None = None
+    ) -> None:
+        """Write a block whose bytes are already known to match `cid`, unless an intact-sized copy exists.
+
+        With fsync on and a `pending` list, the block waits there as a temporary file for `_commit`.
+        """
         path = self._block_path(cid)
         try:
             if path.stat().st_size == len(data):
                 return  # same digest, same size: the same block (a corrupt one is caught on read)
         except FileNotFoundError:
             pass
-        self._write_atomic(path, data)
+        if self._fsync and pending is not None:
+            pending.append((self._write_tmp(path, data, fsync=False), path))
+        else:
+            self._write_atomic(path, data)
         touched.add(path.parent)
+
+    def _commit(self, pending: list[tuple[str, Path]]) -> None:
+        """Make pending blocks durable in one flush, then rename them into place (directories are
+        fsynced by the caller, before it writes a pin)."""
+        if not pending:
+            return
+        try:
+            if not _syncfs(self.root):
+                for tmp, _ in pending:
+                    fd = os.open(tmp, os.O_RDONLY)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+            while pending:
+                tmp, path = pending[0]
+                os.replace(tmp, path)
+                pending.pop(0)
+        except BaseException:
+            _discard([tmp for tmp, _ in pending])
+            pending.clear()
+            raise
 
     def _sync_dirs(self, dirs: set[Path]) -> None:
         if self._fsync:
@@ -142,10 +221,16 @@ class EmbeddedStorage:
         touched: set[Path] = set()
         with self._lock:
             root: Cid | None = None
-            for root, block in iter_blocks(data, cid_version):
-                self._store_block(root, block, touched)
+            pending: list[tuple[str, Path]] = []
+            try:
+                for root, block in iter_blocks(data, cid_version):
+                    self._store_block(root, block, touched, pending)
+            except BaseException:
+                _discard([tmp for tmp, _ in pending])
+                raise
             assert root is not None  # iter_blocks always yields the root
             # Blocks first, durably, then the pin: a crash never leaves a pin over missing blocks.
+            self._commit(pending)
             self._sync_dirs(touched)
             self._write_pin(root)
         return str(root)
@@ -164,6 +249,7 @@ class EmbeddedStorage:
         """Keep `cid`'s DAG through gc; the whole DAG must already be held (StorageError otherwise)."""
         parsed = parse_cid(cid)
         with self._lock:
+            self._commit(self._pending)  # blocks received since the last pin: durable, then visible
             missing: list[Cid] = []
             self._walk(parsed, missing)
             if missing:
@@ -196,7 +282,9 @@ class EmbeddedStorage:
         """Store one block received from elsewhere after checking it hashes to `cid`.
 
         `source` (e.g. a peer ID) is named in the IntegrityError on a mismatch.
-        The block is not pinned: pin the root once the whole DAG is in.
+        The block is not pinned, and with fsync on it is not visible either until the next
+        `pin` makes every block received since the last one durable at once: pin the root once
+        the whole DAG is in.
         """
         parsed = parse_cid(cid)
         origin = f" from {source}" if source else ""
@@ -207,7 +295,7 @@ class EmbeddedStorage:
         except IntegrityError as exc:
             raise IntegrityError(f"{exc}{origin}") from None
         with self._lock:
-            self._store_block(parsed, data, self._unsynced_dirs)
+            self._store_block(parsed, data, self._unsynced_dirs, self._pending)
 
     def get_block(self, cid: str) -> bytes:
         """One block's bytes, verified against `cid` (for serving peers)."""

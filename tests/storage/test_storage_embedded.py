@@ -345,3 +345,85 @@ def test_put_get_round_trips_random_bytes(data: bytes, version: int) -> None:
         # Assert
         assert store.get(cid) == data
         assert cid == cid_of(data, version)
+
+
+# --- durability, paid once per DAG ------------------------------------------------------
+
+
+@pytest.fixture
+def flushes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Counts the filesystem flushes of durable stores (the real syncfs still runs)."""
+    import node.storage.embedded as embedded
+
+    calls: list[str] = []
+    real = embedded._syncfs
+
+    def counting(path: Path) -> bool:
+        calls.append(str(path))
+        return real(path)
+
+    monkeypatch.setattr(embedded, "_syncfs", counting)
+    return calls
+
+
+def test_a_durable_put_flushes_once_for_the_whole_dag(tmp_path: Path, flushes: list[str]) -> None:
+    store = EmbeddedStorage(tmp_path / "durable", fsync=True)
+    cid = store.put(pattern(9 * C + 5))
+
+    assert len(flushes) == 1  # ten blocks, one flush
+    assert list(store.root.rglob(".tmp-*")) == []
+    assert len(block_files(store)) == 11 and store.pins() == [cid]
+    assert EmbeddedStorage(tmp_path / "durable").get(cid) == pattern(9 * C + 5)
+
+
+def test_received_blocks_become_visible_and_durable_at_the_pin(tmp_path: Path, flushes: list[str]) -> None:
+    # Prepare: the blocks of a DAG, as a peer would send them
+    data = pattern(3 * C + 7, salt=3)
+    root, blocks = build_dag(data)
+    store = EmbeddedStorage(tmp_path / "durable", fsync=True)
+
+    # Execute: receive every block, then pin the root
+    for cid, block in blocks.items():
+        store.put_block(cid, block, source="peer")
+    visible_before_pin = [store.has_block(cid) for cid in blocks]
+    store.pin(root)
+
+    # Assert: nothing was visible (or flushed) before the pin; everything is afterwards
+    assert visible_before_pin == [False] * len(blocks) and len(flushes) == 1
+    assert store.get(root) == data and store.pins() == [root]
+    assert list(store.root.rglob(".tmp-*")) == []
+
+
+def test_without_syncfs_every_block_is_fsynced_instead(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import node.storage.embedded as embedded
+
+    monkeypatch.setattr(embedded, "_syncfs", lambda path: False)
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    store = EmbeddedStorage(tmp_path / "durable", fsync=True)
+
+    cid = store.put(pattern(4 * C, salt=5))
+
+    # four distinct leaves and the root, each fsynced before its rename; then directories and the pin
+    assert len(synced) >= 5
+    assert store.get(cid) == pattern(4 * C, salt=5)
+
+
+def test_a_crash_before_the_renames_of_a_durable_put_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = EmbeddedStorage(tmp_path / "durable", fsync=True)
+    kept = store.put(pattern(C + 1, salt=9))
+
+    def crash(src: str, dst: str) -> None:
+        raise OSError("simulated crash")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="simulated crash"):
+        store.put(pattern(3 * C, salt=11))
+    monkeypatch.undo()
+
+    assert list(store.root.rglob(".tmp-*")) == []
+    assert store.pins() == [kept] and store.get(kept) == pattern(C + 1, salt=9)
+    assert len(block_files(store)) == 3  # only the first put's blocks
