@@ -1,0 +1,536 @@
+"""A federation of real node daemons on one machine: `fedledger simulate --chain anvil`.
+
+Each node is what an operator runs (README, "Running nodes for real"): a directory made the
+way `fedledger node init` makes one (node.toml, encrypted keystore, libp2p identity), a
+private data shard, its own blockstore and journal, and its own `fedledger node run` process.
+The daemons share nothing but the chain (an anvil child process) and libp2p on loopback.
+
+This module sets such a federation up (deploy, node directories, funding, registration, the
+task), starts and stops the daemons without ever leaving one behind, and reads the run back
+from the chain into the report the in-process simulation writes (node/report.py). The
+multi-process tests and scripts/bench_round.py build their federations here too.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import requests
+from web3 import Web3
+from web3.exceptions import Web3Exception
+
+from aggregation import decode_model, encode_model
+from node.chain import Deployment, FedLedgerClient, deploy_fedledger, dev_account
+from node.chain.anvil import Anvil
+from node.chain.client import send_ether
+from node.chain.providers import rpc_web3
+from node.daemon.init import init_node_dir
+from node.errors import ChainError, ConfigError, FedLedgerError, StorageError
+from node.keys import load_keystore
+from node.report import NodeRecord, RoundRecord, SimulationReport
+from node.simulate import SimulationConfig
+from node.storage import EmbeddedStorage
+from node.taskspec import TaskParams, TaskSpec
+from node.training import Dataset, accuracy, dirichlet_partition, iid_partition, initial_weights, load_digits_split
+
+ETHER = 10**18
+PROJECT_ROOT = Path(__file__).resolve().parents[1]  # holds the `node` package the daemons run
+
+# The contract functions that do a round's work. Their gas is the round's gas, as the
+# in-process simulation counts it; registration and peer-info updates are not.
+ROUND_FUNCTIONS = frozenset({"advance", "drawCommittee", "commit", "reveal", "propose", "attest", "finalize"})
+
+ATTACKS_REFUSED = (
+    "--attack and --malicious need the in-process simulation: with --chain anvil every node is a "
+    "daemon running the honest protocol; add --in-process, or use --chain embedded"
+)
+
+
+class DaemonError(FedLedgerError):
+    """Raised when a node daemon exits before its task is finished, or a round outlasts its timeout."""
+
+
+Progress = Callable[[str], None]
+
+
+def _quiet(line: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    nodes: int
+    rounds: int
+    spec: TaskSpec = field(default_factory=lambda: TaskSpec(epochs=2))  # model, rule, local training
+    data_seed: int = 3  # the digits train/test split and the shards dealt from it
+    alpha: float | None = None  # Dirichlet label skew of the shards; None = IID
+    model_seed: int = 0  # the initial model's weights
+    reward_wei: int = 10 * ETHER
+    stake_wei: int = ETHER
+    funding_wei: int = 10 * ETHER  # sent to every fresh node key: its stake plus gas
+    propose_timeout: int = 3600  # seconds before anyone may take over a silent proposer
+    attest_timeout: int = 3600
+    proposer_share_bps: int = 500
+    attester_share_bps: int = 500
+    # The nodes' keystore password; it reaches the daemons in FEDLEDGER_PASSWORD, never a file.
+    password: str = field(default_factory=lambda: secrets.token_hex(16), repr=False)
+    log_level: str = "info"  # the daemons' --log-level
+    poll_interval: float = 0.2  # the daemons' chain polling when idle; a local chain answers fast
+
+
+def _parent_death_signal() -> Callable[[], None] | None:
+    """A preexec_fn that has Linux SIGTERM the child when this process dies, however it dies
+    (kill -9 included), so not even a killed `simulate` leaves daemons behind.
+
+    The kernel ties it to the *thread* that forks: start daemons from a thread that outlives them
+    (the main thread, as the CLI and the tests do)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: the child only calls it
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before the call: nobody would signal us
+            os._exit(1)
+
+    return preexec
+
+
+@dataclass
+class NodeDaemon:
+    """One node's directory and, once started, its `fedledger node run` process."""
+
+    index: int
+    directory: Path
+    address: str
+    log: Path  # the daemon's stdout and stderr, appended across restarts
+    password: str = field(repr=False)
+    log_level: str = "info"
+    num_samples: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    @property
+    def config(self) -> Path:
+        return self.directory / "node.toml"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "node.cli", "node", "run", "--config", str(self.config),
+            "--exit-when-done", "--log-level", self.log_level,
+        ]  # fmt: skip
+
+    def start(self, extra_env: dict[str, str] | None = None) -> None:
+        self.starts += 1
+        env = {**os.environ, "FEDLEDGER_PASSWORD": self.password, **(extra_env or {})}
+        if (PROJECT_ROOT / "pyproject.toml").is_file():  # a source checkout, maybe not installed
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH")) if p)
+        with open(self.log, "a") as log:
+            log.write(f"--- start {self.starts}\n")
+            log.flush()
+            self.proc = subprocess.Popen(
+                self.command(), env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                preexec_fn=_parent_death_signal(),
+            )  # fmt: skip
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def terminate(self) -> None:
+        """Ask the daemon to stop (SIGTERM: it finishes its current step and exits cleanly)."""
+        if self.running():
+            assert self.proc is not None
+            try:
+                self.proc.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM, then SIGKILL after `timeout` s; returns the exit status (None: never started)."""
+        if self.proc is None:
+            return None
+        self.terminate()
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        return self.proc.returncode
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def tail(self, lines: int = 20) -> list[str]:
+        return [line for line in self.text().splitlines() if line.strip()][-lines:]
+
+
+@dataclass
+class Federation:
+    root: Path
+    rpc: str
+    deployment: Path
+    nodes: list[NodeDaemon] = field(default_factory=list)
+    task: int = 0
+    owner: str = ""  # the task owner (dev account 0), which also deployed and funded
+    deployed_at: int = 0  # block of the deployment
+    task_block: int = 0  # block of the task's creation: round 1 starts after it
+    initial_model_cid: str = ""  # in node 0's blockstore, which serves it to the others
+
+    @cached_property
+    def client(self) -> FedLedgerClient:
+        return FedLedgerClient(Web3(Web3.HTTPProvider(self.rpc)), Deployment.load(self.deployment).contracts["FedLedger"])
+
+    def start(self, extra_env: dict[str, str] | None = None) -> None:
+        for n in self.nodes:
+            n.start(extra_env)
+
+    def dead(self) -> NodeDaemon | None:
+        """The first daemon that exited with a failure status, if any."""
+        for n in self.nodes:
+            if n.proc is not None and n.proc.poll() not in (None, 0):
+                return n
+        return None
+
+    def wait(self, predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.5) -> None:
+        """Poll `predicate` until true; DaemonError (with the logs' tails as notes) when a daemon
+        fails, when every started daemon has exited without it, or after `timeout` s."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            node = self.dead()
+            if node is not None:
+                assert node.proc is not None
+                last, rc = node.tail(1), node.proc.returncode
+                how = f"exited with status {rc}" if rc > 0 else f"was killed by {signal.Signals(-rc).name}"
+                exc = DaemonError(
+                    f"node {node.index} (pid {node.pid}) {how} while waiting for {what}: "
+                    f"{last[0] if last else 'no output'}"
+                )
+                exc.add_note("\n".join([f"last lines of node {node.index}'s log:", *node.tail()]))
+                raise exc
+            started = [n for n in self.nodes if n.proc is not None]
+            if started and not any(n.running() for n in started) and not predicate():
+                raise DaemonError(f"every daemon exited, but not after {what}")
+            time.sleep(interval)
+        exc = DaemonError(f"timed out after {timeout:.0f} s waiting for {what}")
+        exc.add_note("\n".join(f"== node {n.index} ({n.log})\n" + "\n".join(n.tail()) for n in self.nodes))
+        raise exc
+
+    def stop_all(self, timeout: float = 20.0) -> None:
+        """Stop every daemon: SIGTERM to all at once (they shut down in parallel), then wait."""
+        for n in self.nodes:
+            n.terminate()
+        for n in self.nodes:
+            n.stop(timeout)
+
+
+def _edit(text: str, old: str, new: str, path: Path) -> str:
+    if old not in text:
+        raise ConfigError(f"{path}: expected {old!r} in the node.toml template")
+    return text.replace(old, new, 1)
+
+
+def _shards(train: Dataset, config: FederationConfig) -> list[np.ndarray]:
+    try:
+        if config.alpha is None:
+            return iid_partition(len(train), config.nodes, config.data_seed)
+        return dirichlet_partition(train.y, config.nodes, config.alpha, config.data_seed)
+    except ValueError as exc:
+        raise ConfigError(f"cannot deal the data to {config.nodes} nodes: {exc}") from None
+
+
+def build_federation(root: str | Path, rpc: str, config: FederationConfig, progress: Progress = _quiet) -> Federation:
+    """Deploy FedLedger on the chain at `rpc`, make `config.nodes` node directories under `root`
+    (each with a shard of the digits training split as data.npz), fund and register every node,
+    then create the task (node 0 holds its initial model and spec). Starts nothing.
+
+    Nodes are registered before the task exists and before any daemon runs, with their real
+    peer ids, so the first committee can seat every one of them; each daemon adds its listen
+    addresses when it starts."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    spec = config.spec
+    w3 = rpc_web3(rpc)
+    owner = dev_account(0)
+    progress(f"deploying FedLedger on {rpc}")
+    ledger, receipt = deploy_fedledger(w3, owner, config.stake_wei)
+    deployment = Deployment(int(w3.eth.chain_id), rpc, {"FedLedger": ledger.address}, int(receipt["blockNumber"]))
+    dep_path = root / "deployment.json"
+    deployment.save(dep_path)
+    fed = Federation(root, rpc, dep_path, owner=owner.address, deployed_at=int(receipt["blockNumber"]))
+
+    train, _test = load_digits_split(seed=config.data_seed)
+    shards = _shards(train, config)
+    for i in range(config.nodes):
+        made = init_node_dir(root / f"node{i}", config.password, rpc=rpc)
+        shard = train.subset(shards[i])
+        np.savez(made.directory / "data.npz", x=shard.x, y=shard.y)
+        send_ether(w3, owner, made.address, config.funding_wei)
+        account = load_keystore(str(made.keystore), config.password)
+        ledger.as_account(account).register(made.peer_id, [], config.stake_wei)
+        node = NodeDaemon(i, made.directory, made.address, root / f"node{i}.log", config.password,
+                          config.log_level, num_samples=len(shard))  # fmt: skip
+        fed.nodes.append(node)
+        progress(f"node {i}: {made.address}, {len(shard)} samples, directory {made.directory}")
+
+    store = EmbeddedStorage(root / "node0" / "ipfs")
+    fed.initial_model_cid = store.put(encode_model(initial_weights(spec.model, config.model_seed)))
+    spec_cid = store.put(spec.to_bytes())
+    params = TaskParams(
+        rounds=config.rounds,
+        committee_size=min(config.nodes, 64),
+        rule=spec.rule,
+        max_samples=spec.max_samples,
+        propose_timeout=config.propose_timeout,
+        attest_timeout=config.attest_timeout,
+        min_stake_wei=config.stake_wei,
+        proposer_share_bps=config.proposer_share_bps,
+        attester_share_bps=config.attester_share_bps,
+    )
+    fed.task, receipt = ledger.create_task(fed.initial_model_cid, spec_cid, params, config.reward_wei)
+    fed.task_block = int(receipt["blockNumber"])
+    for node in fed.nodes:
+        text = node.config.read_text()
+        text = _edit(text, 'deployment = "deployment.json"', 'deployment = "../deployment.json"', node.config)
+        text = _edit(text, "tasks = []", f"tasks = [{fed.task}]", node.config)
+        text = _edit(text, "poll_interval = 1.0", f"poll_interval = {config.poll_interval}", node.config)
+        node.config.write_text(text)
+    return fed
+
+
+# -- `simulate --chain anvil` ------------------------------------------------------------------
+
+
+@contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """SIGTERM (`kill`, a service manager) unwinds like Ctrl-C, so the children are stopped on
+    the way out instead of orphaned by Python's default of dying on the spot."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def rounds_done(client: FedLedgerClient, task: int) -> int:
+    info = client.task_info(task)
+    return info.rounds if info.finished else info.current_round - 1
+
+
+def _model_bytes(cid: str, stores: list[EmbeddedStorage]) -> bytes:
+    """The global model from whichever daemon's blockstore holds it (its proposer always does)."""
+    for store in stores:
+        try:
+            if store.has(cid):
+                return store.get(cid)
+        except StorageError:
+            continue
+    raise DaemonError(f"no node's blockstore holds the global model {cid}")
+
+
+@dataclass(frozen=True)
+class _RoundEnd:
+    round: int
+    block: int
+    cid: str  # the global model after the round (the previous one if it was voided)
+    voided: bool
+
+
+def _round_end(client: FedLedgerClient, task: int, r: int, after_block: int) -> _RoundEnd:
+    events = client.contract.events
+    for ev in events.RoundFinalized().get_logs(argument_filters={"taskId": task, "round": r}, from_block=after_block):
+        return _RoundEnd(r, int(ev["blockNumber"]), bytes(ev["args"]["cid"]).decode(), False)
+    for ev in events.RoundVoided().get_logs(argument_filters={"taskId": task, "round": r}, from_block=after_block):
+        cid, _ = client.global_model(task)  # unchanged by a void; later rounds only follow it
+        return _RoundEnd(r, int(ev["blockNumber"]), cid, True)
+    raise DaemonError(f"round {r} of task {task} ended without a RoundFinalized or RoundVoided event")
+
+
+def _round_gas(client: FedLedgerClient, first_block: int, last_block: int) -> int:
+    """Gas of the round's protocol transactions, whoever sent them (lost races included)."""
+    w3, contract = client.w3, client.contract
+    gas = 0
+    for number in range(first_block, last_block + 1):
+        for tx in w3.eth.get_block(number, full_transactions=True)["transactions"]:
+            if tx.get("to") != contract.address:
+                continue
+            try:
+                fn, _ = contract.decode_function_input(tx["input"])
+            except ValueError:
+                continue
+            if fn.fn_name in ROUND_FUNCTIONS:
+                gas += int(w3.eth.get_transaction_receipt(tx["hash"])["gasUsed"])
+    return gas
+
+
+def _watch(
+    fed: Federation, config: SimulationConfig, test: Dataset, progress: Progress, round_timeout: float
+) -> tuple[list[RoundRecord], dict[str, list[int]]]:
+    """Follow the task on the chain until it is finished: one record and one progress line per
+    round, and every node's reputation after it (read at the round's last block)."""
+    client, spec = fed.client, config.spec
+    stores = [EmbeddedStorage(n.directory / "ipfs", fsync=False) for n in fed.nodes]
+    addresses = [n.address for n in fed.nodes]
+    history: dict[str, list[int]] = {a: [client.reputation_of(a)] for a in addresses}
+    records: list[RoundRecord] = []
+    last_block, last_time = fed.task_block, time.monotonic()
+    while len(records) < config.rounds:
+        done = len(records)
+        fed.wait(lambda: rounds_done(client, fed.task) > done, round_timeout, f"round {done + 1} to finish", 0.25)
+        for r in range(done + 1, rounds_done(client, fed.task) + 1):
+            end = _round_end(client, fed.task, r, last_block + 1)
+            gas = _round_gas(client, last_block + 1, end.block)
+            model, _meta = decode_model(_model_bytes(end.cid, stores), spec.max_update_bytes)
+            acc = accuracy(spec.model, model, test)
+            records.append(RoundRecord(round=r, global_model_cid=end.cid, test_accuracy=acc, gas_used=gas))
+            for a in addresses:
+                history[a].append(int(client.contract.functions.reputationOf(a).call(block_identifier=end.block)))
+            now = time.monotonic()
+            if end.voided:
+                progress(f"round {r}/{config.rounds}: void (no eligible node), test accuracy {acc:.3f}")
+            else:
+                updates = len(client.round_updates(fed.task, r))
+                progress(f"round {r}/{config.rounds}: {updates} updates, test accuracy {acc:.3f}, "
+                         f"gas {gas:,}, {now - last_time:.1f} s")  # fmt: skip
+            last_block, last_time = end.block, now
+    return records, history
+
+
+def _node_records(fed: Federation, history: dict[str, list[int]]) -> list[NodeRecord]:
+    client = fed.client
+    payouts = {n.address: 0 for n in fed.nodes}
+    credited = client.contract.events.RewardCredited().get_logs(
+        argument_filters={"taskId": fed.task}, from_block=fed.task_block
+    )
+    for ev in credited:
+        if ev["args"]["account"] in payouts:
+            payouts[ev["args"]["account"]] += int(ev["args"]["amount"])
+    return [
+        NodeRecord(
+            address=n.address,
+            role="honest",
+            reputation_wad=client.reputation_of(n.address),
+            payout_wei=payouts[n.address],
+            pending_wei=client.pending_rewards(n.address),
+            reputation_history_wad=history[n.address],
+            num_samples=n.num_samples,
+        )
+        for n in fed.nodes
+    ]
+
+
+def run_daemon_simulation(
+    config: SimulationConfig,
+    workdir: str | Path | None = None,
+    progress: Progress = _quiet,
+    round_timeout: float = 600.0,
+) -> SimulationReport:
+    """`simulate --chain anvil`: anvil, a deployment and `config.nodes` daemon processes; waits
+    for the task to finish, stops everything and reports from the chain.
+
+    Every node's directory and log go under `workdir` (default: a temporary directory removed
+    at the end). DaemonError when a daemon dies (its log's last lines go to `progress` first)
+    or a round takes longer than `round_timeout` s. Whatever happens, Ctrl-C and SIGTERM
+    included, no daemon and no anvil outlives the call."""
+    config.validate()
+    if config.chain != "anvil":
+        raise ConfigError(f"daemons run on their own anvil (--chain anvil), not on the {config.chain} chain")
+    if config.malicious or config.attack:
+        raise ConfigError(ATTACKS_REFUSED)
+    spec = config.spec
+    with ExitStack() as stack:
+        stack.enter_context(_sigterm_unwinds())
+        if workdir is None:
+            root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fedledger-sim-")))
+        else:
+            root = Path(workdir)
+            if (root / "node0").exists() or (root / "deployment.json").exists():
+                raise ConfigError(f"{root} already holds a federation; give an empty or new --workdir")
+        anvil = stack.enter_context(Anvil(accounts=1))
+        assert anvil.process is not None
+        progress(f"anvil on {anvil.url} (pid {anvil.process.pid})")
+        fed_config = FederationConfig(
+            nodes=config.nodes,
+            rounds=config.rounds,
+            spec=spec,
+            data_seed=config.seed,
+            alpha=config.alpha,
+            model_seed=config.seed,
+            reward_wei=config.reward_wei,
+            stake_wei=config.stake_wei,
+            proposer_share_bps=config.proposer_share_bps,
+            attester_share_bps=config.attester_share_bps,
+        )
+        fed = build_federation(root, anvil.url, fed_config, progress)
+        stack.callback(fed.stop_all)  # runs before anvil stops: the daemons leave while their chain is up
+        _train, test = load_digits_split(seed=config.seed)
+        initial = decode_model(EmbeddedStorage(fed.nodes[0].directory / "ipfs").get(fed.initial_model_cid),
+                               spec.max_update_bytes)[0]  # fmt: skip
+        initial_acc = accuracy(spec.model, initial, test)
+        progress(f"task {fed.task}: {config.nodes} daemons x {config.rounds} rounds, rule {spec.rule}")
+        progress(f"round 0: initial model {fed.initial_model_cid}, test accuracy {initial_acc:.3f}")
+
+        fed.start()
+        for n in fed.nodes:
+            progress(f"node {n.index}: daemon pid {n.pid}, log {n.log}")
+        try:
+            records, history = _watch(fed, config, test, progress, round_timeout)
+            nodes = _node_records(fed, history)
+            chain_id = int(fed.client.w3.eth.chain_id)
+        except DaemonError as exc:
+            for note in getattr(exc, "__notes__", []):
+                progress(note)
+            raise
+        except (requests.RequestException, Web3Exception) as exc:
+            raise ChainError(f"anvil at {anvil.url} stopped answering: {type(exc).__name__}") from None
+        # With --exit-when-done the daemons leave on their own once they see the task finished.
+        deadline = time.monotonic() + 30
+        while any(n.running() for n in fed.nodes) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return SimulationReport(
+            config={**config.to_json(), "daemons": True},
+            initial_accuracy=initial_acc,
+            rounds=records,
+            nodes=nodes,
+            chain_id=chain_id,
+            rpc=None,  # the chain stops with the simulation
+            contracts={"FedLedger": fed.client.address},
+            block_number=fed.deployed_at,
+            task_id=fed.task,
+            owner=fed.owner,
+        )
