@@ -65,6 +65,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     if args.rpc and args.chain == "anvil":
         raise ConfigError("--rpc and --chain anvil exclude each other: --rpc uses an existing chain")
+    daemons = args.chain == "anvil" and not args.in_process
+    if daemons and (args.attack or args.malicious):
+        from node.federation import ATTACKS_REFUSED
+
+        raise ConfigError(ATTACKS_REFUSED)
     config = SimulationConfig(
         nodes=args.nodes,
         malicious=args.malicious,
@@ -78,7 +83,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         spec=spec_for_rule(args.rule, args.nodes, trim=args.trim, f=args.f, m=args.m, clip=args.clip, epochs=args.epochs),
     )
     quiet = args.json
-    report = run_simulation(config, progress=(lambda line: None) if quiet else (lambda line: print(line, flush=True)))
+    progress = (lambda line: None) if quiet else (lambda line: print(line, flush=True))
+    workdir = Path(args.workdir) if args.workdir else None
+    if daemons:
+        from node.federation import run_daemon_simulation
+
+        report = run_daemon_simulation(config, workdir=workdir, progress=progress, round_timeout=args.round_timeout)
+    else:
+        report = run_simulation(config, workdir=workdir, progress=progress)
     if args.report:
         files = report.write(args.report)
         if not quiet:
@@ -418,18 +430,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fedledger {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("simulate", help="run a whole federation in one process and report")
+    p = sub.add_parser(
+        "simulate",
+        help="run a whole federation and report: in one process, or as one daemon per node (--chain anvil)",
+        description="Run the whole protocol with many nodes on one machine and report. On the embedded chain "
+        "(default) or an existing one (--rpc), every node runs inside this process. --chain anvil starts anvil "
+        "and runs each node as its own `fedledger node run` daemon (own directory, keystore, libp2p host), "
+        "then stops them all and reports from the chain.",
+    )
     p.add_argument("--nodes", type=_positive_int, default=4, help="number of nodes (default 4)")
-    p.add_argument("--malicious", type=int, default=0, help="how many of the nodes attack (default 0)")
-    p.add_argument("--attack", metavar="KIND", help="what the malicious nodes do: " + ", ".join(sorted(ATTACKS)))
+    p.add_argument("--malicious", type=int, default=0, help="how many of the nodes attack (default 0; in-process only)")
+    p.add_argument("--attack", metavar="KIND", help="what the malicious nodes do: " + ", ".join(sorted(ATTACKS))
+                   + " (in-process only: refused with --chain anvil unless --in-process)")  # fmt: skip
     p.add_argument("--rounds", type=_positive_int, default=3, help="training rounds (default 3)")
     p.add_argument("--rule", default="fedavg", help="aggregation rule (default fedavg)")
-    p.add_argument("--chain", choices=["embedded", "anvil"], default="embedded", help="which chain to run on")
-    p.add_argument("--rpc", metavar="URL", help="use an existing chain, e.g. one from `fedledger testnet`")
+    p.add_argument("--chain", choices=["embedded", "anvil"], default="embedded",
+                   help="embedded: py-evm in this process (default); anvil: a fresh anvil and one daemon process per node")  # fmt: skip
+    p.add_argument("--in-process", action="store_true", help="with --chain anvil: run the nodes inside this process, not as daemons")
+    p.add_argument("--rpc", metavar="URL", help="use an existing chain, e.g. one from `fedledger testnet` (nodes in-process)")
     p.add_argument("--seed", type=int, default=7, help="seed for data split, init and training (default 7)")
     p.add_argument("--alpha", type=float, help="Dirichlet label skew across nodes (default: IID)")
     p.add_argument("--epochs", type=_positive_int, default=5, help="local epochs per round (default 5)")
     _add_rule_options(p)
+    p.add_argument("--workdir", metavar="DIR", help="keep the nodes' directories (blockstores; with daemons also "
+                   "node.toml, keystore, data shard and log) in DIR (default: a temporary directory)")  # fmt: skip
+    p.add_argument("--round-timeout", type=_positive_int, default=600, metavar="SECONDS",
+                   help="daemons: give up when a round takes longer than this (default 600)")  # fmt: skip
     p.add_argument("--report", metavar="DIR", help="write summary.json and PNG plots to DIR")
     p.add_argument("--json", action="store_true", help="print summary.json instead of tables")
     p.set_defaults(func=cmd_simulate)
