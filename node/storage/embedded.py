@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import ctypes
 import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 import tempfile
 import threading
 import time
@@ -45,6 +47,8 @@ from node.storage.unixfs import MAX_BLOCK_SIZE, MAX_DEPTH, iter_blocks, read_dag
 
 # Temporary files start with a dot so no digest-named block can ever collide with one.
 _TMP_PREFIX = ".tmp-"
+# Blocks a put may have hashed ahead of its writer thread (bounds the memory held for writing).
+_WRITE_AHEAD = 8
 # gc only sweeps temporary files older than this, so it never races a write in another process.
 _STALE_TMP_SECONDS = 3600.0
 
@@ -223,10 +227,22 @@ class EmbeddedStorage:
             root: Cid | None = None
             pending: list[tuple[str, Path]] = []
             try:
-                for root, block in iter_blocks(data, cid_version):
-                    self._store_block(root, block, touched, pending)
+                if len(data) <= MAX_BLOCK_SIZE:
+                    for root, block in iter_blocks(data, cid_version):
+                        self._store_block(root, block, touched, pending)
+                else:
+                    # Hash the next chunk while one writer thread stores the last: hashlib and
+                    # file writes both release the GIL, so an add costs ~max(hash, write), not the sum.
+                    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="blockstore-put") as writer:
+                        inflight: deque[Future[None]] = deque()
+                        for root, block in iter_blocks(data, cid_version):
+                            inflight.append(writer.submit(self._store_block, root, block, touched, pending))
+                            if len(inflight) > _WRITE_AHEAD:
+                                inflight.popleft().result()
+                        while inflight:
+                            inflight.popleft().result()
             except BaseException:
-                _discard([tmp for tmp, _ in pending])
+                _discard([tmp for tmp, _ in pending])  # the writer has stopped: the pool was joined
                 raise
             assert root is not None  # iter_blocks always yields the root
             # Blocks first, durably, then the pin: a crash never leaves a pin over missing blocks.

@@ -427,3 +427,26 @@ def test_a_crash_before_the_renames_of_a_durable_put_leaves_nothing(
     assert list(store.root.rglob(".tmp-*")) == []
     assert store.pins() == [kept] and store.get(kept) == pattern(C + 1, salt=9)
     assert len(block_files(store)) == 3  # only the first put's blocks
+
+
+@pytest.mark.parametrize("fsync", [False, True])
+def test_a_failing_write_in_a_large_put_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fsync: bool) -> None:
+    # Large enough that the blocks are written by the put's writer thread while it hashes on.
+    store = EmbeddedStorage(tmp_path / "s", fsync=fsync)
+    calls = [0]
+    real_replace = os.replace
+
+    def fail_on_the_fifth(src: str, dst: str) -> None:
+        calls[0] += 1
+        if calls[0] == 5:
+            raise OSError("disk full")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", fail_on_the_fifth)
+    with pytest.raises(OSError, match="disk full"):
+        store.put(pattern(12 * C, salt=13))
+    monkeypatch.undo()
+
+    assert store.pins() == [] and list(store.root.rglob(".tmp-*")) == []
+    cid = store.put(pattern(12 * C, salt=13))  # and the store still works
+    assert store.get(cid) == pattern(12 * C, salt=13)
