@@ -238,7 +238,7 @@ class Federation:
                 raise exc
             started = [n for n in self.nodes if n.proc is not None]
             if started and not any(n.running() for n in started) and not predicate():
-                raise DaemonError(f"every daemon exited, but not after {what}")
+                raise DaemonError(f"every daemon exited while waiting for {what}")
             time.sleep(interval)
         exc = DaemonError(f"timed out after {timeout:.0f} s waiting for {what}")
         exc.add_note("\n".join(f"== node {n.index} ({n.log})\n" + "\n".join(n.tail()) for n in self.nodes))

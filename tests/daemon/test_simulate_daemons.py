@@ -117,6 +117,19 @@ def test_a_daemon_that_dies_at_start_is_one_error_line(tmp_path, monkeypatch, ca
 
 
 @pytest.mark.slow
+def test_a_round_past_its_timeout_is_one_error_line(monkeypatch, capsys):
+    original, started = NodeDaemon.start, []
+    monkeypatch.setattr(NodeDaemon, "start", lambda self, extra_env=None: (original(self, extra_env), started.append(self)))
+
+    code = main(["simulate", "--chain", "anvil", "--nodes", "2", "--rounds", "1", "--round-timeout", "1"])
+
+    captured = capsys.readouterr()
+    assert code == 1 and captured.err == "fedledger: error: timed out after 1 s waiting for round 1 to finish\n"
+    assert len(started) == 2 and all(n.proc.returncode is not None for n in started)
+    assert not any(alive(p) for p in pids_in(captured.out))
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_stopping_simulate_mid_run_stops_every_daemon(stop, tmp_path):
     proc = subprocess.Popen(
