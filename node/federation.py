@@ -13,7 +13,6 @@ multi-process tests and scripts/bench_round.py build their federations here too.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import secrets
 import signal
@@ -38,6 +37,7 @@ from node.chain import Deployment, FedLedgerClient, deploy_fedledger, dev_accoun
 from node.chain.anvil import Anvil
 from node.chain.client import send_ether
 from node.chain.providers import rpc_web3
+from node.children import parent_death_signal
 from node.daemon.init import init_node_dir
 from node.errors import ChainError, ConfigError, FedLedgerError, StorageError
 from node.keys import load_keystore
@@ -92,28 +92,6 @@ class FederationConfig:
     poll_interval: float = 0.2  # the daemons' chain polling when idle; a local chain answers fast
 
 
-def _parent_death_signal() -> Callable[[], None] | None:
-    """A preexec_fn that has Linux SIGTERM the child when this process dies, however it dies
-    (kill -9 included), so not even a killed `simulate` leaves daemons behind.
-
-    The kernel ties it to the *thread* that forks: start daemons from a thread that outlives them
-    (the main thread, as the CLI and the tests do)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: the child only calls it
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def preexec() -> None:
-        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:  # the parent died before the call: nobody would signal us
-            os._exit(1)
-
-    return preexec
-
-
 @dataclass
 class NodeDaemon:
     """One node's directory and, once started, its `fedledger node run` process."""
@@ -152,7 +130,7 @@ class NodeDaemon:
             log.flush()
             self.proc = subprocess.Popen(
                 self.command(), env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                preexec_fn=_parent_death_signal(),
+                preexec_fn=parent_death_signal(),
             )  # fmt: skip
 
     def running(self) -> bool:

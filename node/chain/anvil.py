@@ -16,6 +16,7 @@ from pathlib import Path
 
 import requests
 
+from node.children import parent_death_signal
 from node.errors import ChainError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -58,7 +59,10 @@ class Anvil:
 
     def start(self, timeout: float = 20.0) -> "Anvil":
         cmd = [str(anvil_binary()), "--host", self.host, "--port", str(self.port), "--accounts", str(self.accounts)]
-        self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # Dies with us, even when we are killed with SIGKILL (a kill -9'd `simulate` left anvil running).
+        self.process = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=parent_death_signal()
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -177,3 +178,35 @@ def test_task_create_then_status_on_anvil(cli, anvil, keystore, tmp_path):
     bad = cli("task", "create", "--deployment", str(dep), "--dev-account", "0", "--model", "digits-mlp",
               "--rounds", "1", "--committee", "65", "--rule", "fedavg", "--reward", "1", env=home)  # fmt: skip
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "committee size" in bad.stderr
+
+
+def test_anvil_does_not_outlive_a_killed_parent(tmp_path):
+    """A `simulate` killed with SIGKILL cannot stop its children; the kernel does it for them."""
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import sys, time\n"
+        f"sys.path.insert(0, {str(REPO_ROOT)!r})\n"
+        "from node.chain.anvil import Anvil\n"
+        "print(Anvil(accounts=1).start().process.pid, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(parent.stdout.readline())
+        assert _alive(pid)
+        parent.kill()
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(pid), f"anvil {pid} outlived its parent"
+    finally:
+        parent.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
