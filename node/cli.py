@@ -65,6 +65,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     if args.rpc and args.chain == "anvil":
         raise ConfigError("--rpc and --chain anvil exclude each other: --rpc uses an existing chain")
+    if args.in_process and args.chain != "anvil":
+        raise ConfigError("--in-process only applies to --chain anvil: the embedded chain and --rpc always run in-process")
     daemons = args.chain == "anvil" and not args.in_process
     if daemons and (args.attack or args.malicious):
         from node.federation import ATTACKS_REFUSED

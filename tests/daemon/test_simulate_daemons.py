@@ -164,6 +164,13 @@ def test_attacks_are_refused_in_daemon_mode(capsys):
     assert code == 1 and err.count("\n") == 1 and "--in-process" in err
 
 
+def test_in_process_without_anvil_is_refused(capsys):
+    code = main(["simulate", "--in-process", "--nodes", "2"])
+
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "only applies to --chain anvil" in err
+
+
 @pytest.mark.slow
 def test_in_process_keeps_the_old_anvil_mode_with_attacks(cli):
     proc = cli("simulate", "--chain", "anvil", "--in-process", "--nodes", "3", "--rounds", "1", "--epochs", "1",
