@@ -7,15 +7,15 @@ the pinned `flwr` and `ray`, and anvil through npm):
     .venv/bin/python scripts/bench_round.py --daemons 4 --daemon-rounds 3 --skip-flower   # quick look
     .venv/bin/python scripts/bench_round.py --daemons                # only part (b)
     .venv/bin/python scripts/bench_round.py --markdown >> docs/benchmarks.md   # record a run
-    OMP_NUM_THREADS=1 .venv/bin/python scripts/bench_round.py --daemons   # torch on one thread, as Ray's workers run
 
-Ray starts its workers with OMP_NUM_THREADS=1 (1 CPU per client); `simulate` trains with torch's
-default of one thread per core. On a loaded 2-core machine that alone made simulate's training
-~19x slower (71.6 s against 3.8 s for the same 80 trainings), so run part (b) both ways.
+Ray starts its workers with OMP_NUM_THREADS=1 (1 CPU per client); `TorchTrainer` trains on one
+torch thread too (on a loaded 2-core machine torch's default of a thread per core made the same
+80 trainings ~19x slower), so both sides train the same way.
 
-Part (a), daemons on anvil. For each N in --daemons: anvil, `fedledger deploy`, N node directories
-with IID digits shards and `fedledger task create` (committee N, fedavg, 2 local epochs), all by
-`tests/daemon/federation.py`'s `build_federation`; then N `fedledger node run` processes. This
+Part (a), daemons on anvil. For each N in --daemons: anvil, the contract deployed, N node
+directories (as `fedledger node init` makes them) with IID digits shards, and the task (committee
+N, fedavg, 2 local epochs), all by `node.federation.build_federation` (through the tests' wrapper,
+tests/daemon/federation.py, with debug logs); then N `fedledger node run` processes. This
 script polls the chain (directly, 10 Hz) and notes when each round is finalized. Round 1 also
 pays for process start-up (imports, libp2p, registration), so it is reported apart; the
 steady-state round time is the median of rounds 2..R.
