@@ -61,8 +61,13 @@ def bench_size(size_mb: int, repeat: int, base_dir: str | None) -> list[tuple[st
         counter = iter(range(1_000_000))
 
         def fresh_store(fsync: bool) -> Callable[[], object]:
-            # A new directory per run, so every block is really written (a re-put is a no-op).
-            return lambda: EmbeddedStorage(os.path.join(tmp, f"s{next(counter)}"), fsync=fsync)
+            # A new directory per run, so every block is really written (a re-put is a no-op), and
+            # no dirty pages left by the previous run: its writeback would land on this run's clock.
+            def setup() -> EmbeddedStorage:
+                os.sync()
+                return EmbeddedStorage(os.path.join(tmp, f"s{next(counter)}"), fsync=fsync)
+
+            return setup
 
         for label, fsync in (("add (fsync)", True), ("add (no fsync)", False)):
             seconds = best_of(repeat, fresh_store(fsync), lambda store: store.put(data))  # type: ignore[attr-defined]
