@@ -87,13 +87,14 @@ def to_fixed(array: np.ndarray) -> NDArray[np.int64]:
         raise FixedPointRangeError(f"to_fixed expects float32, got {values.dtype}")
     if not in_range(values):
         raise FixedPointRangeError(f"values must be finite with |x| < {VALUE_BOUND:g}")
-    # The float64 product by 2**32 is exact (a power of two, no overflow or
-    # underflow for |x| < 128), and rint is IEEE round-half-to-even; its
-    # result is an integer below 2**39, so the cast to int64 is exact.
-    wide = np.multiply(values, np.float64(2.0**FRACTION_BITS), dtype=np.float64)
-    out = np.empty(values.shape, dtype=np.int64)
-    np.rint(wide, out=out, casting="unsafe")
-    return out
+    # All in float32, half the memory traffic of float64 and the same result:
+    # the product by 2**32 is exact (scaling by a power of two: subnormals
+    # become normal, |x| < 128 stays far below float32's range), rint is IEEE
+    # round-half-to-even and exact on a float32, and its integer result is
+    # below 2**39, so the cast to int64 is exact.
+    scaled = np.multiply(values, np.float32(2.0**FRACTION_BITS))
+    np.rint(scaled, out=scaled)
+    return scaled.astype(np.int64)
 
 
 def to_float32(q: np.ndarray) -> NDArray[np.float32]:
