@@ -56,6 +56,16 @@ def test_to_fixed_is_the_nearest_quantum(values: list[float]) -> None:
         assert abs(Fraction(fixed) - Fraction(value) * 2**32) <= Fraction(1, 2)
 
 
+def test_to_fixed_matches_the_float64_definition_on_random_bit_patterns() -> None:
+    # Every float32 class in range (normal, subnormal, signed zeros, values with and without a
+    # fraction at 2**-32), from raw bits; the reference widens to float64 before scaling.
+    bits = np.random.default_rng(11).integers(0, 2**32, size=1_000_000, dtype=np.uint64).astype(np.uint32)
+    x = bits.view(np.float32)
+    x = x[np.isfinite(x) & (np.abs(x) < 128)]
+
+    assert np.array_equal(to_fixed(x), np.rint(x.astype(np.float64) * 2.0**32).astype(np.int64))
+
+
 def test_to_fixed_rounds_half_to_even() -> None:
     # Prepare: 0.5, 1.5 and -2.5 quanta.
     x = np.array([2.0**-33, 3 * 2.0**-33, -5 * 2.0**-33], dtype=np.float32)
