@@ -105,6 +105,7 @@ class NodeDaemon:
     num_samples: int = 0
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    killed: bool = False  # the last process was SIGKILLed on purpose (kill9)
 
     @property
     def config(self) -> Path:
@@ -127,6 +128,7 @@ class NodeDaemon:
             env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH")) if p)
         with open(self.log, "a") as log:
             log.write(f"--- start {self.starts}\n")
+            self.killed = False
             log.flush()
             self.proc = subprocess.Popen(
                 self.command(), env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -146,9 +148,11 @@ class NodeDaemon:
                 pass
 
     def kill9(self) -> None:
+        """SIGKILL, as a crash would; a federation's `wait` does not count this death as a failure."""
         assert self.proc is not None
         self.proc.kill()
         self.proc.wait()
+        self.killed = True
 
     def stop(self, timeout: float = 20.0) -> int | None:
         """SIGTERM, then SIGKILL after `timeout` s; returns the exit status (None: never started)."""
@@ -190,9 +194,9 @@ class Federation:
             n.start(extra_env)
 
     def dead(self) -> NodeDaemon | None:
-        """The first daemon that exited with a failure status, if any."""
+        """The first daemon that exited with a failure status, if any (one killed on purpose is not)."""
         for n in self.nodes:
-            if n.proc is not None and n.proc.poll() not in (None, 0):
+            if n.proc is not None and not n.killed and n.proc.poll() not in (None, 0):
                 return n
         return None
 

@@ -13,6 +13,7 @@ chain before sending).
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -29,6 +30,10 @@ from node.storage.unixfs import cid_of
 from node.taskspec import TaskSpec
 
 log = logging.getLogger("fedledger.worker")
+
+# A test seam: with this set, a daemon that is the designated proposer stops just before it
+# proposes, so a test can kill -9 it at exactly that point (tests/daemon/test_daemon_anvil.py).
+HOLD_BEFORE_PROPOSE = "FEDLEDGER_TEST_HOLD_BEFORE_PROPOSE"
 
 ZERO32 = b"\x00" * 32
 
@@ -216,6 +221,10 @@ class NodeWorker:
         return out
 
     def _propose(self, task: int, r: int, attempt: int, takeover: bool) -> str:
+        if not takeover and os.environ.get(HOLD_BEFORE_PROPOSE):
+            log.warning("task %d round %d: holding before proposing (%s is set)", task, r, HOLD_BEFORE_PROPOSE)
+            while True:
+                time.sleep(3600)
         result = self.aggregate(task, r)
         self.storage.put(result.model)  # peers fetch the proposal from us to check it
         self.journal.intend(task, r, f"propose-{attempt}", {"cid": result.cid, "scores": [str(s) for s in result.scores]})

@@ -12,6 +12,7 @@ import numpy as np
 from aggregation import decode_model, encode_update
 from node.chain.anvil import Anvil
 from node.chain.client import Phase, make_commitment
+from node.daemon.worker import HOLD_BEFORE_PROPOSE
 from node.storage import EmbeddedStorage
 from tests.conftest import run_cli
 from tests.daemon.federation import build_federation, committed_count, node_account
@@ -110,6 +111,34 @@ def test_a_silent_proposer_is_replaced_after_the_timeout(anvil, tmp_path):
 
     assert "took over proposing" in live.text()
     assert client.global_model(fed.task)[1] == 1
+
+
+def test_a_killed_designated_proposer_is_replaced_after_the_timeout(anvil, tmp_path):
+    """Three daemons; whichever is the designated proposer of round 1 is stopped by a test seam
+    just before it proposes and killed with SIGKILL there. Another daemon takes over once the
+    propose timeout has passed, and the round (the task) completes without the dead node."""
+    fed = build_federation(tmp_path, anvil.url, n_nodes=3, rounds=1, propose_timeout=20, attest_timeout=20)
+    client = fed.client
+    holding = "holding before proposing"
+    try:
+        for n in fed.nodes:
+            n.start(extra_env={HOLD_BEFORE_PROPOSE: "1"})
+        fed.wait(lambda: any(holding in n.text() for n in fed.nodes), timeout=240, what="the designated proposer")
+        victim = next(n for n in fed.nodes if holding in n.text())
+        assert client.designated_proposer(fed.task, 1) == victim.address
+        victim.kill9()
+        fed.wait(lambda: client.task_info(fed.task).finished, timeout=240, what="a takeover proposal")
+        survivors = [n for n in fed.nodes if n is not victim]
+        for n in survivors:
+            assert n.proc.wait(timeout=60) == 0, n.text()[-2000:]
+    finally:
+        fed.stop_all()
+
+    assert any("took over proposing" in n.text() for n in survivors)
+    assert "proposed" not in victim.text() and "took over" not in victim.text()
+    assert client.global_model(fed.task)[1] == 1
+    for n in survivors:
+        assert client.reputation_of(n.address) > 5 * 10**17  # honest work paid off for the living
 
 
 def test_status_endpoint_and_bad_startups(anvil, tmp_path):
