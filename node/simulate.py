@@ -254,7 +254,10 @@ def run_simulation(
                 delta = trained[i]
                 if roles[i] != "honest":
                     others = [d for j, d in trained.items() if j != i and roles[j] == "honest"]
-                    ctx = AttackContext(own=delta, honest=others, rng=rng, previous=published[i], round=r)
+                    colluders = sum(1 for j in seats if roles[j] == roles[i])  # attackers of its kind this round
+                    ctx = AttackContext(
+                        own=delta, honest=others, rng=rng, previous=published[i], round=r, colluders=colluders
+                    )
                     delta = craft_update(roles[i], ctx)
                 published[i] = delta
                 n = trainers[i].num_samples

@@ -123,3 +123,21 @@ def test_every_attack_is_known_to_the_cli_parser():
         "sign-flip", "gaussian", "scaling", "label-flip", "free-rider-zero",
         "free-rider-stale", "free-rider-copy", "little-is-enough",
     }
+
+
+def test_simulate_tells_colluders_how_many_they_are(monkeypatch):
+    """little-is-enough and scaling size their update by the number of colluders; with one
+    attacker assumed, three little-is-enough colluders published the plain honest mean."""
+    import node.simulate as simulate
+
+    seen: list[tuple[str, int]] = []
+
+    def spy(kind, ctx):
+        seen.append((kind, ctx.colluders))
+        return craft_update(kind, ctx)
+
+    monkeypatch.setattr(simulate, "craft_update", spy)
+    config = SimulationConfig(nodes=6, malicious=3, attack="little-is-enough", rounds=1, seed=21, spec=TaskSpec(epochs=1))
+    run_simulation(config)
+
+    assert seen == [("little-is-enough", 3)] * 3
