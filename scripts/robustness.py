@@ -414,20 +414,30 @@ def explain(o: Outcome, target: str, grid: Grid) -> str | None:
     cut = int((spec_for_rule("trimmed-mean", nodes).trim or 0.0) * nodes)
     iid = split == "iid"
 
-    if attack == "little-is-enough" and _is_honest_mean(o):
-        honest_n = nodes - malicious
-        n = honest_n + 1
-        s = n // 2 + 1 - 1
+    if attack == "little-is-enough":
+        shifts = [x for x in o.published.get("shift_std", []) if x is not None]
+        shifted = [i for i, x in enumerate(shifts) if abs(x) >= 0.005]
+        alone = [i + 1 for i, x in enumerate(shifts) if abs(x) < 0.005]
+        caught = sum(1 for r in o.rounds_to_exclusion if r is not None and r <= EXCLUSION_ROUNDS)
+        z = statistics.fmean(shifts[i] for i in shifted) if shifted else 0.0
+        cos_shifted = statistics.fmean(cos[i] for i in shifted if i < len(cos)) if shifted and cos else 1.0
+        if target == "accuracy":
+            return (
+                f"The colluders publish the honest mean shifted by {z:.2f} honest standard deviations per coordinate "
+                f"(Baruch et al.'s z for {malicious} colluders among {nodes}): small enough to stay inside the honest "
+                f"spread, so {rule} keeps it among the values it aggregates, and every round's step is bent towards it."
+            )
         text = (
-            "This is not the attack of Baruch et al.: the published update is the mean of the honest ones "
-            "(shift 0.00 std, cosine 1.00). node/simulate.py builds the AttackContext without `colluders`, so each "
-            f"attacker computes z as if it were alone with the {honest_n} honest updates it sees: n = {n}, "
-            f"s = {n} // 2 + 1 - 1 = {s}, z = Φ⁻¹((n - s) / n) = Φ⁻¹(0.5) = 0."
+            f"The colluders publish one vector, the honest mean shifted by {z:.2f} honest standard deviations per "
+            f"coordinate, which keeps a cosine of {cos_shifted:.2f} with the honest mean: a cosine reputation sees a "
+            f"good update. Its copies score 0 as duplicates of the first, so {caught} of {malicious} colluders fall "
+            f"under the threshold in time, and the first is scored like an honest node."
         )
-        if target in ("exclusion", "payout"):
+        if alone:
             text += (
-                " The colluders publish the same vector, so the second and third score 0 as duplicates of the first "
-                "and are out in 3 rounds; the first is scored (and paid) like the best honest node for the honest mean."
+                f" Once it is the only colluder with a seat (round{'s' if len(alone) > 1 else ''} {', '.join(map(str, alone))}), the attack's z for a "
+                f"lone attacker is 0: it publishes the honest mean itself and is paid for the honest nodes' work "
+                f"({_pct(o.attacker_payout_share)} of the payouts)."
             )
         return text
 
@@ -696,12 +706,6 @@ def verdict_lines(grid: Grid) -> list[str]:
     ]  # fmt: skip
     if never:
         lines.append(f"- No robust rule, on either split, catches every attacker in time under: {', '.join(never)}.")
-    lie = [o for o in grid.outcomes if o.attack == "little-is-enough"]
-    if lie and all(_is_honest_mean(o) for o in lie):
-        lines.append(
-            "- little-is-enough did not run as an attack: the attackers published the honest mean, because the simulator "
-            "does not tell them how many collude (see its findings); its rows measure a well-behaved duplicate, not Baruch et al."
-        )
     return lines
 
 
