@@ -32,7 +32,7 @@ import requests
 from web3 import Web3
 from web3.exceptions import Web3Exception
 
-from aggregation import decode_model, encode_model
+from aggregation import decode_model
 from node.chain import Deployment, FedLedgerClient, deploy_fedledger, dev_account
 from node.chain.anvil import Anvil
 from node.chain.client import send_ether
@@ -42,10 +42,10 @@ from node.daemon.init import init_node_dir
 from node.errors import ChainError, ConfigError, FedLedgerError, StorageError
 from node.keys import load_keystore
 from node.report import NodeRecord, RoundRecord, SimulationReport
-from node.simulate import SimulationConfig
+from node.simulate import SimulationConfig, publish_task
 from node.storage import EmbeddedStorage
-from node.taskspec import TaskParams, TaskSpec
-from node.training import Dataset, accuracy, dirichlet_partition, iid_partition, initial_weights, load_digits_split
+from node.taskspec import MAX_COMMITTEE, TaskParams, TaskSpec
+from node.training import Dataset, accuracy, dirichlet_partition, iid_partition, load_digits_split
 
 ETHER = 10**18
 PROJECT_ROOT = Path(__file__).resolve().parents[1]  # holds the `node` package the daemons run
@@ -283,12 +283,9 @@ def build_federation(root: str | Path, rpc: str, config: FederationConfig, progr
         fed.nodes.append(node)
         progress(f"node {i}: {made.address}, {len(shard)} samples, directory {made.directory}")
 
-    store = EmbeddedStorage(root / "node0" / "ipfs")
-    fed.initial_model_cid = store.put(encode_model(initial_weights(spec.model, config.model_seed)))
-    spec_cid = store.put(spec.to_bytes())
     params = TaskParams(
         rounds=config.rounds,
-        committee_size=min(config.nodes, 64),
+        committee_size=min(config.nodes, MAX_COMMITTEE),
         rule=spec.rule,
         max_samples=spec.max_samples,
         propose_timeout=config.propose_timeout,
@@ -297,7 +294,10 @@ def build_federation(root: str | Path, rpc: str, config: FederationConfig, progr
         proposer_share_bps=config.proposer_share_bps,
         attester_share_bps=config.attester_share_bps,
     )
-    fed.task, receipt = ledger.create_task(fed.initial_model_cid, spec_cid, params, config.reward_wei)
+    store = EmbeddedStorage(root / "node0" / "ipfs")  # node 0 serves the initial model and the spec
+    fed.task, fed.initial_model_cid, receipt = publish_task(
+        ledger, store, spec, params, config.model_seed, config.reward_wei
+    )
     fed.task_block = int(receipt["blockNumber"])
     for node in fed.nodes:
         text = node.config.read_text()

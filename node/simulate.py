@@ -36,7 +36,7 @@ from node.errors import ChainError, ConfigError, StorageError
 from node.report import NodeRecord, RoundRecord, SimulationReport
 from node.storage import EmbeddedStorage
 from node.storage.unixfs import cid_of, read_dag
-from node.taskspec import RULE_IDS, TaskParams, TaskSpec
+from node.taskspec import MAX_COMMITTEE, RULE_IDS, TaskParams, TaskSpec
 from node.training import TorchTrainer, accuracy, dirichlet_partition, initial_weights, iid_partition, load_digits_split
 
 ETHER = 10**18
@@ -117,6 +117,17 @@ def fetch(cid: str, local: EmbeddedStorage, peers: list[EmbeddedStorage]) -> byt
     return data
 
 
+def publish_task(
+    chain: FedLedgerClient, store: EmbeddedStorage, spec: TaskSpec, params: TaskParams, model_seed: int, reward_wei: int
+) -> tuple[int, str, dict]:
+    """Content-address the initial model and the spec in `store`, then create the task on-chain.
+    Returns (task id, initial model CID, receipt)."""
+    model_cid = store.put(encode_model(initial_weights(spec.model, model_seed)))
+    spec_cid = store.put(spec.to_bytes())
+    task_id, receipt = chain.create_task(model_cid, spec_cid, params, reward_wei)
+    return task_id, model_cid, receipt
+
+
 def _connect(config: SimulationConfig, stack: ExitStack) -> tuple[Web3, str | None]:
     if config.chain == "embedded":
         return embedded_web3(num_accounts=config.nodes + 1), None
@@ -188,19 +199,16 @@ def run_simulation(
         owner_store = EmbeddedStorage(workdir / "owner", fsync=False)
         everyone = [owner_store, *stores]
 
-        # The task: the initial model and the spec are content-addressed first.
-        model_cid = owner_store.put(encode_model(initial_weights(spec.model, config.seed)))
-        spec_cid = owner_store.put(spec.to_bytes())
         params = TaskParams(
             rounds=config.rounds,
-            committee_size=min(config.nodes, 64),
+            committee_size=min(config.nodes, MAX_COMMITTEE),
             rule=config.rule,
             max_samples=spec.max_samples,
             min_stake_wei=config.stake_wei,
             proposer_share_bps=config.proposer_share_bps,
             attester_share_bps=config.attester_share_bps,
         )
-        task_id, _ = chain.create_task(model_cid, spec_cid, params, config.reward_wei)
+        task_id, model_cid, _ = publish_task(chain, owner_store, spec, params, config.seed, config.reward_wei)
         progress(f"task {task_id}: {config.nodes} nodes x {config.rounds} rounds, rule {config.rule}")
 
         nodes = [chain.as_account(acct) for acct in accounts]

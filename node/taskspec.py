@@ -14,6 +14,8 @@ from node.errors import ConfigError
 RULE_IDS: dict[str, int] = {"fedavg": 0, "median": 1, "trimmed-mean": 2, "multi-krum": 3}
 RULE_NAMES: dict[int, str] = {v: k for k, v in RULE_IDS.items()}
 WAD = 10**18
+# The contract's largest committee (FedLedger.MAX_COMMITTEE).
+MAX_COMMITTEE = 64
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,7 @@ class TaskParams:
     """The protocol parameters of a task, as FedLedger's `createTask` takes them (SPEC §4)."""
 
     rounds: int = 3
-    committee_size: int = 4  # K members per round, at most 64
+    committee_size: int = 4  # K members per round, at most MAX_COMMITTEE
     rule: str = "fedavg"
     rule_params: bytes = b"{}"  # rule options in canonical JSON, interpreted off-chain
     max_samples: int = 2**20
@@ -118,8 +120,8 @@ class TaskParams:
             raise ConfigError(f"unknown rule {self.rule!r}; known: {', '.join(RULE_IDS)}")
         if not 1 <= self.rounds < 2**32 - 1:
             raise ConfigError(f"rounds must be between 1 and {2**32 - 2}, got {self.rounds}")
-        if not 1 <= self.committee_size <= 64:
-            raise ConfigError(f"committee size must be between 1 and 64, got {self.committee_size}")
+        if not 1 <= self.committee_size <= MAX_COMMITTEE:
+            raise ConfigError(f"committee size must be between 1 and {MAX_COMMITTEE}, got {self.committee_size}")
         for name in ("commit_timeout", "reveal_timeout", "propose_timeout", "attest_timeout"):
             if not 1 <= getattr(self, name) <= 30 * 86400:
                 raise ConfigError(f"{name.replace('_', ' ')} must be between 1 s and 30 days")
