@@ -49,7 +49,6 @@ _LOW_MASK = (1 << SPLIT_BITS) - 1
 # weighted_mean adds w * q directly when sum(w) * max|q| stays below this, and
 # splits otherwise; both paths give the same integers.
 _DIRECT_SUM_BOUND = 2**62
-_SUM_CHUNK = 2**15
 
 # The coordinate-wise rules sum up to n values with |q| < 2**39; n below
 # MAX_UPDATES keeps every such sum below 2**59.
@@ -100,9 +99,11 @@ def to_fixed(array: np.ndarray) -> NDArray[np.int64]:
 def to_float32(q: np.ndarray) -> NDArray[np.float32]:
     """Convert fixed-point int64 values back to float32 with one IEEE rounding."""
     fixed = _as_int64(q, "to_float32")
-    if fixed.size and not (np.all(fixed < 2**53) and np.all(fixed > -(2**53))):
+    if fixed.size and not (-(2**53) < int(fixed.min()) and int(fixed.max()) < 2**53):
         raise FixedPointRangeError("fixed-point values must satisfy |q| < 2**53 to convert exactly")
-    return np.ldexp(fixed.astype(np.float64), -FRACTION_BITS).astype(np.float32)
+    # The int64 -> float64 cast is exact below 2**53, and so is the product by
+    # a power of two (no result is subnormal): one rounding, to float32.
+    return np.multiply(fixed, 2.0**-FRACTION_BITS, dtype=np.float64).astype(np.float32)
 
 
 def _as_int64(q: np.ndarray, where: str) -> NDArray[np.int64]:
@@ -159,26 +160,53 @@ def _max_magnitude(q: NDArray[np.int64], bound: int, where: str) -> int:
 
 
 def _direct_weighted_mean(
-    qs: Sequence[NDArray[np.int64]], weights: Sequence[int], total: int, *, check: bool
+    qs: Sequence[NDArray[np.int64]], weights: Sequence[int], *, threads: int | None = None
 ) -> NDArray[np.int64]:
-    shape = qs[0].shape
-    flat = [q.reshape(-1) for q in qs]
-    size = flat[0].size
-    acc = np.empty(size, dtype=np.int64)
-    scratch = np.empty(min(size, _SUM_CHUNK), dtype=np.int64)
-    # A cache-sized slice of the accumulator at a time: each input is read
-    # once from memory, and the bound check and partial sums run in cache.
-    for start in range(0, size, _SUM_CHUNK):
-        stop = min(size, start + _SUM_CHUNK)
-        part, tmp = acc[start:stop], scratch[: stop - start]
-        for k, (q, w) in enumerate(zip(flat, weights)):
-            piece = q[start:stop]
-            if check:
-                _max_magnitude(piece, Q_BOUND, "weighted_mean")
-            np.multiply(piece, np.int64(w), out=part if k == 0 else tmp)
-            if k:
-                part += tmp
-    return div_round_half_even(acc, total).reshape(shape)
+    # One compiled pass per input (aggregation.kernels): range check, multiply
+    # and add on a cache-sized block of the accumulator at a time.
+    from aggregation.kernels import weighted_mean_i64
+
+    mean, in_range = weighted_mean_i64(qs, weights, Q_BOUND, threads=threads)
+    if not in_range:
+        raise FixedPointRangeError(f"weighted_mean: fixed-point values must satisfy |q| < 2**{Q_BOUND.bit_length() - 1}")
+    return mean.reshape(np.shape(qs[0]))
+
+
+def _check_weights(weights: Sequence[int]) -> int:
+    for w in weights:
+        if isinstance(w, bool) or not isinstance(w, (int, np.integer)) or w <= 0:
+            raise WeightOverflowError(f"weights must be positive integers, got {w!r}")
+    total = sum(int(w) for w in weights)
+    if total >= MAX_TOTAL_WEIGHT:
+        raise WeightOverflowError(f"total weight {total} is not below 2**42; cap the sample counts")
+    return total
+
+
+def weighted_mean_float32(xs: Sequence[np.ndarray], weights: Sequence[int], *, threads: int | None = None) -> NDArray[np.int64]:
+    """``weighted_mean([to_fixed(x) for x in xs], weights)``, without the int64 copies.
+
+    Each x is a float32 array (all of one shape) with finite values, |x| < 128
+    (FixedPointRangeError otherwise). The fixed-point values are computed on
+    the fly, block by block, so the inputs are read once, as float32: the
+    result is the same integers as converting first.
+    """
+    if len(xs) != len(weights) or not xs:
+        raise AggregationError(f"weighted_mean needs one weight per array and at least one array, got {len(xs)} and {len(weights)}")
+    total = _check_weights(weights)
+    shape = np.shape(xs[0])
+    for x in xs:
+        if np.asarray(x).dtype != np.float32:
+            raise FixedPointRangeError(f"weighted_mean_float32 expects float32, got {np.asarray(x).dtype}")
+        if np.shape(x) != shape:
+            raise AggregationError(f"weighted_mean arrays differ in shape: {np.shape(x)} != {shape}")
+    if total * Q_BOUND > _DIRECT_SUM_BOUND:
+        return weighted_mean([to_fixed(np.asarray(x)) for x in xs], weights)
+    from aggregation.kernels import weighted_mean_f32
+
+    mean, in_range = weighted_mean_f32(xs, weights, threads=threads)
+    if not in_range:
+        raise FixedPointRangeError(f"values must be finite with |x| < {VALUE_BOUND:g}")
+    return mean.reshape(shape)
 
 
 def weighted_mean(qs: Sequence[np.ndarray], weights: Sequence[int]) -> NDArray[np.int64]:
@@ -189,12 +217,7 @@ def weighted_mean(qs: Sequence[np.ndarray], weights: Sequence[int]) -> NDArray[n
     """
     if len(qs) != len(weights) or not qs:
         raise AggregationError(f"weighted_mean needs one weight per array and at least one array, got {len(qs)} and {len(weights)}")
-    for w in weights:
-        if isinstance(w, bool) or not isinstance(w, (int, np.integer)) or w <= 0:
-            raise WeightOverflowError(f"weights must be positive integers, got {w!r}")
-    total = sum(int(w) for w in weights)
-    if total >= MAX_TOTAL_WEIGHT:
-        raise WeightOverflowError(f"total weight {total} is not below 2**42; cap the sample counts")
+    total = _check_weights(weights)
     shape = np.shape(qs[0])
     fixed_qs: list[NDArray[np.int64]] = []
     for q in qs:
@@ -206,10 +229,10 @@ def weighted_mean(qs: Sequence[np.ndarray], weights: Sequence[int]) -> NDArray[n
         # |sum w*q| < W * 2**39 <= 2**62: the plain int64 sum cannot overflow,
         # so it is exact and the same in any order. Real rounds (total weight
         # below 2**23) take this path; the bound is checked chunk by chunk.
-        return _direct_weighted_mean(fixed_qs, weights, total, check=True)
+        return _direct_weighted_mean(fixed_qs, weights)
     magnitude = max(_max_magnitude(q, Q_BOUND, "weighted_mean") for q in fixed_qs)
     if total * magnitude < _DIRECT_SUM_BOUND:
-        return _direct_weighted_mean(fixed_qs, weights, total, check=False)
+        return _direct_weighted_mean(fixed_qs, weights)
     # Split every q into h * 2**20 + l (arithmetic shift floors, so 0 <= l < 2**20
     # and |h| <= 2**19). Then |sum w*h| <= W * 2**19 and 0 <= sum w*l < W * 2**20:
     # both fit int64 for W < 2**42, where a plain sum of w*q would need W < 2**24.

@@ -76,7 +76,13 @@ def in_process_digest() -> str:
 
 def test_digest_is_the_same_with_one_thread_and_without_simd() -> None:
     # Prepare
-    env = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env = {
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "FEDLEDGER_THREADS": "1",
+        "NUMBA_CPU_NAME": "generic",
+    }
     features = disabled_simd_features()
     if features:
         env["NPY_DISABLE_CPU_FEATURES"] = features

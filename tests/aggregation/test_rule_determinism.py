@@ -128,13 +128,16 @@ def test_in_process_digests_match_the_golden_vectors() -> None:
 
 
 def test_one_thread_no_simd_and_another_blas_kernel_give_the_same_bytes() -> None:
-    # Prepare: one thread everywhere, numpy's non-baseline SIMD paths off, and
-    # OpenBLAS forced onto its oldest generic kernel (Gram products for Krum).
+    # Prepare: one thread everywhere, numpy's non-baseline SIMD paths off,
+    # OpenBLAS forced onto its oldest generic kernel (Gram products for Krum),
+    # and the compiled FedAvg kernels built for a generic x86-64 (no AVX).
     env = {
         "OMP_NUM_THREADS": "1",
         "OPENBLAS_NUM_THREADS": "1",
         "MKL_NUM_THREADS": "1",
         "OPENBLAS_CORETYPE": "Prescott",
+        "FEDLEDGER_THREADS": "1",
+        "NUMBA_CPU_NAME": "generic",
     }
     features = disabled_simd_features()
     if features:
@@ -148,9 +151,10 @@ def test_one_thread_no_simd_and_another_blas_kernel_give_the_same_bytes() -> Non
 
 
 def test_torch_thread_counts_and_many_blas_threads_give_the_same_bytes() -> None:
-    # Execute: torch imported and set to 1 and to 3 intra-op threads, numpy's BLAS at 3 threads.
-    one = run_script("1", env={"OPENBLAS_NUM_THREADS": "3", "OMP_NUM_THREADS": "3"})
-    three = run_script("3", env={"OPENBLAS_NUM_THREADS": "3", "OMP_NUM_THREADS": "3"})
+    # Execute: torch imported and set to 1 and to 3 intra-op threads, numpy's
+    # BLAS at 3 threads, the exact kernels on 1 and on 3 threads.
+    one = run_script("1", env={"OPENBLAS_NUM_THREADS": "3", "OMP_NUM_THREADS": "3", "FEDLEDGER_THREADS": "1"})
+    three = run_script("3", env={"OPENBLAS_NUM_THREADS": "3", "OMP_NUM_THREADS": "3", "FEDLEDGER_THREADS": "3"})
 
     # Assert
     assert one == three == expected_digests()

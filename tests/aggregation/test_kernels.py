@@ -1,0 +1,202 @@
+"""The compiled FedAvg kernels (aggregation.kernels) against plain integer arithmetic.
+
+The kernels must give exactly the integers of the numpy reference
+(`to_fixed`, then sum of w * q, then `div_round_half_even`) for any input in
+range, on any thread count, and must refuse anything out of range.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aggregation.abc import Float32Backed, FixedUpdate, RuleOptions
+from aggregation.errors import AggregationError, FixedPointRangeError
+from aggregation.fixedpoint import Q_BOUND, div_round_half_even, to_fixed, weighted_mean, weighted_mean_float32
+from aggregation.kernels import BLOCK, available_threads, weighted_mean_f32, weighted_mean_i64
+from aggregation.rules import apply_rule
+
+
+def reference_mean(qs: list[np.ndarray], weights: list[int]) -> np.ndarray:
+    # Python integers: no overflow, no rounding until the one division.
+    total = sum(weights)
+    sums = [sum(int(q[j]) * w for q, w in zip(qs, weights)) for j in range(qs[0].size)]
+    out = []
+    for s in sums:
+        floor, rem = divmod(s, total)
+        if 2 * rem > total or (2 * rem == total and floor % 2 == 1):
+            floor += 1
+        out.append(floor)
+    return np.array(out, dtype=np.int64)
+
+
+def tricky_floats(rng: np.random.Generator, size: int) -> np.ndarray:
+    """float32 values mixing ordinary deltas, halfway cases of the 2**-32 grid, subnormals and edges."""
+    x = (rng.standard_normal(size) * 0.01).astype(np.float32)
+    picks = rng.integers(0, 6, size)
+    halfway = ((rng.integers(-(2**20), 2**20, size) + 0.5) * 2.0**-32).astype(np.float32)
+    x = np.where(picks == 1, halfway, x)
+    x = np.where(picks == 2, np.float32(np.nextafter(np.float32(128.0), np.float32(0.0))) * rng.choice([-1, 1], size), x)
+    x = np.where(picks == 3, np.float32(1e-40) * rng.standard_normal(size).astype(np.float32), x)
+    x = np.where(picks == 4, rng.uniform(-127, 127, size).astype(np.float32), x)
+    return x.astype(np.float32)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(1, 7),
+    size=st.integers(0, 3 * BLOCK + 5),
+    threads=st.integers(1, 4),
+)
+def test_float32_kernel_equals_converting_first(seed: int, n: int, size: int, threads: int) -> None:
+    # Prepare
+    rng = np.random.default_rng(seed)
+    xs = [tricky_floats(rng, size) for _ in range(n)]
+    weights = [int(w) for w in rng.integers(1, 2**23 // n, n)]
+
+    # Execute
+    mean, in_range = weighted_mean_f32(xs, weights, threads=threads)
+
+    # Assert
+    assert in_range
+    expected = div_round_half_even(sum(to_fixed(x) * w for x, w in zip(xs, weights)), sum(weights)) if size else mean
+    assert np.array_equal(mean, expected)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    columns=st.lists(st.lists(st.integers(-(Q_BOUND - 1), Q_BOUND - 1), min_size=5, max_size=5), min_size=1, max_size=6),
+    data=st.data(),
+)
+def test_int64_kernel_equals_python_integers_at_any_magnitude(columns: list[list[int]], data: st.DataObject) -> None:
+    # Prepare: weights up to a total of 2**23, the most the direct path takes,
+    # so the sums reach 2**62 and the division's float first guess is tested
+    # where it is least accurate.
+    weights = data.draw(st.lists(st.integers(1, 2**23 // len(columns)), min_size=len(columns), max_size=len(columns)))
+    qs = [np.array(c, dtype=np.int64) for c in columns]
+
+    # Execute
+    mean, in_range = weighted_mean_i64(qs, weights, Q_BOUND, threads=1)
+
+    # Assert
+    assert in_range
+    assert mean.tolist() == reference_mean(qs, weights).tolist()
+
+
+def test_division_ties_go_to_the_even_neighbour_on_both_signs() -> None:
+    # Sums of 1, 3, -1, -3 and 5 over a total weight of 2: exactly halfway.
+    qs = [np.array([1, 3, -1, -3, 5, 4], dtype=np.int64), np.array([0, 0, 0, 0, 0, 0], dtype=np.int64)]
+
+    mean, _ = weighted_mean_i64(qs, [1, 1], Q_BOUND)
+
+    assert mean.tolist() == [0, 2, 0, -2, 2, 2]
+    assert [float(Fraction(int(s), 2)) for s in qs[0]] == [0.5, 1.5, -0.5, -1.5, 2.5, 2.0]
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 8])
+def test_thread_counts_give_the_same_integers(threads: int) -> None:
+    # Prepare: big enough that the range is really split between threads.
+    rng = np.random.default_rng(7)
+    xs = [tricky_floats(rng, 300_001) for _ in range(5)]
+    weights = [3, 1000, 7, 250, 1]
+
+    # Execute
+    one, _ = weighted_mean_f32(xs, weights, threads=1)
+    many, _ = weighted_mean_f32(xs, weights, threads=threads)
+    via_int64 = weighted_mean([to_fixed(x) for x in xs], weights)
+
+    # Assert
+    assert np.array_equal(one, many)
+    assert np.array_equal(one, via_int64)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, 128.0, -128.0, 3e38])
+def test_values_out_of_range_are_refused_wherever_they_are(bad: float) -> None:
+    rng = np.random.default_rng(1)
+    xs = [(rng.standard_normal(200_000) * 0.01).astype(np.float32) for _ in range(3)]
+    xs[2][199_999] = bad
+
+    with pytest.raises(FixedPointRangeError):
+        weighted_mean_float32(xs, [1, 2, 3], threads=2)
+    with pytest.raises(FixedPointRangeError):
+        weighted_mean_float32(xs, [1, 2, 3], threads=1)
+
+
+def test_int64_values_out_of_range_are_refused() -> None:
+    q = np.zeros(100_000, dtype=np.int64)
+    q[-1] = -Q_BOUND
+    _, in_range = weighted_mean_i64([q], [1], Q_BOUND, threads=2)
+    assert not in_range
+    with pytest.raises(FixedPointRangeError):
+        weighted_mean([q], [1])
+
+
+def test_float32_mean_takes_shapes_and_refuses_mismatches() -> None:
+    x = np.arange(12, dtype=np.float32).reshape(3, 4) / 8
+
+    mean = weighted_mean_float32([x, x], [2, 5])
+
+    assert mean.shape == (3, 4)
+    assert np.array_equal(mean, to_fixed(x))
+    with pytest.raises(AggregationError):
+        weighted_mean_float32([x, x.reshape(4, 3)], [1, 1])
+    with pytest.raises(FixedPointRangeError):
+        weighted_mean_float32([x.astype(np.float64)], [1])
+
+
+def test_huge_total_weight_falls_back_to_the_split_path() -> None:
+    rng = np.random.default_rng(3)
+    xs = [(rng.standard_normal(1000) * 0.01).astype(np.float32) for _ in range(2)]
+    weights = [2**40, 2**41 - 3]
+
+    assert np.array_equal(weighted_mean_float32(xs, weights), weighted_mean([to_fixed(x) for x in xs], weights))
+
+
+def test_float32_backed_update_converts_lazily_and_fedavg_agrees_with_int64() -> None:
+    # Prepare
+    rng = np.random.default_rng(5)
+    shapes = {"a": (300, 257), "b": (9,)}
+    floats = [{k: tricky_floats(rng, int(np.prod(s))).reshape(s) for k, s in shapes.items()} for _ in range(4)]
+    samples = [5, 80, 1, 13]
+    backed = [FixedUpdate.from_float32(f, s) for f, s in zip(floats, samples)]
+    converted = [FixedUpdate({k: to_fixed(v) for k, v in f.items()}, s) for f, s in zip(floats, samples)]
+
+    # Execute
+    from_floats = apply_rule("fedavg", backed, RuleOptions(max_samples=40))
+    from_ints = apply_rule("fedavg", converted, RuleOptions(max_samples=40))
+
+    # Assert: same integers, and FedAvg never needed the int64 copies.
+    assert sorted(from_floats) == sorted(from_ints)
+    assert all(np.array_equal(from_floats[k], from_ints[k]) for k in from_ints)
+    assert all(isinstance(u.tensors, Float32Backed) and not u.tensors._fixed for u in backed)
+    assert np.array_equal(backed[0].tensors["a"], converted[0].tensors["a"])
+    assert sorted(backed[0].tensors) == ["a", "b"] and len(backed[0].tensors) == 2
+    with pytest.raises(AggregationError):
+        Float32Backed({"a": np.zeros(3, np.float64)})
+
+
+def test_thread_setting_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FEDLEDGER_THREADS", "3")
+    assert available_threads() == 3
+    monkeypatch.setenv("FEDLEDGER_THREADS", "lots")
+    with pytest.raises(ValueError, match="FEDLEDGER_THREADS"):
+        available_threads()
+    monkeypatch.delenv("FEDLEDGER_THREADS")
+    assert 1 <= available_threads() <= 8
+
+
+def test_to_float32_equals_the_ldexp_definition_on_random_integers() -> None:
+    # to_float32 multiplies by 2**-32 in float64: exact, like ldexp, then one rounding.
+    from aggregation.fixedpoint import to_float32
+
+    rng = np.random.default_rng(11)
+    q = np.concatenate([rng.integers(-(2**53) + 1, 2**53, 500_000), rng.integers(-(2**33), 2**33, 500_000)])
+
+    assert np.array_equal(to_float32(q), np.ldexp(q.astype(np.float64), -32).astype(np.float32))
+    with pytest.raises(FixedPointRangeError):
+        to_float32(np.array([2**53], dtype=np.int64))
