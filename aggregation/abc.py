@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import Protocol, Sequence
+from typing import Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -17,12 +17,49 @@ from numpy.typing import NDArray
 from aggregation.errors import AggregationError
 
 
+class Float32Backed(Mapping[str, NDArray[np.int64]]):
+    """Fixed-point tensors kept as their float32 values and converted on first use.
+
+    ``backed[key]`` is ``fixedpoint.to_fixed(floats[key])`` (cached), so a
+    rule sees int64 as usual; a rule that can work from the float32 values
+    (FedAvg, see `fixedpoint.weighted_mean_float32`) reads `floats` instead and
+    never makes the int64 copy. A value out of the fixed-point range raises
+    FixedPointRangeError when it is converted or read.
+    """
+
+    def __init__(self, floats: Mapping[str, NDArray[np.float32]]) -> None:
+        for key, array in floats.items():
+            if np.asarray(array).dtype != np.float32:
+                raise AggregationError(f"tensor {key!r} must be float32, got {np.asarray(array).dtype}")
+        self.floats: Mapping[str, NDArray[np.float32]] = dict(floats)
+        self._fixed: dict[str, NDArray[np.int64]] = {}
+
+    def __getitem__(self, key: str) -> NDArray[np.int64]:
+        fixed = self._fixed.get(key)
+        if fixed is None:
+            from aggregation.fixedpoint import to_fixed
+
+            fixed = self._fixed[key] = to_fixed(self.floats[key])
+        return fixed
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.floats)
+
+    def __len__(self) -> int:
+        return len(self.floats)
+
+
 @dataclass(frozen=True)
 class FixedUpdate:
     """A validated update in fixed point (see fixedpoint.to_fixed)."""
 
-    tensors: dict[str, NDArray[np.int64]]  # int64 delta per state-dict key
+    tensors: Mapping[str, NDArray[np.int64]]  # int64 delta per state-dict key
     num_samples: int  # the sender's claim, >= 1; rules cap it themselves
+
+    @classmethod
+    def from_float32(cls, tensors: Mapping[str, NDArray[np.float32]], num_samples: int) -> FixedUpdate:
+        """An update whose fixed-point tensors are its float32 ones, converted when first read."""
+        return cls(tensors=Float32Backed(tensors), num_samples=num_samples)
 
 
 def _is_int(value: object) -> bool:

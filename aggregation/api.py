@@ -75,8 +75,9 @@ def aggregate_round(
             fixed_updates.append(None)
             errors.append(str(exc))
             continue
-        tensors = {name: to_fixed(array) for name, array in update.tensors.items()}
-        fixed_updates.append(FixedUpdate(tensors=tensors, num_samples=update.num_samples))
+        # Validated float32, converted to fixed point by each rule as it reads
+        # them (FedAvg never makes the int64 copy).
+        fixed_updates.append(FixedUpdate.from_float32(update.tensors, update.num_samples))
         errors.append(None)
 
     valid = [u for u in fixed_updates if u is not None]

@@ -15,9 +15,9 @@ from typing import Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from aggregation.abc import FixedUpdate, RuleOptions
+from aggregation.abc import Float32Backed, FixedUpdate, RuleOptions
 from aggregation.errors import AggregationError
-from aggregation.fixedpoint import weighted_mean
+from aggregation.fixedpoint import weighted_mean, weighted_mean_float32
 
 
 def sample_weights(updates: Sequence[FixedUpdate], max_samples: int | None) -> list[int]:
@@ -33,4 +33,10 @@ def aggregate(updates: Sequence[FixedUpdate], options: RuleOptions, /) -> dict[s
         raise AggregationError("fedavg needs at least one update")
     weights = sample_weights(updates, options.max_samples)
     keys = sorted(updates[0].tensors)
-    return {key: weighted_mean([u.tensors[key] for u in updates], weights) for key in keys}
+    sources = [u.tensors for u in updates]
+    if all(isinstance(t, Float32Backed) for t in sources):
+        # Straight from the float32 values: the same integers, without an
+        # int64 copy of every update.
+        floats = [t.floats for t in sources if isinstance(t, Float32Backed)]
+        return {key: weighted_mean_float32([f[key] for f in floats], weights) for key in keys}
+    return {key: weighted_mean([t[key] for t in sources], weights) for key in keys}

@@ -15,8 +15,14 @@ Each timing is the best of --repeat runs. Two ratios are printed per rule:
 
 * `exact rule / flwr`: our rule on fixed-point inputs (what a verifier runs
   after decoding) against Flower's float rule.
-* `end-to-end / flwr`: float32 in -> `to_fixed` -> rule -> `to_float32` out,
-  so the conversions at the edges are included; this is the fair one.
+* `end-to-end / flwr`: float32 in -> rule -> `to_float32` out, with the
+  updates given as `FixedUpdate.from_float32` (what `aggregate_round` does
+  after decoding), so the conversion to fixed point is included: FedAvg does
+  it on the fly, the other rules with `to_fixed`. This is the fair one.
+
+The exact kernels use $FEDLEDGER_THREADS threads (default: the CPUs this
+process may use); Flower's rules are single-threaded numpy. Run with
+FEDLEDGER_THREADS=1 for the one-thread comparison.
 
 A last table times what a verifier really runs, `aggregate_round` (update
 bytes in: decode and validate, rule, exact scores, canonical model bytes
@@ -46,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from aggregation.abc import FixedUpdate, RuleOptions  # noqa: E402
 from aggregation.api import aggregate_round  # noqa: E402
 from aggregation.fixedpoint import to_fixed, to_float32  # noqa: E402
+from aggregation.kernels import available_threads  # noqa: E402
 from aggregation.rules import apply_rule  # noqa: E402
 from aggregation.update import encode_model, encode_update  # noqa: E402
 
@@ -102,10 +109,11 @@ def main() -> int:
     ]
 
     def end_to_end(rule: str, options: RuleOptions) -> dict[str, np.ndarray]:
-        ups = [FixedUpdate(tensors={k: to_fixed(u[k]) for k in keys}, num_samples=s) for u, s in zip(floats, samples)]
+        ups = [FixedUpdate.from_float32(u, s) for u, s in zip(floats, samples)]
         return {k: to_float32(q) for k, q in apply_rule(rule, ups, options).items()}
 
     threads = {v: os.environ.get(v, "-") for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    threads["kernel threads"] = str(available_threads())
     print(
         f"{args.updates} updates x {sum(int(np.prod(s)) for s in shapes.values()):,} float32 params, "
         f"best of {args.repeat}; numpy {np.__version__}, {platform.machine()}, {os.cpu_count()} CPUs, {threads}"
