@@ -141,6 +141,17 @@ def available_threads() -> int:
     return max(1, min(_MAX_THREADS, count))
 
 
+def _forget_pool() -> None:
+    # A forked child inherits the executor but not its threads: work sent to
+    # it would never run. The child starts a pool of its own when it needs one.
+    global _pool, _pool_lock
+    _pool = None
+    _pool_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
 def _executor() -> ThreadPoolExecutor:
     global _pool
     with _pool_lock:

@@ -200,3 +200,30 @@ def test_to_float32_equals_the_ldexp_definition_on_random_integers() -> None:
     assert np.array_equal(to_float32(q), np.ldexp(q.astype(np.float64), -32).astype(np.float32))
     with pytest.raises(FixedPointRangeError):
         to_float32(np.array([2**53], dtype=np.int64))
+
+
+def test_a_forked_child_runs_the_threaded_kernel_with_a_pool_of_its_own() -> None:
+    # Prepare: the parent's pool is running before the fork.
+    import os
+
+    rng = np.random.default_rng(13)
+    xs = [(rng.standard_normal(300_000) * 0.01).astype(np.float32) for _ in range(3)]
+    expected, _ = weighted_mean_f32(xs, [1, 2, 3], threads=2)
+    read, write = os.pipe()
+
+    # Execute
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        try:
+            mean, _ = weighted_mean_f32(xs, [1, 2, 3], threads=2)
+            os.write(write, b"same" if np.array_equal(mean, expected) else b"different")
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        answer = pipe.read()
+    _, status = os.waitpid(pid, 0)
+
+    # Assert: without the fork handler the child would wait forever on dead threads.
+    assert status == 0
+    assert answer == b"same"
