@@ -31,6 +31,8 @@ from numba import njit
 from numba.typed import List as TypedList
 from numpy.typing import NDArray
 
+from aggregation.errors import AggregationError
+
 # Floats: |x| < 128 and finite <=> the bits without the sign are below those
 # of 128.0 (0x43000000); NaN and inf have larger bit patterns than any finite.
 _F32_BOUND_BITS = 0x43000000
@@ -204,3 +206,76 @@ def weighted_mean_i64(
     arrays = [np.ascontiguousarray(q, dtype=np.int64).reshape(-1) for q in qs]
     out, extremes = _run(_range_i64, arrays, weights, threads)
     return out, all(-bound < int(low) and int(high) < bound for low, high in extremes)
+
+
+# --- exact dot products for the scores -------------------------------------------------
+
+# Values are split as q = h * 2**20 + l (0 <= l < 2**20); with |q| < 2**40 every
+# limb product is below 2**41 in magnitude, so DOT_CHUNK of them sum below 2**62.
+_SPLIT = 20
+_LOW = (1 << _SPLIT) - 1
+DOT_CHUNK = 2**21
+
+
+@njit(nogil=True, cache=True, boundscheck=False)
+def _limb_sums(u, ah, al):  # type: ignore[no-untyped-def]
+    # Limb sums of <u, a> and <u, u> over one chunk, and u's extremes.
+    hh = np.int64(0)
+    hl = np.int64(0)
+    ll = np.int64(0)
+    sh = np.int64(0)
+    sx = np.int64(0)
+    sl = np.int64(0)
+    low = np.int64(0)
+    high = np.int64(0)
+    for j in range(u.size):
+        v = u[j]
+        low = v if v < low else low
+        high = v if v > high else high
+        h = v >> 20
+        lo = v & 0xFFFFF
+        hh += h * ah[j]
+        hl += h * al[j] + lo * ah[j]
+        ll += lo * al[j]
+        sh += h * h
+        sx += h * lo
+        sl += lo * lo
+    return hh, hl, ll, sh, sx, sl, low, high
+
+
+def _dots_of_one(parts: Sequence[np.ndarray], split_aggregate: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[int, int, int, int]:
+    dot = norm = 0
+    low = high = 0
+    for u, (ah, al) in zip(parts, split_aggregate):
+        for start in range(0, u.size, DOT_CHUNK):
+            stop = start + DOT_CHUNK
+            hh, hl, ll, sh, sx, sl, lo, hi = _limb_sums(u[start:stop], ah[start:stop], al[start:stop])
+            dot += (int(hh) << (2 * _SPLIT)) + (int(hl) << _SPLIT) + int(ll)
+            norm += (int(sh) << (2 * _SPLIT)) + (int(sx) << (_SPLIT + 1)) + int(sl)
+            low, high = min(low, int(lo)), max(high, int(hi))
+    return dot, norm, low, high
+
+
+def dots_with(
+    rows: Sequence[Sequence[np.ndarray]], aggregate: Sequence[np.ndarray], bound: int, *, threads: int | None = None
+) -> tuple[list[tuple[int, int]], int, bool]:
+    """``([(<u, a>, <u, u>) per row], <a, a>, in_range)``, exact, as Python ints.
+
+    Each row and `aggregate` are int64 parts (a model's tensors, flattened in
+    the same order, the same sizes); the vectors are their concatenations.
+    `in_range` is False when some |value| >= `bound` (<= 2**40); the dots are
+    then meaningless. One task per row, on the kernel thread pool.
+    """
+    agg = [np.ascontiguousarray(a, dtype=np.int64).reshape(-1) for a in aggregate]
+    split = [(a >> _SPLIT, a & _LOW) for a in agg]
+    flat = [[np.ascontiguousarray(p, dtype=np.int64).reshape(-1) for p in row] for row in rows]
+    if any([p.size for p in row] != [a.size for a in agg] for row in flat):
+        raise AggregationError("dots_with: a row's parts differ in size from the aggregate's")
+    count = max(1, min(available_threads() if threads is None else threads, len(flat)))
+    if count == 1:
+        results = [_dots_of_one(row, split) for row in [*flat, agg]]
+    else:
+        results = list(_executor().map(lambda row: _dots_of_one(row, split), [*flat, agg]))
+    in_range = all(-bound < low and high < bound for _, _, low, high in results)
+    *per_row, (_, agg_norm, _, _) = results
+    return [(dot, norm) for dot, norm, _, _ in per_row], agg_norm, in_range

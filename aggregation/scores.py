@@ -12,14 +12,14 @@ cosine similarity.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from typing import Mapping, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
 
-from aggregation.fixedpoint import exact_dot, exact_gram
+from aggregation.errors import FixedPointRangeError
+from aggregation.fixedpoint import DOT_BOUND, exact_dot
 
 WAD = 10**18
 
@@ -47,15 +47,6 @@ def cosine_wad(u: np.ndarray, a: np.ndarray) -> int:
     return cosine_from_dots(exact_dot(u, a), exact_dot(u, u), exact_dot(a, a))
 
 
-def _digest(tensors: Mapping[str, np.ndarray], keys: Sequence[str]) -> bytes:
-    # The digest of the flattened vector's little-endian bytes, fed per tensor
-    # so no concatenated copy is made.
-    h = hashlib.sha256()
-    for key in keys:
-        h.update(np.ascontiguousarray(tensors[key], dtype="<i8").tobytes())
-    return h.digest()
-
-
 def _same(x: Mapping[str, np.ndarray], y: Mapping[str, np.ndarray], keys: Sequence[str]) -> bool:
     return all(np.array_equal(x[key], y[key]) for key in keys)
 
@@ -68,28 +59,27 @@ def contribution_scores(
     A rejected update scores 0. A delta equal in value to an earlier accepted
     one (in the given, canonical order) scores 0 -- copying another
     participant's update earns nothing -- while the first copy keeps its score.
-    Every dot product comes from one exact Gram matrix of the scored deltas
-    and the aggregate (`fixedpoint.exact_gram`).
+    Each delta's dot product with the aggregate and its squared norm are
+    exact integers (`kernels.dots_with`); values must satisfy |q| < 2**40.
     """
+    from aggregation.kernels import dots_with  # compiles (or loads) the kernels on first use
+
     keys = sorted(aggregate)
-    scored: list[int] = []  # indices of the deltas that get a cosine
-    # Digest -> earlier deltas with that digest; equality is then checked
-    # exactly, so a hash collision cannot zero an honest score.
-    seen: dict[bytes, list[Mapping[str, np.ndarray]]] = {}
-    for i, delta in enumerate(deltas):
-        if delta is None:
-            continue
-        earlier = seen.setdefault(_digest(delta, keys), [])
-        if any(_same(delta, other, keys) for other in earlier):
-            continue
-        earlier.append(delta)
-        scored.append(i)
     scores = [0] * len(deltas)
-    if not scored:
+    accepted = [i for i, delta in enumerate(deltas) if delta is not None]
+    if not accepted:
         return scores
-    rows = [[np.asarray(deltas[i][key], dtype=np.int64) for key in keys] for i in scored]  # type: ignore[index]
-    gram = exact_gram(rows + [[np.asarray(aggregate[key], dtype=np.int64) for key in keys]])
-    last = len(scored)
-    for row, i in enumerate(scored):
-        scores[i] = cosine_from_dots(gram[row][last], gram[row][row], gram[last][last])
+    rows = [[deltas[i][key] for key in keys] for i in accepted]  # type: ignore[index]
+    per_row, aggregate_norm, in_range = dots_with(rows, [aggregate[key] for key in keys], DOT_BOUND)
+    if not in_range:
+        raise FixedPointRangeError(f"contribution_scores: fixed-point values must satisfy |q| < 2**{DOT_BOUND.bit_length() - 1}")
+    # Equal deltas have equal (dot, norm): only deltas sharing that pair are
+    # compared, and exactly, so a coincidence of the pair cannot zero a score.
+    seen: dict[tuple[int, int], list[int]] = {}
+    for i, (dot, norm) in zip(accepted, per_row):
+        earlier = seen.setdefault((dot, norm), [])
+        if any(_same(deltas[i], deltas[j], keys) for j in earlier):  # type: ignore[arg-type]
+            continue
+        earlier.append(i)
+        scores[i] = cosine_from_dots(dot, norm, aggregate_norm)
     return scores

@@ -227,3 +227,86 @@ def test_a_forked_child_runs_the_threaded_kernel_with_a_pool_of_its_own() -> Non
     # Assert: without the fork handler the child would wait forever on dead threads.
     assert status == 0
     assert answer == b"same"
+
+
+@settings(max_examples=50, deadline=None)
+@given(data=st.data(), n=st.integers(1, 4), sizes=st.lists(st.integers(0, 9), min_size=1, max_size=3), chunk=st.integers(1, 5))
+def test_dots_with_equal_python_integers_at_the_largest_values(
+    data: st.DataObject, n: int, sizes: list[int], chunk: int
+) -> None:
+    # Prepare: values up to 2**40 in magnitude, and chunks of a few values so
+    # the chunk boundaries (2**21 values in real use) fall inside the tensors.
+    import aggregation.kernels as kernels
+
+    value = st.integers(-(2**40) + 1, 2**40 - 1)
+    def vector() -> list[np.ndarray]:
+        return [np.array(data.draw(st.lists(value, min_size=s, max_size=s)), dtype=np.int64) for s in sizes]
+    rows = [vector() for _ in range(n)]
+    aggregate = vector()
+    flat_a = [int(v) for part in aggregate for v in part]
+
+    # Execute
+    saved = kernels.DOT_CHUNK
+    kernels.DOT_CHUNK = chunk
+    try:
+        per_row, norm_a, in_range = kernels.dots_with(rows, aggregate, 2**40, threads=1 + n % 3)
+    finally:
+        kernels.DOT_CHUNK = saved
+
+    # Assert
+    assert in_range
+    assert norm_a == sum(v * v for v in flat_a)
+    for row, (dot, norm) in zip(rows, per_row):
+        flat_u = [int(v) for part in row for v in part]
+        assert dot == sum(u * a for u, a in zip(flat_u, flat_a))
+        assert norm == sum(u * u for u in flat_u)
+
+
+def test_dots_with_refuses_values_out_of_range_in_a_row_or_the_aggregate() -> None:
+    from aggregation.kernels import dots_with
+    from aggregation.scores import contribution_scores
+
+    ok = np.zeros(10, dtype=np.int64)
+    bad = ok.copy()
+    bad[9] = -(2**40)
+    assert not dots_with([[bad]], [ok], 2**40)[2]
+    assert not dots_with([[ok]], [bad], 2**40)[2]
+    assert dots_with([[ok]], [ok], 2**40)[2]
+    with pytest.raises(FixedPointRangeError):
+        contribution_scores([{"w": bad}], {"w": ok})
+    with pytest.raises(AggregationError):
+        dots_with([[np.zeros(3, np.int64)]], [ok], 2**40)
+
+
+def test_scores_are_the_same_on_one_thread_and_many(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aggregation.scores import contribution_scores
+
+    rng = np.random.default_rng(17)
+    common = rng.standard_normal(50_000).astype(np.float32) * 0.01
+    deltas = [{"w": to_fixed((common + rng.standard_normal(50_000).astype(np.float32) * 0.01).astype(np.float32))} for _ in range(6)]
+    deltas.insert(3, None)
+    deltas.append({"w": deltas[1]["w"].copy()})  # a copy of an earlier one: scores 0
+    aggregate = {"w": weighted_mean([d["w"] for d in deltas if d is not None], [1] * 7)}
+
+    monkeypatch.setenv("FEDLEDGER_THREADS", "1")
+    one = contribution_scores(deltas, aggregate)
+    monkeypatch.setenv("FEDLEDGER_THREADS", "4")
+    many = contribution_scores(deltas, aggregate)
+
+    assert one == many
+    assert one[3] == 0 and one[7] == 0 and one[1] > 0
+    assert all(0 < s <= 10**18 for i, s in enumerate(one) if i not in (3, 7))
+
+
+def test_different_deltas_with_the_same_dot_and_norm_both_keep_their_scores() -> None:
+    from aggregation.scores import contribution_scores
+
+    aggregate = {"w": np.array([1, 0], dtype=np.int64)}
+    first, mirror = {"w": np.array([1, 2], dtype=np.int64)}, {"w": np.array([1, -2], dtype=np.int64)}
+
+    scores = contribution_scores([first, mirror, {"w": first["w"].copy()}], aggregate)
+
+    # cos = 1 / sqrt(5) for both; the exact copy of the first scores 0.
+    assert abs(scores[0] - 10**18 / 5**0.5) < 10**3
+    assert scores[0] == scores[1] > 0
+    assert scores[2] == 0
