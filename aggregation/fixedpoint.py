@@ -159,14 +159,12 @@ def _max_magnitude(q: NDArray[np.int64], bound: int, where: str) -> int:
     return max(high, -low)
 
 
-def _direct_weighted_mean(
-    qs: Sequence[NDArray[np.int64]], weights: Sequence[int], *, threads: int | None = None
-) -> NDArray[np.int64]:
+def _direct_weighted_mean(qs: Sequence[NDArray[np.int64]], weights: Sequence[int]) -> NDArray[np.int64]:
     # One compiled pass per input (aggregation.kernels): range check, multiply
     # and add on a cache-sized block of the accumulator at a time.
     from aggregation.kernels import weighted_mean_i64
 
-    mean, in_range = weighted_mean_i64(qs, weights, Q_BOUND, threads=threads)
+    mean, in_range = weighted_mean_i64(qs, weights, Q_BOUND)
     if not in_range:
         raise FixedPointRangeError(f"weighted_mean: fixed-point values must satisfy |q| < 2**{Q_BOUND.bit_length() - 1}")
     return mean.reshape(np.shape(qs[0]))
