@@ -45,6 +45,7 @@ def aggregate_round(
     max_samples: int | None = None,
     max_update_bytes: int = DEFAULT_MAX_UPDATE_BYTES,
     metadata: Mapping[str, str] | None = None,
+    previous: Sequence[bytes] = (),
 ) -> AggregateResult:
     """Aggregate `updates` onto `base_model` with `rule` and score each update.
 
@@ -58,6 +59,11 @@ def aggregate_round(
     its own (score 0, reason in `errors`); the rest are aggregated. With no
     valid update the new model is the base, re-encoded canonically.
     `metadata` is written into the new model file.
+
+    `previous` are the update files of the task's previous round (canonical
+    order; invalid or unavailable ones, e.g. ``b""``, are skipped): an update
+    whose delta equals one of them is a replay and scores 0
+    (`scores.contribution_scores`).
     """
     options = _options(options, max_samples)
     check_options(rule, options)
@@ -91,7 +97,14 @@ def aggregate_round(
     # |base| + |delta| < 2**40, far inside int64 and float64's exact range.
     new_fixed: dict[str, NDArray[np.int64]] = {name: base_fixed[name] + delta[name] for name in sorted(base_fixed)}
     model = encode_model({name: to_float32(q) for name, q in new_fixed.items()}, metadata)
-    scores = contribution_scores([None if u is None else u.tensors for u in fixed_updates], delta)
+    earlier = []
+    for data in previous:
+        try:
+            old = decode_update(data, expected=expected, max_bytes=max_update_bytes)
+        except InvalidUpdateError:
+            continue
+        earlier.append(FixedUpdate.from_float32(old.tensors, old.num_samples).tensors)
+    scores = contribution_scores([None if u is None else u.tensors for u in fixed_updates], delta, earlier)
     return AggregateResult(
         model=model,
         scores_wad=scores,

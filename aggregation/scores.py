@@ -1,13 +1,14 @@
-"""Contribution scores: cosine similarity with the aggregate, exact, in WAD.
+"""Contribution scores: cosine similarity with the aggregate, relative to the round, exact, in WAD.
 
-SPEC section 5: a participant's score is the cosine similarity of its delta
-with the round's aggregate delta, clipped to [0, 1] and expressed in WAD
+SPEC section 5: a participant's score measures the cosine similarity of its
+delta with the round's aggregate delta, clipped to [0, 1] and expressed in WAD
 (1e18, the fixed-point unit of the reward contracts). It is computed on the
 fixed-point integers with exact integer arithmetic, so every verifier derives
 the same score and the chain can compare them for equality. The cosine
-measure follows contribution scoring in FL incentive work such as
-FLTrust [Cao et al., NDSS 2021], which weights clients by ReLU-clipped
-cosine similarity.
+measure follows RFFL (Xu & Lyu) and FLTrust [Cao et al., NDSS 2021], which
+weights clients by ReLU-clipped cosine similarity; here it is taken relative
+to the round's median cosine (see `contribution_scores` for why), and
+identical or replayed updates score 0.
 """
 
 from __future__ import annotations
@@ -47,18 +48,58 @@ def cosine_wad(u: np.ndarray, a: np.ndarray) -> int:
     return cosine_from_dots(exact_dot(u, a), exact_dot(u, u), exact_dot(a, a))
 
 
+PROBE = 64
+"""How many leading values of an update's first tensor pick the candidates an exact comparison checks."""
+
+
+def _probe(delta: Mapping[str, np.ndarray], key: str) -> bytes:
+    """The fixed-point values of the first PROBE coordinates of `delta[key]`, as bytes.
+
+    Equal deltas have equal probes. A float-backed delta converts only these
+    coordinates, so probing an earlier round's update costs no full pass.
+    """
+    floats = getattr(delta, "floats", None)
+    if floats is not None:
+        from aggregation.fixedpoint import to_fixed
+
+        return to_fixed(np.asarray(floats[key]).reshape(-1)[:PROBE]).tobytes()
+    return np.ascontiguousarray(np.asarray(delta[key], dtype=np.int64).reshape(-1)[:PROBE]).tobytes()
+
+
 def _same(x: Mapping[str, np.ndarray], y: Mapping[str, np.ndarray], keys: Sequence[str]) -> bool:
     return all(np.array_equal(x[key], y[key]) for key in keys)
 
 
+def relative_score(cosine: int, median: int) -> int:
+    """``clip(2 * cosine / median - 1, 0, 1)`` in WAD, floored: WAD at or above the round's
+    median cosine, falling linearly to 0 at half of it; 0 when the median is 0."""
+    if median <= 0:
+        return 0
+    return max(0, min(WAD, (2 * cosine - median) * WAD // median))
+
+
 def contribution_scores(
-    deltas: Sequence[Mapping[str, np.ndarray] | None], aggregate: Mapping[str, np.ndarray]
+    deltas: Sequence[Mapping[str, np.ndarray] | None],
+    aggregate: Mapping[str, np.ndarray],
+    previous: Sequence[Mapping[str, np.ndarray] | None] = (),
 ) -> list[int]:
     """Score each fixed-point delta (None = rejected) against the aggregate delta, in WAD.
 
-    A rejected update scores 0. A delta equal in value to an earlier accepted
-    one (in the given, canonical order) scores 0 -- copying another
-    participant's update earns nothing -- while the first copy keeps its score.
+    The raw measure is the clipped cosine of a delta with the aggregate
+    (`cosine_from_dots`). The score is that cosine relative to the round's
+    (upper) median one (`relative_score`): an update as aligned as the typical update
+    of its round scores 1, one at half the typical alignment or less scores 0.
+    How aligned honest updates are depends on how heterogeneous the data is
+    (about 0.75 on IID shards, 0.3 under label skew), so an absolute cosine
+    cannot be held to one threshold; a relative one can, as long as honest
+    updates are the majority.
+
+    Scored 0, and left out of the median: a rejected update; a delta equal in
+    value to another delta of the same round -- commit-reveal means no node
+    sees another's update before committing, so identical updates can only
+    come from nodes acting together, and all of them score 0; and a delta
+    equal in value to one in `previous` (the earlier round's accepted updates):
+    a resent or copied old update is not new work.
     Each delta's dot product with the aggregate and its squared norm are
     exact integers (`kernels.dots_with`); values must satisfy |q| < 2**40.
     """
@@ -75,11 +116,27 @@ def contribution_scores(
         raise FixedPointRangeError(f"contribution_scores: fixed-point values must satisfy |q| < 2**{DOT_BOUND.bit_length() - 1}")
     # Equal deltas have equal (dot, norm): only deltas sharing that pair are
     # compared, and exactly, so a coincidence of the pair cannot zero a score.
-    seen: dict[tuple[int, int], list[int]] = {}
-    for i, (dot, norm) in zip(accepted, per_row):
-        earlier = seen.setdefault((dot, norm), [])
-        if any(_same(deltas[i], deltas[j], keys) for j in earlier):  # type: ignore[arg-type]
-            continue
-        earlier.append(i)
-        scores[i] = cosine_from_dots(dot, norm, aggregate_norm)
+    groups: dict[tuple[int, int], list[list[int]]] = {}
+    for i, pair in zip(accepted, per_row):
+        for group in groups.setdefault(pair, []):
+            if _same(deltas[i], deltas[group[0]], keys):  # type: ignore[arg-type]
+                group.append(i)
+                break
+        else:
+            groups[pair].append([i])
+    fresh = {group[0]: pair for pair, found in groups.items() for group in found if len(group) == 1}
+    if previous and keys:
+        earlier: dict[bytes, list[Mapping[str, np.ndarray]]] = {}
+        for old in previous:
+            if old is not None and sorted(old) == keys:
+                earlier.setdefault(_probe(old, keys[0]), []).append(old)
+        for i in list(fresh):
+            if any(_same(deltas[i], old, keys) for old in earlier.get(_probe(deltas[i], keys[0]), ())):  # type: ignore[arg-type]
+                del fresh[i]
+    cosines = {i: cosine_from_dots(dot, norm, aggregate_norm) for i, (dot, norm) in fresh.items()}
+    if not cosines:
+        return scores
+    median = sorted(cosines.values())[len(cosines) // 2]  # the upper median: of two, the better
+    for i, cosine in cosines.items():
+        scores[i] = relative_score(cosine, median)
     return scores

@@ -1,4 +1,4 @@
-"""Contribution scores: exact clipped cosine similarity in WAD."""
+"""Contribution scores: exact clipped cosine similarity in WAD, relative to the round's median."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from aggregation.api import aggregate_round
 from aggregation.fixedpoint import Q_BOUND
-from aggregation.scores import WAD, contribution_scores, cosine_wad
+from aggregation.scores import WAD, contribution_scores, cosine_wad, relative_score
 from aggregation.update import encode_model, encode_update
 
 values = st.integers(min_value=-(Q_BOUND - 1), max_value=Q_BOUND - 1)
@@ -74,8 +74,40 @@ def test_known_angle() -> None:
     assert cosine_wad(np.array([1, 0], np.int64), np.array([1, 1], np.int64)) == 707106781186547524
 
 
-def test_duplicates_score_zero_and_the_first_copy_keeps_its_score() -> None:
-    # Prepare
+def test_scores_are_cosines_relative_to_the_rounds_median_cosine() -> None:
+    # Prepare: cosines with the target of about 0.99, 0.71, 0.5 and 0.
+    target = {"a": np.array([1, 1, 0], np.int64)}
+    deltas = [
+        {"a": np.array([10, 9, 0], np.int64)},
+        {"a": np.array([1, 0, 0], np.int64)},
+        {"a": np.array([1, 0, 1], np.int64)},
+        {"a": np.array([0, 0, 5], np.int64)},
+    ]
+    cosines = [cosine_wad(d["a"], target["a"]) for d in deltas]
+    median = sorted(cosines)[2]  # the upper median of four
+
+    # Execute
+    scores = contribution_scores(deltas, target)
+
+    # Assert: at or above the median 1, half of it or less 0, linear in between.
+    assert median == cosines[1]
+    assert scores[0] == scores[1] == WAD
+    assert scores[2] == relative_score(cosines[2], median) == (2 * cosines[2] - median) * WAD // median
+    assert 0 < scores[2] < WAD
+    assert scores[3] == 0
+
+
+def test_relative_score_bounds() -> None:
+    # Execute / Assert
+    assert relative_score(WAD, WAD // 2) == WAD
+    assert relative_score(WAD // 4, WAD // 2) == 0
+    assert relative_score(3 * WAD // 8, WAD // 2) == WAD // 2
+    assert relative_score(0, 0) == 0
+
+
+def test_every_copy_in_a_round_scores_zero_and_is_left_out_of_the_median() -> None:
+    # Prepare: commit-reveal hides updates until every commitment is in, so identical
+    # updates in one round mean collusion: all of them score 0, the first too.
     target = {"a": np.array([1, 2, 3], np.int64)}
     first = {"a": np.array([1, 2, 4], np.int64)}
     other = {"a": np.array([3, 2, 1], np.int64)}
@@ -83,10 +115,43 @@ def test_duplicates_score_zero_and_the_first_copy_keeps_its_score() -> None:
     # Execute
     scores = contribution_scores([first, other, {"a": first["a"].copy()}, None, first], target)
 
+    # Assert: `other` is the only fresh update, so it is its round's median.
+    assert scores == [0, WAD, 0, 0, 0]
+
+
+def test_a_replay_of_a_previous_round_update_scores_zero() -> None:
+    # Prepare: node 1 resends its own earlier delta, node 2 another node's.
+    target = {"a": np.array([1, 2, 3], np.int64), "b": np.array([1], np.int64)}
+    old_1 = {"a": np.array([1, 2, 2], np.int64), "b": np.array([1], np.int64)}
+    old_2 = {"a": np.array([2, 2, 3], np.int64), "b": np.array([2], np.int64)}
+    fresh = {"a": np.array([1, 3, 3], np.int64), "b": np.array([1], np.int64)}
+    near = {"a": np.array([1, 2, 2], np.int64), "b": np.array([2], np.int64)}  # same probe as old_1, not equal
+
+    # Execute
+    scores = contribution_scores([fresh, dict(old_1), dict(old_2), near], target, previous=[old_1, None, old_2])
+
     # Assert
-    assert scores[0] == cosine_wad(first["a"], target["a"]) > 0
-    assert scores[1] == cosine_wad(other["a"], target["a"]) > 0
-    assert scores[2:] == [0, 0, 0]
+    assert scores[1] == scores[2] == 0
+    assert scores[0] > 0 and scores[3] > 0
+    assert contribution_scores([fresh, dict(old_1)], target)[1] > 0  # without the history it is scored
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data(), n=st.integers(1, 6))
+def test_scores_follow_their_updates_in_any_order(data: st.DataObject, n: int) -> None:
+    # Prepare: copies score 0 wherever they stand, so the scores do not depend on the order.
+    small = st.integers(-3, 3)
+    deltas = [{"a": np.array(data.draw(st.lists(small, min_size=3, max_size=3)), np.int64)} for _ in range(n)]
+    target = {"a": np.array(data.draw(st.lists(small, min_size=3, max_size=3)), np.int64)}
+    order = data.draw(st.permutations(range(n)))
+
+    # Execute
+    scores = contribution_scores(deltas, target)
+    shuffled = contribution_scores([deltas[i] for i in order], target)
+
+    # Assert
+    assert shuffled == [scores[i] for i in order]
+    assert all(0 <= s <= WAD for s in scores)
 
 
 def updates_for(deltas: list[dict[str, np.ndarray]]) -> list[bytes]:
@@ -107,7 +172,7 @@ def test_single_update_scores_wad_in_a_round() -> None:
 
 def test_round_scores_opposite_duplicate_and_rejected_updates_zero() -> None:
     # Prepare: two agreeing updates outweigh one opposite update; one copies
-    # an earlier update byte for byte; one is not a safetensors file at all.
+    # another byte for byte (both score 0); one is not a safetensors file at all.
     base = encode_model({name: np.zeros(shape, np.float32) for name, shape in SHAPES.items()})
     up = {name: np.full(shape, 0.5, np.float32) for name, shape in SHAPES.items()}
     up2 = {name: np.full(shape, 0.25, np.float32) for name, shape in SHAPES.items()}
@@ -119,7 +184,7 @@ def test_round_scores_opposite_duplicate_and_rejected_updates_zero() -> None:
     result = aggregate_round("fedavg", base, updates)
 
     # Assert
-    assert result.scores_wad == [WAD, 0, WAD, 0, 0]
+    assert result.scores_wad == [0, 0, WAD, 0, 0]
     assert result.accepted == [True, True, True, True, False]
 
 
@@ -138,5 +203,24 @@ def test_value_identical_update_with_other_bytes_is_a_duplicate() -> None:
     result = aggregate_round("fedavg", base, [first, second])
 
     # Assert
-    assert result.scores_wad == [WAD, 0]
+    assert result.scores_wad == [0, 0]
     assert result.accepted == [True, True]
+
+
+def test_round_scores_a_resent_update_zero_whatever_its_metadata() -> None:
+    # Prepare: last round's update, re-encoded for this round (other round, base, samples).
+    base = encode_model({name: np.zeros(shape, np.float32) for name, shape in SHAPES.items()})
+    old = {name: np.full(shape, 0.5, np.float32) for name, shape in SHAPES.items()}
+    new = {name: np.full(shape, 0.4, np.float32) for name, shape in SHAPES.items()}
+    earlier = encode_update(old, num_samples=3, task=1, round=1, base="a")
+    resent = encode_update(old, num_samples=5, task=1, round=2, base="b")
+    fresh = encode_update(new, num_samples=5, task=1, round=2, base="b")
+
+    # Execute
+    result = aggregate_round("fedavg", base, [fresh, resent], previous=[b"", earlier])
+    without = aggregate_round("fedavg", base, [fresh, resent])
+
+    # Assert: the model is the same (the replay is still aggregated); only the score differs.
+    assert result.scores_wad == [WAD, 0]
+    assert without.scores_wad == [WAD, WAD]
+    assert result.model == without.model
