@@ -5,11 +5,17 @@ its trainer is built) and may replace the update it publishes
 (`craft_update`, applied every round with what a colluding attacker could
 know). Both are pure functions of their inputs and a seeded generator, so
 experiments replay exactly.
+
+What an attacker knows is what the protocol lets it know (SPEC section 4):
+commit-reveal hides every update of a round until all commitments are in,
+so an attacker crafts its update from its own training, its colluders'
+(`team`), the committee size, and the updates revealed in earlier rounds
+(`revealed`) -- never from the honest updates of the round it attacks.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Callable, Mapping, Sequence
 
@@ -23,12 +29,15 @@ Delta = dict[str, np.ndarray]
 @dataclass(frozen=True)
 class AttackContext:
     own: Mapping[str, np.ndarray]  # the delta the node's (possibly poisoned) training produced
-    honest: Sequence[Mapping[str, np.ndarray]]  # this round's deltas of the other nodes, before any attack
     rng: np.random.Generator
+    committee: int = 1  # how many updates the round aggregates (this one included)
+    team: Sequence[Mapping[str, np.ndarray]] = ()  # this round's trained deltas of its colluders, its own included
+    revealed: Sequence[Mapping[str, np.ndarray]] = ()  # the other nodes' updates revealed last round
     previous: Mapping[str, np.ndarray] | None = None  # what this node published last round
     round: int = 1
-    colluders: int = 1  # how many attackers act together this round (this one included)
-    extra: dict[str, object] = field(default_factory=dict)
+    # This round's honest deltas, for experiments that describe what an attacker published
+    # (scripts/robustness.py). No attack reads them: commit-reveal keeps them from it.
+    honest_for_report: Sequence[Mapping[str, np.ndarray]] = ()
 
 
 def _map(delta: Mapping[str, np.ndarray], fn: Callable[[np.ndarray], np.ndarray]) -> Delta:
@@ -57,34 +66,37 @@ def free_rider_stale(ctx: AttackContext) -> Delta:
 
 
 def free_rider_copy(ctx: AttackContext) -> Delta:
-    """Republish another node's update as one's own (it scores 0 as a duplicate)."""
-    return _map(ctx.honest[0], np.array) if ctx.honest else free_rider_zero(ctx)
+    """Republish another node's update as one's own. Commit-reveal hides this round's
+    updates, so the newest it can copy is one revealed last round (scored 0 as a
+    replay); in the first round there is none yet and it sends zeros."""
+    return _map(ctx.revealed[0], np.array) if ctx.revealed else free_rider_zero(ctx)
 
 
 def scaling(ctx: AttackContext) -> Delta:
     """Model replacement (Bagdasaryan et al., 2020): a poisoned update boosted by
     the federation size so that averaging does not dilute it. The poisoning is
     the label flip applied to this node's data (see DATA_ATTACKS)."""
-    boost = float(len(ctx.honest) + ctx.colluders)
+    boost = float(ctx.committee)
     return _map(ctx.own, lambda v: boost * v)
 
 
 def little_is_enough(ctx: AttackContext) -> Delta:
     """"A Little Is Enough" (Baruch et al., 2019): colluders publish mean - z*std
-    of the honest updates, per coordinate, with z chosen so the fake update stays
-    within the spread of honest ones and evades robust rules.
+    of the benign updates, per coordinate, with z chosen so the fake update stays
+    within the spread of honest ones and evades robust rules. Commit-reveal hides
+    the honest updates of the round, so the colluders estimate the mean and std
+    from their own honestly trained deltas (`team`), and all publish the same fake.
 
     z = Phi^-1((n - s) / n) with s = floor(n/2 + 1) - m, for n nodes of which m
     collude: the largest shift that still leaves the fake closer to the centre
     than s honest updates."""
-    if not ctx.honest:
-        return _map(ctx.own, np.array)
-    n = len(ctx.honest) + ctx.colluders
-    s = n // 2 + 1 - ctx.colluders
+    team = list(ctx.team) or [ctx.own]
+    n, m = ctx.committee, len(team)
+    s = n // 2 + 1 - m
     z = NormalDist().inv_cdf((n - s) / n) if 0 < s < n else 1.0
     out: Delta = {}
     for k in ctx.own:
-        stack = np.stack([np.asarray(h[k], dtype=np.float64) for h in ctx.honest])
+        stack = np.stack([np.asarray(t[k], dtype=np.float64) for t in team])
         out[k] = (stack.mean(axis=0) - z * stack.std(axis=0)).astype(np.float32)
     return out
 

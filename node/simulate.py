@@ -223,11 +223,20 @@ def run_simulation(
         rounds: list[RoundRecord] = []
         published: list[dict[str, np.ndarray] | None] = [None] * config.nodes
 
+        last_round: dict[int, dict[str, np.ndarray]] = {}  # node -> what it published in the previous round
+        earlier_updates: list = []  # the previous round's on-chain updates
+
         def aggregate(local: EmbeddedStorage, base_bytes: bytes, updates: list) -> tuple[str, list[int], bytes]:
             """What a node computes from the revealed updates: (model CID, scores, model bytes)."""
             blobs = [fetch(u.cid, local, everyone) for u in updates]
+            previous = [fetch(u.cid, local, everyone) for u in earlier_updates]
             result = aggregate_round(
-                config.rule, base_bytes, blobs, options=spec.rule_options(), max_update_bytes=spec.max_update_bytes
+                config.rule,
+                base_bytes,
+                blobs,
+                options=spec.rule_options(),
+                max_update_bytes=spec.max_update_bytes,
+                previous=previous,
             )
             return cid_of(result.model), list(result.scores_wad), result.model
 
@@ -249,6 +258,7 @@ def run_simulation(
                 acc = accuracy(spec.model, base, test)
                 rounds.append(RoundRecord(round=r, global_model_cid=base_cid, test_accuracy=acc, gas_used=int(gas)))
                 progress(f"round {r}/{config.rounds}: void (no eligible node), test accuracy {acc:.3f}")
+                last_round, earlier_updates = {}, []
                 continue
             # Members act in node order, so the reveal order (hence the proposer rotation) of a run
             # does not depend on the committee seed, which the block hash makes different every run.
@@ -257,17 +267,26 @@ def run_simulation(
             # Train, pin, commit; then reveal. Nobody's update is visible before every commit is in.
             trained = {i: trainers[i].train(base, seed=config.seed * 1_000_003 + r * 1009 + i) for i in seats}
             revealed: dict[int, tuple[str, int, bytes]] = {}
+            this_round: dict[int, dict[str, np.ndarray]] = {}
             for i in seats:
                 fetch(base_cid, stores[i], everyone)  # each member pulls the global model into its own store
                 delta = trained[i]
                 if roles[i] != "honest":
-                    others = [d for j, d in trained.items() if j != i and roles[j] == "honest"]
-                    colluders = sum(1 for j in seats if roles[j] == roles[i])  # attackers of its kind this round
+                    # What the protocol lets it know: its colluders' training, the committee size
+                    # and last round's revealed updates -- not this round's honest ones.
                     ctx = AttackContext(
-                        own=delta, honest=others, rng=rng, previous=published[i], round=r, colluders=colluders
+                        own=delta,
+                        rng=rng,
+                        committee=len(seats),
+                        team=[trained[j] for j in seats if roles[j] == roles[i]],
+                        revealed=[d for j, d in last_round.items() if j != i],
+                        previous=published[i],
+                        round=r,
+                        honest_for_report=[d for j, d in trained.items() if roles[j] == "honest"],
                     )
                     delta = craft_update(roles[i], ctx)
                 published[i] = delta
+                this_round[i] = delta
                 n = trainers[i].num_samples
                 cid = stores[i].put(encode_update(delta, num_samples=n, task=task_id, round=r, base=base_cid))
                 salt = secrets.token_bytes(32)
@@ -309,6 +328,7 @@ def run_simulation(
             if accepted is None:
                 raise ChainError(f"round {r}: no proposal was accepted")
             new_cid, scores, model = accepted
+            last_round, earlier_updates = this_round, updates
             fin = chain.finalize(task_id, r, new_cid, scores)
             gas += fin["gasUsed"]
             for ev in chain.events(fin, "RewardCredited"):

@@ -15,9 +15,10 @@ from node.training.data import Dataset
 
 def _ctx(rng_seed: int = 0, **kw) -> AttackContext:
     rng = np.random.default_rng(rng_seed)
-    honest = [{"w": rng.normal(1.0, 0.1, size=(50,)).astype(np.float32)} for _ in range(6)]
-    own = {"w": rng.normal(1.0, 0.1, size=(50,)).astype(np.float32)}
-    return AttackContext(own=own, honest=honest, rng=np.random.default_rng(1), **kw)
+    revealed = [{"w": rng.normal(1.0, 0.1, size=(50,)).astype(np.float32)} for _ in range(6)]
+    own = kw.pop("own", {"w": rng.normal(1.0, 0.1, size=(50,)).astype(np.float32)})
+    kw.setdefault("revealed", revealed)
+    return AttackContext(own=own, rng=np.random.default_rng(1), **kw)
 
 
 def test_sign_flip_points_the_other_way():
@@ -32,22 +33,36 @@ def test_free_riders_publish_nothing_new():
     assert not craft_update("free-rider-zero", ctx)["w"].any()
     assert np.array_equal(craft_update("free-rider-stale", ctx)["w"], ctx.previous["w"])
     assert np.array_equal(craft_update("free-rider-stale", _ctx())["w"], _ctx().own["w"])  # first round: trains once
-    assert np.array_equal(craft_update("free-rider-copy", ctx)["w"], ctx.honest[0]["w"])
+    assert np.array_equal(craft_update("free-rider-copy", ctx)["w"], ctx.revealed[0]["w"])  # last round's
+    assert not craft_update("free-rider-copy", _ctx(revealed=()))["w"].any()  # round 1: nothing revealed yet
 
 
 def test_scaling_boosts_by_the_federation_size():
-    ctx = _ctx(colluders=2)
+    ctx = _ctx(committee=8)
     assert np.allclose(craft_update("scaling", ctx)["w"], 8 * ctx.own["w"])
 
 
-def test_little_is_enough_stays_inside_the_honest_spread():
-    ctx = _ctx(colluders=3)
-    stack = np.stack([h["w"] for h in ctx.honest])
+def test_little_is_enough_stays_inside_the_colluders_estimate_of_the_spread():
+    rng = np.random.default_rng(5)
+    team = [{"w": rng.normal(1.0, 0.1, size=(50,)).astype(np.float32)} for _ in range(3)]
+    ctx = _ctx(committee=12, team=team, own=team[0])
+    stack = np.stack([t["w"] for t in team])
 
     out = craft_update("little-is-enough", ctx)["w"]
 
-    assert np.all(out < stack.mean(axis=0))  # shifted against the mean...
-    assert np.all(out > stack.mean(axis=0) - 2 * stack.std(axis=0))  # ...by less than two std
+    # z = Phi^-1(8/12) = 0.43 for 3 colluders among 12: mean - 0.43 std of the colluders' own updates.
+    assert np.allclose(out, stack.mean(axis=0) - 0.4307 * stack.std(axis=0), atol=1e-4)
+    assert np.array_equal(craft_update("little-is-enough", _ctx(committee=12, team=team, own=team[1]))["w"], out)
+
+
+def test_no_attack_reads_the_rounds_honest_updates():
+    """Commit-reveal hides them: an attack given other honest updates publishes the same thing."""
+    rng = np.random.default_rng(9)
+    honest = [{"w": rng.normal(size=(50,)).astype(np.float32)} for _ in range(4)]
+    for kind in ATTACKS:
+        plain = craft_update(kind, _ctx(committee=6))
+        seen = craft_update(kind, _ctx(committee=6, honest_for_report=honest))
+        assert all(np.array_equal(plain[k], seen[k]) for k in plain), kind
 
 
 def test_label_flip_poisons_labels_only():
@@ -79,22 +94,15 @@ def test_attackers_lose_reputation_and_pay(attack):
     assert attacker.payout_wei < min(n.payout_wei for n in honest)
 
 
-@pytest.mark.parametrize("attack", ["sign-flip", "free-rider-zero", "free-rider-copy"])
+@pytest.mark.parametrize("attack", ["sign-flip", "gaussian", "label-flip", "free-rider-zero", "free-rider-copy"])
 def test_attackers_that_never_help_end_under_the_threshold_and_earn_nothing_late(attack):
+    """Even under FedAvg, which aggregates them: each scores under half the round's median
+    cosine, so 0, though noise or flipped labels keep some cosine with an aggregate they are part of."""
     _, _, attacker = _run(attack)
 
     # From 0.5, three rounds of score ~0 with alpha 0.3 leave 0.5 * 0.7**3 = 0.17 < 0.2.
     assert attacker.reputation_wad < 2 * 10**17
     assert attacker.payout_wei <= 10**16  # at most dust from a near-zero cosine
-
-
-def test_gaussian_noise_keeps_some_cosine_under_fedavg():
-    """Noise is part of the FedAvg aggregate it is compared with, so its cosine
-    is well above 0: it ends below every honest node but above the threshold
-    after three rounds. A robust aggregate (median) removes that self-credit."""
-    _, honest, attacker = _run("gaussian")
-
-    assert 2 * 10**17 < attacker.reputation_wad < min(n.reputation_wad for n in honest)
 
 
 def test_scaling_captures_fedavg():
@@ -109,13 +117,33 @@ def test_scaling_captures_fedavg():
     assert attacker.reputation_wad > min(n.reputation_wad for n in honest)
 
 
-def test_little_is_enough_evades_cosine_reputation():
-    """The colluder's update sits inside the honest spread, so its cosine with
-    the aggregate is high: reputation alone does not catch it (Baruch et al.)."""
+def test_a_lone_little_is_enough_attacker_can_only_send_its_own_update():
+    """Without colluders it has no spread to estimate (commit-reveal hides the honest updates),
+    so z * std is 0 and it publishes its own trained update: it is scored like an honest node."""
     _, honest, attacker = _run("little-is-enough")
 
     assert attacker.reputation_wad > 4 * 10**17
     assert attacker.payout_wei > 0
+
+
+def test_little_is_enough_colluders_share_one_update_and_all_score_zero():
+    config = SimulationConfig(nodes=6, malicious=3, attack="little-is-enough", rounds=3, seed=21, spec=TaskSpec(epochs=1))
+    report = run_simulation(config)
+    attackers = [n for n in report.nodes if n.role != "honest"]
+
+    assert len(attackers) == 3
+    for node in attackers:
+        # Three rounds of score 0 from 0.5 with alpha 0.3: exactly 0.5 * 0.7**3.
+        assert node.reputation_history_wad == [5 * 10**17, 35 * 10**16, 245 * 10**15, 1715 * 10**14]
+        assert node.payout_wei == 0
+
+
+def test_a_stale_free_rider_scores_zero_from_its_first_replay():
+    _, _, attacker = _run("free-rider-stale")
+    reps = attacker.reputation_history_wad
+
+    assert reps[1] > reps[0]  # round 1: trained honestly
+    assert reps[2:] == [reps[1] * 7 // 10, reps[1] * 7 // 10 * 7 // 10]  # then score 0 each round
 
 
 def test_every_attack_is_known_to_the_cli_parser():
@@ -125,19 +153,21 @@ def test_every_attack_is_known_to_the_cli_parser():
     }
 
 
-def test_simulate_tells_colluders_how_many_they_are(monkeypatch):
-    """little-is-enough and scaling size their update by the number of colluders; with one
-    attacker assumed, three little-is-enough colluders published the plain honest mean."""
+def test_simulate_gives_attackers_what_commit_reveal_lets_them_know(monkeypatch):
+    """The committee size, the colluders' own training and last round's reveals; never the
+    round's honest updates (those only reach the report's observer field)."""
     import node.simulate as simulate
 
-    seen: list[tuple[str, int]] = []
+    seen: list[tuple[int, int, int, int]] = []
 
     def spy(kind, ctx):
-        seen.append((kind, ctx.colluders))
+        seen.append((ctx.round, ctx.committee, len(ctx.team), len(ctx.revealed)))
+        assert len(ctx.honest_for_report) == 3
         return craft_update(kind, ctx)
 
     monkeypatch.setattr(simulate, "craft_update", spy)
-    config = SimulationConfig(nodes=6, malicious=3, attack="little-is-enough", rounds=1, seed=21, spec=TaskSpec(epochs=1))
+    config = SimulationConfig(nodes=6, malicious=3, attack="little-is-enough", rounds=2, seed=21, spec=TaskSpec(epochs=1))
     run_simulation(config)
 
-    assert seen == [("little-is-enough", 3)] * 3
+    assert seen[:3] == [(1, 6, 3, 0)] * 3
+    assert all(entry[:3] == (2, 6, 3) and entry[3] == 5 for entry in seen[3:])
