@@ -115,13 +115,24 @@ def verify_round(client: FedLedgerClient, fetch: Fetch, task: int, round_: int) 
     owner = client.task_info(task).owner
     spec = TaskSpec.from_bytes(fetch(record.spec_cid, [owner, *participants]))
     base = fetch(record.base_cid, [record.proposer, owner, *participants])
-    blobs = []
-    for u in record.updates:
-        try:
-            blobs.append(fetch(u.cid, [u.sender, record.proposer, *participants]))
-        except Exception:  # unavailable now; the aggregation rejects it, and a mismatch will say so
-            blobs.append(b"")
+
+    def fetch_all(updates: list) -> list[bytes]:
+        blobs = []
+        for u in updates:
+            try:
+                blobs.append(fetch(u.cid, [u.sender, record.proposer, *participants]))
+            except Exception:  # unavailable now; the aggregation rejects it, and a mismatch will say so
+                blobs.append(b"")
+        return blobs
+
+    # The previous round's updates: a replay of one of them scores 0 (aggregation.scores).
+    previous = fetch_all(client.round_updates(task, round_ - 1)) if round_ > 1 else []
     result = aggregate_round(
-        spec.rule, base, blobs, options=spec.rule_options(), max_update_bytes=spec.max_update_bytes
+        spec.rule,
+        base,
+        fetch_all(record.updates),
+        options=spec.rule_options(),
+        max_update_bytes=spec.max_update_bytes,
+        previous=previous,
     )
     return Verdict(record, cid_of(result.model), list(result.scores_wad), list(result.errors))

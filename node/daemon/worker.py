@@ -206,6 +206,22 @@ class NodeWorker:
         spec = self.spec(task)
         base_cid, base_round = self.client.global_model(task)
         base_bytes = self.fetch(base_cid, [self.client.task_info(task).owner])
+        blobs = self._fetch_updates(task, r, updates)
+        # The previous round's updates: a replay of one of them scores 0 (aggregation.scores).
+        previous = self._fetch_updates(task, r - 1, self.client.round_updates(task, r - 1)) if r > 1 else []
+        result = aggregate_round(
+            spec.rule,
+            base_bytes,
+            blobs,
+            options=spec.rule_options(),
+            max_update_bytes=spec.max_update_bytes,
+            previous=previous,
+        )
+        out = RoundResult(cid_of(result.model), list(result.scores_wad), result.model)
+        self._results[key] = out
+        return out
+
+    def _fetch_updates(self, task: int, r: int, updates: list[RoundUpdate]) -> list[bytes]:
         blobs = []
         for u in updates:
             try:
@@ -213,12 +229,7 @@ class NodeWorker:
             except Exception as exc:  # an unreachable update counts as rejected, like any invalid one
                 log.warning("task %d round %d: update %s of %s unavailable (%s)", task, r, u.cid, u.sender, exc)
                 blobs.append(b"")
-        result = aggregate_round(
-            spec.rule, base_bytes, blobs, options=spec.rule_options(), max_update_bytes=spec.max_update_bytes
-        )
-        out = RoundResult(cid_of(result.model), list(result.scores_wad), result.model)
-        self._results[key] = out
-        return out
+        return blobs
 
     def _propose(self, task: int, r: int, attempt: int, takeover: bool) -> str:
         if not takeover and os.environ.get(HOLD_BEFORE_PROPOSE):
