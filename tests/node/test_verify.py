@@ -61,3 +61,35 @@ def test_unknown_task_and_unfinished_round_are_refused(finished):
         verify_round(client, fetch, 9, 1)
     with pytest.raises(ConfigError, match="round 3 of task 1 is not finalized"):
         verify_round(client, fetch, report.task_id, 3)
+
+
+def test_a_replayed_update_is_scored_zero_by_the_verifier_too(tmp_path):
+    # Prepare: a stale free-rider resends its round-1 update in round 2.
+    config = SimulationConfig(
+        nodes=3, malicious=1, attack="free-rider-stale", rounds=2, seed=4, spec=spec_for_rule("fedavg", 3, epochs=1)
+    )
+    w3 = embedded_web3(num_accounts=4)
+    report = run_simulation(config, workdir=tmp_path, w3=w3)
+    stores = [EmbeddedStorage(p) for p in sorted(tmp_path.iterdir()) if p.is_dir()]
+
+    def fetch(cid, holders):
+        return next(store.get(cid) for store in stores if store.has(cid))
+
+    client = FedLedgerClient(w3, report.contracts["FedLedger"])
+    stale = next(n.address for n in report.nodes if n.role == "free-rider-stale")
+
+    # Execute
+    verdict = verify_round(client, fetch, report.task_id, 2)
+
+    # Assert: the on-chain scores, which zero the replay, are what re-execution gives.
+    assert verdict.ok, verdict.differences
+    senders = [u.sender for u in verdict.record.updates]
+    assert verdict.computed_scores[senders.index(stale)] == 0
+    assert all(s > 0 for a, s in zip(senders, verdict.computed_scores) if a != stale)
+
+    def forgetful(cid, holders):  # a verifier that skips the previous round's updates
+        if cid in {u.cid for u in client.round_updates(report.task_id, 1)}:
+            raise LookupError(cid)
+        return fetch(cid, holders)
+
+    assert not verify_round(client, forgetful, report.task_id, 2).ok
