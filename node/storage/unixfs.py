@@ -63,47 +63,42 @@ BlockGetter = Callable[[str], bytes]
 _V0_EMPTY_NODE = encode_node([], encode_unixfs_file(0, []))
 
 
-def _check_version(cid_version: int) -> None:
+def check_cid_version(cid_version: int) -> None:
+    """Raise ValueError unless `cid_version` is 0 or 1."""
     if cid_version not in (0, 1):
         raise ValueError(f"cid_version must be 0 or 1, got {cid_version!r}")
 
 
-def iter_blocks(data: bytes | bytearray | memoryview, cid_version: int = 1) -> Iterator[tuple[Cid, bytes | memoryview]]:
-    """Yield every block of `data`'s DAG as (CID, bytes), children before parents; the root comes last.
+#: One node of a tree level while the DAG is built: (binary CID, Tsize, file bytes below it).
+LevelEntry = tuple[bytes, int, int]
 
-    Raw leaves are yielded as memoryview slices of `data` (no copy); the
-    caller must not mutate `data` while it still uses them.
+
+def leaf_block(view: memoryview, offset: int, cid_version: int) -> tuple[Cid, bytes | memoryview, LevelEntry]:
+    """The leaf of the chunk of `view` (a non-empty byte memoryview) starting at `offset`.
+
+    Returns (CID, block, level entry). A raw leaf (v1) is a memoryview slice of
+    `view` (no copy). Leaves do not depend on each other, so they may be made in
+    any order and on any thread; `parent_blocks` then builds the tree over the
+    entries, in file order.
     """
-    _check_version(cid_version)
-    view = memoryview(data).cast("B")
-    size = len(view)
-    if size == 0:
-        if cid_version == 1:
-            yield Cid(1, CODEC_RAW, hashlib.sha256(b"").digest()), b""
-        else:
-            yield Cid(0, CODEC_DAG_PB, hashlib.sha256(_V0_EMPTY_NODE).digest()), _V0_EMPTY_NODE
-        return
+    chunk = view[offset : offset + CHUNK_SIZE]
+    n = len(chunk)
+    if cid_version == 1:
+        cid = Cid(1, CODEC_RAW, hashlib.sha256(chunk).digest())
+        return cid, chunk, (cid.to_bytes(), n, n)
+    # PBNode{Data: UnixFS{Type=File, Data=chunk, filesize=n}}, joined with one copy of the chunk.
+    nv = pb_varint(n)
+    unixfs_len = 3 + len(nv) + n + 1 + len(nv)
+    block = b"".join((b"\x0a", pb_varint(unixfs_len), b"\x08\x02\x12", nv, chunk, b"\x18", nv))
+    cid = Cid(0, CODEC_DAG_PB, hashlib.sha256(block).digest())
+    return cid, block, (cid.to_bytes(), len(block), n)
 
-    # One entry per node of the current level: (binary CID, Tsize, file bytes below).
-    level: list[tuple[bytes, int, int]] = []
-    for offset in range(0, size, CHUNK_SIZE):
-        chunk = view[offset : offset + CHUNK_SIZE]
-        n = len(chunk)
-        if cid_version == 1:
-            cid = Cid(1, CODEC_RAW, hashlib.sha256(chunk).digest())
-            yield cid, chunk
-            level.append((cid.to_bytes(), n, n))
-        else:
-            # PBNode{Data: UnixFS{Type=File, Data=chunk, filesize=n}}, joined with one copy of the chunk.
-            nv = pb_varint(n)
-            unixfs_len = 3 + len(nv) + n + 1 + len(nv)
-            block = b"".join((b"\x0a", pb_varint(unixfs_len), b"\x08\x02\x12", nv, chunk, b"\x18", nv))
-            cid = Cid(0, CODEC_DAG_PB, hashlib.sha256(block).digest())
-            yield cid, block
-            level.append((cid.to_bytes(), len(block), n))
 
+def parent_blocks(level: list[LevelEntry], cid_version: int) -> Iterator[tuple[Cid, bytes]]:
+    """Yield the internal nodes of the balanced tree over the leaves' `level` entries (file order),
+    each level bottom-up, the root last; nothing when there is a single leaf."""
     while len(level) > 1:
-        parents: list[tuple[bytes, int, int]] = []
+        parents: list[LevelEntry] = []
         for start in range(0, len(level), MAX_LINKS):
             group = level[start : start + MAX_LINKS]
             blocksizes = [filesize for _, _, filesize in group]
@@ -116,6 +111,30 @@ def iter_blocks(data: bytes | bytearray | memoryview, cid_version: int = 1) -> I
             yield cid, node
             parents.append((cid.to_bytes(), len(node) + sum(tsize for _, tsize, _ in group), filesize))
         level = parents
+
+
+def iter_blocks(data: bytes | bytearray | memoryview, cid_version: int = 1) -> Iterator[tuple[Cid, bytes | memoryview]]:
+    """Yield every block of `data`'s DAG as (CID, bytes), children before parents; the root comes last.
+
+    Raw leaves are yielded as memoryview slices of `data` (no copy); the
+    caller must not mutate `data` while it still uses them.
+    """
+    check_cid_version(cid_version)
+    view = memoryview(data).cast("B")
+    size = len(view)
+    if size == 0:
+        if cid_version == 1:
+            yield Cid(1, CODEC_RAW, hashlib.sha256(b"").digest()), b""
+        else:
+            yield Cid(0, CODEC_DAG_PB, hashlib.sha256(_V0_EMPTY_NODE).digest()), _V0_EMPTY_NODE
+        return
+
+    level: list[LevelEntry] = []
+    for offset in range(0, size, CHUNK_SIZE):
+        cid, block, entry = leaf_block(view, offset, cid_version)
+        yield cid, block
+        level.append(entry)
+    yield from parent_blocks(level, cid_version)
 
 
 def build_dag(data: bytes, cid_version: int = 1) -> tuple[str, dict[str, bytes]]:
