@@ -16,12 +16,22 @@ written only after every block below it is durable. Leftover temporary files
 (from a crash mid-write) are ignored by readers and swept by `gc`.
 
 Durability is paid once per DAG, not once per block: the blocks of a `put`, or
-the blocks `put_block` received for the next `pin`, wait as temporary files;
-then one `syncfs(2)` makes all of them durable (per-file fsyncs where syncfs is
-missing), they are renamed into place, their directories are fsynced, and only
-then is the pin written. A 256-block update costs one disk flush, not 256.
-Blocks from `put_block` become visible to readers when the next `pin` commits
-them.
+the blocks `put_block` received for the next `pin`, wait as temporary files
+(a `put`'s pin file too); then one `syncfs(2)` makes all of them durable
+(per-file fsyncs where syncfs is missing), they are renamed into place, their
+directories are fsynced, and only then is the pin renamed into place. A
+256-block update costs one data flush, not 256. Blocks from `put_block` become
+visible to readers when the next `pin` commits them.
+
+Speed of a `put`: the leaves are independent, so the caller's thread and idle
+helper threads each take the next chunk, hash it and write it while it is
+still in cache (hashlib and file writes release the GIL); the internal nodes
+and the pin follow once every leaf is in. The helpers are daemon threads, one
+fewer than the CPUs the process may use (at most 3), started at the first put
+of more than one chunk and started afresh in a forked child; the caller never
+waits for a helper that has not started, so a busy machine costs no more than
+writing inline. A block costs a stat, an open(O_EXCL), a write, a close and a
+rename: no per-block mkdir, fsync or temporary-name retries.
 
 Concurrency: readers (`get`, `get_block`, `has`) take no lock, since a block
 file is never modified in place. Writers and `gc` share one lock per
@@ -32,25 +42,39 @@ yet. Two processes must not run `gc` on one directory while the other writes.
 from __future__ import annotations
 
 import ctypes
+import itertools
 import os
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
-import tempfile
+import queue
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from node.errors import IntegrityError, StorageError
 from node.storage.cid import CODEC_RAW, Cid, parse_cid, verify_block
 from node.storage.dagpb import decode_node
-from node.storage.unixfs import MAX_BLOCK_SIZE, MAX_DEPTH, iter_blocks, read_dag
+from node.storage.unixfs import (
+    CHUNK_SIZE,
+    MAX_BLOCK_SIZE,
+    MAX_DEPTH,
+    LevelEntry,
+    check_cid_version,
+    iter_blocks,
+    leaf_block,
+    parent_blocks,
+    read_dag,
+)
 
 # Temporary files start with a dot so no digest-named block can ever collide with one.
 _TMP_PREFIX = ".tmp-"
-# Blocks a put may have hashed ahead of its writer thread (bounds the memory held for writing).
-_WRITE_AHEAD = 8
+# Helper threads for puts: at most this many, and one fewer than the CPUs the process may use.
+_MAX_HELPERS = 3
 # gc only sweeps temporary files older than this, so it never races a write in another process.
 _STALE_TMP_SECONDS = 3600.0
+# New files: created, never opened twice (O_EXCL), not inherited by child processes.
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+# Owner-only, as tempfile.mkstemp made them before.
+_FILE_MODE = 0o600
 
 
 def _discard(paths: list[str]) -> None:
@@ -61,12 +85,20 @@ def _discard(paths: list[str]) -> None:
             pass
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync_dir(path: str | Path) -> None:
     """Make renames inside `path` durable (a no-op where directories cannot be opened)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
         return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -97,6 +129,166 @@ def _syncfs(path: Path) -> bool:
         os.close(fd)
 
 
+# --- temporary file names ----------------------------------------------------------------------
+
+# Unique per process (pid + random tag, renewed in a forked child) and per file (a counter), so
+# creating one is a single open(O_EXCL); a clash (debris of a dead process) just takes the next.
+_tmp_counter = itertools.count()
+_tmp_tag = ""
+
+
+def _new_tmp_tag() -> None:
+    global _tmp_tag
+    _tmp_tag = f"{_TMP_PREFIX}{os.getpid()}-{os.urandom(3).hex()}-"
+
+
+_new_tmp_tag()
+
+
+# --- helper threads ----------------------------------------------------------------------------
+
+
+class _Shared:
+    """The leaves of one put, claimed one at a time by the putting thread and any idle helper.
+
+    Helpers are an optimisation only: the putting thread works through the leaves itself and
+    then waits just for helpers that did claim one, so a helper that wakes late (or never, on a
+    busy machine) costs nothing. After the first error nothing more is claimed.
+    """
+
+    __slots__ = ("_active", "_fn", "_idle", "_lock", "_next", "_total", "error")
+
+    def __init__(self, total: int, fn: Callable[[int], None]) -> None:
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._fn: Callable[[int], None] | None = fn
+        self._next = 0
+        self._total = total
+        self._active = 0
+        self.error: BaseException | None = None
+
+    def _work(self, fn: Callable[[int], None]) -> None:
+        while True:
+            with self._lock:
+                if self.error is not None or self._next >= self._total:
+                    return
+                index = self._next
+                self._next += 1
+            try:
+                fn(index)
+            except BaseException as exc:  # re-raised by the putting thread
+                with self._lock:
+                    if self.error is None:
+                        self.error = exc
+                return
+
+    def help(self) -> None:
+        """Run by a helper thread: work alongside the putting thread, if anything is left."""
+        with self._lock:
+            fn = self._fn
+            if fn is None or self.error is not None or self._next >= self._total:
+                return
+            self._active += 1
+        try:
+            self._work(fn)
+        finally:
+            del fn  # before the putting thread may return: no reference to its bytes outlives the put
+            with self._lock:
+                self._active -= 1
+                if not self._active:
+                    self._idle.notify_all()
+
+    def run(self) -> None:
+        """Run by the putting thread: do the work, wait for helpers still busy, raise the first error."""
+        fn = self._fn
+        assert fn is not None
+        try:
+            self._work(fn)
+        finally:
+            with self._lock:
+                # An error (or an interrupt) also stops the helpers at their next claim.
+                if self.error is None and self._next < self._total:
+                    self.error = StorageError("put interrupted")
+                while self._active:
+                    self._idle.wait()
+                # Helpers that wake up later find nothing, and hold no reference to the caller's bytes.
+                self._fn = None
+        if self.error is not None:
+            raise self.error
+
+
+def _run_helper(jobs: queue.SimpleQueue) -> None:
+    while True:
+        shared = jobs.get()
+        shared.help()
+        del shared  # no reference to a finished put while waiting
+
+
+def _helper_count() -> int:
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(0, min(cpus - 1, _MAX_HELPERS))
+
+
+class _Helpers:
+    """Daemon threads (one fewer than the CPUs, at most _MAX_HELPERS) that help puts hash and write
+    leaves. Started at the first put that can use them; a forked child starts its own."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: queue.SimpleQueue | None = None
+        self.threads: list[threading.Thread] = []
+
+    def _queue(self) -> queue.SimpleQueue | None:
+        jobs = self._jobs
+        if jobs is None:
+            with self._lock:
+                if self._jobs is None:
+                    fresh: queue.SimpleQueue = queue.SimpleQueue()
+                    for number in range(_helper_count()):
+                        thread = threading.Thread(
+                            target=_run_helper, args=(fresh,), name=f"blockstore-helper-{number}", daemon=True
+                        )
+                        try:
+                            thread.start()
+                        except RuntimeError:  # out of threads: puts work without (more) helpers
+                            break
+                        self.threads.append(thread)
+                    self._jobs = fresh
+                jobs = self._jobs
+        return jobs if self.threads else None
+
+    def share(self, shared: _Shared, extra: int) -> None:
+        """Offer `shared` to at most `extra` helpers."""
+        jobs = self._queue()
+        if jobs is not None:
+            for _ in range(min(extra, len(self.threads))):
+                jobs.put(shared)
+
+    def after_fork_in_child(self) -> None:
+        # The threads did not survive the fork, and the queue or lock may be in any state: start over.
+        self._lock = threading.Lock()
+        self._jobs = None
+        self.threads = []
+
+
+_HELPERS = _Helpers()
+
+
+def _after_fork_in_child() -> None:
+    _HELPERS.after_fork_in_child()
+    _new_tmp_tag()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# --- the store ---------------------------------------------------------------------------------
+
+
 class EmbeddedStorage:
     """A content-addressed blockstore with pins and garbage collection, in one directory."""
 
@@ -109,22 +301,31 @@ class EmbeddedStorage:
         self.root = Path(root_dir)
         self.blocks_dir = self.root / "blocks"
         self.pins_dir = self.root / "pins"
-        self.blocks_dir.mkdir(parents=True, exist_ok=True)
-        self.pins_dir.mkdir(parents=True, exist_ok=True)
         self._fsync = fsync
         self._lock = threading.Lock()
         # Directories holding blocks from put_block whose entries are not fsynced yet: each block's
         # bytes are durable before its rename, the renames become durable in one pass before the
         # next pin is written (one directory fsync per directory, not per block).
-        self._unsynced_dirs: set[Path] = set()
+        self._unsynced_dirs: set[str] = set()
         # Blocks from put_block waiting for the next pin: (temporary file, final path), not yet durable.
-        self._pending: list[tuple[str, Path]] = []
-        # All 256 shard directories up front: a one-time cost at first open instead of
-        # a mkdir (and a directory fsync) inside the first puts.
-        for shard in range(256):
-            (self.blocks_dir / f"{shard:02x}").mkdir(exist_ok=True)
-        self._known_dirs: set[Path] = {self.blocks_dir / f"{shard:02x}" for shard in range(256)}
-        self._known_dirs.add(self.pins_dir)
+        self._pending: list[tuple[str, str]] = []
+        # All 256 shard directories up front: a one-time cost at first open instead of a mkdir (and
+        # a directory fsync) inside the first puts. One listdir finds those that already exist.
+        created = not (self.blocks_dir.is_dir() and self.pins_dir.is_dir())
+        self.blocks_dir.mkdir(parents=True, exist_ok=True)
+        self.pins_dir.mkdir(parents=True, exist_ok=True)
+        blocks = str(self.blocks_dir)
+        self._pins = str(self.pins_dir)
+        self._shard_dirs = [f"{blocks}/{shard:02x}" for shard in range(256)]
+        present = set(os.listdir(blocks))
+        for shard, directory in enumerate(self._shard_dirs):
+            if f"{shard:02x}" not in present:
+                os.makedirs(directory, exist_ok=True)
+                created = True
+        if fsync and created:
+            # The new directories' own names durable too, so a durable block never sits in a lost one.
+            for directory in (self.root.parent, self.root, self.blocks_dir):
+                _fsync_dir(directory)
 
     # --- paths and raw file I/O ------------------------------------------------------------
 
@@ -136,26 +337,41 @@ class EmbeddedStorage:
         # Canonical CID text is [a-z2-7] or base58: safe as a file name, no path traversal.
         return self.pins_dir / str(cid)
 
-    def _write_tmp(self, path: Path, data: bytes | memoryview, *, fsync: bool) -> str:
-        """Write `data` to a new temporary file next to `path` and return its name."""
-        directory = path.parent
-        if directory not in self._known_dirs:
-            directory.mkdir(parents=True, exist_ok=True)
-            self._known_dirs.add(directory)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=_TMP_PREFIX)
+    def _write_tmp(self, directory: str, data: bytes | memoryview, *, fsync: bool) -> str:
+        """Write `data` to a new temporary file in `directory` and return its path."""
+        for attempt in range(100):
+            tmp = f"{directory}/{_tmp_tag}{next(_tmp_counter)}"
+            try:
+                fd = os.open(tmp, _CREATE_FLAGS, _FILE_MODE)
+                break
+            except FileExistsError:
+                continue
+            except FileNotFoundError:
+                if attempt:
+                    raise
+                os.makedirs(directory, exist_ok=True)  # a shard directory removed behind our back
+                if self._fsync:
+                    _fsync_dir(os.path.dirname(directory))
+        else:
+            raise StorageError(f"cannot create a temporary file in {directory}")
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
+            try:
+                written = os.write(fd, data)
+                if written < len(data):  # a short write (a signal, a nearly full disk): go on
+                    view = memoryview(data)
+                    while written < len(view):
+                        written += os.write(fd, view[written:])
                 if fsync:
-                    fh.flush()
-                    os.fsync(fh.fileno())
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
         except BaseException:
             _discard([tmp])
             raise
         return tmp
 
-    def _write_atomic(self, path: Path, data: bytes | memoryview) -> None:
-        tmp = self._write_tmp(path, data, fsync=self._fsync)
+    def _write_atomic(self, path: str, data: bytes | memoryview) -> None:
+        tmp = self._write_tmp(os.path.dirname(path), data, fsync=self._fsync)
         try:
             os.replace(tmp, path)
         except BaseException:
@@ -163,47 +379,52 @@ class EmbeddedStorage:
             raise
 
     def _store_block(
-        self, cid: Cid, data: bytes | memoryview, touched: set[Path], pending: list[tuple[str, Path]] | None = None
+        self, digest: bytes, data: bytes | memoryview, touched: set[str], pending: list[tuple[str, str]] | None = None
     ) -> None:
-        """Write a block whose bytes are already known to match `cid`, unless an intact-sized copy exists.
+        """Write a block whose bytes are already known to hash to `digest`, unless an intact-sized copy exists.
 
         With fsync on and a `pending` list, the block waits there as a temporary file for `_commit`.
         """
-        path = self._block_path(cid)
+        directory = self._shard_dirs[digest[0]]
+        path = f"{directory}/{digest.hex()}"
         try:
-            if path.stat().st_size == len(data):
+            if os.stat(path).st_size == len(data):
                 return  # same digest, same size: the same block (a corrupt one is caught on read)
         except FileNotFoundError:
             pass
         if self._fsync and pending is not None:
-            pending.append((self._write_tmp(path, data, fsync=False), path))
+            pending.append((self._write_tmp(directory, data, fsync=False), path))
         else:
             self._write_atomic(path, data)
-        touched.add(path.parent)
+        touched.add(directory)
 
-    def _commit(self, pending: list[tuple[str, Path]]) -> None:
-        """Make pending blocks durable in one flush, then rename them into place (directories are
-        fsynced by the caller, before it writes a pin)."""
-        if not pending:
+    def _flush(self, tmps: list[str]) -> None:
+        """Make the temporary files `tmps` durable: one syncfs, or one fsync each where it is missing."""
+        if tmps and not _syncfs(self.root):
+            for tmp in tmps:
+                _fsync_file(tmp)
+
+    def _commit(self, pending: list[tuple[str, str]], extra: list[str] | None = None) -> None:
+        """Make pending blocks (and the temporary files `extra`) durable in one flush, then rename the
+        blocks into place (directories are fsynced by the caller, before it writes a pin).
+
+        On failure every pending temporary file is removed and `pending` is emptied.
+        """
+        if not pending and not extra:
             return
+        renamed = 0
         try:
-            if not _syncfs(self.root):
-                for tmp, _ in pending:
-                    fd = os.open(tmp, os.O_RDONLY)
-                    try:
-                        os.fsync(fd)
-                    finally:
-                        os.close(fd)
-            while pending:
-                tmp, path = pending[0]
+            self._flush([tmp for tmp, _ in pending] + (extra or []))
+            for tmp, path in pending:
                 os.replace(tmp, path)
-                pending.pop(0)
+                renamed += 1
         except BaseException:
-            _discard([tmp for tmp, _ in pending])
+            _discard([tmp for tmp, _ in pending[renamed:]])
             pending.clear()
             raise
+        pending.clear()
 
-    def _sync_dirs(self, dirs: set[Path]) -> None:
+    def _sync_dirs(self, dirs: set[str]) -> None:
         if self._fsync:
             for directory in dirs:
                 _fsync_dir(directory)
@@ -218,37 +439,65 @@ class EmbeddedStorage:
         # For read_dag, which hashes every block itself: verifying here too would hash twice.
         return self._read_raw(parse_cid(cid_text))
 
+    def _store_dag(
+        self, data: bytes, cid_version: int, touched: set[str], pending: list[tuple[str, str]]
+    ) -> Cid:
+        """Chunk, hash and store every block of `data`'s DAG; return the root. Caller holds the lock."""
+        root: Cid | None = None
+        if len(data) <= CHUNK_SIZE:
+            # One block: nothing to share.
+            for root, block in iter_blocks(data, cid_version):
+                self._store_block(root.digest, block, touched, pending)
+            assert root is not None  # iter_blocks always yields the root
+            return root
+        check_cid_version(cid_version)
+        view = memoryview(data).cast("B")
+        count = -(-len(view) // CHUNK_SIZE)
+        level: list[LevelEntry | None] = [None] * count
+
+        def store_leaf(index: int) -> None:
+            cid, block, entry = leaf_block(view, index * CHUNK_SIZE, cid_version)
+            self._store_block(cid.digest, block, touched, pending)
+            level[index] = entry
+
+        # Each thread hashes a chunk and writes it while it is still in cache; hashlib and file
+        # writes release the GIL, so with a free core two chunks are in flight at once.
+        shared = _Shared(count, store_leaf)
+        _HELPERS.share(shared, count - 1)
+        shared.run()
+        for root, node in parent_blocks(level, cid_version):  # type: ignore[arg-type]  # all filled
+            self._store_block(root.digest, node, touched, pending)
+        assert root is not None  # more than one leaf: at least one parent
+        return root
+
     # --- the Storage protocol --------------------------------------------------------------
 
     def put(self, data: bytes, cid_version: int = 1) -> str:
         """Store `data` as `ipfs add` would chunk it, pin its root, and return the root CID."""
-        touched: set[Path] = set()
+        touched: set[str] = set()
+        pending: list[tuple[str, str]] = []
+        pin_tmp: list[str] = []
         with self._lock:
-            root: Cid | None = None
-            pending: list[tuple[str, Path]] = []
             try:
-                if len(data) <= MAX_BLOCK_SIZE:
-                    for root, block in iter_blocks(data, cid_version):
-                        self._store_block(root, block, touched, pending)
-                else:
-                    # Hash the next chunk while one writer thread stores the last: hashlib and
-                    # file writes both release the GIL, so an add costs ~max(hash, write), not the sum.
-                    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="blockstore-put") as writer:
-                        inflight: deque[Future[None]] = deque()
-                        for root, block in iter_blocks(data, cid_version):
-                            inflight.append(writer.submit(self._store_block, root, block, touched, pending))
-                            if len(inflight) > _WRITE_AHEAD:
-                                inflight.popleft().result()
-                        while inflight:
-                            inflight.popleft().result()
+                root = self._store_dag(data, cid_version, touched, pending)
+                pin_path = f"{self._pins}/{root}"
+                if not self._fsync:
+                    if not os.path.exists(pin_path):
+                        self._write_atomic(pin_path, str(root).encode("ascii"))
+                    return str(root)
+                # Durable: the pin's bytes are flushed with the blocks' (one syncfs); its name goes in
+                # only after the blocks' names are durable, so a crash never leaves a pin over missing blocks.
+                if not os.path.exists(pin_path):
+                    pin_tmp.append(self._write_tmp(self._pins, str(root).encode("ascii"), fsync=False))
+                self._commit(pending, pin_tmp)
+                self._sync_dirs(touched)
+                if pin_tmp:
+                    os.replace(pin_tmp[0], pin_path)
+                    pin_tmp.clear()
+                    _fsync_dir(self._pins)
             except BaseException:
-                _discard([tmp for tmp, _ in pending])  # the writer has stopped: the pool was joined
+                _discard([tmp for tmp, _ in pending] + pin_tmp)
                 raise
-            assert root is not None  # iter_blocks always yields the root
-            # Blocks first, durably, then the pin: a crash never leaves a pin over missing blocks.
-            self._commit(pending)
-            self._sync_dirs(touched)
-            self._write_pin(root)
         return str(root)
 
     def get(self, cid: str) -> bytes:
@@ -282,7 +531,7 @@ class EmbeddedStorage:
                 self._pin_path(parsed).unlink()
             except FileNotFoundError:
                 return
-            self._sync_dirs({self.pins_dir})
+            self._sync_dirs({self._pins})
 
     # --- beyond the protocol: pins, gc, single blocks for peers ----------------------------
 
@@ -311,7 +560,7 @@ class EmbeddedStorage:
         except IntegrityError as exc:
             raise IntegrityError(f"{exc}{origin}") from None
         with self._lock:
-            self._store_block(parsed, data, self._unsynced_dirs, self._pending)
+            self._store_block(parsed.digest, data, self._unsynced_dirs, self._pending)
 
     def get_block(self, cid: str) -> bytes:
         """One block's bytes, verified against `cid` (for serving peers)."""
@@ -390,7 +639,7 @@ class EmbeddedStorage:
         return seen
 
     def _write_pin(self, cid: Cid) -> None:
-        path = self._pin_path(cid)
-        if not path.exists():
+        path = f"{self._pins}/{cid}"
+        if not os.path.exists(path):
             self._write_atomic(path, str(cid).encode("ascii"))
-            self._sync_dirs({self.pins_dir})
+            self._sync_dirs({self._pins})

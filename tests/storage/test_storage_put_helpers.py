@@ -1,0 +1,272 @@
+"""The embedded blockstore's put path: leaves shared with helper threads, its errors, fork safety."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import threading
+from pathlib import Path
+
+import pytest
+
+import node.storage.embedded as embedded
+from node.storage import EmbeddedStorage, cid_of
+
+C = 262144
+
+# CIDs of pattern(175 * C + 1): a two-level tree (174 + 2 leaves under two internal nodes).
+# v0 is kubo's (as in test_storage_unixfs.GOLDEN_V0), v1 this importer's regression value.
+TWO_LEVEL = 175 * C + 1
+TWO_LEVEL_CIDS = {
+    0: "QmfSNfmSo1Gg885jm8qFWAEe14nkjYc7bXgXjuvKWjVoKw",
+    1: "bafybeihzhgkxa5ea4r5cr73r73tsf3ppwpstcxnsuyqxio3vy7xpikkhmi",
+}
+
+
+def pattern(n: int, salt: int = 0) -> bytes:
+    """Deterministic bytes; different salts give different chunks."""
+    ramp = bytes((i + salt) % 256 for i in range(251))
+    return (ramp * (n // 251 + 1))[:n]
+
+
+_TWO_HELPERS: embedded._Helpers | None = None
+
+
+@pytest.fixture
+def helpers(monkeypatch: pytest.MonkeyPatch) -> embedded._Helpers:
+    """Puts run with two helper threads whatever the CPU count (one shared set for this module)."""
+    global _TWO_HELPERS
+    monkeypatch.setattr(embedded, "_helper_count", lambda: 2)
+    if _TWO_HELPERS is None or not all(t.is_alive() for t in _TWO_HELPERS.threads):
+        _TWO_HELPERS = embedded._Helpers()
+    monkeypatch.setattr(embedded, "_HELPERS", _TWO_HELPERS)
+    return _TWO_HELPERS
+
+
+def leaf_threads(monkeypatch: pytest.MonkeyPatch, *, main_delay: float = 0.002) -> list[str]:
+    """Record which thread makes each leaf; the calling thread is slowed so helpers surely claim some."""
+    names: list[str] = []
+    real = embedded.leaf_block
+
+    def recording(view, offset, cid_version):  # type: ignore[no-untyped-def]
+        thread = threading.current_thread()
+        names.append(thread.name)
+        if thread is threading.main_thread():
+            threading.Event().wait(main_delay)
+        return real(view, offset, cid_version)
+
+    monkeypatch.setattr(embedded, "leaf_block", recording)
+    return names
+
+
+def blocks_match_their_names(store: EmbeddedStorage) -> bool:
+    """Every block file on disk holds bytes that hash to its name (no torn or partial block)."""
+    files = [p for p in store.blocks_dir.rglob("*") if p.is_file()]
+    return all(hashlib.sha256(p.read_bytes()).hexdigest() == p.name for p in files)
+
+
+@pytest.mark.parametrize("fsync", [False, True])
+@pytest.mark.parametrize("version", [0, 1])
+def test_a_shared_put_of_a_two_level_tree_gives_the_same_cids(
+    tmp_path: Path, helpers: embedded._Helpers, version: int, fsync: bool
+) -> None:
+    # Prepare
+    data = pattern(TWO_LEVEL)
+    store = EmbeddedStorage(tmp_path / "s", fsync=fsync)
+
+    # Execute
+    cid = store.put(data, cid_version=version)
+
+    # Assert
+    assert cid == TWO_LEVEL_CIDS[version] == cid_of(data, version)
+    assert store.get(cid) == data and store.pins() == [cid]
+    assert list(store.root.rglob(".tmp-*")) == []
+
+
+def test_helpers_really_take_leaves(tmp_path: Path, helpers: embedded._Helpers, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Prepare
+    names = leaf_threads(monkeypatch)
+    data = pattern(24 * C + 3, salt=1)
+    store = EmbeddedStorage(tmp_path / "s", fsync=False)
+
+    # Execute
+    cid = store.put(data)
+
+    # Assert: every leaf made once, some by helpers, and the result is the same
+    assert len(names) == 25
+    assert any(name.startswith("blockstore-helper-") for name in names)
+    assert cid == cid_of(data) and store.get(cid) == data
+
+
+@pytest.mark.parametrize("fsync", [False, True])
+@pytest.mark.parametrize("failing", ["helper", "caller"])
+def test_a_failed_write_reaches_the_caller_and_leaves_no_partial_block(
+    tmp_path: Path, helpers: embedded._Helpers, monkeypatch: pytest.MonkeyPatch, failing: str, fsync: bool
+) -> None:
+    # Prepare: a leaf written by the chosen thread (a helper's third, the caller's first) gets half
+    # its bytes in, then the disk fills. The caller is slowed when helpers are to fail, so they work.
+    leaf_threads(monkeypatch, main_delay=0.002 if failing == "helper" else 0.0)
+    fail_at = 3 if failing == "helper" else 1
+    store = EmbeddedStorage(tmp_path / "s", fsync=fsync)
+    kept = store.put(pattern(2 * C + 5, salt=7))
+    real_write = os.write
+    calls = [0]
+
+    def half_then_full(fd: int, data) -> int:  # type: ignore[no-untyped-def]
+        on_helper = threading.current_thread() is not threading.main_thread()
+        if on_helper == (failing == "helper") and len(data) == C:
+            calls[0] += 1
+            if calls[0] == fail_at:
+                real_write(fd, memoryview(data)[: len(data) // 2])
+                raise OSError(28, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", half_then_full)
+    data = pattern(24 * C, salt=8)
+
+    # Execute
+    with pytest.raises(OSError, match="No space left"):
+        store.put(data)
+    monkeypatch.setattr(os, "write", real_write)
+
+    # Assert: nothing torn, nothing left over, nothing new pinned, and the store still works
+    assert calls[0] >= fail_at  # the failure happened on the chosen thread
+    assert list(store.root.rglob(".tmp-*")) == []
+    assert blocks_match_their_names(store)
+    assert store.pins() == [kept]
+    cid = store.put(data)
+    assert store.get(cid) == data and store.get(kept) == pattern(2 * C + 5, salt=7)
+
+
+def test_an_interrupted_put_stops_the_helpers_and_pins_nothing(
+    tmp_path: Path, helpers: embedded._Helpers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: the calling thread is interrupted at its second leaf (as by Ctrl-C)
+    real = embedded.leaf_block
+    count = [0]
+
+    def interrupted(view, offset, cid_version):  # type: ignore[no-untyped-def]
+        if threading.current_thread() is threading.main_thread():
+            count[0] += 1
+            if count[0] == 2:
+                raise KeyboardInterrupt
+        return real(view, offset, cid_version)
+
+    monkeypatch.setattr(embedded, "leaf_block", interrupted)
+    store = EmbeddedStorage(tmp_path / "s", fsync=True)
+
+    # Execute
+    with pytest.raises(KeyboardInterrupt):
+        store.put(pattern(40 * C, salt=9))
+
+    # Assert: the helpers were waited for, so nothing they wrote is left as debris
+    assert list(store.root.rglob(".tmp-*")) == []
+    assert store.pins() == [] and blocks_match_their_names(store)
+
+
+def test_put_holds_no_reference_to_the_callers_buffer(tmp_path: Path, helpers: embedded._Helpers) -> None:
+    # A bytearray cannot be resized while any memoryview of it is alive (BufferError).
+    store = EmbeddedStorage(tmp_path / "s", fsync=False)
+    for salt in range(20):
+        data = bytearray(pattern(5 * C + 1, salt=salt))
+        cid = store.put(data)  # type: ignore[arg-type]
+        data.extend(b"more")  # raises BufferError if a helper still holds a slice
+        assert store.get(cid) == bytes(data[:-4])
+
+
+def test_a_forked_child_starts_its_own_helpers(
+    tmp_path: Path, helpers: embedded._Helpers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: helpers running in the parent
+    names = leaf_threads(monkeypatch)
+    parent_store = EmbeddedStorage(tmp_path / "parent", fsync=False)
+    parent_store.put(pattern(6 * C, salt=1))
+    parent_threads = list(helpers.threads)
+    parent_tag = embedded._tmp_tag
+    assert parent_threads and all(t.is_alive() for t in parent_threads)
+    names.clear()
+
+    # Execute: the child puts (its copies of the parent's threads are gone)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through its exit code
+        code = 10
+        try:
+            signal.alarm(60)
+            child = EmbeddedStorage(tmp_path / "child", fsync=False)
+            data = pattern(8 * C, salt=2)
+            cid = child.put(data)
+            fresh = embedded._HELPERS.threads
+            if child.get(cid) != data or cid != cid_of(data):
+                code = 11
+            elif not fresh or any(t in parent_threads for t in fresh) or not all(t.is_alive() for t in fresh):
+                code = 12
+            elif not any(n.startswith("blockstore-helper-") for n in names):
+                code = 13
+            elif embedded._tmp_tag == parent_tag:
+                code = 14
+            else:
+                code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+
+    # Assert: the child succeeded, and the parent's helpers still serve the parent
+    assert os.waitstatus_to_exitcode(status) == 0
+    data = pattern(6 * C, salt=3)
+    assert parent_store.get(parent_store.put(data)) == data
+    assert helpers.threads == parent_threads
+
+
+def test_no_helpers_on_one_cpu_means_an_inline_put(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Prepare
+    monkeypatch.setattr(embedded, "_helper_count", lambda: 0)
+    monkeypatch.setattr(embedded, "_HELPERS", embedded._Helpers())
+    names = leaf_threads(monkeypatch, main_delay=0)
+    data = pattern(5 * C + 2, salt=4)
+    store = EmbeddedStorage(tmp_path / "s", fsync=False)
+
+    # Execute
+    cid = store.put(data)
+
+    # Assert
+    assert set(names) == {threading.main_thread().name} and len(names) == 6
+    assert embedded._HELPERS.threads == [] and store.get(cid) == data
+
+
+def test_a_removed_shard_directory_is_recreated(tmp_path: Path) -> None:
+    # Prepare
+    store = EmbeddedStorage(tmp_path / "s", fsync=True)
+    data = pattern(C, salt=5)
+    digest = hashlib.sha256(data).hexdigest()
+    (store.blocks_dir / digest[:2]).rmdir()
+
+    # Execute
+    cid = store.put(data)
+
+    # Assert
+    assert store.get(cid) == data and (store.blocks_dir / digest[:2] / digest).is_file()
+
+
+def test_reopening_creates_only_missing_shards_and_reads_old_stores(tmp_path: Path) -> None:
+    # Prepare: a store, then one of its shard directories gone (as an older or partial layout)
+    store = EmbeddedStorage(tmp_path / "s", fsync=False)
+    cid = store.put(pattern(3 * C, salt=6))
+    empty = next(d for d in sorted(store.blocks_dir.iterdir()) if not any(d.iterdir()))
+    empty.rmdir()
+
+    # Execute
+    reopened = EmbeddedStorage(tmp_path / "s", fsync=False)
+
+    # Assert
+    assert empty.is_dir() and len(list(reopened.blocks_dir.iterdir())) == 256
+    assert reopened.get(cid) == pattern(3 * C, salt=6)
+
+
+def test_an_unknown_cid_version_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    store = EmbeddedStorage(tmp_path / "s", fsync=False)
+
+    with pytest.raises(ValueError, match="cid_version"):
+        store.put(pattern(3 * C), cid_version=2)
+
+    assert [p for p in store.blocks_dir.rglob("*") if p.is_file()] == [] and store.pins() == []
