@@ -270,3 +270,56 @@ def test_an_unknown_cid_version_is_refused_before_anything_is_written(tmp_path: 
         store.put(pattern(3 * C), cid_version=2)
 
     assert [p for p in store.blocks_dir.rglob("*") if p.is_file()] == [] and store.pins() == []
+
+
+# --- the durable put: order of flushes ------------------------------------------------------
+
+
+def test_a_durable_put_orders_data_flush_renames_directory_syncs_then_the_pin(
+    tmp_path: Path, helpers: embedded._Helpers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: record the flush, every rename and every directory fsync, from any thread
+    events: list[tuple[str, str]] = []
+    lock = threading.Lock()
+    real_syncfs, real_fsync_dir, real_replace = embedded._syncfs, embedded._fsync_dir, os.replace
+    written_back: list[int] = []
+    real_writeback = embedded._start_writeback
+
+    def record(kind: str, what: str) -> None:
+        with lock:
+            events.append((kind, what))
+
+    monkeypatch.setattr(embedded, "_syncfs", lambda path: (record("syncfs", str(path)), real_syncfs(path))[1])
+    monkeypatch.setattr(embedded, "_fsync_dir", lambda path: (record("fsync_dir", str(path)), real_fsync_dir(path))[1])
+    monkeypatch.setattr(os, "replace", lambda src, dst: (record("rename", str(dst)), real_replace(src, dst))[1])
+    monkeypatch.setattr(embedded, "_start_writeback", lambda fd: (written_back.append(fd), real_writeback(fd))[1])
+    store = EmbeddedStorage(tmp_path / "s", fsync=True)
+    events.clear()
+    data = pattern(12 * C + 1, salt=10)
+
+    # Execute
+    cid = store.put(data)
+
+    # Assert: one flush, first; then the blocks' renames; then their directories; the pin last
+    kinds = [kind for kind, _ in events]
+    assert kinds.count("syncfs") == 1 and kinds[0] == "syncfs"
+    pin_rename = events.index(("rename", str(store.pins_dir / cid)))
+    block_renames = [i for i, (kind, what) in enumerate(events) if kind == "rename" and "/blocks/" in what]
+    block_dirs = {str(Path(events[i][1]).parent) for i in block_renames}
+    synced_before_pin = {what for kind, what in events[:pin_rename] if kind == "fsync_dir"}
+    assert len(block_renames) == 14 and max(block_renames) < min(
+        i for i, (kind, _) in enumerate(events) if kind == "fsync_dir"
+    )
+    assert block_dirs <= synced_before_pin
+    assert events[pin_rename + 1 :] == [("fsync_dir", str(store.pins_dir))]
+    assert len(written_back) == 14  # every block's writeback started before the flush
+    assert EmbeddedStorage(tmp_path / "s").get(cid) == data
+
+
+def test_a_durable_put_works_without_sync_file_range(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(embedded, "_SYNC_FILE_RANGE", None)
+    store = EmbeddedStorage(tmp_path / "s", fsync=True)
+
+    cid = store.put(pattern(5 * C, salt=11))
+
+    assert store.get(cid) == pattern(5 * C, salt=11) and store.pins() == [cid]
