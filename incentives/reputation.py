@@ -25,8 +25,8 @@ BPS = 10_000
 """Basis-point denominator of the reward shares."""
 INITIAL_REPUTATION = 5 * 10**17
 """Reputation of a freshly registered node (0.5)."""
-REPUTATION_ALPHA = 3 * 10**17
-"""Default weight of the newest score in the moving average (0.3); each task sets its own."""
+REPUTATION_ALPHA = 4 * 10**17
+"""Default weight of the newest score in the moving average (0.4); each task sets its own."""
 REPUTATION_THRESHOLD = 2 * 10**17
 """Default threshold (0.2): nodes whose new reputation is below it earn nothing for the round."""
 

@@ -491,7 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=0, help="seed of the initial model's weights")
     c.add_argument("--min-stake", type=_eth_to_wei, metavar="ETH", help="stake for a committee seat (default: the deployment's minimum)")
     c.add_argument("--threshold", type=_fraction_to_wad, default=2 * WAD // 10, metavar="X", help="reputation threshold in [0, 1] (default 0.2)")
-    c.add_argument("--alpha", type=_fraction_to_wad, default=3 * WAD // 10, metavar="X", help="reputation EMA weight in [0, 1] (default 0.3)")
+    c.add_argument("--alpha", type=_fraction_to_wad, default=4 * WAD // 10, metavar="X", help="reputation EMA weight in [0, 1] (default 0.4)")
     c.add_argument("--proposer-share", type=_percent_to_bps, default=500, metavar="PCT", help="percent of each round to the proposer (default 5)")
     c.add_argument("--attester-share", type=_percent_to_bps, default=500, metavar="PCT", help="percent of each round to agreeing attesters (default 5)")
     for phase in ("commit", "reveal", "propose", "attest"):

@@ -111,7 +111,7 @@ class TaskParams:
     attest_timeout: int = 3600  # the challenge window
     min_stake_wei: int = 0  # stake a node needs for a committee seat of this task
     reputation_threshold_wad: int = 2 * WAD // 10  # below it: no seat, no reward
-    alpha_wad: int = 3 * WAD // 10  # weight of the newest score in the reputation EMA
+    alpha_wad: int = 4 * WAD // 10  # weight of the newest score in the reputation EMA
     proposer_share_bps: int = 500  # of each round's payout, to the accepted proposer
     attester_share_bps: int = 500  # of each round's payout, split among agreeing attesters
 

@@ -22,8 +22,9 @@ WADS = st.integers(min_value=0, max_value=WAD)
 
 
 def test_ema_worked_examples() -> None:
-    assert ema(INITIAL_REPUTATION, WAD) == 650_000_000_000_000_000
-    assert ema(INITIAL_REPUTATION, 0) == 350_000_000_000_000_000
+    # The default alpha is 0.4: 0.5 * 0.6 + 1 * 0.4 and 0.5 * 0.6 + 0 * 0.4.
+    assert ema(INITIAL_REPUTATION, WAD) == 700_000_000_000_000_000
+    assert ema(INITIAL_REPUTATION, 0) == 300_000_000_000_000_000
     assert ema(WAD, WAD) == WAD
     assert ema(0, 0) == 0
 
