@@ -21,8 +21,9 @@ code (hashing, one file per block, the directory and pin flushes); above 1.0 it 
 write-then-fsync, since a put starts each block's writeback while it hashes the next. The two
 are timed alternately, so a virtual disk whose speed drifts between runs affects both alike.
 (`dd if=/dev/urandom ... conv=fsync` is no disk reference: /dev/urandom itself is the limit.)
-Before every timed write, `os.sync()` runs (untimed) after the fresh store is created, so no
-run pays for the previous run's writeback or its own store's directories.
+Before every timed write the previous run's store or file is deleted and `os.sync()` runs
+(untimed) after the fresh store is created, so every run starts from the same page cache and
+none pays for the previous run's writeback or its own store's directories.
 
 Then peer-to-peer fetch across two node processes on loopback (tests/p2p/p2p_peer_proc.py):
 process A adds the bytes, process B fetches them with `P2PNode.fetch` (every block verified
@@ -36,6 +37,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -85,11 +87,20 @@ def bench_size(size_mb: int, repeat: int, base_dir: str | None) -> list[tuple[st
     with tempfile.TemporaryDirectory(dir=base_dir) as tmp:
         counter = iter(range(1_000_000))
 
+        def clear() -> None:
+            # The previous run's store or file goes first, so every run starts from the same page
+            # cache: with them kept, each 64 MB run found the cache fuller than the last, and the
+            # later runs (the no-fsync ones) paid for it, at 0.2-0.3x sha256 instead of ~0.9x.
+            for entry in os.listdir(tmp):
+                path = os.path.join(tmp, entry)
+                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+
         def fresh_store(fsync: bool) -> Callable[[], object]:
             # A new directory per run, so every block is really written (a re-put is a no-op), and
             # no dirty pages left by the previous run (or by creating this store's directories):
             # their writeback would land on this run's clock.
             def setup() -> EmbeddedStorage:
+                clear()
                 store = EmbeddedStorage(os.path.join(tmp, f"s{next(counter)}"), fsync=fsync)
                 os.sync()
                 return store
@@ -97,6 +108,7 @@ def bench_size(size_mb: int, repeat: int, base_dir: str | None) -> list[tuple[st
             return setup
 
         def fresh_file() -> str:
+            clear()
             path = os.path.join(tmp, f"disk{next(counter)}")
             os.sync()
             return path
