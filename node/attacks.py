@@ -139,3 +139,43 @@ def craft_update(kind: str, ctx: AttackContext) -> Delta:
 # its on-chain role. "bad-proposer": when designated, it proposes a model and scores of its own
 # making; its colluders attest for it. The simulator plays these roles (node/simulate.py).
 PROTOCOL_ATTACKS: frozenset[str] = frozenset({"bad-proposer"})
+KNOWN_KINDS: frozenset[str] = ATTACKS | PROTOCOL_ATTACKS
+
+
+def parse_roles(text: str) -> list[str]:
+    """The attacker roles of `--attack TEXT`, which the malicious nodes take in turn.
+
+    Roles are separated by commas, so several attacks run side by side
+    (``sign-flip,free-rider-zero``: every other malicious node flips, the rest
+    send zeros). Kinds one node runs together are joined with ``+``: at most one
+    attack on training (data or update) and the protocol attack
+    (``label-flip+bad-proposer``). Raises ValueError naming what is wrong.
+    """
+    roles = []
+    for role in text.split(","):
+        kinds = [k.strip() for k in role.split("+")]
+        unknown = [k for k in kinds if k not in KNOWN_KINDS]
+        if unknown or not all(kinds):
+            what = ", ".join(repr(k) for k in unknown) if unknown and all(kinds) else f"an empty name in {text!r}"
+            raise ValueError(f"unknown attack {what}; known: {', '.join(sorted(KNOWN_KINDS))}")
+        if len(set(kinds)) < len(kinds):
+            raise ValueError(f"attack {role.strip()!r} names a kind twice")
+        training = [k for k in kinds if k in ATTACKS]
+        if len(training) > 1:
+            raise ValueError(
+                f"attack {role.strip()!r}: a node runs at most one training attack ({' and '.join(training)}); "
+                f"give them to different nodes with a comma: {','.join(training)}"
+            )
+        # Canonical: the training attack first, so one role has one spelling.
+        roles.append("+".join(training + sorted(k for k in kinds if k not in ATTACKS)))
+    return roles
+
+
+def role_kinds(role: str) -> tuple[str, ...]:
+    """The attack kinds a node of `role` runs ("honest": none)."""
+    return () if role == "honest" else tuple(role.split("+"))
+
+
+def training_attack(role: str) -> str | None:
+    """The attack on training (data or update) a node of `role` runs, if any."""
+    return next((k for k in role_kinds(role) if k in ATTACKS), None)

@@ -424,7 +424,7 @@ def _add_signing(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from node import __version__
-    from node.attacks import ATTACKS
+    from node.attacks import KNOWN_KINDS
 
     parser = argparse.ArgumentParser(
         prog="fedledger", description="Blockchain-backed, decentralized federated learning node."
@@ -442,8 +442,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--nodes", type=_positive_int, default=4, help="number of nodes (default 4)")
     p.add_argument("--malicious", type=int, default=0, help="how many of the nodes attack (default 0; in-process only)")
-    p.add_argument("--attack", metavar="KIND", help="what the malicious nodes do: " + ", ".join(sorted(ATTACKS))
-                   + " (in-process only: refused with --chain anvil unless --in-process)")  # fmt: skip
+    p.add_argument("--attack", metavar="KIND", help="what the malicious nodes do: " + ", ".join(sorted(KNOWN_KINDS))
+                   + "; several run side by side with commas (sign-flip,gaussian: the malicious nodes take them in turn), "
+                   "and one node runs a training attack with bad-proposer joined by + (label-flip+bad-proposer) "
+                   "(in-process only: refused with --chain anvil unless --in-process)")  # fmt: skip
     p.add_argument("--rounds", type=_positive_int, default=3, help="training rounds (default 3)")
     p.add_argument("--rule", default="fedavg", help="aggregation rule (default fedavg)")
     p.add_argument("--chain", choices=["embedded", "anvil"], default="embedded",

@@ -27,7 +27,7 @@ import numpy as np
 from web3 import Web3
 
 from aggregation import aggregate_round, decode_model, encode_model, encode_update
-from node.attacks import ATTACKS, PROTOCOL_ATTACKS, AttackContext, craft_update, poison_data
+from node.attacks import AttackContext, craft_update, parse_roles, poison_data, role_kinds, training_attack
 from node.chain import FedLedgerClient, Phase, deploy_fedledger, dev_account, make_commitment
 from node.chain.client import send_ether
 from node.chain.anvil import Anvil
@@ -46,7 +46,7 @@ ETHER = 10**18
 class SimulationConfig:
     nodes: int = 4
     malicious: int = 0  # the last `malicious` nodes run `attack`
-    attack: str | None = None
+    attack: str | None = None  # roles separated by commas, taken in turn; kinds of one role joined by "+"
     rounds: int = 3
     rule: str = "fedavg"
     seed: int = 7
@@ -71,9 +71,15 @@ class SimulationConfig:
             raise ConfigError(f"--malicious must be between 0 and --nodes ({self.nodes}), got {self.malicious}")
         if self.malicious and self.attack is None:
             raise ConfigError("--malicious needs --attack KIND")
-        known = ATTACKS | PROTOCOL_ATTACKS
-        if self.attack is not None and self.attack not in known:
-            raise ConfigError(f"unknown attack {self.attack!r}; known: {', '.join(sorted(known))}")
+        if self.attack is not None:
+            try:
+                roles = parse_roles(self.attack)
+            except ValueError as e:
+                raise ConfigError(f"--attack: {e}") from None
+            if not self.malicious:
+                raise ConfigError("--attack needs --malicious M, the number of nodes that attack")
+            if len(roles) > self.malicious:
+                raise ConfigError(f"--attack names {len(roles)} roles for {self.malicious} malicious nodes; each role needs a node")
         if self.rule not in RULE_IDS:
             raise ConfigError(f"unknown rule {self.rule!r}; known: {', '.join(RULE_IDS)}")
         if self.spec.rule != self.rule:
@@ -95,6 +101,12 @@ class SimulationConfig:
             "chain": self.chain,
             "alpha": self.alpha,
         }
+
+
+def node_roles(config: SimulationConfig) -> list[str]:
+    """Each node's role: "honest", then the `--attack` roles taken in turn by the last `malicious` nodes."""
+    roles = parse_roles(config.attack) if config.attack else ["honest"]
+    return ["honest"] * (config.nodes - config.malicious) + [roles[j % len(roles)] for j in range(config.malicious)]
 
 
 def fetch(cid: str, local: EmbeddedStorage, peers: list[EmbeddedStorage]) -> bytes:
@@ -169,7 +181,7 @@ def run_simulation(
         owner = dev_account(0)
         accounts = [dev_account(i + 1) for i in range(config.nodes)]
         _fund(w3, owner, [a.address for a in accounts], config.stake_wei + ETHER)
-        roles = ["honest"] * (config.nodes - config.malicious) + [config.attack or "honest"] * config.malicious
+        roles = node_roles(config)
 
         progress(f"deploying FedLedger on the {config.chain} chain")
         chain, receipt = deploy_fedledger(w3, owner, config.stake_wei)
@@ -185,7 +197,7 @@ def run_simulation(
         trainers = [
             TorchTrainer(
                 spec.model,
-                poison_data(role, train.subset(idx), rng),
+                poison_data(training_attack(role) or "", train.subset(idx), rng),
                 test,
                 epochs=spec.epochs,
                 batch_size=spec.batch_size,
@@ -284,7 +296,7 @@ def run_simulation(
                         round=r,
                         honest_for_report=[d for j, d in trained.items() if roles[j] == "honest"],
                     )
-                    delta = craft_update(roles[i], ctx)
+                    delta = craft_update(training_attack(roles[i]) or "", ctx)
                 published[i] = delta
                 this_round[i] = delta
                 n = trainers[i].num_samples
@@ -303,7 +315,7 @@ def run_simulation(
                 proposer = chain.designated_proposer(task_id, r)
                 p = index_of[proposer]
                 cid, scores, model = aggregate(stores[p], base_bytes, updates)
-                if roles[p] == "bad-proposer":  # its own model and scores: all the credit to itself
+                if "bad-proposer" in role_kinds(roles[p]):  # its own model and scores: all the credit to itself
                     model = encode_update(trained[p], num_samples=1, task=task_id, round=r, base=base_cid)
                     cid = cid_of(model)
                     scores = [10**18 if u.sender == proposer else 0 for u in updates]
@@ -313,7 +325,7 @@ def run_simulation(
                     if u.sender == proposer:
                         continue
                     v = index_of[u.sender]
-                    if roles[v] == "bad-proposer" and roles[p] == "bad-proposer":
+                    if "bad-proposer" in role_kinds(roles[v]) and "bad-proposer" in role_kinds(roles[p]):
                         agree = True  # colluders vouch for each other
                     else:
                         mine_cid, mine_scores, _ = aggregate(stores[v], base_bytes, updates)

@@ -7,8 +7,11 @@ import functools
 import numpy as np
 import pytest
 
-from node.attacks import ATTACKS, AttackContext, craft_update, poison_data
-from node.simulate import SimulationConfig, run_simulation
+from node.attacks import ATTACKS, AttackContext, craft_update, parse_roles, poison_data
+from node.chain import FedLedgerClient
+from node.chain.providers import embedded_web3
+from node.errors import ConfigError
+from node.simulate import SimulationConfig, node_roles, run_simulation
 from node.taskspec import TaskSpec
 from node.training.data import Dataset
 
@@ -171,3 +174,61 @@ def test_simulate_gives_attackers_what_commit_reveal_lets_them_know(monkeypatch)
 
     assert seen[:3] == [(1, 6, 3, 0)] * 3
     assert all(entry[:3] == (2, 6, 3) and entry[3] == 5 for entry in seen[3:])
+
+
+# --- Several attacks in one run -------------------------------------------------------------------
+
+
+def test_attack_roles_are_separated_by_commas_and_one_nodes_kinds_joined_by_plus():
+    assert parse_roles("sign-flip,free-rider-zero") == ["sign-flip", "free-rider-zero"]
+    assert parse_roles("bad-proposer+label-flip") == ["label-flip+bad-proposer"]  # one spelling per role
+    config = SimulationConfig(nodes=6, malicious=3, attack="sign-flip,gaussian")
+    assert node_roles(config) == ["honest"] * 3 + ["sign-flip", "gaussian", "sign-flip"]  # taken in turn
+
+
+@pytest.mark.parametrize(
+    ("attack", "malicious", "message"),
+    [
+        ("sign-flip+gaussian", 1, "at most one training attack"),
+        ("teleport,sign-flip", 2, "unknown attack 'teleport'"),
+        ("sign-flip,,gaussian", 2, "empty name"),
+        ("bad-proposer+bad-proposer", 1, "names a kind twice"),
+        ("sign-flip,gaussian,label-flip", 2, "3 roles for 2 malicious nodes"),
+        ("sign-flip", 0, "--attack needs --malicious"),
+    ],
+)
+def test_a_bad_attack_mix_is_refused_with_what_is_wrong(attack, malicious, message):
+    with pytest.raises(ConfigError, match=message):
+        run_simulation(SimulationConfig(nodes=4, malicious=malicious, attack=attack))
+
+
+def test_two_attacks_side_by_side_each_attacker_is_caught_for_its_own():
+    config = SimulationConfig(nodes=6, malicious=2, attack="sign-flip,free-rider-zero", rounds=3, seed=21, spec=TaskSpec(epochs=1))
+    report = run_simulation(config)
+
+    assert [n.role for n in report.nodes] == ["honest"] * 4 + ["sign-flip", "free-rider-zero"]
+    honest = [n for n in report.nodes if n.role == "honest"]
+    for attacker in report.nodes[4:]:
+        # Each scores 0 for its own attack: 0.5 -> 0.3 -> 0.18, under the threshold, no seat in round 3.
+        assert attacker.reputation_history_wad == [5 * 10**17, 3 * 10**17, 18 * 10**16, 18 * 10**16]
+        assert attacker.payout_wei == 0 < min(n.payout_wei for n in honest)
+
+
+def test_one_node_replays_its_update_and_proposes_a_model_of_its_own():
+    """free-rider-stale+bad-proposer: the replays from round 2 score 0, and when its turn to propose
+    comes (round 3 of 4 for the last node with this seed) its proposal is rejected and it is slashed."""
+    w3 = embedded_web3(num_accounts=5)
+    config = SimulationConfig(nodes=4, malicious=1, attack="free-rider-stale+bad-proposer", rounds=4, seed=3,
+                              spec=TaskSpec(epochs=1))  # fmt: skip
+    lines: list[str] = []
+
+    report = run_simulation(config, progress=lines.append, w3=w3)
+
+    cheat = report.nodes[-1]
+    assert cheat.role == "free-rider-stale+bad-proposer"
+    reps = cheat.reputation_history_wad
+    assert reps[1] > reps[0] and reps[2] == reps[1] * 6 // 10 and reps[3] == reps[2] * 6 // 10  # replays score 0
+    (line,) = [line for line in lines if "rejected" in line]
+    assert line.startswith("round 3:") and cheat.address in line
+    assert FedLedgerClient(w3, report.contracts["FedLedger"]).node_info(cheat.address)[1] == 0  # slashed
+    assert cheat.payout_wei < min(n.payout_wei for n in report.nodes if n.role == "honest")
