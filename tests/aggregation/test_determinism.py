@@ -17,7 +17,10 @@ from aggregation.update import encode_model, encode_update
 # Known output of test_canonical_bytes_are_pinned's round.
 PINNED_MODEL_SHA256 = "d248eb4e70f764c10f79ff34f44717699426cccdc142e64fabe8ac0c9312e0ab"
 # cos(u1, agg) = 0.80778..., cos(u2, agg) = 0.50155... (agg = (2 u1 + u2) / 3)
-PINNED_SCORES = [807780694600040434, 501556811466517449]
+# The updates' clipped cosines with the aggregate are 807780694600040434 and 501556811466517449
+# (WAD); a score is the cosine relative to the round's upper median, the first one:
+# WAD at it, and (2 * 0.5016 - 0.8078) / 0.8078 for the other (aggregation.scores.relative_score).
+PINNED_SCORES = [10**18, 241814306331881834]
 
 # The inputs are built from a seeded PCG64 stream, so the subprocess and this
 # process aggregate the same bytes; the digest covers the model and the scores.

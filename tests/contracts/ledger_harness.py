@@ -26,6 +26,8 @@ from web3.contract import Contract
 from web3.exceptions import ContractCustomError
 from web3.types import TxReceipt
 
+from incentives.reputation import REPUTATION_ALPHA, REPUTATION_THRESHOLD
+
 ARTIFACTS = Path(__file__).resolve().parents[2] / "contracts" / "artifacts"
 WAD = 10**18
 MIN_STAKE = 10**16  # 0.01 ETH
@@ -54,8 +56,8 @@ class TaskConfig:
     propose_timeout: int = TIMEOUT
     attest_timeout: int = TIMEOUT
     min_stake: int = MIN_STAKE
-    reputation_threshold: int = 2 * WAD // 10
-    alpha: int = 3 * WAD // 10
+    reputation_threshold: int = REPUTATION_THRESHOLD
+    alpha: int = REPUTATION_ALPHA  # the defaults the off-chain mirror (TaskIncentives) assumes
     proposer_share_bps: int = 500
     attester_share_bps: int = 500
 
