@@ -638,25 +638,27 @@ def attacker_data(split: str, config: dict[str, Any]) -> tuple[float, list[tuple
 def split_note(rule: str, split: str, grid: Grid) -> str | None:
     """A note on a split where honest updates agree too little for the scores to separate attackers."""
     base = grid.find(split, rule, None)
-    if base is None or grid.honest_level(split, rule) >= 0.5:
+    if base is None:
         return None
     attacked = [o for o in grid.outcomes if o.split == split and o.rule == rule and o.attack is not None]
     with_fp = [o for o in attacked if o.honest_excluded]
     iid = grid.find("iid", rule, None)
-    text = (
-        f"Under {split} the honest nodes of the honest-only run score only {grid.honest_level(split, rule):.2f} on average"
-        f"{f' (IID: {grid.honest_level(iid.split, rule):.2f})' if iid else ''}, and in {len(with_fp)} of the {len(attacked)} attacked runs honest "
-        f"nodes fell under the threshold ({sum(o.honest_excluded for o in attacked)} in all): under label skew honest updates "
-        "disagree with the aggregate almost as much as many attacks do, so a cosine reputation separates them poorly. "
-        "Misses below without a reason of their own have this one."
-    )
+    text = ""
+    if grid.honest_level(split, rule) < 0.5:
+        text = (
+            f"Under {split} the honest nodes of the honest-only run score only {grid.honest_level(split, rule):.2f} on average"
+            f"{f' (IID: {grid.honest_level(iid.split, rule):.2f})' if iid else ''}, and in {len(with_fp)} of the {len(attacked)} attacked runs honest "
+            f"nodes fell under the threshold ({sum(o.honest_excluded for o in attacked)} in all): under label skew honest updates "
+            "disagree with the aggregate almost as much as many attacks do, so a cosine reputation separates them poorly. "
+            "Misses below without a reason of their own have this one."
+        )
     fedavg = grid.find(split, "fedavg", None)
     iid_rule, iid_fedavg = grid.find("iid", rule, None), grid.find("iid", "fedavg", None)
     if rule != "fedavg" and fedavg is not None and base.final_accuracy < fedavg.final_accuracy - 0.1:
         # Runs that gain accuracy from attacks that add nothing (the honest mean republished is left out: it may help).
         above = [o for o in attacked if o.final_accuracy > base.final_accuracy + ACCURACY_MARGIN and not _is_honest_mean(o)]
         text += (
-            f" The rule itself learns little here in {len(base.accuracy_per_round)} rounds: {base.final_accuracy:.3f} honest-only "
+            f"{' ' if text else ''}The rule itself learns less here in {len(base.accuracy_per_round)} rounds: {base.final_accuracy:.3f} honest-only "
             f"against FedAvg's {fedavg.final_accuracy:.3f}"
             + (f" (under IID: {iid_rule.final_accuracy:.3f} against {iid_fedavg.final_accuracy:.3f})" if iid_rule and iid_fedavg else "")
             + ", consistent with the known weakness of coordinate-wise and distance-based rules on heterogeneous data: "
@@ -670,7 +672,7 @@ def split_note(rule: str, split: str, grid: Grid) -> str | None:
                 f"({listed}): in this regime a {len(base.accuracy_per_round)}-round run moves by more than the margin in both "
                 "directions, so its accuracy verdicts say little about an attack's harm."
             )
-    return text
+    return text or None
 
 
 def _join(words: list[str]) -> str:
