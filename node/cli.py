@@ -425,6 +425,9 @@ def _add_signing(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from node import __version__
     from node.attacks import KNOWN_KINDS
+    from node.taskspec import TaskParams
+
+    TASK_DEFAULTS = TaskParams()
 
     parser = argparse.ArgumentParser(
         prog="fedledger", description="Blockchain-backed, decentralized federated learning node."
@@ -492,8 +495,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_rule_options(c)
     c.add_argument("--seed", type=int, default=0, help="seed of the initial model's weights")
     c.add_argument("--min-stake", type=_eth_to_wei, metavar="ETH", help="stake for a committee seat (default: the deployment's minimum)")
-    c.add_argument("--threshold", type=_fraction_to_wad, default=2 * WAD // 10, metavar="X", help="reputation threshold in [0, 1] (default 0.2)")
-    c.add_argument("--alpha", type=_fraction_to_wad, default=4 * WAD // 10, metavar="X", help="reputation EMA weight in [0, 1] (default 0.4)")
+    c.add_argument("--threshold", type=_fraction_to_wad, default=TASK_DEFAULTS.reputation_threshold_wad, metavar="X",
+                   help=f"reputation threshold in [0, 1] (default {TASK_DEFAULTS.reputation_threshold_wad / WAD:g})")
+    c.add_argument("--alpha", type=_fraction_to_wad, default=TASK_DEFAULTS.alpha_wad, metavar="X",
+                   help=f"reputation EMA weight in [0, 1] (default {TASK_DEFAULTS.alpha_wad / WAD:g})")
     c.add_argument("--proposer-share", type=_percent_to_bps, default=500, metavar="PCT", help="percent of each round to the proposer (default 5)")
     c.add_argument("--attester-share", type=_percent_to_bps, default=500, metavar="PCT", help="percent of each round to agreeing attesters (default 5)")
     for phase in ("commit", "reveal", "propose", "attest"):

@@ -90,7 +90,7 @@ def bench_size(size_mb: int, repeat: int, base_dir: str | None) -> list[tuple[st
         def clear() -> None:
             # The previous run's store or file goes first, so every run starts from the same page
             # cache: with them kept, each 64 MB run found the cache fuller than the last, and the
-            # later runs (the no-fsync ones) paid for it, at 0.2-0.3x sha256 instead of ~0.9x.
+            # later runs (the no-fsync ones) paid for it.
             for entry in os.listdir(tmp):
                 path = os.path.join(tmp, entry)
                 shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from incentives import IncentivesError, ScoreOutOfRangeError, UnknownNodeError
 from incentives.reputation import (
     INITIAL_REPUTATION,
+    REPUTATION_ALPHA,
     REPUTATION_THRESHOLD,
     WAD,
     LedgerState,
@@ -19,6 +20,18 @@ from incentives.reputation import (
 )
 
 WADS = st.integers(min_value=0, max_value=WAD)
+
+
+def test_tasks_are_created_with_the_defaults_the_mirror_assumes() -> None:
+    from incentives.reputation import TaskIncentives
+    from node.taskspec import TaskParams
+
+    node, mirror = TaskParams(), TaskIncentives()
+    assert (node.alpha_wad, node.reputation_threshold_wad) == (mirror.alpha, mirror.threshold) == (
+        REPUTATION_ALPHA,
+        REPUTATION_THRESHOLD,
+    )
+    assert (node.proposer_share_bps, node.attester_share_bps) == (mirror.proposer_share_bps, mirror.attester_share_bps)
 
 
 def test_ema_worked_examples() -> None:
