@@ -45,7 +45,7 @@ from node.report import NodeRecord, RoundRecord, SimulationReport
 from node.simulate import SimulationConfig, publish_task
 from node.storage import EmbeddedStorage
 from node.taskspec import MAX_COMMITTEE, TaskParams, TaskSpec
-from node.training import Dataset, accuracy, dirichlet_partition, iid_partition, load_digits_split
+from node.training import Dataset, accuracy, load_digits_split, partition
 
 ETHER = 10**18
 PROJECT_ROOT = Path(__file__).resolve().parents[1]  # holds the `node` package the daemons run
@@ -242,9 +242,7 @@ def _edit(text: str, old: str, new: str, path: Path) -> str:
 
 def _shards(train: Dataset, config: FederationConfig) -> list[np.ndarray]:
     try:
-        if config.alpha is None:
-            return iid_partition(len(train), config.nodes, config.data_seed)
-        return dirichlet_partition(train.y, config.nodes, config.alpha, config.data_seed)
+        return partition(train, config.nodes, config.alpha, config.data_seed)
     except ValueError as exc:
         raise ConfigError(f"cannot deal the data to {config.nodes} nodes: {exc}") from None
 

@@ -37,7 +37,7 @@ from node.report import NodeRecord, RoundRecord, SimulationReport
 from node.storage import EmbeddedStorage
 from node.storage.unixfs import cid_of, read_dag
 from node.taskspec import MAX_COMMITTEE, RULE_IDS, TaskParams, TaskSpec
-from node.training import TorchTrainer, accuracy, dirichlet_partition, initial_weights, iid_partition, load_digits_split
+from node.training import TorchTrainer, accuracy, initial_weights, load_digits_split, partition
 
 ETHER = 10**18
 
@@ -189,10 +189,7 @@ def run_simulation(
 
         # Data: a shared test split for reporting, private shards for training.
         train, test = load_digits_split(seed=config.seed)
-        if config.alpha is None:
-            shards = iid_partition(len(train), config.nodes, config.seed)
-        else:
-            shards = dirichlet_partition(train.y, config.nodes, config.alpha, config.seed)
+        shards = partition(train, config.nodes, config.alpha, config.seed)
         rng = np.random.default_rng(config.seed)
         trainers = [
             TorchTrainer(

@@ -579,7 +579,7 @@ def explain(o: Outcome, target: str, grid: Grid) -> str | None:
         kind = {
             "label-flip": "Under label skew a shard with flipped labels looks like one more skewed shard",
             "scaling": "Under label skew a shard with flipped labels looks like one more skewed shard, and the boost does "
-            f"not change a cosine",
+            "not change a cosine",
         }.get(attack, "Under label skew honest updates agree with the aggregate little, and a noise vector that is one of its inputs keeps some cosine with it")
         k = _late(o)
         mine = o.attacker_scores[k]
@@ -619,15 +619,11 @@ def explain(o: Outcome, target: str, grid: Grid) -> str | None:
 def attacker_data(split: str, config: dict[str, Any]) -> tuple[float, list[tuple[int, float]]]:
     """The attackers' part of the training data of `split`: overall, and per class, largest first.
     The simulator gives the last `malicious` of the `nodes` shards to the attackers."""
-    from node.training import dirichlet_partition, iid_partition, load_digits_split
+    from node.training import load_digits_split, partition
 
-    train, _ = load_digits_split(seed=config["seed"])
+    train, _ = load_digits_split(seed=config["seed"])  # as simulate deals it
     labels = np.asarray(train.y)
-    alpha = SPLITS[split]
-    if alpha is None:
-        shards = iid_partition(len(train), config["nodes"], config["seed"])
-    else:
-        shards = dirichlet_partition(train.y, config["nodes"], alpha, config["seed"])
+    shards = partition(train, config["nodes"], SPLITS[split], config["seed"])
     theirs = np.concatenate(shards[config["nodes"] - config["malicious"] :])
     total = np.bincount(labels, minlength=10)
     held = np.bincount(labels[theirs], minlength=10)
@@ -636,7 +632,8 @@ def attacker_data(split: str, config: dict[str, Any]) -> tuple[float, list[tuple
 
 
 def split_note(rule: str, split: str, grid: Grid) -> str | None:
-    """A note on a split where honest updates agree too little for the scores to separate attackers."""
+    """A note on a rule under a split: when honest updates agree too little for the scores to separate
+    attackers, and when the rule itself learns much less than FedAvg there."""
     base = grid.find(split, rule, None)
     if base is None:
         return None

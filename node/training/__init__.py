@@ -1,6 +1,6 @@
 """Local training: datasets, partitions across nodes, the model, and a torch trainer."""
 
-from node.training.data import Dataset, dirichlet_partition, iid_partition, load_digits_split
+from node.training.data import Dataset, dirichlet_partition, iid_partition, load_digits_split, partition
 from node.training.model import MODELS, build_model, initial_weights
 from node.training.trainer import TorchTrainer, accuracy
 
@@ -12,6 +12,7 @@ __all__ = [
     "build_model",
     "dirichlet_partition",
     "iid_partition",
+    "partition",
     "initial_weights",
     "load_digits_split",
 ]

@@ -52,6 +52,13 @@ def iid_partition(n_samples: int, n_parts: int, seed: int) -> list[np.ndarray]:
     return [np.sort(part) for part in np.array_split(perm, n_parts)]
 
 
+def partition(train: Dataset, n_parts: int, alpha: float | None, seed: int) -> list[np.ndarray]:
+    """The shards every run deals: IID when `alpha` is None, else Dirichlet(`alpha`) label skew."""
+    if alpha is None:
+        return iid_partition(len(train), n_parts, seed)
+    return dirichlet_partition(train.y, n_parts, alpha, seed)
+
+
 def dirichlet_partition(
     labels: np.ndarray, n_parts: int, alpha: float, seed: int, min_size: int = 10
 ) -> list[np.ndarray]:
