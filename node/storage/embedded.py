@@ -18,10 +18,14 @@ written only after every block below it is durable. Leftover temporary files
 Durability is paid once per DAG, not once per block: the blocks of a `put`, or
 the blocks `put_block` received for the next `pin`, wait as temporary files
 (a `put`'s pin file too); then one `syncfs(2)` makes all of them durable
-(per-file fsyncs where syncfs is missing), they are renamed into place, their
-directories are fsynced, and only then is the pin renamed into place. A
-256-block update costs one data flush, not 256. Blocks from `put_block` become
-visible to readers when the next `pin` commits them.
+(per-file fsyncs where syncfs is missing), they are renamed into place, a
+second syncfs makes the renames durable (an fsync per directory where syncfs
+is missing, or for a single directory), and only then is the pin renamed into
+place and its directory fsynced. A 256-block update costs three flushes, not
+256 fsyncs plus one per shard directory; on this machine's ext4 disk the one
+syncfs for the renames made a durable 16 or 64 MB put 15-20% faster than
+fsyncing each of its shard directories. Blocks from `put_block` become visible
+to readers when the next `pin` commits them.
 
 Speed of a `put`: the leaves are independent, so the caller's thread and idle
 helper threads each take the next chunk, hash it and write it while it is
@@ -453,8 +457,11 @@ class EmbeddedStorage:
         pending.clear()
 
     def _sync_dirs(self, dirs: set[str]) -> None:
-        """fsync each directory in `dirs` (the helpers take some: device flushes overlap)."""
+        """Make the renames inside `dirs` durable: one syncfs for several directories (one journal
+        commit instead of one per directory), else an fsync each (the helpers take some)."""
         if not self._fsync or not dirs:
+            return
+        if len(dirs) > 1 and _syncfs(self.root):
             return
         ordered = sorted(dirs)
         shared = _Shared(len(ordered), lambda index: _fsync_dir(ordered[index]))

@@ -370,10 +370,29 @@ def test_a_durable_put_flushes_once_for_the_whole_dag(tmp_path: Path, flushes: l
     store = EmbeddedStorage(tmp_path / "durable", fsync=True)
     cid = store.put(pattern(9 * C + 5))
 
-    assert len(flushes) == 1  # ten blocks, one flush
+    assert len(flushes) == 2  # eleven blocks: one flush for their bytes, one for their names
     assert list(store.root.rglob(".tmp-*")) == []
     assert len(block_files(store)) == 11 and store.pins() == [cid]
     assert EmbeddedStorage(tmp_path / "durable").get(cid) == pattern(9 * C + 5)
+
+
+def test_a_one_block_durable_put_fsyncs_its_one_directory_instead_of_the_filesystem(
+    tmp_path: Path, flushes: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import node.storage.embedded as embedded
+
+    dirs: list[str] = []
+    real_fsync_dir = embedded._fsync_dir
+    monkeypatch.setattr(embedded, "_fsync_dir", lambda path: (dirs.append(str(path)), real_fsync_dir(path))[1])
+    store = EmbeddedStorage(tmp_path / "durable", fsync=True)
+    dirs.clear()
+
+    cid = store.put(pattern(100, salt=4))
+
+    (block,) = block_files(store)
+    assert len(flushes) == 1  # the bytes; the one rename is made durable by its directory's fsync
+    assert dirs == [str(block.parent), str(store.pins_dir)]
+    assert EmbeddedStorage(tmp_path / "durable").get(cid) == pattern(100, salt=4)
 
 
 def test_received_blocks_become_visible_and_durable_at_the_pin(tmp_path: Path, flushes: list[str]) -> None:
@@ -389,7 +408,7 @@ def test_received_blocks_become_visible_and_durable_at_the_pin(tmp_path: Path, f
     store.pin(root)
 
     # Assert: nothing was visible (or flushed) before the pin; everything is afterwards
-    assert visible_before_pin == [False] * len(blocks) and len(flushes) == 1
+    assert visible_before_pin == [False] * len(blocks) and len(flushes) == 2  # bytes, then names
     assert store.get(root) == data and store.pins() == [root]
     assert list(store.root.rglob(".tmp-*")) == []
 
@@ -401,12 +420,18 @@ def test_without_syncfs_every_block_is_fsynced_instead(tmp_path: Path, monkeypat
     synced: list[int] = []
     real_fsync = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    dirs: list[str] = []
+    real_fsync_dir = embedded._fsync_dir
+    monkeypatch.setattr(embedded, "_fsync_dir", lambda path: (dirs.append(str(path)), real_fsync_dir(path))[1])
     store = EmbeddedStorage(tmp_path / "durable", fsync=True)
+    dirs.clear()
 
     cid = store.put(pattern(4 * C, salt=5))
 
-    # four distinct leaves and the root, each fsynced before its rename; then directories and the pin
+    # four distinct leaves and the root, each fsynced before its rename; then every block's
+    # directory, one by one, and the pin's
     assert len(synced) >= 5
+    assert {str(path.parent) for path in block_files(store)} | {str(store.pins_dir)} == set(dirs)
     assert store.get(cid) == pattern(4 * C, salt=5)
 
 
