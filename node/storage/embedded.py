@@ -2,8 +2,15 @@
 
 Layout under `root_dir`:
 
-    blocks/<2 hex>/<sha2-256 hex>   one file per block, named by its digest
+    blocks/<1 hex>/<sha2-256 hex>   one file per block, named by its digest, in one of 16 shards
     pins/<CID text>                 one file per pinned root (content: the CID)
+
+Sixteen shards, not kubo flatfs's 1024 or the 256 this store used to have: on
+ext4 a put pays for every directory it touches, and a 64 MB put (256 leaves)
+spread over 256 directories took about twice as long as over 16
+(`scripts/bench_storage.py`; 4 or 8 shards were slower again, as the two
+writing threads then queue on one directory's lock more often). A store in
+the old `blocks/<2 hex>/` layout is moved into the new one when it is opened.
 
 Blocks are keyed by digest, not by CID text, because the same bytes are one
 block whatever CID version or codec names them (kubo's blockstore does the
@@ -71,6 +78,8 @@ from node.storage.unixfs import (
 
 # Temporary files start with a dot so no digest-named block can ever collide with one.
 _TMP_PREFIX = ".tmp-"
+# Shard directories under blocks/, named by the first hex digit of the digest (see the module doc).
+_SHARDS = 16
 # Helper threads for puts: at most this many, and one fewer than the CPUs the process may use.
 _MAX_HELPERS = 3
 # gc only sweeps temporary files older than this, so it never races a write in another process.
@@ -79,6 +88,10 @@ _STALE_TMP_SECONDS = 3600.0
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 # Owner-only, as tempfile.mkstemp made them before.
 _FILE_MODE = 0o600
+
+
+def _is_hex(name: str) -> bool:
+    return bool(name) and all(c in "0123456789abcdef" for c in name)
 
 
 def _discard(paths: list[str]) -> None:
@@ -336,29 +349,58 @@ class EmbeddedStorage:
         self._unsynced_dirs: set[str] = set()
         # Blocks from put_block waiting for the next pin: (temporary file, final path), not yet durable.
         self._pending: list[tuple[str, str]] = []
-        # All 256 shard directories up front: a one-time cost at first open instead of a mkdir (and
-        # a directory fsync) inside the first puts. One listdir finds those that already exist.
+        # All shard directories up front: a one-time cost at first open instead of a mkdir (and a
+        # directory fsync) inside the first puts. One listdir finds those that already exist.
         created = not (self.blocks_dir.is_dir() and self.pins_dir.is_dir())
         self.blocks_dir.mkdir(parents=True, exist_ok=True)
         self.pins_dir.mkdir(parents=True, exist_ok=True)
         blocks = str(self.blocks_dir)
         self._pins = str(self.pins_dir)
-        self._shard_dirs = [f"{blocks}/{shard:02x}" for shard in range(256)]
+        self._shard_dirs = [f"{blocks}/{shard:x}" for shard in range(_SHARDS)]
         present = set(os.listdir(blocks))
         for shard, directory in enumerate(self._shard_dirs):
-            if f"{shard:02x}" not in present:
+            if f"{shard:x}" not in present:
                 os.makedirs(directory, exist_ok=True)
                 created = True
         if fsync and created:
             # The new directories' own names durable too, so a durable block never sits in a lost one.
             for directory in (self.root.parent, self.root, self.blocks_dir):
                 _fsync_dir(directory)
+        legacy = sorted(n for n in present if len(n) == 2 and _is_hex(n) and os.path.isdir(f"{blocks}/{n}"))
+        if legacy:
+            self._move_legacy_shards(legacy)
 
     # --- paths and raw file I/O ------------------------------------------------------------
 
     def _block_path(self, cid: Cid) -> Path:
         name = cid.digest.hex()
-        return self.blocks_dir / name[:2] / name
+        return self.blocks_dir / name[:1] / name
+
+    def _move_legacy_shards(self, legacy: list[str]) -> None:
+        """Move the blocks of the old `blocks/<2 hex>/` layout into their new shards, then drop the
+        old directories. Each block is renamed (never copied), so a crash midway leaves every block
+        in one of the two places, and the next open finishes the move."""
+        moved: set[str] = set()
+        for name in legacy:
+            for path in (self.blocks_dir / name).iterdir():
+                if len(path.name) != 64 or not _is_hex(path.name):
+                    continue  # a temporary file (swept below once stale), or not ours (kept)
+                directory = self._shard_dirs[int(path.name[0], 16)]
+                os.replace(path, f"{directory}/{path.name}")
+                moved.add(directory)
+        self._sync_dirs(moved)  # the blocks' new names are durable before the old ones can go
+        now = time.time()
+        for name in legacy:
+            old_dir = self.blocks_dir / name
+            for path in old_dir.iterdir():
+                if path.name.startswith(_TMP_PREFIX) and now - path.stat().st_mtime > _STALE_TMP_SECONDS:
+                    path.unlink(missing_ok=True)
+            try:
+                old_dir.rmdir()
+            except OSError:
+                pass  # a foreign or a young temporary file stays, and so does its directory (gc still sweeps it)
+        if self._fsync:
+            _fsync_dir(self.blocks_dir)
 
     def _pin_path(self, cid: Cid) -> Path:
         # Canonical CID text is [a-z2-7] or base58: safe as a file name, no path traversal.
@@ -417,7 +459,7 @@ class EmbeddedStorage:
 
         With fsync on and a `pending` list, the block waits there as a temporary file for `_commit`.
         """
-        directory = self._shard_dirs[digest[0]]
+        directory = self._shard_dirs[digest[0] >> 4]
         path = f"{directory}/{digest.hex()}"
         try:
             if os.stat(path).st_size == len(data):

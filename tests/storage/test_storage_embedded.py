@@ -261,7 +261,7 @@ def test_a_crash_mid_write_leaves_neither_a_partial_block_nor_a_temp_file(
 
 def test_gc_sweeps_stale_temporary_files_only(store: EmbeddedStorage) -> None:
     # Prepare
-    shard = store.blocks_dir / "ab"
+    shard = store.blocks_dir / "a"
     stale, fresh = shard / ".tmp-stale", shard / ".tmp-fresh"
     stale.write_bytes(b"half a block")
     fresh.write_bytes(b"being written")

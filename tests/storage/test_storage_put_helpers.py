@@ -239,13 +239,13 @@ def test_a_removed_shard_directory_is_recreated(tmp_path: Path) -> None:
     store = EmbeddedStorage(tmp_path / "s", fsync=True)
     data = pattern(C, salt=5)
     digest = hashlib.sha256(data).hexdigest()
-    (store.blocks_dir / digest[:2]).rmdir()
+    (store.blocks_dir / digest[:1]).rmdir()
 
     # Execute
     cid = store.put(data)
 
     # Assert
-    assert store.get(cid) == data and (store.blocks_dir / digest[:2] / digest).is_file()
+    assert store.get(cid) == data and (store.blocks_dir / digest[:1] / digest).is_file()
 
 
 def test_reopening_creates_only_missing_shards_and_reads_old_stores(tmp_path: Path) -> None:
@@ -259,8 +259,44 @@ def test_reopening_creates_only_missing_shards_and_reads_old_stores(tmp_path: Pa
     reopened = EmbeddedStorage(tmp_path / "s", fsync=False)
 
     # Assert
-    assert empty.is_dir() and len(list(reopened.blocks_dir.iterdir())) == 256
+    assert empty.is_dir() and len(list(reopened.blocks_dir.iterdir())) == 16
     assert reopened.get(cid) == pattern(3 * C, salt=6)
+
+
+def test_a_store_in_the_old_two_hex_layout_is_moved_into_the_sixteen_shards(tmp_path: Path) -> None:
+    # Prepare: a pinned DAG and an unpinned block, laid out as blocks/<2 hex>/<digest> (the old
+    # layout), with a stale and a young temporary file and a foreign file among them
+    store = EmbeddedStorage(tmp_path / "s", fsync=False)
+    cid = store.put(pattern(5 * C + 3, salt=12))
+    loose = store.put(pattern(100, salt=13))
+    store.unpin(loose)
+    digests = sorted(path.name for path in store.blocks_dir.rglob("*") if path.is_file())
+    for name in digests:
+        old_dir = store.blocks_dir / name[:2]
+        old_dir.mkdir(exist_ok=True)
+        (store.blocks_dir / name[:1] / name).rename(old_dir / name)
+    for shard in store.blocks_dir.iterdir():
+        if len(shard.name) == 1:
+            shard.rmdir()
+    stale_dir, young_dir = store.blocks_dir / digests[0][:2], store.blocks_dir / digests[1][:2]
+    (stale_dir / ".tmp-stale").write_bytes(b"half a block")
+    os.utime(stale_dir / ".tmp-stale", (1, 1))
+    (young_dir / ".tmp-young").write_bytes(b"being written")
+    (young_dir / "notes.txt").write_bytes(b"not ours")
+
+    # Execute
+    reopened = EmbeddedStorage(tmp_path / "s", fsync=True)
+
+    # Assert: every block in its new shard, the old directories gone but for the one still holding
+    # files that are not blocks; pins and gc work as before
+    assert sorted(path.name for path in reopened.blocks_dir.glob("?/*")) == digests
+    left = sorted(path.name for path in reopened.blocks_dir.iterdir() if len(path.name) == 2)
+    assert left == [young_dir.name] and (stale_dir == young_dir or not stale_dir.exists())
+    assert not (stale_dir / ".tmp-stale").exists()
+    assert sorted(path.name for path in young_dir.iterdir()) == [".tmp-young", "notes.txt"]
+    assert reopened.get(cid) == pattern(5 * C + 3, salt=12) and reopened.pins() == [cid]
+    assert reopened.gc() == 1 and not reopened.has(loose) and reopened.get(cid) == pattern(5 * C + 3, salt=12)
+    assert EmbeddedStorage(tmp_path / "s").get(cid) == pattern(5 * C + 3, salt=12)
 
 
 def test_an_unknown_cid_version_is_refused_before_anything_is_written(tmp_path: Path) -> None:
