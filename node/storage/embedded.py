@@ -94,6 +94,14 @@ def _is_hex(name: str) -> bool:
     return bool(name) and all(c in "0123456789abcdef" for c in name)
 
 
+def _entries(directory: Path) -> list[Path]:
+    """The entries of `directory`; none if it is gone."""
+    try:
+        return list(directory.iterdir())
+    except FileNotFoundError:
+        return []
+
+
 def _discard(paths: list[str]) -> None:
     for path in paths:
         try:
@@ -382,23 +390,29 @@ class EmbeddedStorage:
         in one of the two places, and the next open finishes the move."""
         moved: set[str] = set()
         for name in legacy:
-            for path in (self.blocks_dir / name).iterdir():
+            for path in _entries(self.blocks_dir / name):
                 if len(path.name) != 64 or not _is_hex(path.name):
                     continue  # a temporary file (swept below once stale), or not ours (kept)
                 directory = self._shard_dirs[int(path.name[0], 16)]
-                os.replace(path, f"{directory}/{path.name}")
+                try:
+                    os.replace(path, f"{directory}/{path.name}")
+                except FileNotFoundError:
+                    continue  # another process opening the store moved it first
                 moved.add(directory)
         self._sync_dirs(moved)  # the blocks' new names are durable before the old ones can go
         now = time.time()
         for name in legacy:
             old_dir = self.blocks_dir / name
-            for path in old_dir.iterdir():
-                if path.name.startswith(_TMP_PREFIX) and now - path.stat().st_mtime > _STALE_TMP_SECONDS:
-                    path.unlink(missing_ok=True)
+            for path in _entries(old_dir):
+                try:
+                    if path.name.startswith(_TMP_PREFIX) and now - path.stat().st_mtime > _STALE_TMP_SECONDS:
+                        path.unlink()
+                except FileNotFoundError:
+                    pass
             try:
                 old_dir.rmdir()
             except OSError:
-                pass  # a foreign or a young temporary file stays, and so does its directory (gc still sweeps it)
+                pass  # gone already, or a foreign or a young temporary file keeps it (gc still sweeps it)
         if self._fsync:
             _fsync_dir(self.blocks_dir)
 

@@ -263,10 +263,10 @@ def test_reopening_creates_only_missing_shards_and_reads_old_stores(tmp_path: Pa
     assert reopened.get(cid) == pattern(3 * C, salt=6)
 
 
-def test_a_store_in_the_old_two_hex_layout_is_moved_into_the_sixteen_shards(tmp_path: Path) -> None:
-    # Prepare: a pinned DAG and an unpinned block, laid out as blocks/<2 hex>/<digest> (the old
-    # layout), with a stale and a young temporary file and a foreign file among them
-    store = EmbeddedStorage(tmp_path / "s", fsync=False)
+def _old_layout(root: Path) -> tuple[str, str, list[str]]:
+    """A store at `root` laid out as blocks/<2 hex>/<digest> (the layout before 16 shards): a pinned
+    DAG and an unpinned block. Returns (pinned CID, unpinned CID, every block's digest)."""
+    store = EmbeddedStorage(root, fsync=False)
     cid = store.put(pattern(5 * C + 3, salt=12))
     loose = store.put(pattern(100, salt=13))
     store.unpin(loose)
@@ -278,7 +278,14 @@ def test_a_store_in_the_old_two_hex_layout_is_moved_into_the_sixteen_shards(tmp_
     for shard in store.blocks_dir.iterdir():
         if len(shard.name) == 1:
             shard.rmdir()
-    stale_dir, young_dir = store.blocks_dir / digests[0][:2], store.blocks_dir / digests[1][:2]
+    return cid, loose, digests
+
+
+def test_a_store_in_the_old_two_hex_layout_is_moved_into_the_sixteen_shards(tmp_path: Path) -> None:
+    # Prepare: the old layout, with a stale and a young temporary file and a foreign file in it
+    cid, loose, digests = _old_layout(tmp_path / "s")
+    blocks_dir = tmp_path / "s" / "blocks"
+    stale_dir, young_dir = blocks_dir / digests[0][:2], blocks_dir / digests[1][:2]
     (stale_dir / ".tmp-stale").write_bytes(b"half a block")
     os.utime(stale_dir / ".tmp-stale", (1, 1))
     (young_dir / ".tmp-young").write_bytes(b"being written")
@@ -297,6 +304,33 @@ def test_a_store_in_the_old_two_hex_layout_is_moved_into_the_sixteen_shards(tmp_
     assert reopened.get(cid) == pattern(5 * C + 3, salt=12) and reopened.pins() == [cid]
     assert reopened.gc() == 1 and not reopened.has(loose) and reopened.get(cid) == pattern(5 * C + 3, salt=12)
     assert EmbeddedStorage(tmp_path / "s").get(cid) == pattern(5 * C + 3, salt=12)
+
+
+def test_opening_an_old_store_tolerates_another_opener_moving_its_blocks_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: the old layout, and a rename that lets another opener migrate the whole store just
+    # before this one moves its first block (as two processes opening it at once could)
+    cid, _, digests = _old_layout(tmp_path / "s")
+    real_replace = os.replace
+    raced: list[bool] = []
+
+    def replace(src: str | Path, dst: str | Path) -> None:
+        if not raced and "/blocks/" in str(src) and len(Path(src).parent.name) == 2:
+            raced.append(True)
+            EmbeddedStorage(tmp_path / "s", fsync=False)  # the other opener: moves every block
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+
+    # Execute
+    store = EmbeddedStorage(tmp_path / "s", fsync=True)
+
+    # Assert: this open found every block gone from under it, and the store is whole
+    assert raced == [True]
+    assert sorted(path.name for path in store.blocks_dir.glob("?/*")) == digests
+    assert [path.name for path in store.blocks_dir.iterdir() if len(path.name) == 2] == []
+    assert store.get(cid) == pattern(5 * C + 3, salt=12)
 
 
 def test_an_unknown_cid_version_is_refused_before_anything_is_written(tmp_path: Path) -> None:
