@@ -102,6 +102,16 @@ def _entries(directory: Path) -> list[Path]:
         return []
 
 
+def _sweep_if_stale(path: Path, now: float) -> None:
+    """Delete the temporary file `path` if it is stale: debris of a crashed write. Young ones may
+    belong to a writer in another process, and one already gone is fine."""
+    try:
+        if now - path.stat().st_mtime > _STALE_TMP_SECONDS:
+            path.unlink()
+    except FileNotFoundError:
+        pass
+
+
 def _discard(paths: list[str]) -> None:
     for path in paths:
         try:
@@ -404,11 +414,8 @@ class EmbeddedStorage:
         for name in legacy:
             old_dir = self.blocks_dir / name
             for path in _entries(old_dir):
-                try:
-                    if path.name.startswith(_TMP_PREFIX) and now - path.stat().st_mtime > _STALE_TMP_SECONDS:
-                        path.unlink()
-                except FileNotFoundError:
-                    pass
+                if path.name.startswith(_TMP_PREFIX):
+                    _sweep_if_stale(path, now)
             try:
                 old_dir.rmdir()
             except OSError:
@@ -686,9 +693,7 @@ class EmbeddedStorage:
                     continue
                 for path in shard.iterdir():
                     if path.name.startswith(_TMP_PREFIX):
-                        # Debris of a crashed write; young ones may belong to a writer in another process.
-                        if now - path.stat().st_mtime > _STALE_TMP_SECONDS:
-                            path.unlink(missing_ok=True)
+                        _sweep_if_stale(path, now)
                         continue
                     try:
                         digest = bytes.fromhex(path.name)
