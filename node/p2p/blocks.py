@@ -314,43 +314,58 @@ class BlockFetcher:
                 pass
 
     async def _receive(self, root: Cid, peer: str, reader: _Reader, aead: AESGCM | None) -> None:
-        """Read frames in one task, verify and store them in another, so hashing and disk overlap the network."""
+        """Read frames in one task, verify and store them in another, so hashing and disk overlap the network.
+
+        The verdict must not depend on which task trio happens to run first:
+        the verifier's error is the transfer's error, and the reader's only
+        when it failed first (a stall, a bad frame, a broken connection).
+        Neither task leaves a checkpoint between its failure and its exit,
+        since the nursery's cancellation would replace the error there.
+        """
         send, receive = trio.open_memory_channel[bytes](_PIPELINE_DEPTH)
         limit = MAX_BLOCK_SIZE + (_TAG_LEN if aead else 0)
+        verdict: list[Exception] = []
 
         async def read_frames() -> None:
-            async with send:
-                counter = 0
-                while True:
-                    with trio.fail_after(self.stall_timeout):
-                        try:
-                            frame = await reader.read_frame(limit)
-                        except EOFError:
-                            return  # the verifier decides whether the DAG was complete
-                    if aead is not None:
-                        try:
-                            frame = aead.decrypt(_nonce(counter), frame, None)
-                        except Exception:
-                            raise IntegrityError(f"frame {counter} of {root} from {peer} failed AES-GCM authentication") from None
-                    counter += 1
+            counter = 0
+            while True:
+                with trio.fail_after(self.stall_timeout):
+                    try:
+                        frame = await reader.read_frame(limit)
+                    except EOFError:
+                        send.close()  # the verifier decides whether the DAG was complete
+                        return
+                if aead is not None:
+                    try:
+                        frame = aead.decrypt(_nonce(counter), frame, None)
+                    except Exception:
+                        raise IntegrityError(f"frame {counter} of {root} from {peer} failed AES-GCM authentication") from None
+                counter += 1
+                try:
                     await send.send(frame)
+                except trio.BrokenResourceError:
+                    return  # the verifier has stopped; its verdict ends the transfer
 
         async def verify_and_store() -> None:
             stack: list[tuple[Cid, int]] = [(root, 0)]
             seen = 0
-            async with receive:
-                while stack:
-                    cid, depth = stack.pop()
-                    seen += 1
-                    if seen > self.max_blocks or depth > MAX_DEPTH:
-                        raise StorageError(f"DAG {root} from {peer} exceeds {self.max_blocks} blocks or depth {MAX_DEPTH}")
-                    try:
-                        block = await receive.receive()
-                    except trio.EndOfChannel:
-                        raise EOFError(f"{peer} stopped sending {root} before block {cid}") from None
-                    # put_block hashes against the CID we expect here and names the peer on a mismatch.
-                    await trio.to_thread.run_sync(self.store.put_block, str(cid), block, peer)
-                    stack.extend((child, depth + 1) for child in reversed(_links(cid, block)))
+            with receive:
+                try:
+                    while stack:
+                        cid, depth = stack.pop()
+                        seen += 1
+                        if seen > self.max_blocks or depth > MAX_DEPTH:
+                            raise StorageError(f"DAG {root} from {peer} exceeds {self.max_blocks} blocks or depth {MAX_DEPTH}")
+                        try:
+                            block = await receive.receive()
+                        except trio.EndOfChannel:
+                            raise EOFError(f"{peer} stopped sending {root} before block {cid}") from None
+                        # put_block hashes against the CID we expect here and names the peer on a mismatch.
+                        await trio.to_thread.run_sync(self.store.put_block, str(cid), block, peer)
+                        stack.extend((child, depth + 1) for child in reversed(_links(cid, block)))
+                except Exception as exc:
+                    verdict.append(exc)
+                    raise
             nursery.cancel_scope.cancel()  # complete: stop reading whatever the provider still sends
 
         try:
@@ -358,7 +373,7 @@ class BlockFetcher:
                 nursery.start_soon(read_frames)
                 nursery.start_soon(verify_and_store)
         except BaseExceptionGroup as group:
-            raise _first_error(group) from None
+            raise (verdict[0] if verdict else _first_error(group)) from None
 
 
 def _first_error(group: BaseExceptionGroup) -> BaseException:

@@ -78,7 +78,7 @@ def test_corrupting_peer_detected_and_other_provider_used(tmp_path: Path) -> Non
         result = c.call("fetch", cid=cid, providers=[a.peer_id, b.peer_id])
         # Assert: A is reported by name with the CID of the bad block, B delivered the update
         [(peer, kind, error)] = result["faults"]
-        assert (peer, kind) == (a.peer_id, "corrupt")
+        assert (peer, kind) == (a.peer_id, "corrupt"), error
         assert "does not match its CID" in error and a.peer_id in error and "bafkrei" in error
         assert c.call("get", cid=cid)["sha256"] == digest(2 * MB, 3)
 
