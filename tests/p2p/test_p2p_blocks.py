@@ -78,7 +78,7 @@ def _answer(get_block, root: str) -> bytes:  # type: ignore[no-untyped-def]
 
 
 def _fetch_each(tmp_path: Path, root: str, answer: bytes, rolls: int, then_silent: bool = False):  # type: ignore[no-untyped-def]
-    """Fetch `root` `rolls` times into fresh stores; return each fetch's faults and whether it succeeded."""
+    """Fetch `root` `rolls` times into fresh stores; return (faults, the store, or None if the fetch failed) for each."""
 
     async def open_stream(peer: str) -> _Replay:
         return _Replay(answer, then_silent)
