@@ -31,17 +31,20 @@ PROVIDER = "12D3KooWProvider"
 ROLLS = 40
 
 
-class _Recorder:
-    """The slice of a libp2p stream BlockServer uses: reads one request, keeps what the server writes."""
+class _Stream:
+    """The slice of a libp2p stream the block protocol uses: reads return `incoming` (then EOF, or
+    silence if `then_silent`), and writes are kept in `written`."""
 
-    def __init__(self, root: str) -> None:
-        body = json.dumps({"root": root, "direct": False}).encode()
-        self._request = struct.pack(">I", len(body)) + body
+    def __init__(self, incoming: bytes, then_silent: bool = False) -> None:
+        self._incoming = incoming
+        self._then_silent = then_silent
         self.written = bytearray()
         self.muxed_conn = SimpleNamespace(peer_id="12D3KooWFetcher")
 
     async def read(self, n: int) -> bytes:
-        out, self._request = self._request[:n], self._request[n:]
+        if not self._incoming and self._then_silent:
+            await trio.sleep_forever()
+        out, self._incoming = self._incoming[:n], self._incoming[n:]
         return out
 
     async def write(self, data: bytes) -> None:
@@ -51,37 +54,18 @@ class _Recorder:
         pass
 
 
-class _Replay:
-    """A stream to the provider whose answer has all arrived: reads return it, then EOF or silence."""
-
-    def __init__(self, answer: bytes, then_silent: bool) -> None:
-        self._answer = answer
-        self._then_silent = then_silent
-
-    async def read(self, n: int) -> bytes:
-        if not self._answer and self._then_silent:
-            await trio.sleep_forever()
-        out, self._answer = self._answer[:n], self._answer[n:]
-        return out
-
-    async def write(self, data: bytes) -> None:
-        await trio.lowlevel.checkpoint()
-
-    async def close(self) -> None:
-        pass
-
-
 def _answer(get_block, root: str) -> bytes:  # type: ignore[no-untyped-def]
-    recorder = _Recorder(root)
-    trio.run(BlockServer(get_block, direct_host=None).handle_stream, recorder)
-    return bytes(recorder.written)
+    body = json.dumps({"root": root, "direct": False}).encode()
+    provider_end = _Stream(struct.pack(">I", len(body)) + body)
+    trio.run(BlockServer(get_block, direct_host=None).handle_stream, provider_end)
+    return bytes(provider_end.written)
 
 
 def _fetch_each(tmp_path: Path, root: str, answer: bytes, rolls: int, then_silent: bool = False):  # type: ignore[no-untyped-def]
     """Fetch `root` `rolls` times into fresh stores; return (faults, the store, or None if the fetch failed) for each."""
 
-    async def open_stream(peer: str) -> _Replay:
-        return _Replay(answer, then_silent)
+    async def open_stream(peer: str) -> _Stream:
+        return _Stream(answer, then_silent)
 
     async def main() -> list:
         results = []
@@ -99,7 +83,7 @@ def _fetch_each(tmp_path: Path, root: str, answer: bytes, rolls: int, then_silen
 
 @pytest.fixture
 def source(tmp_path: Path) -> tuple[EmbeddedStorage, str, bytes]:
-    # 33 blocks: more than the fetcher's 16-block pipeline, so its reader is held up by a full pipe
+    # 33 blocks: the fetcher's reader is still sending when its verifier rejects the second one
     data = random.Random(7).randbytes(8 * MB + 11)
     store = EmbeddedStorage(tmp_path / "source", fsync=False)
     return store, store.put(data), data
