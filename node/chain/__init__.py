@@ -2,7 +2,10 @@
 
 from node.chain.accounts import DEV_MNEMONIC, dev_account
 from node.chain.client import (
+    ChainLog,
+    ContractRevert,
     FedLedgerClient,
+    MemberInfo,
     Phase,
     RoundState,
     RoundUpdate,
@@ -15,8 +18,11 @@ from node.chain.deployment import Deployment
 
 __all__ = [
     "DEV_MNEMONIC",
+    "ChainLog",
+    "ContractRevert",
     "Deployment",
     "FedLedgerClient",
+    "MemberInfo",
     "Phase",
     "RoundState",
     "RoundUpdate",

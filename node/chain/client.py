@@ -2,8 +2,12 @@
 
 Transactions are signed locally with an eth-account key and sent raw, so the
 same code path drives the embedded chain (eth-tester/py-evm) and a JSON-RPC
-node (anvil, or any EVM chain). A revert surfaces as a `ChainError` that names
-the contract's custom error and its arguments.
+node (anvil, or any EVM chain). A revert surfaces as a `ContractRevert` (a
+`ChainError`) that carries the contract's custom error and its arguments, so
+callers can tell one error from another without reading the message.
+
+Callers ask this client, never web3, for what the chain holds: views, logs,
+the head block, gas spent. The web3 objects stay inside `node.chain`.
 
 A round, as the contract runs it (SPEC §4): `draw_committee` -> members
 `commit` -> `reveal` -> the designated proposer `propose`s -> the other
@@ -34,6 +38,22 @@ CONTRACT = "FedLedger"
 # Gas limit of every transaction on the embedded chain (its blocks allow ~30M); far above any
 # FedLedger call, and cheap: only the gas used is paid.
 EMBEDDED_GAS_LIMIT = 15_000_000
+
+# The contract functions that do a round's work. Their gas is the round's gas, as the
+# in-process simulation counts it; registration and peer-info updates are not.
+ROUND_FUNCTIONS = frozenset({"advance", "drawCommittee", "commit", "reveal", "propose", "attest", "finalize"})
+
+
+class ContractRevert(ChainError):
+    """A FedLedger call reverted. `error` is the contract's custom error by name (None when the
+    revert data is not one of the contract's errors) and `arguments` its decoded arguments,
+    addresses checksummed; `function` is the contract function that was called."""
+
+    def __init__(self, function: str, error: str | None, arguments: Sequence[Any], reason: str) -> None:
+        super().__init__(f"{function} reverted: {reason}")
+        self.function = function
+        self.error = error
+        self.arguments = tuple(arguments)
 
 
 class Phase(enum.IntEnum):
@@ -88,6 +108,28 @@ class RoundUpdate:
     num_samples: int
 
 
+@dataclass(frozen=True)
+class MemberInfo:
+    """FedLedger.memberInfo: a node's standing in one round."""
+
+    member: bool  # sits on the round's committee
+    commitment: bytes  # 32 zero bytes if none; keccak256 of its CID once revealed
+    revealed: bool
+    vote: int  # its latest attestation: 0 none, 1 agree, 2 disagree
+    attempt: int  # the proposal attempt that vote was for
+
+
+@dataclass(frozen=True)
+class ChainLog:
+    """One event the contract emitted."""
+
+    event: str
+    args: dict[str, Any]
+    block: int
+    log_index: int
+    tx_hash: str  # 0x-prefixed
+
+
 def make_commitment(cid: str, num_samples: int, salt: bytes, sender: str) -> bytes:
     """keccak256(abi.encode(cid, numSamples, salt, sender)): what `commit` binds a member to."""
     return keccak(abi_encode(["bytes", "uint256", "bytes32", "address"], [cid.encode(), num_samples, salt, sender]))
@@ -110,11 +152,23 @@ def _error_table(abi: list[dict[str, Any]]) -> dict[bytes, tuple[str, list[str]]
     return table
 
 
-def describe_revert(abi: list[dict[str, Any]], data: str | bytes | None) -> str | None:
-    """Render revert data as `ErrorName(arg, ...)`, or None when it is not a known error."""
+@dataclass(frozen=True)
+class DecodedRevert:
+    name: str
+    arguments: tuple[Any, ...]  # addresses checksummed
+    text: str  # `Name(arg, ...)` as the node has always shown it (addresses in lower case)
+
+
+def decode_revert(abi: list[dict[str, Any]], data: str | bytes | None) -> DecodedRevert | None:
+    """Revert data as one of the ABI's custom errors, or None when it is not a known error.
+    The only revert decoder: every path that meets revert data (a failed call, a failed
+    estimate, a replayed or traced mined transaction) comes through here."""
     if data is None:
         return None
-    raw = bytes.fromhex(data[2:] if data.startswith("0x") else data) if isinstance(data, str) else bytes(data)
+    try:
+        raw = bytes.fromhex(data[2:] if data.startswith("0x") else data) if isinstance(data, str) else bytes(data)
+    except ValueError:
+        return None
     if len(raw) < 4:
         return None
     known = _error_table(abi).get(raw[:4])
@@ -124,9 +178,16 @@ def describe_revert(abi: list[dict[str, Any]], data: str | bytes | None) -> str 
     try:
         args = abi_decode(types, raw[4:])
     except Exception:  # malformed revert payload: still name the error
-        return name
+        return DecodedRevert(name, (), name)
     shown = ", ".join(a.hex() if isinstance(a, bytes) else str(a) for a in args)
-    return f"{name}({shown})"
+    normalized = tuple(to_checksum_address(a) if t == "address" else a for a, t in zip(args, types))
+    return DecodedRevert(name, normalized, f"{name}({shown})")
+
+
+def describe_revert(abi: list[dict[str, Any]], data: str | bytes | None) -> str | None:
+    """Render revert data as `ErrorName(arg, ...)`, or None when it is not a known error."""
+    decoded = decode_revert(abi, data)
+    return decoded.text if decoded else None
 
 
 class FedLedgerClient:
@@ -188,13 +249,46 @@ class FedLedgerClient:
             tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
             receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120)
         except ContractLogicError as exc:
-            reason = describe_revert(self.abi, getattr(exc, "data", None)) or str(exc)
-            raise ChainError(f"{call.fn_name} reverted: {reason}") from None
+            raise self._revert(call.fn_name, getattr(exc, "data", None), str(exc)) from None
         except Web3Exception as exc:
             raise ChainError(f"{call.fn_name} failed: {exc}") from None
         if receipt["status"] != 1:
-            raise ChainError(f"{call.fn_name} reverted in transaction {tx_hash.hex()}")
+            data = self._mined_revert_data(call, sender, value, tx_hash, int(receipt["blockNumber"]))
+            if decode_revert(self.abi, data) is not None:
+                raise self._revert(call.fn_name, data, "")
+            raise ChainError(f"{call.fn_name} reverted in transaction 0x{bytes(tx_hash).hex()}")
         return dict(receipt)
+
+    def _revert(self, function: str, data: Any, fallback: str) -> ContractRevert:
+        decoded = decode_revert(self.abi, data)
+        if decoded is None:
+            return ContractRevert(function, None, (), fallback)
+        return ContractRevert(function, decoded.name, decoded.arguments, decoded.text)
+
+    def _mined_revert_data(self, call: Any, sender: str, value: int, tx_hash: bytes, block: int) -> str | None:
+        """The revert data of a transaction that was mined but failed (receipts do not carry it),
+        or None when it cannot be recovered.
+
+        On the embedded chain the transaction is re-run on its block's parent state. Over RPC,
+        the node's call tracer reports the transaction's own output (anvil and geth have it);
+        failing that, it is re-run as an eth_call on the parent block, which only reproduces
+        the revert if the state it depended on was already there."""
+        try:
+            if self._caller is not None:
+                self._caller.replay(call, sender, value, block)
+                return None
+            traced = self.w3.provider.make_request(
+                "debug_traceTransaction", ["0x" + bytes(tx_hash).hex(), {"tracer": "callTracer"}]
+            )
+            result = traced.get("result") if isinstance(traced, dict) else None
+            if isinstance(result, dict):  # the trace has the last word, revert data or none
+                return str(result["output"]) if result.get("error") and result.get("output") else None
+            call.call({"from": sender, "value": value}, block_identifier=block - 1)
+        except ContractLogicError as exc:
+            return getattr(exc, "data", None)
+        except Exception:  # no tracer, or the node cannot re-run it: the reason stays unknown
+            return None
+        return None
 
     def register(self, peer_id: str, multiaddrs: Sequence[str], stake_wei: int) -> dict[str, Any]:
         return self._transact(self.contract.functions.register(peer_id, list(multiaddrs)), value=stake_wei)
@@ -262,8 +356,72 @@ class FedLedgerClient:
         """The `name` events this contract emitted in `receipt` (other logs are skipped)."""
         return list(getattr(self.contract.events, name)().process_receipt(receipt, errors=DISCARD))
 
-    def reputation_of(self, node: str) -> int:
-        return int(self._view(self.contract.functions.reputationOf(to_checksum_address(node))))
+    def logs(self, event: str, from_block: int = 0, to_block: int | str = "latest", **filters: Any) -> list[ChainLog]:
+        """The contract's `event` logs in [from_block, to_block], oldest first. `filters` match
+        indexed arguments by name (e.g. taskId=1, round=2); a list matches any of its values."""
+        if not any(e.get("type") == "event" and e.get("name") == event for e in self.abi):
+            raise ValueError(f"{CONTRACT} has no event {event!r}")
+        found = getattr(self.contract.events, event)().get_logs(
+            from_block=from_block, to_block=to_block, argument_filters=filters or None
+        )
+        logs = [
+            ChainLog(
+                event=event,
+                args=dict(ev["args"]),
+                block=int(ev["blockNumber"]),
+                log_index=int(ev["logIndex"]),
+                tx_hash="0x" + bytes(ev["transactionHash"]).hex(),
+            )
+            for ev in found
+        ]
+        return sorted(logs, key=lambda log: (log.block, log.log_index))
+
+    def head_block(self) -> int:
+        """The latest block's number."""
+        return int(self.w3.eth.block_number)
+
+    def head_timestamp(self) -> int:
+        """The latest block's timestamp (unix seconds): the clock the contract's deadlines use."""
+        return int(self.w3.eth.get_block("latest")["timestamp"])
+
+    def chain_id(self) -> int:
+        return int(self.w3.eth.chain_id)
+
+    def protocol_gas(self, first_block: int, last_block: int) -> int:
+        """Gas used by the transactions to this contract in blocks first_block..last_block whose
+        function is one of ROUND_FUNCTIONS, whoever sent them and whether or not they reverted
+        (a lost race still costs its sender)."""
+        selectors = {
+            function_signature_to_4byte_selector(f"{e['name']}({','.join(i['type'] for i in e['inputs'])})")
+            for e in self.abi
+            if e.get("type") == "function" and e["name"] in ROUND_FUNCTIONS
+        }
+        gas = 0
+        for number in range(first_block, last_block + 1):
+            for tx in self.w3.eth.get_block(number, full_transactions=True)["transactions"]:
+                data = tx["input"] if "input" in tx else tx["data"]  # eth-tester names it as py-evm does
+                if tx.get("to") != self.address or bytes(data)[:4] not in selectors:
+                    continue
+                gas += int(self.w3.eth.get_transaction_receipt(tx["hash"])["gasUsed"])
+        return gas
+
+    def reputation_of(self, node: str, block: int | None = None) -> int:
+        """The node's reputation (wad) now, or as of the end of `block`."""
+        fn = self.contract.functions.reputationOf(to_checksum_address(node))
+        if block is None:
+            return int(self._view(fn))
+        return int(fn.call(block_identifier=block))
+
+    def member_info(self, task_id: int, round_: int, node: str | None = None) -> MemberInfo:
+        """`node`'s standing in a round; node defaults to this client's account."""
+        if node is None:
+            if self.account is None:
+                raise ChainError("member_info needs a node address: this client has no account")
+            node = self.account.address
+        member, commitment, revealed, vote, attempt = self._view(
+            self.contract.functions.memberInfo(task_id, round_, to_checksum_address(node))
+        )
+        return MemberInfo(bool(member), bytes(commitment), bool(revealed), int(vote), int(attempt))
 
     def pending_rewards(self, account: str) -> int:
         return int(self._view(self.contract.functions.pendingRewards(to_checksum_address(account))))
@@ -301,10 +459,8 @@ class FedLedgerClient:
         if not senders:
             return []
         opened = self.round_state(task_id, round_).opened_block
-        logs = self.contract.events.UpdateRevealed().get_logs(
-            from_block=opened, argument_filters={"taskId": task_id, "round": round_}
-        )
-        cids = {ev["args"]["node"]: bytes(ev["args"]["cid"]) for ev in logs}
+        logs = self.logs("UpdateRevealed", from_block=opened, taskId=task_id, round=round_)
+        cids = {log.args["node"]: bytes(log.args["cid"]) for log in logs}
         updates = []
         for sender, n, h in zip(senders, samples, hashes):
             cid = cids.get(sender)

@@ -81,6 +81,19 @@ class EmbeddedCaller:
         return vm
 
     def call(self, fn: Any, sender: str | None = None, value: int = 0, pending: bool = False) -> Any:
+        return self._run(self._vm(pending), "pending" if pending else "latest", fn, sender, value)
+
+    def replay(self, fn: Any, sender: str, value: int, block: int) -> Any:
+        """`fn` as the first transaction of mined block `block`: its parent's state, its own number
+        and timestamp. eth-tester mines one transaction per block, so this re-runs a mined
+        transaction exactly, to recover the revert data its receipt does not carry."""
+        chain = self._backend.chain
+        header = chain.get_canonical_block_header_by_number(block)
+        parent = chain.get_block_header_by_hash(header.parent_hash)
+        vm = chain.get_vm(at_header=header.copy(state_root=parent.state_root))
+        return self._run(vm, block - 1, fn, sender, value)  # the sender's nonce as of the parent
+
+    def _run(self, vm: Any, nonce_at: str | int, fn: Any, sender: str | None, value: int) -> Any:
         backend = self._backend
         tx = {
             "to": to_canonical_address(fn.address),
@@ -89,8 +102,8 @@ class EmbeddedCaller:
             "value": value,
             "gas": self._gas,
         }
-        unsigned = backend._get_normalized_and_unsigned_evm_transaction(tx, "pending" if pending else "latest")
-        state = self._vm(pending).state
+        unsigned = backend._get_normalized_and_unsigned_evm_transaction(tx, nonce_at)
+        state = vm.state
         snapshot = state.snapshot()
         try:
             computation = state.apply_transaction(SpoofTransaction(unsigned, from_=tx["from"]))
