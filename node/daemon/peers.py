@@ -47,15 +47,15 @@ class PeerDirectory:
             return self._refresh()
 
     def _refresh(self) -> int:
-        head = int(self.client.w3.eth.block_number)
+        head = self.client.head_block()
         if head < self.next_block:
             return 0
         changed = 0
-        events = []
+        entries = []
         for name in ("NodeRegistered", "PeerInfoUpdated"):
-            events += getattr(self.client.contract.events, name)().get_logs(from_block=self.next_block, to_block=head)
-        for ev in sorted(events, key=lambda e: (e["blockNumber"], e["logIndex"])):
-            args = ev["args"]
+            entries += self.client.logs(name, from_block=self.next_block, to_block=head)
+        for entry in sorted(entries, key=lambda e: (e.block, e.log_index)):
+            args = entry.args
             peer = Peer(args["node"], args["peerId"], tuple(args["multiaddrs"]))
             old = self.by_address.get(peer.address)
             if old is not None:
