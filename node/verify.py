@@ -77,8 +77,8 @@ class Verdict:
 
 
 def _log_args(client: FedLedgerClient, event: str, task: int, **filters: object) -> list[dict]:
-    logs = getattr(client.contract.events, event)().get_logs(from_block=0, argument_filters={"taskId": task, **filters})
-    return [dict(ev["args"]) for ev in sorted(logs, key=lambda e: (e["blockNumber"], e["logIndex"]))]
+    """The arguments of the task's `event` logs, oldest first."""
+    return [log.args for log in client.logs(event, taskId=task, **filters)]
 
 
 def round_record(client: FedLedgerClient, task: int, round_: int) -> RoundRecord:
