@@ -2,8 +2,8 @@
 
 The daemon and the simulator only talk to these protocols; the embedded and
 the real backends sit behind them side by side (the embedded blockstore and
-kubo behind `Storage`, eth-tester and anvil behind the chain client, the torch
-trainer behind `Trainer`).
+kubo behind `Storage` and `BlockStore`, eth-tester and anvil behind the chain
+client, the torch trainer behind `Trainer`).
 """
 
 from __future__ import annotations
@@ -31,6 +31,30 @@ class Storage(Protocol):
 
     def unpin(self, cid: str) -> None:
         """Let garbage collection remove `cid`'s blocks (unless pinned by another root)."""
+
+
+@runtime_checkable
+class BlockStore(Storage, Protocol):
+    """A `Storage` that also moves single blocks: what the block exchange with peers needs.
+
+    Peers send and ask for blocks, not files (node/p2p/blocks.py): a provider
+    reads each block of a DAG with `get_block`, a fetcher stores each block it
+    receives with `put_block` and, once the whole DAG is in, pins the root
+    (`has` and `pin` come from `Storage`). The embedded blockstore and kubo
+    both implement it, so a federation may mix backends (SPEC §6).
+    """
+
+    def get_block(self, cid: str) -> bytes:
+        """One block held locally, verified against `cid` before it is returned (a block rotten
+        in the store is never served); StorageError if it is not held (no network search),
+        IntegrityError if its bytes do not hash to `cid`."""
+
+    def put_block(self, cid: str, data: bytes, source: str | None = None) -> None:
+        """Store one block received from `source` (e.g. a peer ID) after checking that `data`
+        hashes to `cid`: IntegrityError naming `cid` and `source` otherwise, and nothing stored.
+
+        The block is not pinned, and it may stay invisible to `has` and `get` until the next
+        `pin`: pin the root once the whole DAG is in."""
 
 
 class Trainer(Protocol):

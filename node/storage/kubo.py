@@ -9,7 +9,19 @@ The daemon is trusted to store and serve bytes, never to vouch for them:
   reproduce;
 - `get` does not use `cat`: it walks the DAG with `block/get` through our
   `read_dag`, which hashes every block against its CID and checks every
-  declared size before using it (SPEC §6).
+  declared size before using it (SPEC §6);
+- the block-level half of `node.abc.BlockStore`, which the block exchange
+  with peers uses (node/p2p/blocks.py): `get_block` reads one block the
+  daemon holds (`block/get`, offline) and hashes it before returning it, so a
+  block rotten on the daemon is never served to a peer; `put_block` hashes a
+  peer's block against the CID it was asked for *before* the daemon sees it,
+  then stores it with `block/put` and checks that the CID the daemon printed
+  has the codec and the digest asked for.
+
+A block the daemon lacks: kubo answers `block/get --offline` at once, but
+js-ipfs ignores `offline` and waits for the network, so local reads also
+carry the RPC's own `timeout` argument (`local_timeout`), and a peer asking
+for content this node does not hold gets an error after at most that long.
 
 `ipfshttpclient.connect()` refuses every daemon newer than 0.7 (see
 DEPENDENCIES.md), so the client is constructed directly. The daemon may print
@@ -20,13 +32,14 @@ returns for the same bytes.
 
 from __future__ import annotations
 
+import io
 import warnings
 from typing import Any
 
-from node.errors import StorageError
+from node.errors import IntegrityError, StorageError
 from node.storage.cid import CODEC_DAG_PB, parse_cid, verify_block
 from node.storage.dagpb import decode_node
-from node.storage.unixfs import cid_of, read_dag
+from node.storage.unixfs import MAX_BLOCK_SIZE, cid_of, read_dag
 
 #: Where `ipfs daemon` serves its RPC API by default.
 DEFAULT_API = "/ip4/127.0.0.1/tcp/5001/http"
@@ -38,19 +51,21 @@ def _flag(value: bool) -> str:
 
 
 class KuboStorage:
-    """`node.abc.Storage` on an IPFS RPC daemon (kubo, or js-ipfs's compatible API)."""
+    """`node.abc.BlockStore` on an IPFS RPC daemon (kubo, or js-ipfs's compatible API)."""
 
-    def __init__(self, api_addr: str = DEFAULT_API, *, timeout: float = 120.0) -> None:
+    def __init__(self, api_addr: str = DEFAULT_API, *, timeout: float = 120.0, local_timeout: float = 5.0) -> None:
         """Talk to the daemon at multiaddr `api_addr`; nothing is sent until the first call.
 
         `timeout` bounds each HTTP request in seconds, so a wedged daemon is an
-        error rather than a hang.
+        error rather than a hang; `local_timeout` bounds a read of one block
+        that should be held locally (see the module doc).
         """
         # Imported here: ipfshttpclient is only needed by nodes that use this backend.
         import ipfshttpclient
 
         self.api_addr = api_addr
         self._timeout = timeout
+        self._local_timeout = local_timeout
         self._errors: type[Exception] = ipfshttpclient.exceptions.Error
         try:
             with warnings.catch_warnings():
@@ -97,8 +112,12 @@ class KuboStorage:
         return got
 
     def get(self, cid: str) -> bytes:
-        """The file under `cid`, fetched block by block and verified against every CID."""
-        return read_dag(cid, self.get_block)
+        """The file under `cid`, fetched block by block and verified against every CID.
+
+        Blocks are read unverified here (`read_dag` hashes each one itself) and
+        may come from the daemon's network, if it is online.
+        """
+        return read_dag(cid, lambda c: self._get_block(c, offline=False))
 
     def has(self, cid: str) -> bool:
         """Whether the daemon holds every block of `cid` locally (it is not asked to search the network).
@@ -120,7 +139,6 @@ class KuboStorage:
             seen.add(node.digest)
             if node.codec == CODEC_DAG_PB:
                 block = self.get_block(str(node))
-                verify_block(node, block)
                 stack.extend(link.cid for link in decode_node(block, node).links)
         return True
 
@@ -151,15 +169,56 @@ class KuboStorage:
             return
         self._call(f"pin rm {cid}", self._client.pin.rm, text)
 
-    # --- single blocks ---------------------------------------------------------------------
+    # --- single blocks: the rest of node.abc.BlockStore ------------------------------------
 
     def get_block(self, cid: str) -> bytes:
-        """One raw block from the daemon (unverified: `read_dag` hashes it before use)."""
-        return self._get_block(cid, offline=False)
+        """One block the daemon holds, verified against `cid` (for serving peers).
+
+        StorageError if the daemon does not hold it (within `local_timeout`), IntegrityError if
+        the daemon's bytes do not hash to `cid`.
+        """
+        parsed = parse_cid(cid)
+        block = self._get_block(str(parsed), offline=True)
+        verify_block(parsed, block)
+        return block
+
+    def put_block(self, cid: str, data: bytes, source: str | None = None) -> None:
+        """Store one block received from `source` after checking it hashes to `cid`; unpinned.
+
+        The bytes are hashed before the daemon sees them (IntegrityError naming `cid` and
+        `source`); the CID the daemon then prints must have `cid`'s codec and digest, or the
+        daemon stored the block under another name and StorageError says so. The daemon keys
+        blocks by multihash, so a CIDv0 or v1 answer for a dag-pb block is the same block.
+        """
+        parsed = parse_cid(cid)
+        origin = f" from {source}" if source else ""
+        if len(data) > MAX_BLOCK_SIZE:
+            raise StorageError(f"block {parsed}{origin} is {len(data)} bytes, over the {MAX_BLOCK_SIZE}-byte limit")
+        try:
+            verify_block(parsed, data)
+        except IntegrityError as exc:
+            raise IntegrityError(f"{exc}{origin}") from None
+        # `format` (not kubo's newer `cid-codec`): kubo still honours it and js-ipfs knows no other.
+        opts = {"format": parsed.codec_name, "mhtype": "sha2-256"}
+        reply = self._call(f"block put {parsed}", self._client.block.put, io.BytesIO(bytes(data)), opts=opts)
+        printed = reply.get("Key") if hasattr(reply, "get") else None
+        try:
+            got = parse_cid(printed) if isinstance(printed, str) else None
+        except StorageError:
+            got = None
+        if got is None or (got.codec, got.digest) != (parsed.codec, parsed.digest):
+            raise StorageError(
+                f"IPFS daemon at {self.api_addr} stored block {parsed} as {printed!r}: "
+                f"not the {parsed.codec_name} sha2-256 block it was given"
+            )
 
     def _get_block(self, cid: str, *, offline: bool) -> bytes:
+        """One raw block from the daemon, unverified; `offline`: only if it holds the block."""
         text = str(parse_cid(cid))
-        kwargs: dict[str, Any] = {"offline": True} if offline else {}
+        kwargs: dict[str, Any] = {}
+        if offline:
+            # kubo honours `offline`; js-ipfs ignores it, so the RPC's own timeout bounds the wait.
+            kwargs = {"offline": True, "opts": {"timeout": f"{self._local_timeout:g}s"}}
         block = self._call(f"block get {text}", self._client.block.get, text, **kwargs)
         if not isinstance(block, (bytes, bytearray)):
             raise StorageError(f"IPFS daemon at {self.api_addr}: block get {text} returned {type(block).__name__}")

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.abc import Storage
+from node.abc import BlockStore, Storage
 from node.errors import IntegrityError, StorageError
 from node.storage import EmbeddedStorage, build_dag, cid_of, parse_cid
 
@@ -35,8 +35,8 @@ def block_files(store: EmbeddedStorage) -> list[Path]:
 
 
 def test_satisfies_the_storage_protocol(store: EmbeddedStorage) -> None:
-    # Assert
-    assert isinstance(store, Storage)
+    # Assert: files for the node, single blocks for the exchange with peers
+    assert isinstance(store, Storage) and isinstance(store, BlockStore)
 
 
 @pytest.mark.parametrize("version", [0, 1])

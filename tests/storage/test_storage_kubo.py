@@ -1,17 +1,20 @@
-"""The kubo backend against a real IPFS RPC daemon: same bytes -> same CID as the embedded store, at every size."""
+"""The kubo backend against a real IPFS RPC daemon: same bytes -> same CID as the embedded store, at every size;
+single blocks from peers verified before the daemon stores them."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from node.abc import Storage
-from node.errors import StorageError
-from node.storage import EmbeddedStorage, build_dag, cid_of
+from node.abc import BlockStore, Storage
+from node.errors import IntegrityError, StorageError
+from node.storage import EmbeddedStorage, build_dag, cid_of, parse_cid
 from node.storage.kubo import KuboStorage
 
 from tests.storage.jsipfs_daemon import jsipfs_daemon
@@ -41,8 +44,8 @@ def kubo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KuboStorage]:
             store.close()
 
 
-def test_is_a_storage(kubo: KuboStorage) -> None:
-    assert isinstance(kubo, Storage)
+def test_is_a_block_store(kubo: KuboStorage) -> None:
+    assert isinstance(kubo, Storage) and isinstance(kubo, BlockStore)
 
 
 def test_reference_vectors(kubo: KuboStorage) -> None:
@@ -139,3 +142,78 @@ def test_cli_add_and_get_through_kubo(kubo: KuboStorage, tmp_path: Path) -> None
     assert got.returncode == 0, got.stderr
     assert (tmp_path / "out.bin").read_bytes() == src.read_bytes()
     assert wrong.returncode == 1 and "--api is for --backend kubo" in wrong.stderr
+
+
+# --- single blocks (node.abc.BlockStore): what the block exchange with peers uses ------------
+
+
+@pytest.mark.parametrize("version", [1, 0])
+def test_blocks_put_one_by_one_make_the_file(kubo: KuboStorage, version: int) -> None:
+    # Prepare: a DAG the daemon has never seen, as a fetch from a peer delivers it (root first)
+    data = payload(3 * C + 11)
+    root, blocks = build_dag(data, version)
+    # Execute
+    for cid, block in blocks.items():
+        kubo.put_block(cid, block, source="peer-12D3KooWgood")
+    kubo.pin(root)
+    # Assert: every block is held under the CID it was sent for, and the file reads back whole
+    assert all(kubo.get_block(cid) == block for cid, block in blocks.items())
+    assert kubo.has(root) and kubo.get(root) == data
+
+
+def test_forged_block_is_refused_before_the_daemon_sees_it(kubo: KuboStorage) -> None:
+    # Prepare
+    root, blocks = build_dag(payload(2 * C + 3))
+    leaf = next(c for c in blocks if c != root)
+    forged = b"forged" + blocks[leaf][6:]
+    # Execute
+    with pytest.raises(IntegrityError) as err:
+        kubo.put_block(leaf, forged, source="peer-12D3KooWevil")
+    # Assert: the error names the block and the peer; the daemon holds neither the leaf nor the forgery
+    assert leaf in str(err.value) and "peer-12D3KooWevil" in str(err.value)
+    held = kubo._local_digests()
+    assert parse_cid(leaf).digest not in held and hashlib.sha256(forged).digest() not in held
+
+
+def test_block_stored_under_another_cid_is_refused(kubo: KuboStorage, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Prepare: a daemon that files every block as dag-pb, whatever it is asked for (seam on the RPC call)
+    root, blocks = build_dag(payload(2 * C))
+    leaf = next(c for c in blocks if c != root)
+    real_put = kubo._client.block.put
+
+    def put_as_dag_pb(body: io.BytesIO, opts: dict[str, str]) -> object:
+        return real_put(body, opts={**opts, "format": "dag-pb"})
+
+    monkeypatch.setattr(kubo._client.block, "put", put_as_dag_pb)
+    # Execute / Assert: same digest, other codec: not the block the peer sent
+    with pytest.raises(StorageError, match="not the raw sha2-256 block"):
+        kubo.put_block(leaf, blocks[leaf])
+
+
+def test_absent_block_is_an_error_within_the_local_timeout(kubo: KuboStorage) -> None:
+    # Prepare: js-ipfs waits for the network for a block it lacks, offline or not
+    store = KuboStorage(kubo.api_addr, local_timeout=1)
+    absent = cid_of(b"never added " + os.urandom(16))
+    # Execute
+    start = time.monotonic()
+    with pytest.raises(StorageError, match="block get"):
+        store.get_block(absent)
+    waited = time.monotonic() - start
+    # Assert: the RPC's timeout ended it, not the 120 s of the HTTP client
+    assert waited < 10
+
+
+def test_get_block_verifies_what_the_daemon_returns(kubo: KuboStorage, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Prepare: a daemon that flips one byte of every block it returns
+    cid = kubo.put(payload(100))
+    real = kubo._get_block
+
+    def corrupting(c: str, *, offline: bool) -> bytes:
+        block = bytearray(real(c, offline=offline))
+        block[0] ^= 1
+        return bytes(block)
+
+    monkeypatch.setattr(kubo, "_get_block", corrupting)
+    # Execute / Assert: a block rotten on the daemon is never handed to a peer
+    with pytest.raises(IntegrityError, match="does not match its CID"):
+        kubo.get_block(cid)
