@@ -22,8 +22,9 @@ bulk bytes cannot ride the Noise channel. The design therefore splits:
 
 Either way the blocks come in DAG pre-order (root first, children left to
 right), so the fetcher always knows the CID the next block must have: it
-verifies each block against that CID with `EmbeddedStorage.put_block(cid,
-data, source=peer)` before storing it and before trusting its links. A
+verifies each block against that CID with the store's `put_block(cid, data,
+source=peer)` (`node.abc.BlockStore`: the embedded blockstore or a kubo
+daemon) before storing it and before trusting its links. A
 provider cannot push unrelated blocks, and a mismatch is an IntegrityError
 naming the CID and the peer; the fetch then moves to the next provider,
 keeping the blocks already verified. Every read has a stall timeout, so a
@@ -45,10 +46,10 @@ from dataclasses import dataclass, field
 import trio
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from node.abc import BlockStore
 from node.errors import IntegrityError, StorageError
 from node.storage.cid import CODEC_DAG_PB, Cid, parse_cid
 from node.storage.dagpb import decode_node
-from node.storage.embedded import EmbeddedStorage
 from node.storage.unixfs import DEFAULT_MAX_BLOCKS, MAX_BLOCK_SIZE, MAX_DEPTH
 
 log = logging.getLogger(__name__)
@@ -153,9 +154,9 @@ class _Offer:
 class BlockServer:
     """Serves DAGs from a local block source to peers, inline or over the direct channel.
 
-    `get_block` returns one block's bytes by CID text (the store's verified
-    read: a block rotten on our disk is never served); tests substitute a
-    corrupting source here.
+    `get_block` returns one block's bytes by CID text (`BlockStore.get_block`,
+    the store's verified read: a block rotten in our store is never served);
+    tests substitute a corrupting source here.
     """
 
     get_block: Callable[[str], bytes]
@@ -240,9 +241,9 @@ class BlockServer:
 
 @dataclass
 class BlockFetcher:
-    """Fetches DAGs into an EmbeddedStorage from a list of providers, verifying every block."""
+    """Fetches DAGs into a block store from a list of providers, verifying every block."""
 
-    store: EmbeddedStorage
+    store: BlockStore
     open_stream: Callable[[str], Awaitable[object]]  # peer ID -> a libp2p stream on BLOCKS_PROTOCOL
     remote_ip: Callable[[str], str | None]  # peer ID -> the IP address we reached it at
     stall_timeout: float = 10.0  # seconds without a byte from a provider before giving up on it

@@ -30,11 +30,11 @@ from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.tools.anyio_service import background_trio_service
 
+from node.abc import BlockStore
 from node.errors import ConfigError
 from node.p2p.blocks import BLOCKS_PROTOCOL, BlockFetcher, BlockServer, ProviderFault
 from node.p2p.gossip import Announcement, accept, topic_for_task
 from node.p2p.identity import load_or_create_identity, peer_id_of
-from node.storage.embedded import EmbeddedStorage
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +57,15 @@ class P2PNode:
     def __init__(
         self,
         config: P2PConfig,
-        store: EmbeddedStorage,
+        store: BlockStore,
         is_registered: Callable[[str], bool],
         *,
         block_source: Callable[[str], bytes] | None = None,
         on_fault: Callable[[ProviderFault], None] | None = None,
     ) -> None:
-        """`block_source` overrides what is served (default: the store's verified reads)."""
+        """Serve blocks from `store` and fetch into it (the embedded blockstore or a kubo daemon).
+
+        `block_source` overrides what is served (default: the store's verified reads)."""
         self.config = config
         self.store = store
         self.is_registered = is_registered
