@@ -82,6 +82,23 @@ def _get(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: 
     return value
 
 
+# What ipfshttpclient can reach an IPFS daemon's RPC API at: a host, a TCP port, http(s) or nothing.
+_API_HOSTS = ("ip4", "ip6", "dns", "dns4", "dns6")
+
+
+def _check_api_addr(addr: str, where: str) -> None:
+    """An IPFS RPC API address must be a multiaddr like /ip4/127.0.0.1/tcp/5001[/http|/https]."""
+    import multiaddr
+
+    usage = f"{where}: kubo_api must be an IPFS daemon's API multiaddr like /ip4/127.0.0.1/tcp/5001, not {addr!r}"
+    try:
+        names = [p.name for p in multiaddr.Multiaddr(addr).protocols()]
+    except Exception:
+        raise ConfigError(usage) from None
+    if len(names) < 2 or names[0] not in _API_HOSTS or names[1] != "tcp" or names[2:] not in ([], ["http"], ["https"]):
+        raise ConfigError(usage)
+
+
 def load_config(path: str | Path) -> NodeConfig:
     """Read and validate node.toml; every problem is one ConfigError line naming the file and key."""
     path = Path(path)
@@ -123,6 +140,8 @@ def load_config(path: str | Path) -> NodeConfig:
     kubo_api = _get(s, "kubo_api", str, f"{path} [storage]", None)
     if backend == "kubo" and not kubo_api:
         raise ConfigError(f"{path} [storage]: backend kubo needs kubo_api")
+    if kubo_api is not None:
+        _check_api_addr(kubo_api, f"{path} [storage]")
     data_format = _get(d, "format", str, f"{path} [data]", "auto")
     if data_format not in ("auto", "npz", "csv", "images"):
         raise ConfigError(f"{path} [data]: format must be auto, npz, csv or images, not {data_format!r}")

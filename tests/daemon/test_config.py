@@ -21,6 +21,17 @@ def test_template_round_trips(tmp_path):
     assert config.storage_backend == "embedded" and config.tasks == ()
 
 
+@pytest.mark.parametrize("api", ["/ip4/127.0.0.1/tcp/5001", "/ip4/10.0.0.2/tcp/5001/http", "/dns4/ipfs.local/tcp/443/https"])
+def test_kubo_backend_with_its_api(tmp_path, api):
+    path = tmp_path / "node.toml"
+    write_template(path)
+    path.write_text(path.read_text().replace('backend = "embedded"', f'backend = "kubo"\nkubo_api = "{api}"'))
+
+    config = load_config(path)
+
+    assert (config.storage_backend, config.kubo_api) == ("kubo", api)
+
+
 def test_template_is_not_overwritten(tmp_path):
     path = tmp_path / "node.toml"
     path.write_text("keep me")
@@ -38,6 +49,9 @@ def test_template_is_not_overwritten(tmp_path):
         ('[chain]\nrpc = "x"\ntasks = [0]\n[data]\npath = "d.npz"', "positive task ids"),
         ('[chain]\nrpc = "x"\n[data]\npath = "d.npz"\n[storage]\nbackend = "s3"', "embedded or kubo"),
         ('[chain]\nrpc = "x"\n[data]\npath = "d.npz"\n[storage]\nbackend = "kubo"', "needs kubo_api"),
+        ('[chain]\nrpc = "x"\n[data]\npath = "d.npz"\n[storage]\nbackend = "kubo"\nkubo_api = "localhost:5001"', "kubo_api must be"),
+        ('[chain]\nrpc = "x"\n[data]\npath = "d.npz"\n[storage]\nkubo_api = "/ip4/127.0.0.1/udp/5001"', "kubo_api must be"),
+        ('[chain]\nrpc = "x"\n[data]\npath = "d.npz"\n[storage]\nkubo_api = "/ip4/127.0.0.1/tcp/5001/ws"', "kubo_api must be"),
         ('[chain]\nrpc = "x"\n[data]\npath = "d.npz"\n[status]\nlisten = "nowhere"', "HOST:PORT"),
         ('[chain]\nrpc = "x"\n[data]\npath = "d.npz"\n[node]\nlog_level = "loud"', "log_level"),
         ('[chain]\nrpc = "x"\n[data]\npath = "d.npz"\n[extra]\na = 1', "unknown section"),
