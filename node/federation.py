@@ -50,10 +50,6 @@ from node.training import Dataset, accuracy, load_digits_split, partition
 ETHER = 10**18
 PROJECT_ROOT = Path(__file__).resolve().parents[1]  # holds the `node` package the daemons run
 
-# The contract functions that do a round's work. Their gas is the round's gas, as the
-# in-process simulation counts it; registration and peer-info updates are not.
-ROUND_FUNCTIONS = frozenset({"advance", "drawCommittee", "commit", "reveal", "propose", "attest", "finalize"})
-
 ATTACKS_REFUSED = (
     "--attack and --malicious need the in-process simulation: with --chain anvil every node is a "
     "daemon running the honest protocol; add --in-process, or use --chain embedded"
@@ -352,30 +348,12 @@ class _RoundEnd:
 
 
 def _round_end(client: FedLedgerClient, task: int, r: int, after_block: int) -> _RoundEnd:
-    events = client.contract.events
-    for ev in events.RoundFinalized().get_logs(argument_filters={"taskId": task, "round": r}, from_block=after_block):
-        return _RoundEnd(r, int(ev["blockNumber"]), bytes(ev["args"]["cid"]).decode(), False)
-    for ev in events.RoundVoided().get_logs(argument_filters={"taskId": task, "round": r}, from_block=after_block):
+    for log in client.logs("RoundFinalized", from_block=after_block, taskId=task, round=r):
+        return _RoundEnd(r, log.block, bytes(log.args["cid"]).decode(), False)
+    for log in client.logs("RoundVoided", from_block=after_block, taskId=task, round=r):
         cid, _ = client.global_model(task)  # unchanged by a void; later rounds only follow it
-        return _RoundEnd(r, int(ev["blockNumber"]), cid, True)
+        return _RoundEnd(r, log.block, cid, True)
     raise DaemonError(f"round {r} of task {task} ended without a RoundFinalized or RoundVoided event")
-
-
-def _round_gas(client: FedLedgerClient, first_block: int, last_block: int) -> int:
-    """Gas of the round's protocol transactions, whoever sent them (lost races included)."""
-    w3, contract = client.w3, client.contract
-    gas = 0
-    for number in range(first_block, last_block + 1):
-        for tx in w3.eth.get_block(number, full_transactions=True)["transactions"]:
-            if tx.get("to") != contract.address:
-                continue
-            try:
-                fn, _ = contract.decode_function_input(tx["input"])
-            except ValueError:
-                continue
-            if fn.fn_name in ROUND_FUNCTIONS:
-                gas += int(w3.eth.get_transaction_receipt(tx["hash"])["gasUsed"])
-    return gas
 
 
 def _watch(
@@ -394,12 +372,12 @@ def _watch(
         fed.wait(lambda: rounds_done(client, fed.task) > done, round_timeout, f"round {done + 1} to finish", 0.25)
         for r in range(done + 1, rounds_done(client, fed.task) + 1):
             end = _round_end(client, fed.task, r, last_block + 1)
-            gas = _round_gas(client, last_block + 1, end.block)
+            gas = client.protocol_gas(last_block + 1, end.block)  # lost races included
             model, _meta = decode_model(_model_bytes(end.cid, stores), spec.max_update_bytes)
             acc = accuracy(spec.model, model, test)
             records.append(RoundRecord(round=r, global_model_cid=end.cid, test_accuracy=acc, gas_used=gas))
             for a in addresses:
-                history[a].append(int(client.contract.functions.reputationOf(a).call(block_identifier=end.block)))
+                history[a].append(client.reputation_of(a, end.block))
             now = time.monotonic()
             if end.voided:
                 progress(f"round {r}/{config.rounds}: void (no eligible node), test accuracy {acc:.3f}")
@@ -414,12 +392,9 @@ def _watch(
 def _node_records(fed: Federation, history: dict[str, list[int]]) -> list[NodeRecord]:
     client = fed.client
     payouts = {n.address: 0 for n in fed.nodes}
-    credited = client.contract.events.RewardCredited().get_logs(
-        argument_filters={"taskId": fed.task}, from_block=fed.task_block
-    )
-    for ev in credited:
-        if ev["args"]["account"] in payouts:
-            payouts[ev["args"]["account"]] += int(ev["args"]["amount"])
+    for log in client.logs("RewardCredited", from_block=fed.task_block, taskId=fed.task):
+        if log.args["account"] in payouts:
+            payouts[log.args["account"]] += int(log.args["amount"])
     return [
         NodeRecord(
             address=n.address,
@@ -491,7 +466,7 @@ def run_daemon_simulation(
         try:
             records, history = _watch(fed, config, test, progress, round_timeout)
             nodes = _node_records(fed, history)
-            chain_id = int(fed.client.w3.eth.chain_id)
+            chain_id = fed.client.chain_id()
         except DaemonError as exc:
             for note in getattr(exc, "__notes__", []):
                 progress(note)
