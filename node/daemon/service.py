@@ -25,6 +25,7 @@ from web3.exceptions import Web3Exception
 from node.chain.client import FedLedgerClient
 from node.chain.deployment import Deployment
 from node.chain.providers import rpc_web3
+from node.abc import BlockStore
 from node.daemon.backoff import Backoff
 from node.daemon.config import NodeConfig
 from node.daemon.journal import Journal
@@ -33,7 +34,7 @@ from node.daemon.peers import PeerDirectory, fetch_from_peers
 from node.daemon.worker import NodeWorker
 from node.errors import ChainError, ConfigError, StorageError
 from node.p2p.node import P2PConfig, P2PNode
-from node.storage.embedded import EmbeddedStorage
+from node.storage import open_storage
 from node.taskspec import TaskSpec
 from node.training import TorchTrainer
 from node.training.localdata import load_local_data
@@ -113,7 +114,7 @@ class Daemon:
 
     # -- content from peers ---------------------------------------------------------
 
-    def _fetch(self, store: EmbeddedStorage, cid: str, holders: Sequence[str]) -> bytes:
+    def _fetch(self, store: BlockStore, cid: str, holders: Sequence[str]) -> bytes:
         """Called from a worker thread: local copy, else from the holders over libp2p."""
         if store.has(cid):
             return store.get(cid)
@@ -129,7 +130,10 @@ class Daemon:
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         cfg = self.config
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
-        store = EmbeddedStorage(cfg.data_dir / "ipfs")
+        # [storage] backend: the embedded blockstore in data_dir, or the IPFS daemon at kubo_api.
+        store = open_storage(cfg.storage_backend, cfg.data_dir / "ipfs", cfg.kubo_api)
+        where = f"the IPFS daemon at {cfg.kubo_api}" if cfg.storage_backend == "kubo" else cfg.data_dir / "ipfs"
+        log.info("storage: %s", where)
         journal = Journal(cfg.data_dir / "journal.db")
         client = await trio.to_thread.run_sync(self._connect_chain)
         self.peers = PeerDirectory(client, from_block=self._deployed_at)
@@ -153,6 +157,9 @@ class Daemon:
         finally:
             self.metrics.set("up", 0)
             journal.close()
+            close = getattr(store, "close", None)  # KuboStorage's HTTP session; the embedded store has none
+            if close is not None:
+                close()
             log.info("node %s stopped", self.account.address)
 
     async def _watch_signals(self, scope: trio.CancelScope) -> None:
