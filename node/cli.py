@@ -60,7 +60,7 @@ def _print_json(obj: Any) -> None:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from node.simulate import SimulationConfig, run_simulation
+    from node.sim.simulate import SimulationConfig, run_simulation
     from node.taskspec import spec_for_rule
 
     if args.rpc and args.chain == "anvil":
@@ -68,10 +68,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.in_process and args.chain != "anvil":
         raise ConfigError("--in-process only applies to --chain anvil: the embedded chain and --rpc always run in-process")
     daemons = args.chain == "anvil" and not args.in_process
-    if daemons and (args.attack or args.malicious):
-        from node.federation import ATTACKS_REFUSED
-
-        raise ConfigError(ATTACKS_REFUSED)
     config = SimulationConfig(
         nodes=args.nodes,
         malicious=args.malicious,
@@ -400,8 +396,13 @@ def cmd_node_run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     password_file = args.password_file or (str(config.password_file) if config.password_file else None)
     account = load_keystore(str(config.keystore), read_password(password_file))
+    behaviour = None
+    if args.behaviour:
+        from node.sim.attacks import load_behaviour_file
+
+        behaviour = load_behaviour_file(args.behaviour)
     setup_logging(args.log_level or config.log_level)
-    run_daemon(config, account, exit_when_done=args.exit_when_done)
+    run_daemon(config, account, exit_when_done=args.exit_when_done, behaviour=behaviour)
     return 0
 
 
@@ -424,7 +425,7 @@ def _add_signing(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from node import __version__
-    from node.attacks import KNOWN_KINDS
+    from node.sim.attacks import KNOWN_KINDS
     from node.taskspec import TaskParams
 
     TASK_DEFAULTS = TaskParams()
@@ -444,11 +445,11 @@ def build_parser() -> argparse.ArgumentParser:
         "then stops them all and reports from the chain.",
     )
     p.add_argument("--nodes", type=_positive_int, default=4, help="number of nodes (default 4)")
-    p.add_argument("--malicious", type=int, default=0, help="how many of the nodes attack (default 0; in-process only)")
+    p.add_argument("--malicious", type=int, default=0, help="how many of the nodes attack (default 0)")
     p.add_argument("--attack", metavar="KIND", help="what the malicious nodes do: " + ", ".join(sorted(KNOWN_KINDS))
                    + "; several run side by side with commas (sign-flip,gaussian: the malicious nodes take them in turn), "
-                   "and one node runs a training attack with bad-proposer joined by + (label-flip+bad-proposer) "
-                   "(in-process only: refused with --chain anvil unless --in-process)")  # fmt: skip
+                   "and one node runs a training attack with bad-proposer joined by + (label-flip+bad-proposer); "
+                   "in-process and as daemons alike")  # fmt: skip
     p.add_argument("--rounds", type=_positive_int, default=3, help="training rounds (default 3)")
     p.add_argument("--rule", default="fedavg", help="aggregation rule (default fedavg)")
     p.add_argument("--chain", choices=["embedded", "anvil"], default="embedded",
@@ -572,6 +573,8 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--password-file", metavar="FILE", help="keystore password (else the config's, FEDLEDGER_PASSWORD, or a prompt)")
     n.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="override the config's log level")
     n.add_argument("--exit-when-done", action="store_true", help="stop once every task in the config is finished")
+    n.add_argument("--behaviour", metavar="FILE",
+                   help="research only: play an attack described in FILE (what `simulate --chain anvil --attack` writes)")  # fmt: skip
     n.set_defaults(func=cmd_node_run)
 
     p = sub.add_parser("aggregate", help="aggregate update files offline; prints the CID and scores")
@@ -587,6 +590,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["simulate"]:
+        from node.reproducible import pin_cpu_kernels
+
+        pin_cpu_kernels()  # before torch loads: the same seed trains the same on any x86-64 CPU
     from aggregation import AggregationError
 
     args = build_parser().parse_args(argv)

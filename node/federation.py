@@ -23,7 +23,7 @@ import threading
 import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -32,7 +32,6 @@ import requests
 from web3 import Web3
 from web3.exceptions import Web3Exception
 
-from aggregation import decode_model
 from node.chain import Deployment, FedLedgerClient, deploy_fedledger, dev_account
 from node.chain.anvil import Anvil
 from node.chain.client import send_ether
@@ -41,19 +40,19 @@ from node.children import parent_death_signal
 from node.daemon.init import init_node_dir
 from node.errors import ChainError, ConfigError, FedLedgerError, StorageError
 from node.keys import load_keystore
-from node.report import NodeRecord, RoundRecord, SimulationReport
-from node.simulate import SimulationConfig, publish_task
+from node.report import SimulationReport
+from node.protocol import node_seed
+from node.reproducible import PINNED_KERNELS
+from node.sim.attacks import role_kinds, write_behaviour_file
+from node.sim.record import ChainRecorder, rounds_done
+from node.sim.simulate import SimulationConfig, node_roles, publish_task
 from node.storage import EmbeddedStorage
 from node.taskspec import MAX_COMMITTEE, TaskParams, TaskSpec
-from node.training import Dataset, accuracy, load_digits_split, partition
+from node.training import Dataset, load_digits_split, partition
+from node.units import ETHER
 
-ETHER = 10**18
 PROJECT_ROOT = Path(__file__).resolve().parents[1]  # holds the `node` package the daemons run
 
-ATTACKS_REFUSED = (
-    "--attack and --malicious need the in-process simulation: with --chain anvil every node is a "
-    "daemon running the honest protocol; add --in-process, or use --chain embedded"
-)
 
 
 class DaemonError(FedLedgerError):
@@ -86,6 +85,9 @@ class FederationConfig:
     password: str = field(default_factory=lambda: secrets.token_hex(16), repr=False)
     log_level: str = "info"  # the daemons' --log-level
     poll_interval: float = 0.2  # the daemons' chain polling when idle; a local chain answers fast
+    # Node i's training seed is node_seed(run_seed, i), as in the in-process simulation; None: random.
+    run_seed: int | None = None
+    roles: tuple[str, ...] = ()  # node i plays roles[i] (node/sim/attacks.py); missing: honest
 
 
 @dataclass
@@ -99,6 +101,7 @@ class NodeDaemon:
     password: str = field(repr=False)
     log_level: str = "info"
     num_samples: int = 0
+    role: str = "honest"
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
     killed: bool = False  # the last process was SIGKILLed on purpose (kill9)
@@ -108,6 +111,11 @@ class NodeDaemon:
         return self.directory / "node.toml"
 
     @property
+    def behaviour(self) -> Path:
+        """The attack this node plays, for `node run --behaviour` (written only for attackers)."""
+        return self.directory / "behaviour.json"
+
+    @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None
 
@@ -115,11 +123,13 @@ class NodeDaemon:
         return [
             sys.executable, "-m", "node.cli", "node", "run", "--config", str(self.config),
             "--exit-when-done", "--log-level", self.log_level,
+            *(["--behaviour", str(self.behaviour)] if self.role != "honest" else []),
         ]  # fmt: skip
 
     def start(self, extra_env: dict[str, str] | None = None) -> None:
         self.starts += 1
-        env = {**os.environ, "FEDLEDGER_PASSWORD": self.password, **(extra_env or {})}
+        # The simulation's training kernels (node/reproducible.py), so daemons train as in-process nodes do.
+        env = {**os.environ, **PINNED_KERNELS, "FEDLEDGER_PASSWORD": self.password, **(extra_env or {})}
         if (PROJECT_ROOT / "pyproject.toml").is_file():  # a source checkout, maybe not installed
             env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH")) if p)
         with open(self.log, "a") as log:
@@ -272,8 +282,9 @@ def build_federation(root: str | Path, rpc: str, config: FederationConfig, progr
         send_ether(w3, owner, made.address, config.funding_wei)
         account = load_keystore(str(made.keystore), config.password)
         ledger.as_account(account).register(made.peer_id, [], config.stake_wei)
+        role = config.roles[i] if i < len(config.roles) else "honest"
         node = NodeDaemon(i, made.directory, made.address, root / f"node{i}.log", config.password,
-                          config.log_level, num_samples=len(shard))  # fmt: skip
+                          config.log_level, num_samples=len(shard), role=role)  # fmt: skip
         fed.nodes.append(node)
         progress(f"node {i}: {made.address}, {len(shard)} samples, directory {made.directory}")
 
@@ -298,8 +309,26 @@ def build_federation(root: str | Path, rpc: str, config: FederationConfig, progr
         text = _edit(text, 'deployment = "deployment.json"', 'deployment = "../deployment.json"', node.config)
         text = _edit(text, "tasks = []", f"tasks = [{fed.task}]", node.config)
         text = _edit(text, "poll_interval = 1.0", f"poll_interval = {config.poll_interval}", node.config)
+        if config.run_seed is not None:
+            text = _edit(text, "# seed = 1234", f"seed = {node_seed(config.run_seed, node.index)}", node.config)
         node.config.write_text(text)
+    _write_behaviours(fed, config)
     return fed
+
+
+def _write_behaviours(fed: Federation, config: FederationConfig) -> None:
+    """Each attacker's behaviour file: its role, the bad proposers it vouches for, and its coalition
+    (the other nodes of its role, whose data and seeds it shares)."""
+    bad_proposers = [n.address for n in fed.nodes if "bad-proposer" in role_kinds(n.role)]
+    for node in fed.nodes:
+        if node.role == "honest":
+            continue
+        team = [
+            {"address": m.address, "data": f"../node{m.index}/data.npz", "seed": node_seed(config.run_seed, m.index)}
+            for m in fed.nodes
+            if m.role == node.role and m is not node and config.run_seed is not None
+        ]
+        write_behaviour_file(node.behaviour, node.role, bad_proposers, team)
 
 
 # -- `simulate --chain anvil` ------------------------------------------------------------------
@@ -323,12 +352,7 @@ def _sigterm_unwinds() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def rounds_done(client: FedLedgerClient, task: int) -> int:
-    info = client.task_info(task)
-    return info.rounds if info.finished else info.current_round - 1
-
-
-def _model_bytes(cid: str, stores: list[EmbeddedStorage]) -> bytes:
+def _model_bytes(stores: list[EmbeddedStorage], cid: str) -> bytes:
     """The global model from whichever daemon's blockstore holds it (its proposer always does)."""
     for store in stores:
         try:
@@ -337,76 +361,6 @@ def _model_bytes(cid: str, stores: list[EmbeddedStorage]) -> bytes:
         except StorageError:
             continue
     raise DaemonError(f"no node's blockstore holds the global model {cid}")
-
-
-@dataclass(frozen=True)
-class _RoundEnd:
-    round: int
-    block: int
-    cid: str  # the global model after the round (the previous one if it was voided)
-    voided: bool
-
-
-def _round_end(client: FedLedgerClient, task: int, r: int, after_block: int) -> _RoundEnd:
-    for log in client.logs("RoundFinalized", from_block=after_block, taskId=task, round=r):
-        return _RoundEnd(r, log.block, bytes(log.args["cid"]).decode(), False)
-    for log in client.logs("RoundVoided", from_block=after_block, taskId=task, round=r):
-        cid, _ = client.global_model(task)  # unchanged by a void; later rounds only follow it
-        return _RoundEnd(r, log.block, cid, True)
-    raise DaemonError(f"round {r} of task {task} ended without a RoundFinalized or RoundVoided event")
-
-
-def _watch(
-    fed: Federation, config: SimulationConfig, test: Dataset, progress: Progress, round_timeout: float
-) -> tuple[list[RoundRecord], dict[str, list[int]]]:
-    """Follow the task on the chain until it is finished: one record and one progress line per
-    round, and every node's reputation after it (read at the round's last block)."""
-    client, spec = fed.client, config.spec
-    stores = [EmbeddedStorage(n.directory / "ipfs", fsync=False) for n in fed.nodes]
-    addresses = [n.address for n in fed.nodes]
-    history: dict[str, list[int]] = {a: [client.reputation_of(a)] for a in addresses}
-    records: list[RoundRecord] = []
-    last_block, last_time = fed.task_block, time.monotonic()
-    while len(records) < config.rounds:
-        done = len(records)
-        fed.wait(lambda: rounds_done(client, fed.task) > done, round_timeout, f"round {done + 1} to finish", 0.25)
-        for r in range(done + 1, rounds_done(client, fed.task) + 1):
-            end = _round_end(client, fed.task, r, last_block + 1)
-            gas = client.protocol_gas(last_block + 1, end.block)  # lost races included
-            model, _meta = decode_model(_model_bytes(end.cid, stores), spec.max_update_bytes)
-            acc = accuracy(spec.model, model, test)
-            records.append(RoundRecord(round=r, global_model_cid=end.cid, test_accuracy=acc, gas_used=gas))
-            for a in addresses:
-                history[a].append(client.reputation_of(a, end.block))
-            now = time.monotonic()
-            if end.voided:
-                progress(f"round {r}/{config.rounds}: void (no eligible node), test accuracy {acc:.3f}")
-            else:
-                updates = len(client.round_updates(fed.task, r))
-                progress(f"round {r}/{config.rounds}: {updates} updates, test accuracy {acc:.3f}, "
-                         f"gas {gas:,}, {now - last_time:.1f} s")  # fmt: skip
-            last_block, last_time = end.block, now
-    return records, history
-
-
-def _node_records(fed: Federation, history: dict[str, list[int]]) -> list[NodeRecord]:
-    client = fed.client
-    payouts = {n.address: 0 for n in fed.nodes}
-    for log in client.logs("RewardCredited", from_block=fed.task_block, taskId=fed.task):
-        if log.args["account"] in payouts:
-            payouts[log.args["account"]] += int(log.args["amount"])
-    return [
-        NodeRecord(
-            address=n.address,
-            role="honest",
-            reputation_wad=client.reputation_of(n.address),
-            payout_wei=payouts[n.address],
-            pending_wei=client.pending_rewards(n.address),
-            reputation_history_wad=history[n.address],
-            num_samples=n.num_samples,
-        )
-        for n in fed.nodes
-    ]
 
 
 def run_daemon_simulation(
@@ -425,8 +379,6 @@ def run_daemon_simulation(
     config.validate()
     if config.chain != "anvil":
         raise ConfigError(f"daemons run on their own anvil (--chain anvil), not on the {config.chain} chain")
-    if config.malicious or config.attack:
-        raise ConfigError(ATTACKS_REFUSED)
     spec = config.spec
     with ExitStack() as stack:
         stack.enter_context(_sigterm_unwinds())
@@ -450,13 +402,19 @@ def run_daemon_simulation(
             stake_wei=config.stake_wei,
             proposer_share_bps=config.proposer_share_bps,
             attester_share_bps=config.attester_share_bps,
+            run_seed=config.seed,
+            roles=tuple(node_roles(config)),
         )
         fed = build_federation(root, anvil.url, fed_config, progress)
         stack.callback(fed.stop_all)  # runs before anvil stops: the daemons leave while their chain is up
         _train, test = load_digits_split(seed=config.seed)
-        initial = decode_model(EmbeddedStorage(fed.nodes[0].directory / "ipfs").get(fed.initial_model_cid),
-                               spec.max_update_bytes)[0]  # fmt: skip
-        initial_acc = accuracy(spec.model, initial, test)
+        stores = [EmbeddedStorage(n.directory / "ipfs", fsync=False) for n in fed.nodes]
+        recorder = ChainRecorder(
+            fed.client, fed.task, [n.address for n in fed.nodes], spec, test,
+            model_bytes=partial(_model_bytes, stores), start_block=fed.task_block,
+            total_rounds=config.rounds, progress=progress,
+        )  # fmt: skip
+        initial_acc = recorder.accuracy_of(fed.initial_model_cid)
         progress(f"task {fed.task}: {config.nodes} daemons x {config.rounds} rounds, rule {spec.rule}")
         progress(f"round 0: initial model {fed.initial_model_cid}, test accuracy {initial_acc:.3f}")
 
@@ -464,8 +422,10 @@ def run_daemon_simulation(
         for n in fed.nodes:
             progress(f"node {n.index}: daemon pid {n.pid}, log {n.log}")
         try:
-            records, history = _watch(fed, config, test, progress, round_timeout)
-            nodes = _node_records(fed, history)
+            while recorder.catch_up() < config.rounds:
+                done = len(recorder.records)
+                fed.wait(lambda: rounds_done(fed.client, fed.task) > done, round_timeout, f"round {done + 1} to finish", 0.25)
+            nodes = recorder.node_records([n.role for n in fed.nodes], [n.num_samples for n in fed.nodes])
             chain_id = fed.client.chain_id()
         except DaemonError as exc:
             for note in getattr(exc, "__notes__", []):
@@ -480,7 +440,7 @@ def run_daemon_simulation(
         return SimulationReport(
             config={**config.to_json(), "daemons": True},
             initial_accuracy=initial_acc,
-            rounds=records,
+            rounds=recorder.records,
             nodes=nodes,
             chain_id=chain_id,
             rpc=None,  # the chain stops with the simulation

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-WAD = 10**18
+from node.units import WAD
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,7 @@ class NodeRecord:
     pending_wei: int  # on-chain pendingRewards at the end (not yet withdrawn)
     reputation_history_wad: list[int] = field(default_factory=list)  # at registration, then after each round
     num_samples: int = 0
+    scores_wad: list[int | None] = field(default_factory=list)  # per round, in the accepted proposal; None: no seat
 
 
 @dataclass
@@ -67,6 +68,7 @@ class SimulationReport:
                     "pending_wei": str(n.pending_wei),
                     "num_samples": n.num_samples,
                     "reputation_history_wad": [str(x) for x in n.reputation_history_wad],
+                    "scores_wad": [None if x is None else str(x) for x in n.scores_wad],
                 }
                 for n in self.nodes
             ],

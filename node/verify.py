@@ -10,20 +10,16 @@ difference is named.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
-from aggregation import aggregate_round
 from node.chain.client import FedLedgerClient, RoundUpdate
 from node.errors import ConfigError
-from node.storage.unixfs import cid_of
+from node.protocol import Fetch, recompute_round
 from node.taskspec import TaskSpec
-
-Fetch = Callable[[str, Sequence[str]], bytes]
-WAD = 10**18
+from node.units import WAD
 
 
 @dataclass
-class RoundRecord:
+class FinalizedRound:
     """What the chain says about a finalized round."""
 
     task: int
@@ -38,7 +34,7 @@ class RoundRecord:
 
 @dataclass
 class Verdict:
-    record: RoundRecord
+    record: FinalizedRound
     computed_cid: str
     computed_scores: list[int]
     rejected: list[str | None] = field(default_factory=list)  # why each update was rejected, per update
@@ -81,7 +77,7 @@ def _log_args(client: FedLedgerClient, event: str, task: int, **filters: object)
     return [log.args for log in client.logs(event, taskId=task, **filters)]
 
 
-def round_record(client: FedLedgerClient, task: int, round_: int) -> RoundRecord:
+def round_record(client: FedLedgerClient, task: int, round_: int) -> FinalizedRound:
     """The chain's account of a finalized round; ConfigError for an unknown task or an unfinished round."""
     if not 1 <= task <= client.task_count():
         raise ConfigError(f"unknown task {task}")
@@ -96,7 +92,7 @@ def round_record(client: FedLedgerClient, task: int, round_: int) -> RoundRecord
     proposals = [a for a in _log_args(client, "ProposalSubmitted", task, round=round_)
                  if bytes(a["cid"]).decode() == finalized[round_]]  # fmt: skip
     accepted = proposals[-1]
-    return RoundRecord(
+    return FinalizedRound(
         task=task,
         round=round_,
         base_cid=base,
@@ -109,30 +105,12 @@ def round_record(client: FedLedgerClient, task: int, round_: int) -> RoundRecord
 
 
 def verify_round(client: FedLedgerClient, fetch: Fetch, task: int, round_: int) -> Verdict:
-    """Recompute `round_` of `task` from its on-chain inputs, fetched by CID through `fetch`."""
+    """Recompute `round_` of `task` from its on-chain inputs, fetched by CID through `fetch`: the
+    same recomputation every attester runs (node/protocol.py)."""
     record = round_record(client, task, round_)
     participants = [u.sender for u in record.updates]
     owner = client.task_info(task).owner
     spec = TaskSpec.from_bytes(fetch(record.spec_cid, [owner, *participants]))
-    base = fetch(record.base_cid, [record.proposer, owner, *participants])
-
-    def fetch_all(updates: list) -> list[bytes]:
-        blobs = []
-        for u in updates:
-            try:
-                blobs.append(fetch(u.cid, [u.sender, record.proposer, *participants]))
-            except Exception:  # unavailable now; the aggregation rejects it, and a mismatch will say so
-                blobs.append(b"")
-        return blobs
-
-    # The previous round's updates: a replay of one of them scores 0 (aggregation.scores).
-    previous = fetch_all(client.round_updates(task, round_ - 1)) if round_ > 1 else []
-    result = aggregate_round(
-        spec.rule,
-        base,
-        fetch_all(record.updates),
-        options=spec.rule_options(),
-        max_update_bytes=spec.max_update_bytes,
-        previous=previous,
-    )
-    return Verdict(record, cid_of(result.model), list(result.scores_wad), list(result.errors))
+    holders = [record.proposer, owner, *participants]
+    result = recompute_round(client, fetch, spec, task, round_, record.base_cid, record.updates, holders)
+    return Verdict(record, result.cid, result.scores, list(result.rejected))

@@ -9,6 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from node.reproducible import pin_cpu_kernels
+
+# Before any test imports torch: tests that compare a simulation with committed numbers (the
+# README's CIDs, the robustness report) then hold on every x86-64 CPU, whatever its SIMD level.
+pin_cpu_kernels()
+
 REPO = Path(__file__).resolve().parents[1]
 FEDLEDGER = Path(sys.executable).with_name("fedledger")
 

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
 from eth_account.signers.local import LocalAccount
-from eth_utils import function_signature_to_4byte_selector, keccak, to_checksum_address
+from eth_utils import event_abi_to_log_topic, function_signature_to_4byte_selector, keccak, to_checksum_address
 from web3 import Web3
 from web3.exceptions import ContractLogicError, Web3Exception
 from web3.logs import DISCARD
@@ -130,6 +130,15 @@ class ChainLog:
     tx_hash: str  # 0x-prefixed
 
 
+@dataclass(frozen=True)
+class BlockActivity:
+    """This contract's part in one block: its events in log order, and the round's gas."""
+
+    number: int
+    logs: list[ChainLog]
+    round_gas: int
+
+
 def make_commitment(cid: str, num_samples: int, salt: bytes, sender: str) -> bytes:
     """keccak256(abi.encode(cid, numSamples, salt, sender)): what `commit` binds a member to."""
     return keccak(abi_encode(["bytes", "uint256", "bytes32", "address"], [cid.encode(), num_samples, salt, sender]))
@@ -201,6 +210,11 @@ class FedLedgerClient:
         self.account = account
         self._embedded = isinstance(w3.provider, EthereumTesterProvider)
         self._caller = EmbeddedCaller(w3, EMBEDDED_GAS_LIMIT) if self._embedded else None
+        # Revealed CIDs by (task, round, sender, CID hash): a reveal never changes once made, and
+        # reading it back from the logs is the slow part of round_updates. Shared with as_account twins.
+        self._revealed: dict[tuple[int, int, str, bytes], str] = {}
+        self._round_selectors: set[bytes] | None = None
+        self._event_names: dict[bytes, str] = {}
 
     def _view(self, fn: Any) -> Any:
         """A view's result: straight from py-evm on the embedded chain, else an eth_call."""
@@ -391,19 +405,37 @@ class FedLedgerClient:
         """Gas used by the transactions to this contract in blocks first_block..last_block whose
         function is one of ROUND_FUNCTIONS, whoever sent them and whether or not they reverted
         (a lost race still costs its sender)."""
-        selectors = {
-            function_signature_to_4byte_selector(f"{e['name']}({','.join(i['type'] for i in e['inputs'])})")
-            for e in self.abi
-            if e.get("type") == "function" and e["name"] in ROUND_FUNCTIONS
-        }
-        gas = 0
-        for number in range(first_block, last_block + 1):
-            for tx in self.w3.eth.get_block(number, full_transactions=True)["transactions"]:
-                data = tx["input"] if "input" in tx else tx["data"]  # eth-tester names it as py-evm does
-                if tx.get("to") != self.address or bytes(data)[:4] not in selectors:
+        return sum(self.block_activity(n).round_gas for n in range(first_block, last_block + 1))
+
+    def block_activity(self, number: int) -> BlockActivity:
+        """What this contract did in block `number`: its events, and the gas of the round's
+        transactions (see protocol_gas). One read of the block and its receipts, for callers
+        that follow a run block by block."""
+        if self._round_selectors is None:
+            self._round_selectors = {
+                function_signature_to_4byte_selector(f"{e['name']}({','.join(i['type'] for i in e['inputs'])})")
+                for e in self.abi
+                if e.get("type") == "function" and e["name"] in ROUND_FUNCTIONS
+            }
+            self._event_names = {
+                event_abi_to_log_topic(e): e["name"] for e in self.abi if e.get("type") == "event"
+            }
+        gas, logs = 0, []
+        for tx in self.w3.eth.get_block(number, full_transactions=True)["transactions"]:
+            if tx.get("to") != self.address:
+                continue
+            receipt = self.w3.eth.get_transaction_receipt(tx["hash"])
+            data = tx["input"] if "input" in tx else tx["data"]  # eth-tester names it as py-evm does
+            if bytes(data)[:4] in self._round_selectors:
+                gas += int(receipt["gasUsed"])
+            for raw in receipt["logs"]:
+                name = self._event_names.get(bytes(raw["topics"][0])) if raw["topics"] else None
+                if name is None or to_checksum_address(raw["address"]) != self.address:
                     continue
-                gas += int(self.w3.eth.get_transaction_receipt(tx["hash"])["gasUsed"])
-        return gas
+                ev = getattr(self.contract.events, name)().process_log(raw)
+                logs.append(ChainLog(name, dict(ev["args"]), number, int(ev["logIndex"]),
+                                     "0x" + bytes(ev["transactionHash"]).hex()))  # fmt: skip
+        return BlockActivity(number, sorted(logs, key=lambda log: log.log_index), gas)
 
     def reputation_of(self, node: str, block: int | None = None) -> int:
         """The node's reputation (wad) now, or as of the end of `block`."""
@@ -456,18 +488,17 @@ class FedLedgerClient:
         and are checked against those hashes.
         """
         senders, samples, hashes = self._view(self.contract.functions.roundUpdates(task_id, round_))
-        if not senders:
-            return []
-        opened = self.round_state(task_id, round_).opened_block
-        logs = self.logs("UpdateRevealed", from_block=opened, taskId=task_id, round=round_)
-        cids = {log.args["node"]: bytes(log.args["cid"]) for log in logs}
-        updates = []
-        for sender, n, h in zip(senders, samples, hashes):
-            cid = cids.get(sender)
-            if cid is None or keccak(cid) != bytes(h):
-                raise ChainError(f"no UpdateRevealed log of {sender} matches its on-chain CID hash")
-            updates.append(RoundUpdate(sender, cid.decode(), int(n)))
-        return updates
+        keys = [(task_id, round_, sender, bytes(h)) for sender, h in zip(senders, hashes)]
+        if any(k not in self._revealed for k in keys):
+            opened = self.round_state(task_id, round_).opened_block
+            logs = self.logs("UpdateRevealed", from_block=opened, taskId=task_id, round=round_)
+            cids = {log.args["node"]: bytes(log.args["cid"]) for log in logs}
+            for key in keys:
+                cid = cids.get(key[2])
+                if cid is None or keccak(cid) != key[3]:
+                    raise ChainError(f"no UpdateRevealed log of {key[2]} matches its on-chain CID hash")
+                self._revealed[key] = cid.decode()
+        return [RoundUpdate(k[2], self._revealed[k], int(n)) for k, n in zip(keys, samples)]
 
     def node_info(self, node: str) -> tuple[bool, int, str, list[str]]:
         registered, stake, peer_id, addrs = self._view(self.contract.functions.nodeInfo(to_checksum_address(node)))

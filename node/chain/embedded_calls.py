@@ -13,6 +13,7 @@ difference except by the clock.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from eth.vm.spoof import SpoofTransaction
@@ -67,6 +68,10 @@ class EmbeddedCaller:
         self._default_sender = to_canonical_address(tester.get_accounts()[0])
         self._gas = gas
         self._vms: dict[tuple[bytes, bool], Any] = {}
+        # Results on the current head: until a transaction mines a new one, the same view with
+        # the same arguments returns the same thing (a simulation's nodes ask many times).
+        self._results: dict[tuple[Any, ...], Any] = {}
+        self._results_head: tuple[bytes, bool] | None = None
 
     def _vm(self, pending: bool) -> Any:
         chain = self._backend.chain
@@ -81,7 +86,20 @@ class EmbeddedCaller:
         return vm
 
     def call(self, fn: Any, sender: str | None = None, value: int = 0, pending: bool = False) -> Any:
-        return self._run(self._vm(pending), "pending" if pending else "latest", fn, sender, value)
+        vm = self._vm(pending)
+        head = next(iter(self._vms))
+        if head != self._results_head:
+            self._results, self._results_head = {}, head
+        key = (fn.address, fn._encode_transaction_data(), sender, value)
+        if key not in self._results:
+            try:
+                self._results[key] = (True, self._run(vm, "pending" if pending else "latest", fn, sender, value))
+            except ContractLogicError as exc:
+                self._results[key] = (False, exc)
+        ok, result = self._results[key]
+        if not ok:
+            raise result
+        return copy.deepcopy(result)
 
     def replay(self, fn: Any, sender: str, value: int, block: int) -> Any:
         """`fn` as the first transaction of mined block `block`: its parent's state, its own number

@@ -35,6 +35,7 @@ class NodeConfig:
     data_format: str  # auto | npz | csv | images
     status_listen: str  # host:port of the JSON status endpoint and /metrics
     poll_interval: float = 1.0  # seconds between chain polls when idle
+    train_seed: int | None = None  # [training] seed: fixes this node's training seeds; None = random
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -67,6 +68,9 @@ format = "auto"                # auto | npz | csv | images
 
 [status]
 listen = "127.0.0.1:0"         # JSON status at /status, Prometheus metrics at /metrics
+
+[training]
+# seed = 1234                  # fixes the seed of every round's local training (reproducible runs); default random
 """
 
 
@@ -112,7 +116,7 @@ def load_config(path: str | Path) -> NodeConfig:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
     base = path.resolve().parent
     tables = {}
-    for name in ("node", "chain", "p2p", "storage", "data", "status"):
+    for name in ("node", "chain", "p2p", "storage", "data", "status", "training"):
         table = raw.get(name, {})
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: [{name}] must be a table")
@@ -153,6 +157,9 @@ def load_config(path: str | Path) -> NodeConfig:
     if not 0 < poll <= 3600:
         raise ConfigError(f"{path} [chain]: poll_interval must be in (0, 3600] seconds")
     password_file = _get(n, "password_file", str, f"{path} [node]", None)
+    train_seed = _get(tables["training"], "seed", int, f"{path} [training]", None)
+    if train_seed is not None and not 0 <= train_seed < 2**31:
+        raise ConfigError(f"{path} [training]: seed must be in [0, 2**31)")
     return NodeConfig(
         path=path.resolve(),
         data_dir=rel(_get(n, "data_dir", str, f"{path} [node]", ".")),
@@ -169,6 +176,7 @@ def load_config(path: str | Path) -> NodeConfig:
         data_format=data_format,
         status_listen=status_listen,
         poll_interval=float(poll),
+        train_seed=train_seed,
     )
 
 

@@ -2,7 +2,7 @@
 
 Parts, each a task in one nursery: the status/metrics endpoint, the libp2p
 node (identity, block exchange, gossip), and the protocol loop that polls the
-chain and lets `NodeWorker` act. Blocking web3 and torch calls run in worker
+chain and lets the node's `ProtocolNode` (node/protocol.py) act. Blocking web3 and torch calls run in worker
 threads (`trio.to_thread`); a worker thread fetching content from peers calls
 back into trio (`trio.from_thread`). SIGINT/SIGTERM cancel the nursery, so
 every part stops at its next checkpoint and the journal stays consistent.
@@ -31,12 +31,12 @@ from node.daemon.config import NodeConfig
 from node.daemon.journal import Journal
 from node.daemon.observability import Metrics, serve_status
 from node.daemon.peers import PeerDirectory, fetch_from_peers
-from node.daemon.worker import NodeWorker
 from node.errors import ChainError, ConfigError, StorageError
 from node.p2p.node import P2PConfig, P2PNode
+from node.protocol import Behaviour, ProtocolNode
 from node.storage import open_storage
 from node.taskspec import TaskSpec
-from node.training import TorchTrainer
+from node.training import TorchTrainer, trainer_for
 from node.training.localdata import load_local_data
 
 log = logging.getLogger("fedledger.daemon")
@@ -46,9 +46,12 @@ TRANSIENT = (ChainError, requests.RequestException, ConnectionError, OSError, We
 
 
 class Daemon:
-    def __init__(self, config: NodeConfig, account: LocalAccount, exit_when_done: bool = False) -> None:
+    def __init__(
+        self, config: NodeConfig, account: LocalAccount, exit_when_done: bool = False, behaviour: Behaviour | None = None
+    ) -> None:
         self.config = config
         self.account = account
+        self.behaviour = behaviour  # None: honest
         self.exit_when_done = exit_when_done  # stop once every configured task is finished
         self.started = time.time()
         self.metrics = Metrics()
@@ -64,7 +67,7 @@ class Daemon:
         self.last_error: str | None = None
         self.p2p: P2PNode | None = None
         self.peers: PeerDirectory | None = None
-        self.worker: NodeWorker | None = None
+        self.worker: ProtocolNode | None = None
 
     # -- status -------------------------------------------------------------------
 
@@ -109,8 +112,7 @@ class Daemon:
             client.update_peer_info(peer_id, addrs)
 
     def _trainer_for(self, spec: TaskSpec) -> TorchTrainer:
-        data = load_local_data(self.config.data_path, self.config.data_format)
-        return TorchTrainer(spec.model, data, epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr)
+        return trainer_for(spec, load_local_data(self.config.data_path, self.config.data_format))
 
     # -- content from peers ---------------------------------------------------------
 
@@ -138,9 +140,10 @@ class Daemon:
         client = await trio.to_thread.run_sync(self._connect_chain)
         self.peers = PeerDirectory(client, from_block=self._deployed_at)
         self.p2p = P2PNode(P2PConfig(cfg.data_dir, listen=cfg.listen[0]), store, self.peers.is_registered)
-        self.worker = NodeWorker(
+        self.worker = ProtocolNode(
             client, journal, store, trainer=self._trainer_for,
             fetch=lambda cid, holders: self._fetch(store, cid, holders),
+            seed=cfg.train_seed, behaviour=self.behaviour,
         )  # fmt: skip
         try:
             async with trio.open_nursery() as nursery:
@@ -211,5 +214,7 @@ class Daemon:
             await trio.sleep(0 if acted else self.config.poll_interval)
 
 
-def run_daemon(config: NodeConfig, account: LocalAccount, exit_when_done: bool = False) -> None:
-    trio.run(Daemon(config, account, exit_when_done).run)
+def run_daemon(
+    config: NodeConfig, account: LocalAccount, exit_when_done: bool = False, behaviour: Behaviour | None = None
+) -> None:
+    trio.run(Daemon(config, account, exit_when_done, behaviour).run)

@@ -2,7 +2,7 @@
 
 from node.training.data import Dataset, dirichlet_partition, iid_partition, load_digits_split, partition
 from node.training.model import MODELS, build_model, initial_weights
-from node.training.trainer import TorchTrainer, accuracy
+from node.training.trainer import TorchTrainer, accuracy, trainer_for
 
 __all__ = [
     "MODELS",
@@ -13,6 +13,7 @@ __all__ = [
     "dirichlet_partition",
     "iid_partition",
     "partition",
+    "trainer_for",
     "initial_weights",
     "load_digits_split",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 import torch
@@ -10,6 +10,9 @@ from torch import nn
 
 from node.training.data import Dataset
 from node.training.model import build_model, load_numpy, state_to_numpy
+
+if TYPE_CHECKING:
+    from node.taskspec import TaskSpec
 
 
 def accuracy(model_name: str, weights: Mapping[str, np.ndarray], data: Dataset) -> float:
@@ -19,6 +22,11 @@ def accuracy(model_name: str, weights: Mapping[str, np.ndarray], data: Dataset) 
     with torch.no_grad():
         pred = model(torch.from_numpy(data.x)).argmax(dim=1).numpy()
     return float((pred == data.y).mean())
+
+
+def trainer_for(spec: "TaskSpec", data: Dataset, test: Dataset | None = None) -> "TorchTrainer":
+    """The trainer a node uses for a task: the spec's model and local training on `data`."""
+    return TorchTrainer(spec.model, data, test, epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr)
 
 
 class TorchTrainer:

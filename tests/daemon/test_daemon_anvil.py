@@ -12,7 +12,7 @@ import numpy as np
 from aggregation import decode_model, encode_update
 from node.chain.anvil import Anvil
 from node.chain.client import Phase, make_commitment
-from node.daemon.worker import HOLD_BEFORE_PROPOSE
+from node.protocol import HOLD_BEFORE_PROPOSE
 from node.storage import EmbeddedStorage
 from tests.conftest import run_cli
 from tests.daemon.federation import build_federation, committed_count, node_account

@@ -157,13 +157,6 @@ def test_stopping_simulate_mid_run_stops_every_daemon(stop, tmp_path):
     assert not any(alive(p) for p in pids_in(seen))
 
 
-def test_attacks_are_refused_in_daemon_mode(capsys):
-    code = main(["simulate", "--chain", "anvil", "--nodes", "3", "--malicious", "1", "--attack", "sign-flip"])
-
-    err = capsys.readouterr().err
-    assert code == 1 and err.count("\n") == 1 and "--in-process" in err
-
-
 def test_in_process_without_anvil_is_refused(capsys):
     code = main(["simulate", "--in-process", "--nodes", "2"])
 

@@ -7,7 +7,7 @@ import pytest
 from node.chain import FedLedgerClient
 from node.chain.providers import embedded_web3
 from node.errors import ConfigError
-from node.simulate import SimulationConfig, run_simulation
+from node.sim.simulate import SimulationConfig, run_simulation
 from node.storage import EmbeddedStorage
 from node.taskspec import spec_for_rule
 from node.verify import verify_round

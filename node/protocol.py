@@ -1,0 +1,446 @@
+"""One node's part in a round: the only implementation of the protocol (SPEC §4).
+
+`ProtocolNode.step(task)` reads the task's round from the chain and takes at
+most one action: draw the committee, train-pin-commit, reveal, propose,
+attest (by recomputing the round), finalize, or nudge an expired phase
+forward. Everything that runs the protocol drives this class:
+
+- the daemon (`node/daemon/service.py`) steps one node in a loop, with a
+  libp2p fetch and a durable journal;
+- the simulator (`node/sim/simulate.py`) steps N nodes on one chain, in one
+  process, with their blockstores as the network;
+- `fedledger verify` calls `recompute_round`, the recomputation every
+  attester runs.
+
+The chain is the source of truth for what has happened; the journal (written
+before every transaction) is the source of truth for what this node meant to
+do, so a restart after `kill -9` resumes with the same update and salt and
+never submits twice.
+
+A node's `Behaviour` decides what it publishes, proposes and votes; the
+honest one changes nothing. Attacks (`node/sim/attacks.py`) are behaviours,
+so the same attack runs in-process and in a daemon.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Callable, Mapping, Protocol, Sequence
+
+import numpy as np
+from eth_utils import to_checksum_address
+
+from aggregation import aggregate_round, decode_model, decode_update, encode_update
+from node.abc import Storage, Trainer
+from node.chain.client import ContractRevert, FedLedgerClient, Phase, RoundUpdate, make_commitment, proposal_hash
+from node.daemon.journal import Journal
+from node.errors import ChainError
+from node.storage.unixfs import cid_of
+from node.taskspec import TaskSpec
+
+log = logging.getLogger("fedledger.protocol")
+
+# A test seam: with this set, a node that is the designated proposer stops just before it
+# proposes, so a test can kill -9 its daemon at exactly that point (tests/daemon/test_daemon_anvil.py).
+HOLD_BEFORE_PROPOSE = "FEDLEDGER_TEST_HOLD_BEFORE_PROPOSE"
+
+ZERO32 = b"\x00" * 32
+
+Delta = dict[str, np.ndarray]
+
+# fetch(cid, holders) -> bytes: get content into local storage from whoever holds it
+# (holders are the on-chain addresses of nodes expected to have it).
+Fetch = Callable[[str, Sequence[str]], bytes]
+
+
+# -- seeds -------------------------------------------------------------------------
+
+
+def derive_seed(*parts: object) -> int:
+    """A 31-bit seed from `parts`, the same on every machine and in every mode."""
+    text = "/".join(str(p) for p in ("fedledger", *parts))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big") >> 1
+
+
+def node_seed(run_seed: int, index: int) -> int:
+    """The training seed of node `index` of a federation started from `run_seed` (simulations)."""
+    return derive_seed("node", run_seed, index)
+
+
+def train_seed(seed: int, task: int, round_: int) -> int:
+    """The seed a node with `seed` trains round `round_` of `task` with."""
+    return derive_seed("train", seed, task, round_)
+
+
+# -- recomputing a round -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """What recomputing a round gives: the new model's CID and bytes, one score per update
+    (in reveal order) and, per update, why it was rejected (None: accepted)."""
+
+    cid: str
+    scores: list[int]
+    model: bytes
+    rejected: tuple[str | None, ...] = ()
+
+
+def fetch_each(fetch: Fetch, updates: Sequence[RoundUpdate], holders: Sequence[str] = ()) -> list[bytes]:
+    """Every update's bytes, in order; one that cannot be fetched is b"" (rejected, like any invalid one)."""
+    blobs = []
+    for u in updates:
+        try:
+            blobs.append(fetch(u.cid, [u.sender, *holders]))
+        except Exception as exc:  # unreachable or corrupt: the aggregation rejects it and scores it 0
+            log.warning("update %s of %s unavailable (%s)", u.cid, u.sender, exc)
+            blobs.append(b"")
+    return blobs
+
+
+def recompute_round(
+    client: FedLedgerClient,
+    fetch: Fetch,
+    spec: TaskSpec,
+    task: int,
+    round_: int,
+    base_cid: str,
+    updates: Sequence[RoundUpdate],
+    holders: Sequence[str] = (),
+) -> RoundResult:
+    """Round `round_` of `task` from its inputs: the base model, the revealed updates in reveal
+    order, and the previous round's updates (a replay of one of them scores 0). What a proposer
+    posts, what every attester checks, and what `fedledger verify` compares."""
+    base = fetch(base_cid, list(holders))
+    previous = fetch_each(fetch, client.round_updates(task, round_ - 1), holders) if round_ > 1 else []
+    result = aggregate_round(
+        spec.rule,
+        base,
+        fetch_each(fetch, updates, holders),
+        options=spec.rule_options(),
+        max_update_bytes=spec.max_update_bytes,
+        previous=previous,
+    )
+    return RoundResult(cid_of(result.model), list(result.scores_wad), result.model, tuple(result.errors))
+
+
+# -- behaviours ------------------------------------------------------------------------
+
+
+class RoundView:
+    """What a node can know while it acts in a round, read lazily: the committee, its own
+    training, the updates revealed in the previous round, and its own earlier updates."""
+
+    def __init__(self, node: "ProtocolNode", task: int, round_: int) -> None:
+        self.node = node
+        self.task = task
+        self.round = round_
+        self.address = node.me
+        self.rng = np.random.default_rng(train_seed(node.seed, task, round_) ^ 0x5EED)
+
+    @cached_property
+    def base_cid(self) -> str:
+        return self.node.client.global_model(self.task)[0]
+
+    @cached_property
+    def base(self) -> dict[str, np.ndarray]:
+        """The global model this round trains from."""
+        node = self.node
+        blob = node.fetch(self.base_cid, [node.owner(self.task)])
+        return decode_model(blob, node.spec(self.task).max_update_bytes)[0]
+
+    @cached_property
+    def trained(self) -> Delta:
+        """What this node's training produced this round (before its behaviour's say)."""
+        return self.node.train(self.task, self.round, self.base)
+
+    def decode(self, blob: bytes) -> Delta | None:
+        """An update's tensors if `blob` is a valid update of this task's model, else None."""
+        shapes = {k: v.shape for k, v in self.base.items()}
+        try:
+            update = decode_update(blob, expected=shapes, max_bytes=self.node.spec(self.task).max_update_bytes)
+        except Exception:  # invalid: nothing to learn from it
+            return None
+        return dict(update.tensors)
+
+    @cached_property
+    def committee(self) -> list[str]:
+        return self.node.client.committee(self.task, self.round)
+
+    @cached_property
+    def revealed_last_round(self) -> list[Delta]:
+        """The other nodes' updates revealed in the previous round, in reveal order (commit-reveal
+        hides this round's until every commitment is in)."""
+        if self.round <= 1:
+            return []
+        earlier = [u for u in self.node.client.round_updates(self.task, self.round - 1) if u.sender != self.address]
+        out = []
+        for blob in fetch_each(self.node.fetch, earlier):
+            delta = self.decode(blob)
+            if delta is not None:
+                out.append(delta)
+        return out
+
+    @cached_property
+    def own_previous(self) -> Delta | None:
+        """The update this node published most recently before this round, if any."""
+        for r in range(self.round - 1, 0, -1):
+            action = self.node.journal.get(self.task, r, "commit")
+            if action is not None:
+                try:
+                    return self.decode(self.node.storage.get(action.payload["cid"]))
+                except Exception:  # no longer held locally
+                    return None
+        return None
+
+
+class Behaviour:
+    """An honest node: publishes what it trained, proposes what it computed, votes what it saw.
+    Attacks override one or more of these (node/sim/attacks.py)."""
+
+    role = "honest"
+
+    def joined(self, node: "ProtocolNode") -> None:
+        """Called once by the node this behaviour drives."""
+
+    def trainer(self, trainer: Trainer) -> Trainer:
+        """The trainer this node uses, built from its honest one (data poisoning wraps it)."""
+        return trainer
+
+    def publish(self, trained: Delta, view: RoundView) -> Delta:
+        """The delta to publish this round, given what training produced."""
+        return trained
+
+    def propose(self, honest: RoundResult, view: RoundView, updates: Sequence[RoundUpdate]) -> RoundResult:
+        """The proposal to post as proposer, given the honest recomputation."""
+        return honest
+
+    def vote(self, agree: bool, proposer: str, view: RoundView) -> bool:
+        """The attestation to send, given whether the proposal matches the recomputation."""
+        return agree
+
+
+class Observer(Protocol):
+    """A public hook on what nodes do, for experiments and reports (no effect on the protocol)."""
+
+    def published(self, node: str, role: str, task: int, round_: int, trained: Delta, published: Delta) -> None: ...
+
+
+# -- the node -----------------------------------------------------------------------------
+
+
+class ProtocolNode:
+    def __init__(
+        self,
+        client: FedLedgerClient,
+        journal: Journal,
+        storage: Storage,
+        trainer: Callable[[TaskSpec], Trainer],
+        fetch: Fetch,
+        seed: int | None = None,
+        behaviour: Behaviour | None = None,
+        observer: Observer | None = None,
+        now: Callable[[], float] | None = None,
+    ) -> None:
+        assert client.account is not None, "a protocol node sends transactions"
+        self.client = client
+        self.me = client.account.address
+        self.journal = journal
+        self.storage = storage
+        self._make_trainer = trainer
+        self._trainers: dict[int, Trainer] = {}
+        self.fetch = fetch
+        self._now = now
+        self.seed = seed if seed is not None else secrets.randbits(31)
+        self.behaviour = behaviour or Behaviour()
+        self.behaviour.joined(self)
+        self.observer = observer
+        self._specs: dict[int, TaskSpec] = {}
+        self._owners: dict[int, str] = {}
+        self._results: dict[tuple[int, int, str, str], RoundResult] = {}
+        self._trained: dict[tuple[int, int], Delta] = {}
+        self.last_action: str | None = None
+
+    # -- reads ----------------------------------------------------------------------
+
+    def chain_time(self) -> float:
+        """When our next transaction would be mined, as far as deadlines go.
+
+        Deadlines are in block time. A dev chain that mines only on demand has a
+        stale latest block while idle, and the next block takes the wall clock,
+        so the later of the two is what a transaction sent now will see."""
+        if self._now is not None:
+            return self._now()
+        return max(float(self.client.head_timestamp()), time.time())
+
+    def owner(self, task: int) -> str:
+        if task not in self._owners:
+            self._owners[task] = self.client.task_info(task).owner
+        return self._owners[task]
+
+    def spec(self, task: int) -> TaskSpec:
+        if task not in self._specs:
+            info = self.client.task_info(task)
+            self._specs[task] = TaskSpec.from_bytes(self.fetch(info.spec_cid, [info.owner]))
+        return self._specs[task]
+
+    def trainer(self, task: int) -> Trainer:
+        if task not in self._trainers:
+            self._trainers[task] = self.behaviour.trainer(self._make_trainer(self.spec(task)))
+        return self._trainers[task]
+
+    # -- the step -----------------------------------------------------------------
+
+    def step(self, task: int) -> str | None:
+        """Take at most one protocol action on `task`; returns what was done (None: nothing to do)."""
+        info = self.client.task_info(task)
+        if info.finished:
+            return None
+        r = info.current_round
+        state = self.client.round_state(task, r)
+
+        def expired() -> bool:  # read only when it matters: most steps act, or wait for others
+            return self.chain_time() > state.deadline
+
+        if state.phase == Phase.DRAW:
+            members, _ = self.client.draw_committee(task)
+            return self._did(f"task {task} round {r}: drew a committee of {len(members)}")
+        me = self.client.member_info(task, r)
+        if state.phase == Phase.COMMIT:
+            if me.member and me.commitment == ZERO32:
+                return self._commit(task, r)
+            return self._advance(task, r, "commit") if expired() else None
+        if state.phase == Phase.REVEAL:
+            if me.member and me.commitment != ZERO32 and not me.revealed:
+                return self._reveal(task, r)
+            return self._advance(task, r, "reveal") if expired() else None
+        if state.phase == Phase.PROPOSE:
+            if to_checksum_address(self.client.designated_proposer(task, r)) == self.me:
+                return self._propose(task, r, state.attempt, takeover=False)
+            if expired():
+                self._fresh_block(task, state.deadline)
+                return self._propose(task, r, state.attempt, takeover=True)
+            return None
+        if state.phase == Phase.ATTEST:
+            voted = me.vote != 0 and me.attempt == state.attempt
+            if me.revealed and not voted and to_checksum_address(state.proposer) != self.me:
+                return self._attest(task, r, state.attempt, state.proposal_hash, state.proposer)
+            if expired():
+                self._fresh_block(task, state.deadline)
+            return self._try_finalize(task, r, state.proposal_hash)
+        return None
+
+    def _fresh_block(self, task: int, deadline: int) -> None:
+        """Make sure the chain's head is past `deadline` before acting on its expiry.
+
+        Transactions are simulated (gas estimation) on top of the latest block; on a dev chain
+        that mines only when asked, that block can be older than the deadline although the wall
+        clock is past it. `advance` is harmless and mines a block with the current time."""
+        if self.client.head_timestamp() <= deadline:
+            self.client.advance(task)
+
+    def _did(self, what: str) -> str:
+        log.info("%s", what)
+        self.last_action = what
+        return what
+
+    def _advance(self, task: int, r: int, phase: str) -> str | None:
+        try:
+            self.client.advance(task)
+        except ChainError as exc:
+            log.debug("advance of task %d refused: %s", task, exc)
+            return None
+        return self._did(f"task {task} round {r}: {phase} phase expired; advanced")
+
+    # -- trainer ------------------------------------------------------------------
+
+    def train(self, task: int, r: int, base: Mapping[str, np.ndarray]) -> Delta:
+        """This node's training for round `r` (its behaviour's trainer, its seed): cached per round."""
+        key = (task, r)
+        if key not in self._trained:
+            self._trained = {k: v for k, v in self._trained.items() if k[1] >= r - 1}
+            self._trained[key] = self.trainer(task).train(base, seed=train_seed(self.seed, task, r))
+        return self._trained[key]
+
+    def _commit(self, task: int, r: int) -> str:
+        action = self.journal.get(task, r, "commit")
+        if action is None:
+            view = RoundView(self, task, r)
+            delta = self.behaviour.publish(view.trained, view)
+            if self.observer is not None:
+                self.observer.published(self.me, self.behaviour.role, task, r, view.trained, delta)
+            n = self.trainer(task).num_samples
+            cid = self.storage.put(encode_update(delta, num_samples=n, task=task, round=r, base=view.base_cid))
+            # Durable before the commitment leaves this process: a restart reveals this, and only this.
+            action = self.journal.intend(task, r, "commit", {"cid": cid, "num_samples": n, "salt": secrets.token_hex(32)})
+        p = action.payload
+        commitment = make_commitment(p["cid"], p["num_samples"], bytes.fromhex(p["salt"]), self.me)
+        receipt = self.client.commit(task, r, commitment)
+        self.journal.mark_done(task, r, "commit", receipt["transactionHash"].hex())
+        return self._did(f"task {task} round {r}: committed to update {p['cid']}")
+
+    def _reveal(self, task: int, r: int) -> str | None:
+        action = self.journal.get(task, r, "commit")
+        if action is None:
+            log.error("task %d round %d: committed on-chain but the journal has no salt; cannot reveal", task, r)
+            return None
+        p = action.payload
+        self.journal.intend(task, r, "reveal", {})
+        receipt = self.client.reveal(task, r, p["cid"], p["num_samples"], bytes.fromhex(p["salt"]))
+        self.journal.mark_done(task, r, "reveal", receipt["transactionHash"].hex())
+        return self._did(f"task {task} round {r}: revealed {p['cid']}")
+
+    # -- aggregation, proposing, attesting -----------------------------------------
+
+    def recompute(self, task: int, r: int, updates: Sequence[RoundUpdate] | None = None) -> RoundResult:
+        """Recompute the round from the on-chain CIDs: what every honest node gets (cached)."""
+        updates = list(updates) if updates is not None else self.client.round_updates(task, r)
+        base_cid, _ = self.client.global_model(task)
+        key = (task, r, base_cid, ",".join(u.cid for u in updates))
+        if key not in self._results:
+            self._results = {k: v for k, v in self._results.items() if k[1] >= r - 1}
+            self._results[key] = recompute_round(
+                self.client, self.fetch, self.spec(task), task, r, base_cid, updates, [self.owner(task)]
+            )
+        return self._results[key]
+
+    def _propose(self, task: int, r: int, attempt: int, takeover: bool) -> str:
+        if not takeover and os.environ.get(HOLD_BEFORE_PROPOSE):
+            log.warning("task %d round %d: holding before proposing (%s is set)", task, r, HOLD_BEFORE_PROPOSE)
+            while True:
+                time.sleep(3600)
+        updates = self.client.round_updates(task, r)
+        honest = self.recompute(task, r, updates)
+        result = self.behaviour.propose(honest, RoundView(self, task, r), updates)
+        self.storage.put(result.model)  # peers fetch the proposal from us to check it
+        self.journal.intend(task, r, f"propose-{attempt}", {"cid": result.cid, "scores": [str(s) for s in result.scores]})
+        self.client.propose(task, r, result.cid, result.scores)
+        self.journal.mark_done(task, r, f"propose-{attempt}")
+        how = "took over proposing (designated proposer silent)" if takeover else "proposed"
+        return self._did(f"task {task} round {r}: {how} {result.cid}")
+
+    def _attest(self, task: int, r: int, attempt: int, proposed: bytes, proposer: str) -> str:
+        result = self.recompute(task, r)
+        agree = self.behaviour.vote(proposal_hash(result.cid, result.scores) == proposed, proposer, RoundView(self, task, r))
+        self.journal.intend(task, r, f"attest-{attempt}", {"agree": agree})
+        self.client.attest(task, r, agree)
+        self.journal.mark_done(task, r, f"attest-{attempt}")
+        return self._did(f"task {task} round {r}: attested {'agree' if agree else 'DISAGREE'}")
+
+    def _try_finalize(self, task: int, r: int, proposed: bytes) -> str | None:
+        result = self.recompute(task, r)
+        if proposal_hash(result.cid, result.scores) != proposed:
+            return None  # not ours to finalize: we disagree, and the chain will reject or time it out
+        try:
+            self.client.finalize(task, r, result.cid, result.scores)
+        except ContractRevert as exc:
+            if exc.error in ("FedLedgerNotDecided", "FedLedgerWrongPhase"):
+                return None  # votes still coming in, or someone else finalized first
+            raise
+        return self._did(f"task {task} round {r}: finalized {result.cid}")

@@ -1,0 +1,135 @@
+"""Read a simulated federation's run back from the chain, into the report (node/report.py).
+
+Both simulators, nodes in this process or node daemons, report through
+`ChainRecorder`: what the report says is what the chain says, whoever ran
+the nodes.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Sequence
+
+from aggregation import decode_model
+from node.chain.client import BlockActivity, ChainLog, FedLedgerClient
+from node.errors import ChainError
+from node.report import NodeRecord, RoundRecord
+from node.taskspec import TaskSpec
+from node.training import Dataset, accuracy
+
+Progress = Callable[[str], None]
+
+
+def rounds_done(client: FedLedgerClient, task: int) -> int:
+    """How many rounds of `task` have ended (finalized or voided)."""
+    info = client.task_info(task)
+    return info.rounds if info.finished else info.current_round - 1
+
+
+class ChainRecorder:
+    """Follows a task on the chain: one RoundRecord and one progress line per ended round, and
+    every node's reputation after it (read at the round's last block)."""
+
+    def __init__(
+        self,
+        client: FedLedgerClient,
+        task: int,
+        addresses: Sequence[str],
+        spec: TaskSpec,
+        test: Dataset,
+        model_bytes: Callable[[str], bytes],
+        start_block: int,
+        total_rounds: int,
+        progress: Progress,
+    ) -> None:
+        self.client, self.task, self.spec, self.test = client, task, spec, test
+        self.addresses = list(addresses)
+        self.model_bytes = model_bytes
+        self.total_rounds = total_rounds
+        self.progress = progress
+        self.start_block = start_block
+        self.history: dict[str, list[int]] = {a: [client.reputation_of(a)] for a in self.addresses}
+        self.scores: dict[str, list[int | None]] = {a: [] for a in self.addresses}
+        self.payouts: dict[str, int] = {a: 0 for a in self.addresses}
+        self.records: list[RoundRecord] = []
+        self._last_block, self._last_time = start_block, time.monotonic()
+        self._blocks: dict[int, BlockActivity] = {}  # read once each: a long run has many
+
+    def _activity(self, first: int, last: int) -> list[BlockActivity]:
+        for n in range(first, last + 1):
+            if n not in self._blocks:
+                self._blocks[n] = self.client.block_activity(n)
+        return [self._blocks[n] for n in range(first, last + 1)]
+
+    def _round_end(self, r: int) -> tuple[int, str, bool, list[ChainLog]]:
+        """Round `r`'s last block, its resulting model CID, whether it was voided, and the task's
+        events from the previous round's end up to that block."""
+        events: list[ChainLog] = []
+        for block in self._activity(self._last_block + 1, self.client.head_block()):
+            events += [ev for ev in block.logs if ev.args.get("taskId") == self.task]
+            for ev in block.logs:
+                if ev.args.get("taskId") == self.task and ev.args.get("round") == r:
+                    if ev.event == "RoundFinalized":
+                        return block.number, bytes(ev.args["cid"]).decode(), False, events
+                    if ev.event == "RoundVoided":  # the model is unchanged by a void
+                        return block.number, self.client.global_model(self.task)[0], True, events
+        raise ChainError(f"round {r} of task {self.task} ended without a RoundFinalized or RoundVoided event")
+
+    def accuracy_of(self, cid: str) -> float:
+        model, _meta = decode_model(self.model_bytes(cid), self.spec.max_update_bytes)
+        return accuracy(self.spec.model, model, self.test)
+
+    def catch_up(self) -> int:
+        """Record every round that ended since the last call; returns how many rounds are recorded."""
+        client = self.client
+        for r in range(len(self.records) + 1, rounds_done(client, self.task) + 1):
+            end, cid, voided, events = self._round_end(r)
+            gas = sum(b.round_gas for b in self._activity(self._last_block + 1, end))
+            for ev in events:
+                if ev.event == "ProposalRejected":
+                    self.progress(f"round {r}: proposal by {ev.args['proposer']} rejected "
+                                  f"({ev.args['agrees']} agree, {ev.args['disagrees']} disagree); proposer slashed")  # fmt: skip
+                elif ev.event == "RewardCredited" and ev.args["account"] in self.payouts:
+                    self.payouts[ev.args["account"]] += int(ev.args["amount"])
+            acc = self.accuracy_of(cid)
+            self.records.append(RoundRecord(round=r, global_model_cid=cid, test_accuracy=acc, gas_used=gas))
+            for a in self.addresses:
+                self.history[a].append(client.reputation_of(a, block=end))
+            scores = {} if voided else self._accepted_scores(r, cid, events)
+            for a in self.addresses:
+                self.scores[a].append(scores.get(a))
+            now = time.monotonic()
+            if voided:
+                self.progress(f"round {r}/{self.total_rounds}: void (no eligible node), test accuracy {acc:.3f}")
+            else:
+                updates = len(client.round_updates(self.task, r))
+                self.progress(f"round {r}/{self.total_rounds}: {updates} updates, test accuracy {acc:.3f}, "
+                              f"gas {gas:,}, {now - self._last_time:.1f} s")  # fmt: skip
+            self._last_block, self._last_time = end, now
+        return len(self.records)
+
+    def _accepted_scores(self, r: int, cid: str, events: list[ChainLog]) -> dict[str, int]:
+        """Each participant's score in the accepted proposal of round `r`, by address."""
+        proposals = [ev for ev in events if ev.event == "ProposalSubmitted" and ev.args["round"] == r
+                     and bytes(ev.args["cid"]).decode() == cid]  # fmt: skip
+        if not proposals:
+            raise ChainError(f"round {r} of task {self.task} was finalized without a proposal of {cid}")
+        senders = [u.sender for u in self.client.round_updates(self.task, r)]
+        return dict(zip(senders, (int(s) for s in proposals[-1].args["scores"])))
+
+    def node_records(self, roles: Sequence[str], num_samples: Sequence[int]) -> list[NodeRecord]:
+        """Every node's account at the end: reputation, payouts credited during the run, pending rewards."""
+        client, payouts = self.client, self.payouts
+        return [
+            NodeRecord(
+                address=a,
+                role=role,
+                reputation_wad=client.reputation_of(a),
+                payout_wei=payouts[a],
+                pending_wei=client.pending_rewards(a),
+                reputation_history_wad=self.history[a],
+                num_samples=n,
+                scores_wad=self.scores[a],
+            )
+            for a, role, n in zip(self.addresses, roles, num_samples)
+        ]

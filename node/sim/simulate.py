@@ -1,0 +1,276 @@
+"""`fedledger simulate`: the whole protocol with many nodes in one process.
+
+Real contracts on a real EVM (embedded py-evm, or anvil over JSON-RPC), real
+content addressing (each node has its own blockstore; updates move between
+stores block by block, each block verified against its CID), real torch
+training. Each node is a `ProtocolNode` (node/protocol.py), the very code a
+daemon runs; this module sets a federation up and steps its nodes in turn, in
+one process, with no sockets. Every phase ends as soon as all members have
+acted, so an honest run never waits on a timer.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Callable, Sequence
+
+from web3 import Web3
+
+from aggregation import encode_model
+from node.chain import FedLedgerClient, deploy_fedledger, dev_account
+from node.chain.anvil import Anvil
+from node.chain.client import send_ether
+from node.chain.providers import embedded_web3, rpc_web3
+from node.daemon.journal import Journal
+from node.errors import ChainError, ConfigError, StorageError
+from node.protocol import Behaviour, Observer, ProtocolNode, node_seed
+from node.report import SimulationReport
+from node.sim.attacks import AttackBehaviour, Coalition, behaviour_for, parse_roles, role_kinds
+from node.sim.record import ChainRecorder
+from node.storage import EmbeddedStorage
+from node.storage.unixfs import read_dag
+from node.taskspec import MAX_COMMITTEE, RULE_IDS, TaskParams, TaskSpec
+from node.training import initial_weights, load_digits_split, partition, trainer_for
+from node.units import ETHER
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    nodes: int = 4
+    malicious: int = 0  # the last `malicious` nodes run `attack`
+    attack: str | None = None  # roles separated by commas, taken in turn; kinds of one role joined by "+"
+    rounds: int = 3
+    rule: str = "fedavg"
+    seed: int = 7
+    chain: str = "embedded"  # embedded | anvil | rpc
+    rpc: str | None = None  # with chain == "rpc": an existing JSON-RPC endpoint
+    alpha: float | None = None  # Dirichlet label skew; None = IID
+    spec: TaskSpec = field(default_factory=TaskSpec)
+    reward_wei: int = 10 * ETHER
+    stake_wei: int = 1 * ETHER
+    # Shares of each round's payout for protocol work (proposing, agreeing attestations). Off by
+    # default so a node's payout measures its training contribution alone, which is what the
+    # attack experiments compare; the contract tests and `task create` exercise the split.
+    proposer_share_bps: int = 0
+    attester_share_bps: int = 0
+
+    def validate(self) -> None:
+        if self.nodes < 1:
+            raise ConfigError(f"--nodes must be at least 1, got {self.nodes}")
+        if self.rounds < 1:
+            raise ConfigError(f"--rounds must be at least 1, got {self.rounds}")
+        if not 0 <= self.malicious <= self.nodes:
+            raise ConfigError(f"--malicious must be between 0 and --nodes ({self.nodes}), got {self.malicious}")
+        if self.malicious and self.attack is None:
+            raise ConfigError("--malicious needs --attack KIND")
+        if self.attack is not None:
+            try:
+                roles = parse_roles(self.attack)
+            except ValueError as e:
+                raise ConfigError(f"--attack: {e}") from None
+            if not self.malicious:
+                raise ConfigError("--attack needs --malicious M, the number of nodes that attack")
+            if len(roles) > self.malicious:
+                raise ConfigError(f"--attack names {len(roles)} roles for {self.malicious} malicious nodes; each role needs a node")
+        if self.rule not in RULE_IDS:
+            raise ConfigError(f"unknown rule {self.rule!r}; known: {', '.join(RULE_IDS)}")
+        if self.spec.rule != self.rule:
+            raise ConfigError(f"the task spec's rule {self.spec.rule!r} is not the simulation's {self.rule!r}")
+        self.spec.check()
+        if self.chain not in ("embedded", "anvil", "rpc"):
+            raise ConfigError(f"unknown chain {self.chain!r}")
+        if self.chain == "rpc" and not self.rpc:
+            raise ConfigError("--rpc URL is needed to simulate on an existing chain")
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "nodes": self.nodes,
+            "malicious": self.malicious,
+            "attack": self.attack,
+            "rounds": self.rounds,
+            "rule": self.rule,
+            "seed": self.seed,
+            "chain": self.chain,
+            "alpha": self.alpha,
+        }
+
+
+def node_roles(config: SimulationConfig) -> list[str]:
+    """Each node's role: "honest", then the `--attack` roles taken in turn by the last `malicious` nodes."""
+    roles = parse_roles(config.attack) if config.attack else ["honest"]
+    return ["honest"] * (config.nodes - config.malicious) + [roles[j % len(roles)] for j in range(config.malicious)]
+
+
+def attack_behaviours(roles: Sequence[str], addresses: Sequence[str]) -> list[Behaviour]:
+    """Each node's behaviour: honest, or its attack role. Nodes of one role collude: they vouch
+    for each other's proposals and share a coalition (whose members the caller fills in)."""
+    coalitions = {role: Coalition() for role in set(roles) if role != "honest"}
+    bad_proposers = [a for a, r in zip(addresses, roles) if "bad-proposer" in role_kinds(r)]
+    return [behaviour_for(role, bad_proposers, coalitions.get(role)) for role in roles]
+
+
+def local_or_peers(cid: str, local: EmbeddedStorage, peers: Sequence[EmbeddedStorage]) -> bytes:
+    """Get `cid` into `local`, pulling missing blocks from the other stores, each block verified on
+    arrival: the in-process network."""
+    if local.has(cid):
+        return local.get(cid)
+
+    def get_block(block_cid: str) -> bytes:
+        for peer in peers:
+            try:
+                data = peer.get_block(block_cid)
+            except StorageError:
+                continue
+            local.put_block(block_cid, data)  # verifies the block against its CID
+            return data
+        raise StorageError(f"no peer holds block {block_cid}")
+
+    data = read_dag(cid, get_block)
+    local.pin(cid)
+    return data
+
+
+def publish_task(
+    chain: FedLedgerClient, store: EmbeddedStorage, spec: TaskSpec, params: TaskParams, model_seed: int, reward_wei: int
+) -> tuple[int, str, dict]:
+    """Content-address the initial model and the spec in `store`, then create the task on-chain.
+    Returns (task id, initial model CID, receipt)."""
+    model_cid = store.put(encode_model(initial_weights(spec.model, model_seed)))
+    spec_cid = store.put(spec.to_bytes())
+    task_id, receipt = chain.create_task(model_cid, spec_cid, params, reward_wei)
+    return task_id, model_cid, receipt
+
+
+def _connect(config: SimulationConfig, stack: ExitStack) -> tuple[Web3, str | None]:
+    if config.chain == "embedded":
+        return embedded_web3(num_accounts=config.nodes + 1), None
+    if config.chain == "anvil":
+        anvil = stack.enter_context(Anvil(accounts=config.nodes + 1))
+        return rpc_web3(anvil.url), anvil.url
+    assert config.rpc is not None
+    return rpc_web3(config.rpc), config.rpc
+
+
+def _fund(w3: Web3, funder, addresses: list[str], minimum: int) -> None:
+    """Top up accounts that the chain did not fund (e.g. more nodes than anvil's accounts)."""
+    for address in addresses:
+        balance = w3.eth.get_balance(address)
+        if balance < minimum:
+            send_ether(w3, funder, address, minimum - balance)
+
+
+def run_simulation(
+    config: SimulationConfig,
+    workdir: Path | None = None,
+    progress: Callable[[str], None] = lambda line: None,
+    w3: Web3 | None = None,
+    observer: Observer | None = None,
+) -> SimulationReport:
+    """Run a whole federation in this process; returns the report (nothing is printed except
+    through `progress`).
+
+    Every node is a `ProtocolNode`, the daemon's round code, with its own blockstore and
+    journal; this function only steps them in turn, node order, until the task is finished.
+    `w3`, when given, is the chain to use instead of the one `config.chain` names; tests pass
+    an embedded chain to inspect it after the run. `observer` sees what every node publishes.
+    """
+    config.validate()
+    spec = config.spec
+    with ExitStack() as stack:
+        if workdir is None:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fedledger-sim-")))
+        if w3 is None:
+            w3, rpc_url = _connect(config, stack)
+        else:
+            rpc_url = None
+        owner = dev_account(0)
+        accounts = [dev_account(i + 1) for i in range(config.nodes)]
+        _fund(w3, owner, [a.address for a in accounts], config.stake_wei + ETHER)
+        roles = node_roles(config)
+
+        progress(f"deploying FedLedger on the {config.chain} chain")
+        chain, receipt = deploy_fedledger(w3, owner, config.stake_wei)
+        deployed_at = int(receipt["blockNumber"])
+
+        # Data: a shared test split for reporting, private shards for training.
+        train, test = load_digits_split(seed=config.seed)
+        shards = partition(train, config.nodes, config.alpha, config.seed)
+        # A simulation's stores are scratch space: content addressing and per-block verification
+        # are real, durability across power loss (fsync) is not what is being simulated.
+        stores = [EmbeddedStorage(workdir / f"node{i}", fsync=False) for i in range(config.nodes)]
+        owner_store = EmbeddedStorage(workdir / "owner", fsync=False)
+        everyone = [owner_store, *stores]
+
+        params = TaskParams(
+            rounds=config.rounds,
+            committee_size=min(config.nodes, MAX_COMMITTEE),
+            rule=config.rule,
+            max_samples=spec.max_samples,
+            min_stake_wei=config.stake_wei,
+            proposer_share_bps=config.proposer_share_bps,
+            attester_share_bps=config.attester_share_bps,
+        )
+        task_id, model_cid, receipt = publish_task(chain, owner_store, spec, params, config.seed, config.reward_wei)
+        task_block = int(receipt["blockNumber"])
+        progress(f"task {task_id}: {config.nodes} nodes x {config.rounds} rounds, rule {config.rule}")
+
+        behaviours = attack_behaviours(roles, [a.address for a in accounts])
+        nodes: list[ProtocolNode] = []
+        for i, acct in enumerate(accounts):
+            client = chain.as_account(acct)
+            client.register(f"sim-node-{i}", [], config.stake_wei)
+            journal = stack.enter_context(Journal(workdir / f"node{i}" / "journal.db"))
+            nodes.append(
+                ProtocolNode(
+                    client,
+                    journal,
+                    stores[i],
+                    trainer=partial(trainer_for, data=train.subset(shards[i]), test=test),
+                    fetch=partial(_fetch_for, stores[i], everyone),
+                    seed=node_seed(config.seed, i),
+                    behaviour=behaviours[i],
+                    observer=observer,
+                )
+            )
+        for behaviour in behaviours:
+            if isinstance(behaviour, AttackBehaviour):  # colluders share their data: see Coalition
+                behaviour.coalition.members = [n for n, b in zip(nodes, behaviours) if b.role == behaviour.role]
+
+        recorder = ChainRecorder(
+            chain, task_id, [a.address for a in accounts], spec, test,
+            model_bytes=partial(_fetch_for, owner_store, everyone), start_block=task_block,
+            total_rounds=config.rounds, progress=progress,
+        )  # fmt: skip
+        progress(f"round 0: initial model {model_cid}, test accuracy {recorder.accuracy_of(model_cid):.3f}")
+        initial_acc = recorder.accuracy_of(model_cid)
+        while recorder.catch_up() < config.rounds:
+            # One pass: every node takes the actions open to it, in node order (so the reveal
+            # order, hence the proposer rotation, does not depend on the committee's seed).
+            acted = False
+            for node in nodes:
+                while node.step(task_id):
+                    acted = True
+            if not acted:
+                state = chain.round_state(task_id, chain.task_info(task_id).current_round)
+                raise ChainError(f"round {len(recorder.records) + 1}: no node can act in phase {state.phase.name}")
+
+        return SimulationReport(
+            config=config.to_json(),
+            initial_accuracy=initial_acc,
+            rounds=recorder.records,
+            nodes=recorder.node_records(roles, [len(s) for s in shards]),
+            chain_id=chain.chain_id(),
+            rpc=rpc_url if config.chain == "rpc" else None,
+            contracts={"FedLedger": chain.address},
+            block_number=deployed_at,
+            task_id=task_id,
+            owner=owner.address,
+        )
+
+
+def _fetch_for(local: EmbeddedStorage, everyone: list[EmbeddedStorage], cid: str, holders: Sequence[str] = ()) -> bytes:
+    return local_or_peers(cid, local, everyone)
