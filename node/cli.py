@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from node.errors import ChainError, ConfigError, FedLedgerError
-
-WAD = 10**18
+from node.units import WAD
 
 
 def _scaled_decimal(text: str, what: str, low: Decimal, high: Decimal | None, scale: int) -> int:

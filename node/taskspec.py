@@ -9,11 +9,11 @@ import json
 from dataclasses import asdict, dataclass
 
 from node.errors import ConfigError
+from node.units import WAD
 
 # On-chain rule ids. The contract stores a uint8; this is the one mapping.
 RULE_IDS: dict[str, int] = {"fedavg": 0, "median": 1, "trimmed-mean": 2, "multi-krum": 3}
 RULE_NAMES: dict[int, str] = {v: k for k, v in RULE_IDS.items()}
-WAD = 10**18
 # The contract's largest committee (FedLedger.MAX_COMMITTEE).
 MAX_COMMITTEE = 64
 

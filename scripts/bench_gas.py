@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from node.chain.artifacts import load_artifact  # noqa: E402
 from node.chain.providers import embedded_web3  # noqa: E402
+from node.units import ETHER, WAD  # noqa: E402
 
-WAD = 10**18
 MIN_STAKE = 10**16
 TIMEOUT = 3600
 
@@ -50,7 +50,7 @@ def measure(k: int, registered: int) -> dict[str, float]:
         _send(w3, f.register(f"peer{i}", [f"/ip4/10.0.0.{i % 250}/tcp/4001"]), node, MIN_STAKE)
     config = (b"bafkreimodel", b"bafkreispec", b"{}", 3, k, 0, 1000, TIMEOUT, TIMEOUT, TIMEOUT, TIMEOUT,
               MIN_STAKE, 0, 3 * WAD // 10, 500, 500)  # fmt: skip
-    _send(w3, f.createTask(config), owner, 10**18)
+    _send(w3, f.createTask(config), owner, ETHER)
     rows = []
     for rnd in (1, 2):
         gas: dict[str, float] = {"draw": _send(w3, f.drawCommittee(1), owner)}

@@ -94,3 +94,47 @@ def test_training_improves_accuracy_and_is_reproducible(digits):
 def test_unknown_model_is_named():
     with pytest.raises(ValueError, match="unknown model 'resnet'"):
         build_model("resnet")
+
+
+_TRAIN_ONCE = """
+import hashlib, sys
+from node.reproducible import pin_cpu_kernels
+pin_cpu_kernels()
+import torch
+from node.training import TorchTrainer, initial_weights, load_digits_split, partition
+train, _ = load_digits_split(seed=7)
+shard = train.subset(partition(train, 4, None, 7)[0])
+delta = TorchTrainer("digits-mlp", shard, epochs=2).train(initial_weights("digits-mlp", 7), seed=1)
+print(torch.backends.cpu.get_cpu_capability(), hashlib.sha256(b"".join(delta[k].tobytes() for k in sorted(delta))).hexdigest())
+"""
+
+
+@pytest.mark.parametrize("machine", [
+    {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"},
+    {"ATEN_CPU_CAPABILITY": "avx512", "MKL_CBWR": "AVX512"},
+])  # fmt: skip
+def test_pinned_kernels_train_the_same_whatever_kernels_the_machine_would_pick(machine):
+    """A process that pins its kernels (as simulations do) ignores what the CPU, or the environment,
+    would choose: AVX2 and AVX-512 paths asked for here give the portable kernels' exact bits."""
+    import os
+    import subprocess
+    import sys
+
+    def run(env: dict[str, str]) -> str:
+        full = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "MKL_CBWR")}
+        out = subprocess.run([sys.executable, "-c", _TRAIN_ONCE], env={**full, **env}, capture_output=True, text=True,
+                             check=True, timeout=300)  # fmt: skip
+        return out.stdout.split()[-2:]
+
+    capability, digest = run(machine)
+    assert capability == "DEFAULT"
+    assert [capability, digest] == run({})
+
+
+def test_this_test_process_trains_with_the_pinned_kernels():
+    """tests/conftest.py pins them before anything imports torch: committed numbers hold on any x86-64."""
+    import torch
+
+    from node.reproducible import kernels_pinned
+
+    assert kernels_pinned() and torch.backends.cpu.get_cpu_capability() == "DEFAULT"
