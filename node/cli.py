@@ -83,7 +83,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     progress = (lambda line: None) if quiet else (lambda line: print(line, flush=True))
     workdir = Path(args.workdir) if args.workdir else None
     if daemons:
-        from node.federation import run_daemon_simulation
+        from node.sim.federation import run_daemon_simulation
 
         report = run_daemon_simulation(config, workdir=workdir, progress=progress, round_timeout=args.round_timeout)
     else:

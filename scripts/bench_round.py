@@ -14,7 +14,7 @@ torch thread too (on a loaded 2-core machine torch's default of a thread per cor
 
 Part (a), daemons on anvil. For each N in --daemons: anvil, the contract deployed, N node
 directories (as `fedledger node init` makes them) with IID digits shards, and the task (committee
-N, fedavg, 2 local epochs), all by `node.federation.build_federation` (through the tests' wrapper,
+N, fedavg, 2 local epochs), all by `node.sim.federation.build_federation` (through the tests' wrapper,
 tests/daemon/federation.py, with debug logs); then N `fedledger node run` processes. This
 script polls the chain (directly, 10 Hz) and notes when each round is finalized. Round 1 also
 pays for process start-up (imports, libp2p, registration), so it is reported apart; the

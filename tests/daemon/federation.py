@@ -1,5 +1,5 @@
 """Federations of real daemon processes on a real anvil for the multi-process tests: the
-product's (node/federation.py), with a known password, debug logs, and helpers that look
+product's (node/sim/federation.py), with a known password, debug logs, and helpers that look
 inside a running federation."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from pathlib import Path
 
 from eth_account import Account
 
-from node.federation import Federation, FederationConfig, NodeDaemon
-from node.federation import build_federation as _build_federation
+from node.sim.federation import Federation, FederationConfig, NodeDaemon
+from node.sim.federation import build_federation as _build_federation
 from node.taskspec import TaskSpec
 
 PASSWORD = "daemon-test-pass"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from node.chain.anvil import Anvil
-from node.federation import Federation, NodeDaemon
+from node.sim.federation import Federation, NodeDaemon
 from node.storage import EmbeddedStorage, KuboStorage
 from tests.daemon.federation import build_federation
 from tests.storage.jsipfs_daemon import jsipfs_daemon

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import pytest
 
-from node.federation import run_daemon_simulation
+from node.sim.federation import run_daemon_simulation
 from node.sim.simulate import SimulationConfig, run_simulation
 from node.taskspec import TaskSpec
 from node.units import WAD

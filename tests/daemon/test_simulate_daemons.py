@@ -15,7 +15,7 @@ import pytest
 
 from aggregation import decode_model
 from node.cli import main
-from node.federation import NodeDaemon
+from node.sim.federation import NodeDaemon
 from node.storage import EmbeddedStorage
 from node.training import accuracy, dirichlet_partition, load_digits_split
 from tests.conftest import FEDLEDGER, run_cli

@@ -7,7 +7,7 @@ The daemons share nothing but the chain (an anvil child process) and libp2p on l
 
 This module sets such a federation up (deploy, node directories, funding, registration, the
 task), starts and stops the daemons without ever leaving one behind, and reads the run back
-from the chain into the report the in-process simulation writes (node/report.py). The
+from the chain into the report the in-process simulation writes (node/sim/record.py). The
 multi-process tests and scripts/bench_round.py build their federations here too.
 """
 
@@ -51,7 +51,7 @@ from node.taskspec import MAX_COMMITTEE, TaskParams, TaskSpec
 from node.training import Dataset, load_digits_split, partition
 from node.units import ETHER
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]  # holds the `node` package the daemons run
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # holds the `node` package the daemons run
 
 
 
