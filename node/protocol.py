@@ -311,6 +311,13 @@ class ProtocolNode:
         if state.phase == Phase.DRAW:
             members, _ = self.client.draw_committee(task)
             return self._did(f"task {task} round {r}: drew a committee of {len(members)}")
+        if state.phase == Phase.PROPOSE:
+            if to_checksum_address(self.client.designated_proposer(task, r)) == self.me:
+                return self._propose(task, r, state.attempt, takeover=False)
+            if expired():
+                self._fresh_block(task, state.deadline)
+                return self._propose(task, r, state.attempt, takeover=True)
+            return None
         me = self.client.member_info(task, r)
         if state.phase == Phase.COMMIT:
             if me.member and me.commitment == ZERO32:
@@ -320,13 +327,6 @@ class ProtocolNode:
             if me.member and me.commitment != ZERO32 and not me.revealed:
                 return self._reveal(task, r)
             return self._advance(task, r, "reveal") if expired() else None
-        if state.phase == Phase.PROPOSE:
-            if to_checksum_address(self.client.designated_proposer(task, r)) == self.me:
-                return self._propose(task, r, state.attempt, takeover=False)
-            if expired():
-                self._fresh_block(task, state.deadline)
-                return self._propose(task, r, state.attempt, takeover=True)
-            return None
         if state.phase == Phase.ATTEST:
             voted = me.vote != 0 and me.attempt == state.attempt
             if me.revealed and not voted and to_checksum_address(state.proposer) != self.me:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -208,3 +210,19 @@ def test_aggregate_bad_option_from_the_shell_is_one_line(cli, tmp_path):
     err = one_line_error(cli("aggregate", "--rule", "median", "--trim", "0.2", "--base", str(tmp_path / "base.safetensors"),
                              "--out", str(tmp_path / "o"), *updates))
     assert "does not take trim" in err
+
+
+def test_the_quick_start_prints_the_readmes_models(cli):
+    """The README's quick-start table is what `fedledger simulate` prints, to the CID: the aggregation
+    is exact and simulate pins torch's kernels, so this holds on any x86-64 machine."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = re.findall(r"^ +(\d) +(0\.\d{3}) +[\d,]+ +(bafk\w+)$", readme, re.M)
+    assert [int(r) for r, _, _ in table] == [1, 2, 3]
+
+    proc = cli("simulate", "--json")
+
+    assert proc.returncode == 0, proc.stderr
+    rounds = json.loads(proc.stdout)["rounds"]
+    assert [(r["round"], f"{r['test_accuracy']:.3f}", r["global_model_cid"]) for r in rounds] == [
+        (int(r), acc, cid) for r, acc, cid in table
+    ]
