@@ -198,10 +198,17 @@ def cmd_status(args: argparse.Namespace) -> int:
         status["reveals"] = state.reveal_count
         status["proposal_attempt"] = state.attempt
         status["phase_deadline"] = state.deadline
+        from node.rewards import predicted_credits
+
+        credits = predicted_credits(client, args.task)
+        if credits is not None:  # a proposal is pending: what finalizing it now would pay
+            status["predicted_credits_wei"] = {a: str(w) for a, w in credits.items()}
     if args.json:
         _print_json(status)
     else:
         for key, value in status.items():
+            if isinstance(value, dict):
+                value = ", ".join(f"{k} {int(v) / WAD:.6f} ETH" for k, v in value.items())
             print(f"{key:<20} {', '.join(value) if isinstance(value, list) else value}")
     return 0
 

@@ -31,7 +31,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Callable, Mapping, Protocol, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 from eth_utils import to_checksum_address
@@ -226,10 +226,15 @@ class Behaviour:
         return agree
 
 
-class Observer(Protocol):
-    """A public hook on what nodes do, for experiments and reports (no effect on the protocol)."""
+class Observer:
+    """A public hook on what nodes do, for experiments and reports (no effect on the protocol).
+    Subclasses override what they want to see."""
 
-    def published(self, node: str, role: str, task: int, round_: int, trained: Delta, published: Delta) -> None: ...
+    def published(self, node: str, role: str, task: int, round_: int, trained: Delta, published: Delta) -> None:
+        """`node` (playing `role`) trained `trained` and published `published` for the round."""
+
+    def acted(self, node: "ProtocolNode", task: int, action: str) -> None:
+        """`node` took a protocol step on `task`; `action` says what it did (ProtocolNode.step)."""
 
 
 # -- the node -----------------------------------------------------------------------------

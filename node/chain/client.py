@@ -455,6 +455,19 @@ class FedLedgerClient:
         )
         return MemberInfo(bool(member), bytes(commitment), bool(revealed), int(vote), int(attempt))
 
+    def task_config(self, task_id: int) -> dict[str, Any]:
+        """The TaskConfig the task was created with (reputation alpha and threshold, reward shares,
+        timeouts...), decoded from its createTask transaction: the contract keeps these private."""
+        created = self.logs("TaskCreated", taskId=task_id)
+        if not created:
+            raise ChainError(f"no TaskCreated event for task {task_id}")
+        tx = self.w3.eth.get_transaction(created[0].tx_hash)
+        data = tx["input"] if "input" in tx else tx["data"]
+        fn, args = self.contract.decode_function_input(data)
+        if fn.fn_name != "createTask":
+            raise ChainError(f"task {task_id} was created by {fn.fn_name}, not createTask")
+        return dict(args["config"])
+
     def pending_rewards(self, account: str) -> int:
         return int(self._view(self.contract.functions.pendingRewards(to_checksum_address(account))))
 

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from incentives.reputation import INITIAL_REPUTATION, ema
-from node.protocol import Delta
+from node.protocol import Delta, Observer
 from node.sim.attacks import ATTACKS
 from node.sim.simulate import SimulationConfig, run_simulation
 from node.taskspec import TaskParams, TaskSpec, spec_for_rule
@@ -117,8 +117,8 @@ def describe_published(published: Delta, trained: Delta, honest: list[Delta], ro
     }
 
 
-class PublishedLog:
-    """The simulation's observer (node.protocol.Observer): what every node trained and published."""
+class PublishedLog(Observer):
+    """The simulation's observer: what every node trained and published."""
 
     def __init__(self) -> None:
         self.entries: list[tuple[str, str, int, Delta, Delta]] = []  # node, role, round, trained, published

@@ -252,8 +252,10 @@ def run_simulation(
             # order, hence the proposer rotation, does not depend on the committee's seed).
             acted = False
             for node in nodes:
-                while node.step(task_id):
+                while action := node.step(task_id):
                     acted = True
+                    if observer is not None:
+                        observer.acted(node, task_id, action)
             if not acted:
                 state = chain.round_state(task_id, chain.task_info(task_id).current_round)
                 raise ChainError(f"round {len(recorder.records) + 1}: no node can act in phase {state.phase.name}")
