@@ -16,17 +16,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from eth.vm.message import Message
 from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
 from eth_tester import EthereumTester, PyEVMBackend
 from eth_tester.exceptions import TransactionFailed
-from eth_utils import function_signature_to_4byte_selector, keccak, to_checksum_address
+from eth_utils import (
+    event_abi_to_log_topic,
+    function_signature_to_4byte_selector,
+    keccak,
+    to_canonical_address,
+    to_checksum_address,
+)
 from web3 import EthereumTesterProvider, Web3
 from web3.contract import Contract
-from web3.exceptions import ContractCustomError
+from web3.exceptions import ContractCustomError, ContractLogicError
 from web3.types import TxReceipt
 
 from incentives.reputation import REPUTATION_ALPHA, REPUTATION_THRESHOLD
+from node.chain.embedded_calls import _abi_type, _normalize
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "contracts" / "artifacts"
 WAD = 10**18
@@ -183,6 +191,107 @@ class Chain:
         decoded = list(abi_decode(types, data[4:]))
         decoded = [to_checksum_address(v) if t == "address" else v for v, t in zip(decoded, types)]
         assert decoded == list(args)
+
+
+class DirectContract:
+    """A deployed contract driven straight on the chain's py-evm, for a test that makes tens of
+    thousands of calls (the stateful test): same chain, same transactions, same results as through
+    web3, without web3's and eth-tester's per-call cost (middleware, formatters, ABI encoding
+    worked out afresh every call, a fresh VM per view, several RPC round trips per transaction).
+
+    - `call(name, *args)`: a view, run as one static message (it cannot write) on a VM kept for
+      the head block. Unlike node.chain.embedded_calls, which applies a whole spoofed transaction
+      and reverts it (and py-evm's revert empties its account cache), nothing is charged or
+      reverted, so the reads of one head share warm caches. Results come back as web3 returns
+      them; a revert raises ContractLogicError with the revert data.
+    - `send(name, args, sender, value)`: the transaction web3's transact would send with the fixed
+      gas limit `gas` (no estimate), applied and mined in a block of its own as eth-tester's
+      auto-mining does; its events as `(name, {arg: value})` pairs (as web3 decodes them) when it
+      succeeded, None when it reverted.
+    - `balance(address)`: an account's wei (the contract's by default) at the head.
+
+    Selectors and ABI types are worked out once per function.
+    """
+
+    def __init__(self, chain: Chain, contract: Contract, gas: int) -> None:
+        self._backend = chain.tester.backend
+        self.address = to_canonical_address(contract.address)
+        self._gas = gas
+        self._origin = to_canonical_address(chain.accounts[0])  # views' sender, as eth_call's default
+        self._keys = {k.public_key.to_canonical_address(): k for k in self._backend.account_keys}
+        self._abi = {e["name"]: e for e in contract.abi if e["type"] == "function"}
+        self._functions: dict[str, tuple[bytes, list[str], list[str]]] = {}
+        self._events = {
+            event_abi_to_log_topic(e): (e["name"], e["inputs"]) for e in contract.abi if e["type"] == "event"
+        }
+        self._head: bytes | None = None
+        self._vm: Any = None
+        self._code = b""
+
+    def _function(self, name: str) -> tuple[bytes, list[str], list[str]]:
+        entry = self._functions.get(name)
+        if entry is None:
+            abi = self._abi[name]
+            inputs = [_abi_type(i) for i in abi["inputs"]]
+            selector = function_signature_to_4byte_selector(f"{name}({','.join(inputs)})")
+            entry = self._functions[name] = (selector, inputs, [_abi_type(o) for o in abi["outputs"]])
+        return entry
+
+    def _head_vm(self) -> Any:
+        chain = self._backend.chain
+        head = chain.get_canonical_head()
+        if head.hash != self._head:
+            self._vm = chain.get_vm(at_header=head)
+            self._head = head.hash
+            self._code = self._code or self._vm.state.get_code(self.address)
+        return self._vm
+
+    def call(self, name: str, *args: Any) -> Any:
+        selector, inputs, outputs = self._function(name)
+        state = self._head_vm().state
+        message = Message(
+            gas=self._gas, to=self.address, sender=self._origin, value=0,
+            data=selector + abi_encode(inputs, args), code=self._code, is_static=True,
+        )  # fmt: skip
+        context = state.get_transaction_context_class()(gas_price=0, origin=self._origin)
+        computation = state.computation_class.apply_message(state, message, context)
+        if computation.is_error:
+            raise ContractLogicError(f"execution reverted: {computation.error!r}", data="0x" + computation.output.hex())
+        decoded = [_normalize(v, t) for v, t in zip(abi_decode(outputs, computation.output), outputs)]
+        return decoded[0] if len(decoded) == 1 else decoded
+
+    def balance(self, address: str | None = None) -> int:
+        """Wei held by `address` (by this contract when None) at the head."""
+        return self._head_vm().state.get_balance(to_canonical_address(address) if address else self.address)
+
+    def send(self, name: str, args: Sequence[Any], sender: str, value: int = 0) -> list[tuple[str, dict]] | None:
+        selector, inputs, _ = self._function(name)
+        chain = self._backend.chain
+        origin = to_canonical_address(sender)
+        # The transaction web3's transact sends through eth-tester (EIP-1559, 1 gwei fee cap and
+        # tip, no access list), so on a replayable chain every block after it is the same too.
+        unsigned = chain.get_transaction_builder().new_unsigned_dynamic_fee_transaction(
+            chain_id=chain.chain_id, nonce=self._head_vm().state.get_nonce(origin),
+            max_priority_fee_per_gas=10**9, max_fee_per_gas=10**9, gas=self._gas, to=self.address,
+            value=value, data=selector + abi_encode(inputs, args), access_list=(),
+        )  # fmt: skip
+        _, _, computation = chain.apply_transaction(unsigned.as_signed_transaction(self._keys[origin]))
+        self._backend.mine_blocks()  # eth-tester's auto-mining
+        if computation.is_error:
+            return None
+        return [self._event(log) for log in computation.get_log_entries() if log[0] == self.address]
+
+    def _event(self, log: tuple[bytes, list[int], bytes]) -> tuple[str, dict]:
+        _, topics, data = log
+        name, inputs = self._events[topics[0].to_bytes(32, "big")]
+        indexed = iter(topics[1:])
+        plain = iter(abi_decode([_abi_type(i) for i in inputs if not i["indexed"]], data))
+        values = {}
+        for i in inputs:
+            typ = _abi_type(i)
+            value = abi_decode([typ], next(indexed).to_bytes(32, "big"))[0] if i["indexed"] else next(plain)
+            values[i["name"]] = _normalize(value, typ)
+        return name, values
 
 
 class Protocol:

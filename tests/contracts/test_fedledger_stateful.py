@@ -17,27 +17,31 @@ every step it checks, from the chain's own views:
 - no stake leaves while a slash is pending.
 
 Run: .venv/bin/pytest tests/contracts/test_fedledger_stateful.py -m "not slow"   (8 sequences)
-     .venv/bin/pytest tests/contracts/test_fedledger_stateful.py -m slow        (1,000, as CI; ~12 min)
+     .venv/bin/pytest tests/contracts/test_fedledger_stateful.py -m slow        (1,000, as CI; ~6 min)
      FEDLEDGER_STATEFUL_EXAMPLES=60 .venv/bin/pytest ... -m slow                (a quicker look)
 Each sequence starts from a snapshot of a freshly deployed ledger (revert_to_snapshot) on a
 replayable chain (block timestamps and hashes follow from the calls alone, ledger_harness.
-ReplayableBackend), so a sequence hypothesis replays draws the same committees. Views run on
-py-evm directly (FastViews) and transactions carry a fixed gas limit, so a revert costs one
-execution rather than an estimate and an execution.
+ReplayableBackend), so a sequence hypothesis replays draws the same committees. Calls go straight
+to py-evm (ledger_harness.DirectContract) rather than through web3: the invariant's ~25 view reads
+a step were most of the time, and each paid web3's and eth-tester's formatting and a fresh VM;
+transactions carry a fixed gas limit, so a revert costs one execution rather than an estimate and
+an execution. The transactions are the ones web3 would send, so the chain, and what a seed
+explores, is the same block for block (test_direct_contract_makes_the_chain_web3_makes).
 """
 
 from __future__ import annotations
 
 import os
+from functools import partial
 
 import pytest
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
-from ledger_harness import MIN_STAKE, TIMEOUT, WAD, Chain, TaskConfig, commitment
+from eth_tester.exceptions import TransactionFailed
+from ledger_harness import MIN_STAKE, TIMEOUT, WAD, Chain, DirectContract, TaskConfig, commitment, revert_data
+from web3.exceptions import ContractLogicError
 from web3.logs import DISCARD
-
-from node.chain.embedded_calls import EmbeddedCaller
 
 NODES = 6
 DRAW, COMMIT, REVEAL, PROPOSE, ATTEST, FINALIZED, VOID = range(7)
@@ -47,30 +51,24 @@ _ENV: dict[str, object] = {}
 STATS: dict[str, int] = {}  # successful calls per function over the run, to see the machine gets deep
 
 
-def _env() -> tuple[Chain, object, int]:
+def _env() -> tuple[Chain, DirectContract, int]:
     """One chain for the whole run: a deployed ledger and the snapshot every sequence starts from."""
     if not _ENV:
         chain = Chain(replayable=True)  # a replayed sequence meets the same committees
         ledger = chain.deploy("FedLedger", MIN_STAKE)
-        _ENV.update(chain=chain, ledger=ledger, views=FastViews(chain, ledger))
+        _ENV.update(chain=chain, ledger=DirectContract(chain, ledger, GAS))
         _ENV["snapshot"] = chain.tester.take_snapshot()
     return _ENV["chain"], _ENV["ledger"], _ENV["snapshot"]  # type: ignore[return-value]
 
 
-class FastViews:
-    """`views.name(*args)`: a FedLedger view run on py-evm directly (node.chain.embedded_calls),
-    with one VM per head block instead of eth-tester's fresh one per call: 6x faster than web3."""
+class Views:
+    """`views.name(*args)`: the ledger's view `name`, run on py-evm directly (DirectContract.call)."""
 
-    def __init__(self, chain: Chain, ledger) -> None:
-        self._caller = EmbeddedCaller(chain.w3, GAS)
-        self._functions = ledger.functions
+    def __init__(self, ledger: DirectContract) -> None:
+        self._ledger = ledger
 
     def __getattr__(self, name: str):
-        function = getattr(self._functions, name)
-
-        def call(*args):
-            return self._caller.call(function(*args))
-
+        call = partial(self._ledger.call, name)
         setattr(self, name, call)
         return call
 
@@ -80,8 +78,7 @@ class LedgerMachine(RuleBasedStateMachine):
         super().__init__()
         self.chain, self.ledger, snapshot = _env()
         self.chain.tester.revert_to_snapshot(snapshot)
-        self.f = self.ledger.functions
-        self.v: FastViews = _ENV["views"]  # type: ignore[assignment]
+        self.v = Views(self.ledger)
         self.owners = [self.chain.accounts[0], self.chain.accounts[7]]
         self.nodes = self.chain.accounts[1 : 1 + NODES]
         self.everyone = self.owners + self.nodes
@@ -92,27 +89,26 @@ class LedgerMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------ helpers
 
-    def send(self, call, sender: str, value: int = 0) -> dict | None:
-        """Send with a fixed gas limit; the receipt when it succeeded, None when it reverted."""
-        tx = call.transact({"from": sender, "value": value, "gas": GAS})
-        receipt = self.chain.w3.eth.wait_for_transaction_receipt(tx)
-        if receipt["status"] != 1:
+    def send(self, fn: str, args: tuple, sender: str, value: int = 0) -> list | None:
+        """Send with a fixed gas limit; the events when it succeeded, None when it reverted."""
+        events = self.ledger.send(fn, args, sender, value)
+        if events is None:
             return None
-        STATS[call.fn_name] = STATS.get(call.fn_name, 0) + 1
-        if call.fn_name in ("finalize", "drawCommittee", "advance", "attest", "reveal"):
-            self.check_credits(receipt)
-        return receipt
+        STATS[fn] = STATS.get(fn, 0) + 1
+        if fn in ("finalize", "drawCommittee", "advance", "attest", "reveal"):
+            self.check_credits(events)
+        return events
 
     def open_round(self, task: int) -> tuple[int, tuple | None]:
         info = self.v.taskInfo(task)
         rnd = info[5]
         return rnd, (self.v.roundState(task, rnd) if rnd <= info[1] else None)
 
-    def check_credits(self, receipt: dict) -> None:
+    def check_credits(self, events: list) -> None:
         """No reward to a node under the paying task's threshold (reputations as after the call)."""
-        for ev in self.ledger.events.RewardCredited().process_receipt(receipt, errors=DISCARD):
-            account, task = ev["args"]["account"], ev["args"]["taskId"]
-            if account in self.nodes:
+        for name, args in events:
+            account, task = args.get("account"), args.get("taskId")
+            if name == "RewardCredited" and account in self.nodes:
                 assert self.v.reputationOf(account) >= self.thresholds[task], "reward under threshold"
 
     def secret(self, t: int, rnd: int, node: str) -> tuple[bytes, int, bytes]:
@@ -121,30 +117,30 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def do_commit(self, t: int, rnd: int, node: str) -> None:
         cid, n, salt = self.secret(t, rnd, node)
-        if self.send(self.f.commit(t, rnd, commitment(cid, n, salt, node)), node):
+        if self.send("commit", (t, rnd, commitment(cid, n, salt, node)), node) is not None:
             self.secrets[(t, rnd, node)] = (cid, n, salt)
 
     def do_reveal(self, t: int, rnd: int, node: str, honest: bool = True) -> None:
         cid, n, salt = self.secrets.get((t, rnd, node), self.secret(t, rnd, node))
         already = self.v.memberInfo(t, rnd, node)[2]
-        ok = self.send(self.f.reveal(t, rnd, cid, n, salt if honest else b"\x07" * 32), node)
+        ok = self.send("reveal", (t, rnd, cid, n, salt if honest else b"\x07" * 32), node)
         if ok is not None:
             assert honest and not already and (t, rnd, node) in self.secrets, "a bad reveal was accepted"
 
     def do_propose(self, t: int, rnd: int, n: int, sender: str, garbage: bool) -> None:
         scores = [WAD if garbage else (WAD * (j + 1)) // (n + 1) for j in range(n)]
         cid = b"bafk-garbage" if garbage else f"bafk-global-{t}-{rnd}".encode()
-        if self.send(self.f.propose(t, rnd, cid, scores), sender):
+        if self.send("propose", (t, rnd, cid, scores), sender) is not None:
             self.proposals[(t, rnd)] = (cid, scores)
 
     def do_attest(self, t: int, rnd: int, node: str, honest: bool = True) -> None:
         cid, _ = self.proposals.get((t, rnd), (b"", []))
         agree = cid != b"bafk-garbage"
-        self.send(self.f.attest(t, rnd, agree if honest else not agree), node)
+        self.send("attest", (t, rnd, agree if honest else not agree), node)
 
     def do_finalize(self, t: int, rnd: int) -> None:
         cid, scores = self.proposals.get((t, rnd), (b"bafk-none", []))
-        if self.send(self.f.finalize(t, rnd, cid, scores), self.owners[1]) is not None:
+        if self.send("finalize", (t, rnd, cid, scores), self.owners[1]) is not None:
             assert self.v.globalModel(t) == [cid, rnd]
 
     # ------------------------------------------------------------ nodes
@@ -157,7 +153,7 @@ class LedgerMachine(RuleBasedStateMachine):
         """Nodes and a first task; with `warm`, one round of it already played (so rewards are
         pending and reputations spread before the random steps start)."""
         for i, node in enumerate(self.nodes[:count]):
-            assert self.send(self.f.register(f"peer{i}", []), node, MIN_STAKE)
+            assert self.send("register", (f"peer{i}", []), node, MIN_STAKE) is not None
         self.create_task(0, 2, k, threshold, (500, 500))
         if warm:
             self.drive(data, 6)
@@ -166,29 +162,29 @@ class LedgerMachine(RuleBasedStateMachine):
     def register(self, i: int, extra: int) -> None:
         node = self.nodes[i]
         was_registered = self.v.nodeInfo(node)[0]
-        ok = self.send(self.f.register(f"peer{i}", []), node, MIN_STAKE + extra)
+        ok = self.send("register", (f"peer{i}", []), node, MIN_STAKE + extra)
         assert (ok is not None) == (not was_registered)
 
     @rule(i=st.integers(0, NODES - 1))
     def add_stake(self, i: int) -> None:
-        self.send(self.f.addStake(), self.nodes[i], MIN_STAKE)
+        self.send("addStake", (), self.nodes[i], MIN_STAKE)
 
     @rule(i=st.integers(0, NODES - 1))
     def request_unstake(self, i: int) -> None:
-        self.send(self.f.requestUnstake(), self.nodes[i])
+        self.send("requestUnstake", (), self.nodes[i])
 
     @rule(i=st.integers(0, NODES - 1))
     def withdraw_stake(self, i: int) -> None:
         node = self.nodes[i]
         exposure = self.v.nodeStatus(node)[2]
-        ok = self.send(self.f.withdrawStake(), node)
+        ok = self.send("withdrawStake", (), node)
         assert ok is None or exposure == 0, "stake left with a slash pending"
 
     @rule(i=st.integers(0, NODES - 1))
     def leave(self, i: int) -> None:
         """A node asks to unstake, waits out the delay, and takes its stake back if nothing is pending."""
         node = self.nodes[i]
-        self.send(self.f.requestUnstake(), node)
+        self.send("requestUnstake", (), node)
         self.chain.travel(2 * 86400 + 1)
         self.withdraw_stake(i)
 
@@ -202,7 +198,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def create_task(self, o: int, rounds: int, k: int, threshold: int, shares: tuple[int, int]) -> None:
         config = TaskConfig(rounds=rounds, committee_size=k, reputation_threshold=threshold,
                             proposer_share_bps=shares[0], attester_share_bps=shares[1])  # fmt: skip
-        assert self.send(self.f.createTask(config.args()), self.owners[o], 10**18 + 7)
+        assert self.send("createTask", (config.args(),), self.owners[o], 10**18 + 7) is not None
         self.thresholds[self.v.taskCount()] = threshold
 
     @rule(data=st.data(), phases=st.integers(1, 6))
@@ -225,7 +221,7 @@ class LedgerMachine(RuleBasedStateMachine):
         phase = state[0]
         members = self.v.committee(t, rnd)
         if phase == DRAW:
-            self.send(self.f.drawCommittee(t), self.owners[0])
+            self.send("drawCommittee", (t,), self.owners[0])
         elif phase == COMMIT:
             lazy = data.draw(st.sampled_from([None, *members]), label="lazy")
             for m in members:
@@ -271,7 +267,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule(t=st.integers(1, 3))
     def advance(self, t: int) -> None:
-        self.send(self.f.advance(t), self.owners[0])
+        self.send("advance", (t,), self.owners[0])
 
     @rule(who=st.integers(0, NODES + 1), data=st.data())
     def withdraw(self, who: int, data: st.DataObject) -> None:
@@ -279,7 +275,7 @@ class LedgerMachine(RuleBasedStateMachine):
         owed = [a for a in self.everyone if self.v.pendingRewards(a)]
         account = data.draw(st.sampled_from(owed), label="payee") if owed and who > 0 else self.everyone[who]
         pending = self.v.pendingRewards(account)
-        ok = self.send(self.f.withdraw(), account)
+        ok = self.send("withdraw", (), account)
         assert (ok is not None) == (pending > 0)
 
     @rule(seconds=st.sampled_from([1, TIMEOUT + 1, 3 * TIMEOUT, 2 * 86400 + 1]))
@@ -310,7 +306,7 @@ class LedgerMachine(RuleBasedStateMachine):
                 key = (rnd, state[7], phase)
             assert key >= self.progress.get(t, (0, 0, 0)), f"task {t} moved backwards"
             self.progress[t] = key
-        assert self.chain.balance(self.ledger.address) == stakes + pools + pending, "ether not conserved"
+        assert self.ledger.balance() == stakes + pools + pending, "ether not conserved"
         for n in self.nodes:
             assert 0 <= v.reputationOf(n) <= WAD, "reputation out of range"
 
@@ -335,8 +331,9 @@ def test_protocol_state_machine_quick() -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
 def test_protocol_state_machine_thorough() -> None:
-    # 1,000 sequences in CI (~12 min here). The chain is replayable, so hypothesis never sees a
-    # replayed sequence draw from a different committee (that was a FlakyStrategyDefinition).
+    # 1,000 sequences in CI (~6 min here; ~12 when calls went through web3). The chain is
+    # replayable, so hypothesis never sees a replayed sequence draw from a different committee
+    # (that was a FlakyStrategyDefinition).
     examples = int(os.environ.get("FEDLEDGER_STATEFUL_EXAMPLES", "1000"))
     STATS.clear()
     LedgerMachine.TestCase.settings = _settings(examples)
@@ -345,3 +342,61 @@ def test_protocol_state_machine_thorough() -> None:
     # the sequences reach every part of the protocol, not just its entry points
     for fn in ("commit", "reveal", "propose", "attest", "finalize", "withdraw", "withdrawStake"):
         assert STATS.get(fn, 0) > 0, f"no sequence got a successful {fn}"
+
+
+def test_direct_contract_makes_the_chain_web3_makes() -> None:
+    """The machine drives the ledger through DirectContract rather than web3; that changes nothing
+    but the clock. One round played on two replayable chains, one through web3 and one through
+    DirectContract, gives the same blocks, events, reverts and views."""
+    web, direct = Chain(replayable=True), Chain(replayable=True)
+    ledger = web.deploy("FedLedger", MIN_STAKE)
+    d = DirectContract(direct, direct.deploy("FedLedger", MIN_STAKE), GAS)
+
+    def head(chain: Chain) -> bytes:
+        return chain.tester.backend.chain.get_canonical_head().hash
+
+    def both(fn: str, args: tuple, sender: str, value: int = 0) -> bool:
+        tx = getattr(ledger.functions, fn)(*args).transact({"from": sender, "value": value, "gas": GAS})
+        receipt = web.w3.eth.wait_for_transaction_receipt(tx)
+        events = d.send(fn, args, sender, value)
+        assert head(web) == head(direct)
+        assert (events is not None) == (receipt["status"] == 1)
+        logs = sorted((log for ev in ledger.events for log in ev().process_receipt(receipt, errors=DISCARD)),
+                      key=lambda log: log["logIndex"])  # fmt: skip
+        assert (events or []) == [(log["event"], dict(log["args"])) for log in logs]
+        return events is not None
+
+    owner, nodes = web.accounts[0], web.accounts[1:5]
+    for i, node in enumerate(nodes):
+        assert both("register", (f"peer{i}", []), node, MIN_STAKE)
+    assert not both("register", ("again", []), nodes[0], MIN_STAKE)  # a revert
+    assert both("createTask", (TaskConfig(rounds=1).args(),), owner, 10**18)
+    assert both("drawCommittee", (1,), owner)
+    members = d.call("committee", 1, 1)
+    for m in members:
+        cid = f"bafk-{m}".encode()
+        assert both("commit", (1, 1, commitment(cid, 10, b"\x01" * 32, m)), m)
+    for m in members:
+        assert both("reveal", (1, 1, f"bafk-{m}".encode(), 10, b"\x01" * 32), m)
+    revealed = d.call("roundUpdates", 1, 1)[0]
+    proposer = d.call("designatedProposer", 1, 1)
+    assert both("propose", (1, 1, b"bafk-global", [WAD] * len(revealed)), proposer)
+    for m in revealed:
+        if m != proposer:
+            both("attest", (1, 1, True), m)
+    assert both("finalize", (1, 1, b"bafk-global", [WAD] * len(revealed)), owner)
+    assert both("withdraw", (), proposer)
+    assert not both("withdraw", (), owner)
+
+    views = [("taskInfo", (1,)), ("roundState", (1, 1)), ("roundUpdates", (1, 1)), ("committee", (1, 1)),
+             ("globalModel", (1,)), ("taskCount", ())]  # fmt: skip
+    for node in nodes:
+        views += [(fn, (node,)) for fn in ("nodeInfo", "nodeStatus", "stakeOf", "reputationOf", "pendingRewards")]
+    for fn, args in views:
+        assert d.call(fn, *args) == getattr(ledger.functions, fn)(*args).call(), fn
+    assert d.balance() == web.balance(ledger.address) > 0
+    with pytest.raises(TransactionFailed) as from_web3:  # what eth-tester's provider raises for a view
+        ledger.functions.roundState(9, 1).call()
+    with pytest.raises(ContractLogicError) as from_direct:
+        d.call("roundState", 9, 1)
+    assert bytes.fromhex(from_direct.value.data[2:]) == revert_data(from_web3.value)
