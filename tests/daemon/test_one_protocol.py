@@ -17,10 +17,14 @@ from tests.conftest import run_cli
 
 
 @pytest.mark.slow
-def test_an_honest_federation_gives_the_same_global_models_in_process_and_as_daemons(tmp_path):
+@pytest.mark.parametrize(("malicious", "attack"), [(0, None), (2, "little-is-enough")])
+def test_a_federation_gives_the_same_global_models_in_process_and_as_daemons(tmp_path, malicious, attack):
     """Committee = all nodes, so every round aggregates every node's update: the same seed must give
-    the same CIDs round by round, and every node the same scores, in both modes."""
-    config = SimulationConfig(nodes=3, rounds=3, seed=11, chain="anvil", spec=TaskSpec(epochs=1))
+    the same CIDs round by round, and every node the same scores, in both modes. With colluders
+    too: their shared estimate of the honest spread (each daemon recomputes its teammates'
+    training from the data they share) is the same bits as in one process."""
+    config = SimulationConfig(nodes=3 + malicious, malicious=malicious, attack=attack, rounds=3, seed=11,
+                              chain="anvil", spec=TaskSpec(epochs=1))  # fmt: skip
 
     daemons = run_daemon_simulation(config, workdir=tmp_path / "daemons")
     in_process = run_simulation(replace(config, chain="embedded"), workdir=tmp_path / "in-process")
