@@ -270,7 +270,7 @@ def cmd_task_create(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     import trio
 
-    from node.daemon.peers import PeerDirectory, fetch_from_peers
+    from node.daemon.peers import PeerDirectory, libp2p_fetch
     from node.p2p.node import P2PConfig, P2PNode
     from node.storage import EmbeddedStorage
     from node.verify import verify_round
@@ -288,13 +288,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             async with trio.open_nursery() as nursery:
                 await nursery.start(p2p.run)
 
-                def fetch(cid: str, holders) -> bytes:
-                    if not store.has(cid):
-                        if not directory.by_address:
-                            directory.refresh()
-                        trio.from_thread.run(fetch_from_peers, p2p, directory, cid, list(holders))
-                    return store.get(cid)
-
+                fetch = libp2p_fetch(store, p2p, directory)
                 try:
                     return await trio.to_thread.run_sync(verify_round, client, fetch, args.task, args.round)
                 finally:

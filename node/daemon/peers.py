@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 import trio
 
@@ -20,7 +20,9 @@ from node.errors import StorageError
 from node.p2p.blocks import FetchError
 
 if TYPE_CHECKING:
+    from node.abc import BlockStore
     from node.p2p.node import P2PNode
+    from node.protocol import Fetch
 
 log = logging.getLogger("fedledger.peers")
 
@@ -122,3 +124,17 @@ async def fetch_from_peers(
             log.info("fetch of %s failed (attempt %d of %d): %s", cid, attempt + 1, attempts, exc)
     assert last is not None
     raise last
+
+
+def libp2p_fetch(store: "BlockStore", p2p: "P2PNode", directory: PeerDirectory) -> "Fetch":
+    """The `Fetch` of a node on libp2p, for worker threads of its trio program: the local copy,
+    else the content from the holders (then any registered peer), verified block by block."""
+
+    def fetch(cid: str, holders: Sequence[str]) -> bytes:
+        if not store.has(cid):
+            if not directory.by_address:
+                directory.refresh()
+            trio.from_thread.run(fetch_from_peers, p2p, directory, cid, list(holders))
+        return store.get(cid)
+
+    return fetch
