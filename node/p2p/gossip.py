@@ -7,6 +7,13 @@ lost message costs latency, never correctness. Announcements are idempotent
 (keyed by task, round, kind, CID and sender), so publishers may repeat them
 freely and receivers dedupe.
 
+Kinds: "update" (a revealed update), "proposal" (an aggregate), "model" (a
+finalized global model) name content the sender holds. "committing",
+"revealing" and "proposing" name none (their CID is empty): "round `round` of
+the task has moved into that phase, look at the chain". A committed update's
+CID is never announced: it is secret until the reveal, which is what the
+commitment is for.
+
 Gossipsub drops silently at py-libp2p's defaults (DEPENDENCIES.md): per-topic
 spam protection passes 10 msg/s, a 32-slot outbound queue drops bursts, and an
 undrained subscription drops past 32. `P2PNode` therefore turns spam
@@ -24,7 +31,9 @@ from node.storage.cid import parse_cid
 
 #: Prefix of every task's topic; the task ID follows.
 TOPIC_PREFIX = "/fedledger/task/"
-_KINDS = frozenset({"update", "proposal", "model"})
+#: Kinds that carry no content, only "the round has moved into this phase": their CID is "".
+PHASE_KINDS = frozenset({"committing", "revealing", "proposing"})
+_KINDS = frozenset({"update", "proposal", "model"}) | PHASE_KINDS
 _MAX_MESSAGE = 1024
 
 
@@ -41,8 +50,8 @@ class Announcement:
 
     task: int
     round: int
-    kind: str  # "update" (a revealed update), "proposal" (an aggregate) or "model" (a global model)
-    cid: str
+    kind: str  # "update" (a revealed update), "proposal" (an aggregate), "model" (a global model), or a phase
+    cid: str  # "" for a phase kind
     sender: str = ""  # the signed originator's peer ID; ignored when encoding
 
     def encode(self) -> bytes:
@@ -62,6 +71,10 @@ class Announcement:
             raise ValueError("task and round must be non-negative integers")
         if kind not in _KINDS:
             raise ValueError(f"unknown announcement kind {kind!r}")
+        if kind in PHASE_KINDS:
+            if cid != "":
+                raise ValueError(f"a {kind!r} announcement names no CID")
+            return cls(task, round_, kind, "", sender)
         return cls(task, round_, kind, str(parse_cid(cid)), sender)
 
 

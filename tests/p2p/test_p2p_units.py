@@ -37,6 +37,8 @@ def test_announcement_round_trip() -> None:
     ann = Announcement(3, 7, "update", CID)
     assert Announcement.decode(ann.encode(), "peerA") == Announcement(3, 7, "update", CID, "peerA")
     assert topic_for_task(3) == "/fedledger/task/3"
+    phase = Announcement(3, 7, "revealing", "")  # "round 7 is in its reveal phase": no content, so no CID
+    assert Announcement.decode(phase.encode(), "peerA") == Announcement(3, 7, "revealing", "", "peerA")
 
 
 @pytest.mark.parametrize(
@@ -49,6 +51,10 @@ def test_announcement_round_trip() -> None:
         b'{"task":1,"round":0,"kind":"spam","cid":"%s"}' % CID.encode(),
         b'{"task":1,"round":0,"kind":"update","cid":"Qmnotacid"}',
         b'{"task":1,"round":0,"kind":"update","cid":"%s","extra":1}' % CID.encode(),
+        b'{"task":1,"round":0,"kind":"update","cid":""}',  # content kinds name their content
+        b'{"task":1,"round":0,"kind":"committing","cid":"%s"}' % CID.encode(),  # a phase names none
+        b'{"task":1,"round":0,"kind":"proposing","cid":null}',
+        b'{"task":1,"round":0,"kind":"attesting","cid":""}',  # the proposal says that
         b"x" * 5000,
     ],
 )
