@@ -198,6 +198,13 @@ class P2PNode:
         peers = self.pubsub.peer_topics.get(topic_for_task(task_id), set())
         return sorted(p.to_base58() for p in peers)
 
+    def connected(self, peer_id: str) -> bool:
+        """Whether a connection to `peer_id` is open: gossip reaches only peers we are connected to."""
+        try:
+            return bool(self.host.get_network().connections.get(ID.from_base58(peer_id)))
+        except Exception:  # not a peer ID (the on-chain registry holds whatever a node registered)
+            return False
+
     async def fetch(self, cid: str, providers: list[str]) -> list[ProviderFault]:
         """Fetch and pin `cid` from the first provider that delivers it whole (FetchError if none does)."""
         usable = [p for p in providers if p != self.peer_id]
