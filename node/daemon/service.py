@@ -6,11 +6,19 @@ chain and lets the node's `ProtocolNode` (node/protocol.py) act. Blocking web3 a
 threads (`trio.to_thread`); a worker thread fetching content from peers calls
 back into trio (`trio.from_thread`). SIGINT/SIGTERM cancel the nursery, so
 every part stops at its next checkpoint and the journal stays consistent.
+
+Gossip (node/daemon/hints.py): the loop announces what each step did on the
+task's topic, and a peer's announcement ends its idle wait at once, so a round
+moves at the pace of the nodes, not of their polls; revealed updates and the
+proposal are fetched as soon as they are announced. The poll stays as the
+fallback: a lost announcement costs latency, never correctness.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import os
 import random
 import signal
 import time
@@ -22,16 +30,20 @@ import trio
 from eth_account.signers.local import LocalAccount
 from web3.exceptions import Web3Exception
 
-from node.chain.client import FedLedgerClient
+from node.chain.client import ContractRevert, FedLedgerClient, Phase
 from node.chain.deployment import Deployment
 from node.chain.providers import rpc_web3
 from node.abc import BlockStore
 from node.daemon.backoff import Backoff
 from node.daemon.config import NodeConfig
+from node.daemon.hints import (
+    NO_ANNOUNCE, WAKES, Prefetcher, RoundView, Seen, StepFilter, Wakeup, announcement_for, ring_neighbours,
+)
 from node.daemon.journal import Journal
 from node.daemon.observability import Metrics, serve_status
 from node.daemon.peers import PeerDirectory, fetch_from_peers
 from node.errors import ChainError, ConfigError, StorageError
+from node.p2p.gossip import Announcement
 from node.p2p.node import P2PConfig, P2PNode
 from node.protocol import Behaviour, ProtocolNode
 from node.storage import open_storage
@@ -61,6 +73,8 @@ class Daemon:
             ("errors_total", "counter", "Errors met in the protocol loop (retried)."),
             ("round", "gauge", "Current round of each task."),
             ("peers", "gauge", "Registered peers known from the chain."),
+            ("announcements_total", "counter", "Gossip announcements, by direction (sent, received) and kind."),
+            ("prefetched_total", "counter", "Announced updates and proposals fetched before the protocol needed them."),
         ):
             self.metrics.describe(name, kind, text)
         self.tasks: dict[int, dict[str, Any]] = {}
@@ -68,6 +82,13 @@ class Daemon:
         self.p2p: P2PNode | None = None
         self.peers: PeerDirectory | None = None
         self.worker: ProtocolNode | None = None
+        self._nursery: trio.Nursery | None = None
+        self._wakeup = Wakeup()  # announcements from peers cut the protocol loop's idle wait short
+        self._seen = Seen()  # announcements heard or made: only the first of each wakes us or is worth making
+        self._prefetcher: Prefetcher | None = None
+        self._subscribed: set[int] = set()  # tasks whose topic we joined
+        self._dialled: dict[str, float] = {}  # "peer-ID addresses" -> when we last dialled them for the mesh
+        self._opened: dict[int, tuple[int, int]] = {}  # task -> (round, its opening block), as last read
 
     # -- status -------------------------------------------------------------------
 
@@ -95,6 +116,11 @@ class Daemon:
         w3 = rpc_web3(self.config.rpc)
         if int(w3.eth.chain_id) != deployment.chain_id:
             raise ConfigError(f"{self.config.rpc} is chain {w3.eth.chain_id}, the deployment is on {deployment.chain_id}")
+        # web3 validates every call and transaction against the chain ID, which it asks the node
+        # for each time: a third of a view's CPU here, and of the protocol loop's (measured). The
+        # ID was just checked and does not change under a running daemon, so keep it.
+        w3.provider.cacheable_requests = {"eth_chainId"}
+        w3.provider.cache_allowed_requests = True
         address = deployment.contracts["FedLedger"]
         if not w3.eth.get_code(address):
             raise ConfigError(f"no FedLedger contract at {address} on {self.config.rpc}")
@@ -155,6 +181,9 @@ class Daemon:
                          self.account.address, self.p2p.peer_id, self.p2p.addrs, host, port)  # fmt: skip
                 task_status.started((host, port))
                 nursery.start_soon(self._watch_signals, nursery.cancel_scope)
+                self._nursery = nursery
+                self._prefetcher = Prefetcher(lambda anns: self._confirm(client, anns), self._prefetch)
+                nursery.start_soon(self._prefetcher.run)
                 await self._protocol_loop(client)
                 nursery.cancel_scope.cancel()
         finally:
@@ -178,14 +207,29 @@ class Daemon:
         return list(range(1, client.task_count() + 1))
 
     async def _protocol_loop(self, client: FedLedgerClient) -> None:
+        """Step every task, then wait for a peer's announcement or the poll interval, whichever is first.
+
+        The chain is read before every step, so an announcement only decides when we look; an
+        iteration woken by one skips the tasks it cannot have changed (`StepFilter`)."""
         assert self.worker is not None and self.peers is not None
         policy, rng, failures = Backoff(base=0.5, cap=10.0), random.Random(), 0
+        steps = StepFilter()
+        hinted = False  # this iteration was woken by an announcement, not by the poll timer or our own action
+        full = refreshed = -math.inf  # when an iteration last stepped every task; when the peers were last read
         while True:
             acted = False
+            if trio.current_time() - full >= self.config.poll_interval:
+                hinted = False  # announcements never crowd out the poll: deadlines are only seen there
+            if not hinted:
+                full = trio.current_time()
             try:
-                await trio.to_thread.run_sync(self.peers.refresh)
-                self.metrics.set("peers", len(self.peers.by_address))
+                if trio.current_time() - refreshed >= self.config.poll_interval:
+                    await trio.to_thread.run_sync(self.peers.refresh)
+                    refreshed = trio.current_time()
+                    self.metrics.set("peers", len(self.peers.by_address))
+                    self._keep_connected()
                 for task in await trio.to_thread.run_sync(self._task_ids, client):
+                    await self._subscribe(task)
                     info = await trio.to_thread.run_sync(client.task_info, task)
                     self.tasks[task] = {"round": info.current_round, "rounds": info.rounds, "finished": info.finished}
                     self.metrics.set("round", info.current_round, {"task": str(task)})
@@ -193,25 +237,143 @@ class Daemon:
                         continue
                     state = await trio.to_thread.run_sync(client.round_state, task, info.current_round)
                     self.tasks[task]["phase"] = state.phase.name.lower()
+                    self._opened[task] = (info.current_round, state.opened_block)
+                    view = RoundView(info.current_round, state.phase, state.attempt)
+                    moved = steps.moved(task, view)
+                    if moved is not None:
+                        self._announce(moved)
+                    if not steps.should_step(task, view, hinted):
+                        continue
                     did = await trio.to_thread.run_sync(self.worker.step, task)
+                    steps.stepped(task, view, did)
                     if did:
                         acted = True
                         self.metrics.inc("actions_total", labels={"kind": did.split(": ")[-1].split()[0]})
+                        ann = announcement_for(did)
+                        if ann is not None:
+                            self._announce(ann)
                 failures = 0
                 self.last_error = None
+            except ContractRevert as exc:
+                # The chain answered, and said no: most often another node got there first (a
+                # draw or a finalize). Nothing is down, so no backoff: look again at the next
+                # announcement or poll.
+                steps.forget()
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                self.metrics.inc("errors_total")
+                log.warning("protocol loop: %s; looking again at the next announcement or poll", self.last_error)
             except TRANSIENT as exc:
+                steps.forget()
                 failures += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 self.metrics.inc("errors_total")
                 wait = policy.delay(failures - 1, rng)
                 log.warning("protocol loop: %s; retrying in %.1f s", self.last_error, wait)
                 await trio.sleep(wait)
+                hinted = False
                 continue
             if self.config.tasks and all(self.tasks.get(t, {}).get("finished") for t in self.config.tasks):
                 if self.exit_when_done:
                     log.info("every configured task is finished")
                     return
-            await trio.sleep(0 if acted else self.config.poll_interval)
+            if acted:
+                hinted = False
+                await trio.sleep(0)
+            else:
+                hinted = await self._wakeup.wait(self.config.poll_interval)
+
+    # -- gossip ---------------------------------------------------------------------
+
+    async def _subscribe(self, task: int) -> None:
+        """Join a task's topic (once): its announcements wake the protocol loop and feed the prefetcher."""
+        if task in self._subscribed:
+            return
+        assert self.p2p is not None and self._nursery is not None
+        inbox = await self.p2p.subscribe(task)
+        self._subscribed.add(task)
+        self._nursery.start_soon(self._take_announcements, inbox)
+
+    async def _take_announcements(self, inbox: trio.MemoryReceiveChannel[Announcement]) -> None:
+        async for ann in inbox:  # validated by P2PNode: well-formed, this task, a registered sender
+            self.metrics.inc("announcements_total", labels={"direction": "received", "kind": ann.kind})
+            if ann.kind in WAKES and self._seen.first(ann):
+                log.debug("woken by %s of task %d round %d from %s", ann.kind, ann.task, ann.round, ann.sender)
+                self._wakeup.hint()
+            if self._prefetcher is not None:
+                self._prefetcher.offer(ann)
+
+    def _announce(self, ann: Announcement) -> None:
+        """Publish in the background: the loop never waits on gossip, and a failure only costs peers latency."""
+        if not self._seen.first(ann):
+            return  # a peer said it already (a phase change that several nodes saw after their actions)
+        if os.environ.get(NO_ANNOUNCE):
+            log.debug("not announcing %s (%s is set)", ann, NO_ANNOUNCE)
+            return
+        assert self._nursery is not None and self.p2p is not None
+        p2p = self.p2p
+
+        async def publish() -> None:
+            try:
+                await p2p.announce(ann)
+                self.metrics.inc("announcements_total", labels={"direction": "sent", "kind": ann.kind})
+            except Exception as exc:
+                log.debug("announcing %s failed: %s: %s", ann, type(exc).__name__, exc)
+
+        self._nursery.start_soon(publish)
+
+    def _keep_connected(self, k: int = 6, redial_after: float = 10.0) -> None:
+        """Dial our `k` ring neighbours among the registered peers that we are not connected to, in
+        the background: the gossip mesh reaches only connected peers. A peer that would not answer is
+        dialled again after `redial_after` s, or as soon as it registers a new address."""
+        assert self.p2p is not None and self.peers is not None and self._nursery is not None
+        p2p, now = self.p2p, trio.current_time()
+        reachable = {p.peer_id: p for p in self.peers.by_address.values() if p.multiaddrs}
+        for peer_id in ring_neighbours(p2p.peer_id, reachable, k):
+            peer = reachable[peer_id]
+            key = f"{peer_id} {peer.multiaddrs}"
+            if peer_id == p2p.peer_id or p2p.connected(peer_id) or now - self._dialled.get(key, -math.inf) < redial_after:
+                continue
+            self._dialled[key] = now
+            self._nursery.start_soon(self._dial, peer.multiaddrs)
+
+    async def _dial(self, addrs: Sequence[str]) -> bool:
+        """Connect at the first of a peer's registered addresses that answers within 5 s."""
+        assert self.p2p is not None
+        for addr in addrs:
+            with trio.move_on_after(5):
+                try:
+                    await self.p2p.connect(addr)
+                    return True
+                except Exception as exc:  # unreachable for now: latency for gossip, nothing more
+                    log.debug("cannot dial %s: %s: %s", addr, type(exc).__name__, exc)
+        return False
+
+    def _confirm(self, client: FedLedgerClient, anns: list[Announcement]) -> list[Announcement]:
+        """Of announcements sharing task, round and kind, those the chain backs (runs in a thread)."""
+        assert self.peers is not None
+        task, round_, kind = anns[0].task, anns[0].round, anns[0].kind
+        senders = {a: self.peers.by_peer_id.get(a.sender) for a in anns}
+        if kind == "update":  # one log query: the round's reveals so far
+            known = self._opened.get(task)
+            opened = known[1] if known and known[0] == round_ else client.round_state(task, round_).opened_block
+            logs = client.logs("UpdateRevealed", from_block=opened, taskId=task, round=round_)
+            revealed = {(entry.args["node"], bytes(entry.args["cid"])) for entry in logs}
+            return [a for a, p in senders.items() if p is not None and (p.address, a.cid.encode()) in revealed]
+        state = client.round_state(task, round_)  # a proposal: fetch the aggregate from the round's proposer
+        if state.phase != Phase.ATTEST:
+            return []
+        return [a for a, p in senders.items() if p is not None and p.address == state.proposer]
+
+    async def _prefetch(self, ann: Announcement) -> None:
+        assert self.p2p is not None and self.peers is not None
+        peer = self.peers.by_peer_id.get(ann.sender)
+        if peer is None:
+            return
+        if not self.p2p.connected(ann.sender) and not await self._dial(peer.multiaddrs):
+            return
+        await self.p2p.fetch(ann.cid, [ann.sender])
+        self.metrics.inc("prefetched_total", labels={"kind": ann.kind})
+        log.debug("prefetched %s %s of task %d round %d from %s", ann.kind, ann.cid, ann.task, ann.round, ann.sender)
 
 
 def run_daemon(
