@@ -5,6 +5,7 @@ the pinned `flwr` and `ray`, and anvil through npm):
 
     .venv/bin/python scripts/bench_round.py                        # both parts (~10 min on 2 cores)
     .venv/bin/python scripts/bench_round.py --daemons 4 --daemon-rounds 3 --skip-flower   # quick look
+    .venv/bin/python scripts/bench_round.py --daemons 16 --modes gossip --workdir /tmp/fed --skip-flower  # keep the logs
     .venv/bin/python scripts/bench_round.py --daemons                # only part (b)
     .venv/bin/python scripts/bench_round.py --markdown >> docs/benchmarks.md   # record a run
 
@@ -12,22 +13,31 @@ Ray starts its workers with OMP_NUM_THREADS=1 (1 CPU per client); `TorchTrainer`
 torch thread too (on a loaded 2-core machine torch's default of a thread per core made the same
 80 trainings ~19x slower), so both sides train the same way.
 
-Part (a), daemons on anvil. For each N in --daemons: anvil, the contract deployed, N node
-directories (as `fedledger node init` makes them) with IID digits shards, and the task (committee
-N, fedavg, 2 local epochs), all by `node.sim.federation.build_federation` (through the tests' wrapper,
-tests/daemon/federation.py, with debug logs); then N `fedledger node run` processes. This
-script polls the chain (directly, 10 Hz) and notes when each round is finalized. Round 1 also
-pays for process start-up (imports, libp2p, registration), so it is reported apart; the
-steady-state round time is the median of rounds 2..R.
+Part (a), daemons on anvil. For each N in --daemons and each mode: anvil, the contract deployed,
+N node directories (as `fedledger node init` makes them) with IID digits shards, and the task
+(committee N, fedavg, 2 local epochs), all by `node.sim.federation.build_federation` (debug logs);
+then N `fedledger node run` processes. This script polls the chain (directly, 10 Hz) and notes
+when each round enters each phase and when it is finalized. Round 1 also pays for process
+start-up (imports, libp2p, registration), so it is reported apart; the steady-state round time
+is the median of rounds 2..R, and the phase columns are medians over the same rounds (draw: from
+the previous round's finalize to the committee; attest: from the proposal to the finalize).
+
+  Modes, run one after the other for each N, so that their ratio is measured in the same run
+  under the same load: "poll", the daemons learn that a round moved on only by polling the chain
+  every --poll s (0.2, the federations' default) and announce nothing (the daemons' test seam
+  FEDLEDGER_TEST_NO_ANNOUNCE), which is how every daemon worked before gossip; "gossip", each
+  daemon announces what it did on the task's gossipsub topic, so peers act at once and prefetch
+  revealed updates, and polls the chain every --gossip-poll s only as the fallback.
 
   Training time is NOT read from the daemons' logs (they do not log it): it is the median of
   `TorchTrainer.train` timed in this process on a shard of the same size with the task's
   epochs/batch/lr, which is what one daemon trains each round. Overhead = round wall time minus
   that, i.e. everything on a round's critical path that is not one node's training: commit and
   reveal transactions, block exchange, every node re-running the aggregation, propose, attest,
-  finalize, polling. On 2 cores the N daemons' training also contends for the CPU, so the
-  "N x train / 2 cores" column is the floor that training alone would take if it were perfectly
-  parallel; an overhead well above it is the protocol's.
+  finalize, polling. "CPU s/round" is the CPU time (user + system, from /proc) that all the
+  daemons together, and anvil, used from one round's finalize to the next (median of the steady
+  rounds but the last, which the daemons leave as it ends): on 2 cores a round cannot be shorter
+  than that sum over 2, so it tells a round short of CPU from one waiting on polls.
 
 Part (b), `fedledger simulate --nodes 8 --rounds 10` (digits, IID, fedavg, 5 local epochs, batch
 32, lr 0.05, embedded py-evm chain) called in-process through `node.simulate.run_simulation`,
@@ -64,6 +74,8 @@ sys.path.insert(0, str(REPO))
 
 SEED = 7
 
+from node.daemon.hints import NO_ANNOUNCE  # noqa: E402  (after the sys.path line above)
+
 
 # -- (a) daemons on anvil ----------------------------------------------------------------------
 
@@ -85,30 +97,57 @@ def train_seconds(n_nodes: int, epochs: int, repeat: int = 5) -> float:
     return statistics.median(times)
 
 
-def bench_daemons(n_nodes: int, rounds: int, workdir: Path) -> dict[str, object]:
+#: How the daemons of each mode learn that a round moved on: (poll interval argument, environment).
+MODES = {"poll": ("poll", {NO_ANNOUNCE: "1"}), "gossip": ("gossip_poll", {})}
+PHASES = ("draw", "commit", "reveal", "propose", "attest")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) a live process has used so far; None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_daemons(n_nodes: int, rounds: int, workdir: Path, poll_interval: float, env: dict[str, str]) -> dict[str, object]:
     from node.chain.anvil import Anvil
-    from tests.daemon.federation import build_federation
+    from node.chain.client import Phase
+    from node.sim.federation import FederationConfig, build_federation
+    from node.taskspec import TaskSpec
 
     with Anvil(accounts=10) as anvil:
         t0 = time.monotonic()
-        fed = build_federation(workdir, anvil.url, n_nodes=n_nodes, rounds=rounds)
+        config = FederationConfig(nodes=n_nodes, rounds=rounds, spec=TaskSpec(epochs=2), funding_wei=50 * 10**18,
+                                  log_level="debug", poll_interval=poll_interval)  # fmt: skip
+        fed = build_federation(workdir, anvil.url, config)
         setup = time.monotonic() - t0
         client = fed.client
         try:
             started = time.monotonic()
-            for n in fed.nodes:
-                n.start()
+            fed.start(extra_env=env)
             marks = [started]  # when each round was finalized (the task moved on or finished)
+            pids = [n.proc.pid for n in fed.nodes if n.proc is not None]
+            assert anvil.process is not None
+            cpu = [(0.0, 0.0)]  # CPU s the daemons, and anvil, had used at each mark (mark 0: not counted)
+            entered: dict[tuple[int, Phase], float] = {}  # (round, phase) -> when first seen
             seen = 1
             deadline = started + 120 + 60 * rounds * max(1, n_nodes // 4)
             while time.monotonic() < deadline:
                 info = client.task_info(fed.task)
+                now = time.monotonic()
                 done = rounds if info.finished else info.current_round - 1
                 while seen <= done:
-                    marks.append(time.monotonic())
+                    marks.append(now)
+                    used = [cpu_seconds(p) for p in pids]  # a daemon that already left counts as None
+                    cpu.append((sum(u for u in used if u is not None), cpu_seconds(anvil.process.pid) or 0.0))
                     seen += 1
                 if info.finished:
                     break
+                phase = client.round_state(fed.task, info.current_round).phase
+                entered.setdefault((info.current_round, phase), time.monotonic())
                 for n in fed.nodes:
                     if n.proc is not None and n.proc.poll() not in (None, 0):
                         raise RuntimeError(f"daemon {n.index} exited {n.proc.returncode}:\n{n.text()[-2000:]}")
@@ -118,7 +157,17 @@ def bench_daemons(n_nodes: int, rounds: int, workdir: Path) -> dict[str, object]
         finally:
             fed.stop_all()
     per_round = [b - a for a, b in zip(marks, marks[1:])]
-    return {"nodes": n_nodes, "setup_s": setup, "first_s": per_round[0], "steady": per_round[1:]}
+    phases: dict[str, list[float]] = {p: [] for p in PHASES}
+    order = (Phase.COMMIT, Phase.REVEAL, Phase.PROPOSE, Phase.ATTEST)
+    for r in range(2, rounds + 1):
+        times = [marks[r - 1], *(entered.get((r, p)) for p in order), marks[r]]
+        if all(t is not None for t in times):  # a phase shorter than a poll of this script went unseen
+            for name, a, b in zip(PHASES, times, times[1:]):
+                phases[name].append(b - a)  # type: ignore[operator]
+    # CPU per steady round, from mark to mark; the last round is left out (daemons leave as it ends).
+    spent = [(b[0] - a[0], b[1] - a[1]) for a, b in zip(cpu[1:-1], cpu[2:-1])]
+    return {"nodes": n_nodes, "setup_s": setup, "first_s": per_round[0], "steady": per_round[1:], "phases": phases,
+            "cpu": spent}  # fmt: skip
 
 
 # -- (b) simulate against Flower -----------------------------------------------------------------
@@ -243,6 +292,12 @@ def main() -> int:
     ap.add_argument("--daemon-rounds", type=int, default=3, help="rounds per daemon federation (>= 2)")
     ap.add_argument("--nodes", type=int, default=8, help="part (b): nodes")
     ap.add_argument("--rounds", type=int, default=10, help="part (b): rounds")
+    ap.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES),
+                    help="part (a): how the daemons learn that a round moved on (default: both, for their ratio)")
+    ap.add_argument("--poll", type=float, default=0.2, help="part (a): the poll interval of mode poll (s)")
+    ap.add_argument("--gossip-poll", type=float, default=2.0,
+                    help="part (a): the poll interval of mode gossip, the fallback when an announcement is lost (s)")
+    ap.add_argument("--workdir", type=Path, help="part (a): keep each federation (node directories, logs) under this")
     ap.add_argument("--epochs", type=int, default=5, help="part (b): local epochs (simulate's default)")
     ap.add_argument("--skip-flower", action="store_true", help="skip part (b)")
     ap.add_argument("--markdown", action="store_true", help="print the tables only, no progress lines")
@@ -255,22 +310,33 @@ def main() -> int:
     out = header()
 
     if args.daemons:
-        rows = []
+        rows, ratios = [], []
         for n in args.daemons:
-            say(f"(a) {n} daemons on anvil, {args.daemon_rounds} rounds ...")
-            with tempfile.TemporaryDirectory(prefix=f"bench-round-{n}-") as tmp:
-                r = bench_daemons(n, args.daemon_rounds, Path(tmp))
             t_train = train_seconds(n, epochs=2)
-            steady = statistics.median(r["steady"])
-            rows.append([
-                str(n), f"{r['setup_s']:.1f}", f"{r['first_s']:.1f}", f"{steady:.1f}", f"{t_train:.2f}",
-                f"{n * t_train / 2:.2f}", f"{steady - t_train:.1f}",
-            ])  # fmt: skip
-            say(f"    {rows[-1]}")
+            steady: dict[str, float] = {}
+            for mode in args.modes:
+                poll_arg, env = MODES[mode]
+                poll = getattr(args, poll_arg)
+                say(f"(a) {n} daemons on anvil, {args.daemon_rounds} rounds, mode {mode} (poll {poll} s) ...")
+                with tempfile.TemporaryDirectory(prefix=f"bench-round-{n}-") as tmp:
+                    where = args.workdir / f"{mode}-{n}" if args.workdir else Path(tmp)
+                    r = bench_daemons(n, args.daemon_rounds, where, poll, env)
+                steady[mode] = statistics.median(r["steady"])
+                phases = [f"{statistics.median(v):.1f}" if v else "-" for v in r["phases"].values()]
+                cpu = "/".join(f"{statistics.median(c):.1f}" for c in zip(*r["cpu"])) if r["cpu"] else "-"
+                rows.append([
+                    str(n), mode, f"{poll:g}", f"{r['setup_s']:.1f}", f"{r['first_s']:.1f}", f"{steady[mode]:.1f}",
+                    *phases, cpu, f"{t_train:.2f}", f"{steady[mode] - t_train:.1f}",
+                ])  # fmt: skip
+                say(f"    {rows[-1]}; rounds 2..R: {', '.join(f'{t:.1f}' for t in r['steady'])}")
+            if "poll" in steady and "gossip" in steady:
+                ratios.append(f"{n} daemons: steady round {steady['poll']:.1f} s polling, {steady['gossip']:.1f} s "
+                              f"with gossip; gossip / poll = {steady['gossip'] / steady['poll']:.2f}")  # fmt: skip
         out += ["", f"(a) daemons on anvil: digits-mlp, IID, fedavg, 2 local epochs, committee = all, "
-                f"{args.daemon_rounds} rounds; round times in s"]  # fmt: skip
-        out += table(rows, ["daemons", "setup", "round 1", "round (median 2..R)", "train 1 node",
-                            "N x train / 2 cores", "overhead/round"])  # fmt: skip
+                f"{args.daemon_rounds} rounds; round and phase times in s (phases: medians of rounds 2..R)"]  # fmt: skip
+        out += table(rows, ["daemons", "mode", "poll", "setup", "round 1", "round (median 2..R)", *PHASES,
+                            "CPU s/round daemons/anvil", "train 1 node", "overhead/round"])  # fmt: skip
+        out += ratios
 
     if not args.skip_flower:
         say(f"(b) simulate --nodes {args.nodes} --rounds {args.rounds} (embedded chain) ...")
