@@ -40,7 +40,7 @@ the previous round's finalize to the committee; attest: from the proposal to the
   than that sum over 2, so it tells a round short of CPU from one waiting on polls.
 
 Part (b), `fedledger simulate --nodes 8 --rounds 10` (digits, IID, fedavg, 5 local epochs, batch
-32, lr 0.05, embedded py-evm chain) called in-process through `node.simulate.run_simulation`,
+32, lr 0.05, embedded py-evm chain) called in-process through `node.sim.simulate.run_simulation`,
 next to a Flower simulation of the same model (`digits-mlp`), the same split
 (`iid_partition` on `load_digits_split`, same seed), the same `TorchTrainer` (so the same local
 epochs, batch size, lr and momentum), the same 10 rounds with all 8 clients each round and
@@ -174,7 +174,7 @@ def bench_daemons(n_nodes: int, rounds: int, workdir: Path, poll_interval: float
 
 
 def bench_simulate(nodes: int, rounds: int, epochs: int) -> dict[str, float]:
-    from node.simulate import SimulationConfig, run_simulation
+    from node.sim.simulate import SimulationConfig, run_simulation
     from node.taskspec import spec_for_rule
     from node.training import TorchTrainer
 
@@ -209,6 +209,7 @@ def flower_child(nodes: int, rounds: int, epochs: int) -> None:
     from flwr.server.strategy import FedAvg
     from flwr.simulation import run_simulation
 
+    from node.protocol import node_seed, train_seed
     from node.training import TorchTrainer, accuracy, iid_partition, initial_weights, load_digits_split
 
     logging.getLogger("flwr").setLevel(logging.WARNING)
@@ -227,7 +228,8 @@ def flower_child(nodes: int, rounds: int, epochs: int) -> None:
         def fit(self, parameters, config):
             base = dict(zip(keys, parameters))
             t = time.perf_counter()
-            delta = self.trainer.train(base, seed=SEED * 1_000_003 + int(config["round"]) * 1009 + self.i)
+            # The seed simulate's node i trains round r of its task (id 1) with: the same work.
+            delta = self.trainer.train(base, seed=train_seed(node_seed(SEED, self.i), 1, int(config["round"])))
             spent = time.perf_counter() - t
             return [base[k] + delta[k] for k in keys], self.trainer.num_samples, {"train_s": spent}
 
@@ -290,14 +292,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--daemons", type=int, nargs="*", default=[4, 8, 16], help="federation sizes for part (a)")
     ap.add_argument("--daemon-rounds", type=int, default=3, help="rounds per daemon federation (>= 2)")
-    ap.add_argument("--nodes", type=int, default=8, help="part (b): nodes")
-    ap.add_argument("--rounds", type=int, default=10, help="part (b): rounds")
     ap.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES),
                     help="part (a): how the daemons learn that a round moved on (default: both, for their ratio)")
     ap.add_argument("--poll", type=float, default=0.2, help="part (a): the poll interval of mode poll (s)")
     ap.add_argument("--gossip-poll", type=float, default=2.0,
                     help="part (a): the poll interval of mode gossip, the fallback when an announcement is lost (s)")
     ap.add_argument("--workdir", type=Path, help="part (a): keep each federation (node directories, logs) under this")
+    ap.add_argument("--nodes", type=int, default=8, help="part (b): nodes")
+    ap.add_argument("--rounds", type=int, default=10, help="part (b): rounds")
     ap.add_argument("--epochs", type=int, default=5, help="part (b): local epochs (simulate's default)")
     ap.add_argument("--skip-flower", action="store_true", help="skip part (b)")
     ap.add_argument("--markdown", action="store_true", help="print the tables only, no progress lines")
