@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,13 @@ pin_cpu_kernels()
 
 REPO = Path(__file__).resolve().parents[1]
 FEDLEDGER = Path(sys.executable).with_name("fedledger")
+
+
+def default_sigint() -> None:
+    """A child's preexec_fn: SIGINT as a terminal delivers it. A suite started in the background
+    by a non-interactive shell inherits SIGINT ignored, and Python then never raises
+    KeyboardInterrupt, so tests of Ctrl-C would test nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 300):

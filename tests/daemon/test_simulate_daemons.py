@@ -18,7 +18,7 @@ from node.cli import main
 from node.sim.federation import NodeDaemon
 from node.storage import EmbeddedStorage
 from node.training import accuracy, dirichlet_partition, load_digits_split
-from tests.conftest import FEDLEDGER, run_cli
+from tests.conftest import FEDLEDGER, default_sigint, run_cli
 
 WAD = 10**18
 ANVIL_PID = re.compile(r"^anvil on \S+ \(pid (\d+)\)$", re.M)
@@ -134,7 +134,7 @@ def test_a_round_past_its_timeout_is_one_error_line(monkeypatch, capsys):
 def test_stopping_simulate_mid_run_stops_every_daemon(stop, tmp_path):
     proc = subprocess.Popen(
         [str(FEDLEDGER), "simulate", "--chain", "anvil", "--nodes", "2", "--rounds", "5", "--epochs", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint,
     )  # fmt: skip
     seen = ""
     try:

@@ -14,7 +14,7 @@ from web3 import Web3
 from node.chain import FedLedgerClient, dev_account
 from node.chain.anvil import REPO_ROOT, Anvil, free_port
 from node.keys import write_keystore
-from tests.conftest import FEDLEDGER
+from tests.conftest import FEDLEDGER, default_sigint
 
 pytestmark = pytest.mark.slow
 
@@ -136,7 +136,8 @@ def test_simulate_starts_and_stops_its_own_anvil(cli, tmp_path):
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
 def test_testnet_command_serves_until_stopped(stop):
     port = free_port()
-    proc = subprocess.Popen([str(FEDLEDGER), "testnet", "--port", str(port)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([str(FEDLEDGER), "testnet", "--port", str(port)], stdout=subprocess.PIPE, text=True,
+                            preexec_fn=default_sigint)  # fmt: skip
     try:
         w3 = Web3(Web3.HTTPProvider(f"http://127.0.0.1:{port}"))
         deadline = time.monotonic() + 30
