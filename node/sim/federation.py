@@ -45,9 +45,9 @@ from node.protocol import node_seed
 from node.reproducible import PINNED_KERNELS
 from node.sim.attacks import role_kinds, write_behaviour_file
 from node.sim.record import ChainRecorder, rounds_done
-from node.sim.simulate import SimulationConfig, node_roles, publish_task
+from node.sim.simulate import SimulationConfig, federation_params, node_roles, publish_task
 from node.storage import EmbeddedStorage
-from node.taskspec import MAX_COMMITTEE, TaskParams, TaskSpec
+from node.taskspec import TaskSpec
 from node.training import Dataset, load_digits_split, partition
 from node.units import ETHER
 
@@ -288,17 +288,10 @@ def build_federation(root: str | Path, rpc: str, config: FederationConfig, progr
         fed.nodes.append(node)
         progress(f"node {i}: {made.address}, {len(shard)} samples, directory {made.directory}")
 
-    params = TaskParams(
-        rounds=config.rounds,
-        committee_size=min(config.nodes, MAX_COMMITTEE),
-        rule=spec.rule,
-        max_samples=spec.max_samples,
-        propose_timeout=config.propose_timeout,
-        attest_timeout=config.attest_timeout,
-        min_stake_wei=config.stake_wei,
-        proposer_share_bps=config.proposer_share_bps,
-        attester_share_bps=config.attester_share_bps,
-    )
+    params = federation_params(
+        config.nodes, config.rounds, spec, config.stake_wei, config.proposer_share_bps, config.attester_share_bps,
+        propose_timeout=config.propose_timeout, attest_timeout=config.attest_timeout,
+    )  # fmt: skip
     store = EmbeddedStorage(root / "node0" / "ipfs")  # node 0 serves the initial model and the spec
     fed.task, fed.initial_model_cid, receipt = publish_task(
         ledger, store, spec, params, config.model_seed, config.reward_wei

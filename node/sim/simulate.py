@@ -134,6 +134,23 @@ def local_or_peers(cid: str, local: EmbeddedStorage, peers: Sequence[EmbeddedSto
     return data
 
 
+def federation_params(
+    nodes: int, rounds: int, spec: TaskSpec, stake_wei: int, proposer_share_bps: int, attester_share_bps: int,
+    **timeouts: int,
+) -> TaskParams:
+    """The task a simulated federation runs: committee = every node (up to the contract's largest)."""
+    return TaskParams(
+        rounds=rounds,
+        committee_size=min(nodes, MAX_COMMITTEE),
+        rule=spec.rule,
+        max_samples=spec.max_samples,
+        min_stake_wei=stake_wei,
+        proposer_share_bps=proposer_share_bps,
+        attester_share_bps=attester_share_bps,
+        **timeouts,
+    )
+
+
 def publish_task(
     chain: FedLedgerClient, store: EmbeddedStorage, spec: TaskSpec, params: TaskParams, model_seed: int, reward_wei: int
 ) -> tuple[int, str, dict]:
@@ -205,15 +222,8 @@ def run_simulation(
         owner_store = EmbeddedStorage(workdir / "owner", fsync=False)
         everyone = [owner_store, *stores]
 
-        params = TaskParams(
-            rounds=config.rounds,
-            committee_size=min(config.nodes, MAX_COMMITTEE),
-            rule=config.rule,
-            max_samples=spec.max_samples,
-            min_stake_wei=config.stake_wei,
-            proposer_share_bps=config.proposer_share_bps,
-            attester_share_bps=config.attester_share_bps,
-        )
+        params = federation_params(config.nodes, config.rounds, spec, config.stake_wei,
+                                   config.proposer_share_bps, config.attester_share_bps)  # fmt: skip
         task_id, model_cid, receipt = publish_task(chain, owner_store, spec, params, config.seed, config.reward_wei)
         task_block = int(receipt["blockNumber"])
         progress(f"task {task_id}: {config.nodes} nodes x {config.rounds} rounds, rule {config.rule}")
