@@ -61,18 +61,18 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from node.errors import IntegrityError, StorageError
+from node.errors import StorageError
 from node.storage.cid import CODEC_RAW, Cid, parse_cid, verify_block
 from node.storage.dagpb import decode_node
 from node.storage.unixfs import (
     CHUNK_SIZE,
-    MAX_BLOCK_SIZE,
     MAX_DEPTH,
     LevelEntry,
     check_cid_version,
     iter_blocks,
     leaf_block,
     parent_blocks,
+    received_block,
     read_dag,
 )
 
@@ -653,14 +653,7 @@ class EmbeddedStorage:
         `pin` makes every block received since the last one durable at once: pin the root once
         the whole DAG is in.
         """
-        parsed = parse_cid(cid)
-        origin = f" from {source}" if source else ""
-        if len(data) > MAX_BLOCK_SIZE:
-            raise StorageError(f"block {parsed}{origin} is {len(data)} bytes, over the {MAX_BLOCK_SIZE}-byte limit")
-        try:
-            verify_block(parsed, data)
-        except IntegrityError as exc:
-            raise IntegrityError(f"{exc}{origin}") from None
+        parsed = received_block(cid, data, source)
         with self._lock:
             self._store_block(parsed.digest, data, self._unsynced_dirs, self._pending)
 

@@ -36,10 +36,10 @@ import io
 import warnings
 from typing import Any
 
-from node.errors import IntegrityError, StorageError
+from node.errors import StorageError
 from node.storage.cid import CODEC_DAG_PB, parse_cid, verify_block
 from node.storage.dagpb import decode_node
-from node.storage.unixfs import MAX_BLOCK_SIZE, cid_of, read_dag
+from node.storage.unixfs import cid_of, read_dag, received_block
 
 #: Where `ipfs daemon` serves its RPC API by default.
 DEFAULT_API = "/ip4/127.0.0.1/tcp/5001/http"
@@ -190,14 +190,7 @@ class KuboStorage:
         daemon stored the block under another name and StorageError says so. The daemon keys
         blocks by multihash, so a CIDv0 or v1 answer for a dag-pb block is the same block.
         """
-        parsed = parse_cid(cid)
-        origin = f" from {source}" if source else ""
-        if len(data) > MAX_BLOCK_SIZE:
-            raise StorageError(f"block {parsed}{origin} is {len(data)} bytes, over the {MAX_BLOCK_SIZE}-byte limit")
-        try:
-            verify_block(parsed, data)
-        except IntegrityError as exc:
-            raise IntegrityError(f"{exc}{origin}") from None
+        parsed = received_block(cid, data, source)
         # `format` (not kubo's newer `cid-codec`): kubo still honours it and js-ipfs knows no other.
         opts = {"format": parsed.codec_name, "mhtype": "sha2-256"}
         reply = self._call(f"block put {parsed}", self._client.block.put, io.BytesIO(bytes(data)), opts=opts)

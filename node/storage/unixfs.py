@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterator
 
-from node.errors import StorageError
+from node.errors import IntegrityError, StorageError
 from node.storage.cid import CODEC_DAG_PB, CODEC_RAW, Cid, parse_cid, verify_block
 from node.storage.dagpb import (
     UNIXFS_FILE,
@@ -243,3 +243,18 @@ def _file_node(cid: Cid, block: bytes) -> tuple[memoryview | bytes, int, list[tu
         raise StorageError(f"node {cid} declares filesize {fs.filesize} but holds {size} bytes")
     children = [(link.cid, bs) for link, bs in zip(node.links, fs.blocksizes)]
     return own, size, children
+
+
+def received_block(cid: str, data: bytes | memoryview, source: str | None = None) -> Cid:
+    """`cid` parsed, once `data` is checked to be its block: at most MAX_BLOCK_SIZE bytes
+    (StorageError) that hash to it (IntegrityError naming `source`, e.g. the peer it came from).
+    What every store's put_block runs before it keeps a block."""
+    parsed = parse_cid(cid)
+    origin = f" from {source}" if source else ""
+    if len(data) > MAX_BLOCK_SIZE:
+        raise StorageError(f"block {parsed}{origin} is {len(data)} bytes, over the {MAX_BLOCK_SIZE}-byte limit")
+    try:
+        verify_block(parsed, data)
+    except IntegrityError as exc:
+        raise IntegrityError(f"{exc}{origin}") from None
+    return parsed
