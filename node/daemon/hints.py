@@ -185,10 +185,19 @@ def ring_neighbours(me: str, peers: Iterable[str], k: int) -> list[str]:
 class Prefetcher:
     """Fetches announced updates and proposals before the protocol step needs them.
 
+    A round's updates are held until `release(task, round)`, which the daemon calls once the
+    round has a proposal: until then only the proposer needs them, and fetching them all at once
+    everywhere (N x (N - 1) fetches on shared cores) made the proposer, who fetches its own,
+    wait for everyone's (measured: the propose phase of 16 daemons grew from 1.8 s to 3.4-5.8 s).
+    Released, they are fetched several at a time, last revealed first: each attester's step
+    fetches them one by one in reveal order, so the two meet in the middle instead of fetching
+    the same updates twice. A proposal (the next round's base model, held by its proposer) is
+    fetched at once.
+
     `confirm(anns)` (blocking, run in a thread; `anns` share task, round and kind) returns those
     the chain backs: the sender revealed that update, or is the round's proposer. Announcements
     arriving within `linger` s of each other, or while a confirmation is under way, are confirmed
-    together, with one read: a round's reveals come in a burst.
+    together, with one read (a released round's updates are one batch).
     `fetch(ann)` fetches the content into the local store. Each (task, round, kind, sender) is
     tried once, and anything that fails is dropped: the step fetches what it lacks anyway."""
 
@@ -198,7 +207,7 @@ class Prefetcher:
         fetch: Callable[[Announcement], Awaitable[object]],
         *,
         kinds: Iterable[str] = ("update", "proposal"),
-        linger: float = 0.25,
+        linger: float = 0.05,
         concurrency: int = 4,
         queue: int = 512,
     ) -> None:
@@ -209,6 +218,8 @@ class Prefetcher:
         self._limiter = trio.CapacityLimiter(concurrency)
         self._send, self._receive = trio.open_memory_channel[Announcement](queue)
         self._seen: set[tuple[int, int, str, str]] = set()
+        self._held: dict[tuple[int, int], list[Announcement]] = {}  # (task, round) -> its updates, until released
+        self._released: dict[int, int] = {}  # task -> the latest round released
         self.fetched = 0  # prefetches that completed
 
     def offer(self, ann: Announcement) -> None:
@@ -218,6 +229,23 @@ class Prefetcher:
         if len(self._seen) > 65536:  # a long-running node: forget old rounds wholesale
             self._seen.clear()
         self._seen.add(key)
+        if ann.kind == "update" and self._released.get(ann.task, -1) < ann.round:
+            self._held.setdefault((ann.task, ann.round), []).append(ann)  # one per sender: bounded
+            return
+        self._queue(ann)
+
+    def release(self, task: int, round_: int) -> None:
+        """Round `round_` of `task` has a proposal: fetch its updates (and any announced later)."""
+        if self._released.get(task, -1) >= round_:
+            return
+        self._released[task] = round_
+        for key in [k for k in self._held if k[0] == task and k[1] <= round_]:
+            held = self._held.pop(key)
+            if key[1] == round_:  # an earlier round's updates are of no use any more
+                for ann in reversed(held):
+                    self._queue(ann)
+
+    def _queue(self, ann: Announcement) -> None:
         try:
             self._send.send_nowait(ann)
         except trio.WouldBlock:

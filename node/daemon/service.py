@@ -238,6 +238,8 @@ class Daemon:
                     state = await trio.to_thread.run_sync(client.round_state, task, info.current_round)
                     self.tasks[task]["phase"] = state.phase.name.lower()
                     self._opened[task] = (info.current_round, state.opened_block)
+                    if state.phase == Phase.ATTEST and self._prefetcher is not None:
+                        self._prefetcher.release(task, info.current_round)  # attesters need the updates now
                     view = RoundView(info.current_round, state.phase, state.attempt)
                     moved = steps.moved(task, view)
                     if moved is not None:
@@ -289,18 +291,27 @@ class Daemon:
         if task in self._subscribed:
             return
         assert self.p2p is not None and self._nursery is not None
-        inbox = await self.p2p.subscribe(task)
+        try:
+            inbox = await self.p2p.subscribe(task)
+        except Exception as exc:  # gossip is an optimisation: poll on, try again next iteration
+            log.warning("cannot subscribe to task %d's announcements: %s: %s", task, type(exc).__name__, exc)
+            return
         self._subscribed.add(task)
         self._nursery.start_soon(self._take_announcements, inbox)
 
     async def _take_announcements(self, inbox: trio.MemoryReceiveChannel[Announcement]) -> None:
         async for ann in inbox:  # validated by P2PNode: well-formed, this task, a registered sender
             self.metrics.inc("announcements_total", labels={"direction": "received", "kind": ann.kind})
+            known = self._opened.get(ann.task)
+            if known is not None and not known[0] <= ann.round <= known[0] + 1:
+                continue  # not the round we are in or the next: nothing to act on, nothing to fetch ahead
             if ann.kind in WAKES and self._seen.first(ann):
                 log.debug("woken by %s of task %d round %d from %s", ann.kind, ann.task, ann.round, ann.sender)
                 self._wakeup.hint()
             if self._prefetcher is not None:
                 self._prefetcher.offer(ann)
+                if ann.kind == "proposal":
+                    self._prefetcher.release(ann.task, ann.round)  # attesters need the updates now
 
     def _announce(self, ann: Announcement) -> None:
         """Publish in the background: the loop never waits on gossip, and a failure only costs peers latency."""

@@ -144,6 +144,8 @@ def test_prefetch_only_what_the_chain_backs_once_each_and_survive_failures() -> 
     good = Announcement(1, 2, "update", CID, "peerA")
     liar = Announcement(1, 2, "update", cid_of(b"never revealed"), "peerB")
     broken = Announcement(1, 2, "update", cid_of(b"provider dies"), "peerC")
+    late = Announcement(1, 2, "update", cid_of(b"announced after the proposal"), "peerE")
+    stale = Announcement(1, 1, "update", cid_of(b"last round's"), "peerA")
     proposal = Announcement(1, 2, "proposal", cid_of(b"aggregate"), "peerD")
     confirmed: list[list[Announcement]] = []
     fetched: list[Announcement] = []
@@ -158,19 +160,28 @@ def test_prefetch_only_what_the_chain_backs_once_each_and_survive_failures() -> 
             raise ConnectionError("provider went away")
         fetched.append(ann)
 
-    async def main() -> int:
+    async def main() -> tuple[list[Announcement], int]:
         prefetcher = Prefetcher(confirm, fetch, linger=0.01, concurrency=2)
         async with trio.open_nursery() as nursery:
-            for ann in (good, liar, broken, good, Announcement(1, 2, "revealing", "", "peerA"), proposal):
-                prefetcher.offer(ann)  # before run: one batch
             nursery.start_soon(prefetcher.run)
+            for ann in (stale, good, liar, broken, good, Announcement(1, 2, "revealing", "", "peerA"), proposal):
+                prefetcher.offer(ann)
+            await trio.sleep(0.2)
+            before_release = list(fetched)  # updates wait for the round's proposal; the proposal does not
+            prefetcher.release(1, 2)
+            prefetcher.release(1, 2)  # once is enough
+            prefetcher.offer(late)  # after the release: fetched at once
             await trio.sleep(0.2)
             prefetcher.offer(good)  # seen: not again
             await trio.sleep(0.1)
             nursery.cancel_scope.cancel()
-        return prefetcher.fetched
+        return before_release, prefetcher.fetched
 
-    assert trio.run(main) == 2
-    assert sorted(map(str, fetched)) == sorted(map(str, [good, proposal]))
-    # One confirmation per (task, round, kind) of the batch; the phase hint is nothing to fetch.
-    assert sorted([len(c), c[0].kind] for c in confirmed) == [[1, "proposal"], [3, "update"]]
+    before_release, count = trio.run(main)
+    assert before_release == [proposal]
+    assert count == 3 and sorted(map(str, fetched)) == sorted(map(str, [proposal, good, late]))
+    # One confirmation per batch and kind: round 2's updates together, held or just in; the phase
+    # hint is nothing to fetch, and last round's update was dropped when round 2 was released.
+    assert [(len(c), c[0].kind) for c in confirmed] == [(1, "proposal"), (4, "update")]
+    # Held updates go last revealed first: the attester's step takes them in reveal order.
+    assert confirmed[1] == [broken, liar, good, late]
