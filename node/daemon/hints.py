@@ -11,7 +11,8 @@ proposed it (a registered peer may still lie; it then costs us one chain read).
 
 What a daemon announces, read off the string its step returns:
 
-- "revealed <cid>" -> an "update" (peers fetch it now, not when they aggregate);
+- "revealed <cid>" -> an "update" (peers fetch the round's updates several at a
+  time once it has a proposal, instead of one by one as they aggregate);
 - "proposed <cid>" / "took over proposing ... <cid>" -> a "proposal" (attesters
   wake; they fetch the aggregate, the next round's base model, ahead of need);
 - "finalized <cid>" -> a "model" (peers wake and see the round closed);

@@ -9,8 +9,8 @@ every part stops at its next checkpoint and the journal stays consistent.
 
 Gossip (node/daemon/hints.py): the loop announces what each step did on the
 task's topic, and a peer's announcement ends its idle wait at once, so a round
-moves at the pace of the nodes, not of their polls; revealed updates and the
-proposal are fetched as soon as they are announced. The poll stays as the
+moves at the pace of the nodes, not of their polls; announced updates and
+proposals are fetched ahead of the steps that need them. The poll stays as the
 fallback: a lost announcement costs latency, never correctness.
 """
 
