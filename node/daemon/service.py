@@ -22,7 +22,6 @@ import os
 import random
 import signal
 import time
-from pathlib import Path
 from typing import Any, Sequence
 
 import requests
@@ -33,7 +32,6 @@ from web3.exceptions import Web3Exception
 from node.chain.client import ContractRevert, FedLedgerClient, Phase
 from node.chain.deployment import Deployment
 from node.chain.providers import rpc_web3
-from node.abc import BlockStore
 from node.daemon.backoff import Backoff
 from node.daemon.config import NodeConfig
 from node.daemon.hints import (
@@ -41,7 +39,7 @@ from node.daemon.hints import (
 )
 from node.daemon.journal import Journal
 from node.daemon.observability import Metrics, serve_status
-from node.daemon.peers import PeerDirectory, fetch_from_peers
+from node.daemon.peers import PeerDirectory, libp2p_fetch
 from node.errors import ChainError, ConfigError, StorageError
 from node.p2p.gossip import Announcement
 from node.p2p.node import P2PConfig, P2PNode
@@ -140,19 +138,6 @@ class Daemon:
     def _trainer_for(self, spec: TaskSpec) -> TorchTrainer:
         return trainer_for(spec, load_local_data(self.config.data_path, self.config.data_format))
 
-    # -- content from peers ---------------------------------------------------------
-
-    def _fetch(self, store: BlockStore, cid: str, holders: Sequence[str]) -> bytes:
-        """Called from a worker thread: local copy, else from the holders over libp2p."""
-        if store.has(cid):
-            return store.get(cid)
-        trio.from_thread.run(self._fetch_from_peers, cid, list(holders))
-        return store.get(cid)
-
-    async def _fetch_from_peers(self, cid: str, holders: list[str]) -> None:
-        assert self.p2p is not None and self.peers is not None
-        await fetch_from_peers(self.p2p, self.peers, cid, holders)
-
     # -- run ----------------------------------------------------------------------
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -168,7 +153,7 @@ class Daemon:
         self.p2p = P2PNode(P2PConfig(cfg.data_dir, listen=cfg.listen[0]), store, self.peers.is_registered)
         self.worker = ProtocolNode(
             client, journal, store, trainer=self._trainer_for,
-            fetch=lambda cid, holders: self._fetch(store, cid, holders),
+            fetch=libp2p_fetch(store, self.p2p, self.peers),  # local copy, else from the holders
             seed=cfg.train_seed, behaviour=self.behaviour,
         )  # fmt: skip
         try:
