@@ -11,8 +11,6 @@ proposed it (a registered peer may still lie; it then costs us one chain read).
 
 What a daemon announces, read off the string its step returns:
 
-- "revealed <cid>" -> an "update" (peers fetch the round's updates several at a
-  time once it has a proposal, instead of one by one as they aggregate);
 - "proposed <cid>" / "took over proposing ... <cid>" -> a "proposal" (attesters
   wake; they fetch the aggregate, the next round's base model, ahead of need);
 - "finalized <cid>" -> a "model" (peers wake and see the round closed);
@@ -30,6 +28,15 @@ rejected proposal's second attempt may thus go unannounced: the poll finds it.
 A round moving to its draw is not announced at all: the node that finalized
 draws the next committee itself, right away, and peers woken into a draw
 would only race it.
+
+Reveals are not announced one by one either: peers have nothing to do until
+the last one ("proposing"), and py-libp2p's gossipsub is dear per message (16
+daemons spent ~4 CPU-seconds a round, a third of the round, relaying 16
+"update" announcements; measured with scripts/bench_round.py). Once a round
+has a proposal, each daemon reads the round's reveals from the chain (one log
+query) and fetches the updates from their senders, several at a time
+(`Prefetcher`), while its step fetches them one by one. An "update" heard from
+a peer is still taken as a hint for the same prefetch.
 """
 
 from __future__ import annotations
@@ -60,8 +67,8 @@ WAKES = PHASE_KINDS | {"proposal", "model"}
 _PHASE_KIND = {Phase.COMMIT: "committing", Phase.REVEAL: "revealing", Phase.PROPOSE: "proposing"}
 assert set(_PHASE_KIND.values()) == PHASE_KINDS
 
-_DID = re.compile(r"^task (\d+) round (\d+): (revealed|proposed|took over proposing|finalized)\b.* (\S+)$")
-_KIND = {"revealed": "update", "proposed": "proposal", "took over proposing": "proposal", "finalized": "model"}
+_DID = re.compile(r"^task (\d+) round (\d+): (proposed|took over proposing|finalized)\b.* (\S+)$")
+_KIND = {"proposed": "proposal", "took over proposing": "proposal", "finalized": "model"}
 
 
 def announcement_for(did: str) -> Announcement | None:

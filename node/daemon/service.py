@@ -84,9 +84,11 @@ class Daemon:
         self._wakeup = Wakeup()  # announcements from peers cut the protocol loop's idle wait short
         self._seen = Seen()  # announcements heard or made: only the first of each wakes us or is worth making
         self._prefetcher: Prefetcher | None = None
+        self._client: FedLedgerClient | None = None
         self._subscribed: set[int] = set()  # tasks whose topic we joined
         self._dialled: dict[str, float] = {}  # "peer-ID addresses" -> when we last dialled them for the mesh
         self._opened: dict[int, tuple[int, int]] = {}  # task -> (round, its opening block), as last read
+        self._released: dict[int, int] = {}  # task -> the last round whose updates we fetch ahead
 
     # -- status -------------------------------------------------------------------
 
@@ -166,7 +168,7 @@ class Daemon:
                          self.account.address, self.p2p.peer_id, self.p2p.addrs, host, port)  # fmt: skip
                 task_status.started((host, port))
                 nursery.start_soon(self._watch_signals, nursery.cancel_scope)
-                self._nursery = nursery
+                self._nursery, self._client = nursery, client
                 self._prefetcher = Prefetcher(lambda anns: self._confirm(client, anns), self._prefetch)
                 nursery.start_soon(self._prefetcher.run)
                 await self._protocol_loop(client)
@@ -223,8 +225,8 @@ class Daemon:
                     state = await trio.to_thread.run_sync(client.round_state, task, info.current_round)
                     self.tasks[task]["phase"] = state.phase.name.lower()
                     self._opened[task] = (info.current_round, state.opened_block)
-                    if state.phase == Phase.ATTEST and self._prefetcher is not None:
-                        self._prefetcher.release(task, info.current_round)  # attesters need the updates now
+                    if state.phase == Phase.ATTEST:
+                        self._release_updates(task, info.current_round)  # attesters need the updates now
                     view = RoundView(info.current_round, state.phase, state.attempt)
                     moved = steps.moved(task, view)
                     if moved is not None:
@@ -295,8 +297,8 @@ class Daemon:
                 self._wakeup.hint()
             if self._prefetcher is not None:
                 self._prefetcher.offer(ann)
-                if ann.kind == "proposal":
-                    self._prefetcher.release(ann.task, ann.round)  # attesters need the updates now
+            if ann.kind == "proposal":
+                self._release_updates(ann.task, ann.round)  # attesters need the updates now
 
     def _announce(self, ann: Announcement) -> None:
         """Publish in the background: the loop never waits on gossip, and a failure only costs peers latency."""
@@ -343,6 +345,37 @@ class Daemon:
                 except Exception as exc:  # unreachable for now: latency for gossip, nothing more
                     log.debug("cannot dial %s: %s: %s", addr, type(exc).__name__, exc)
         return False
+
+    def _release_updates(self, task: int, round_: int) -> None:
+        """The round has a proposal: fetch its updates ahead, from the senders the chain names."""
+        if self._prefetcher is None or self._released.get(task, -1) >= round_:
+            return
+        self._released[task] = round_
+        assert self._nursery is not None
+        self._nursery.start_soon(self._offer_revealed, task, round_)
+
+    async def _offer_revealed(self, task: int, round_: int) -> None:
+        assert self._client is not None and self.p2p is not None and self.peers is not None
+        assert self._prefetcher is not None
+        client = self._client
+        try:
+            known = self._opened.get(task)
+            opened = known[1] if known and known[0] == round_ else None
+
+            def revealed() -> list[Any]:
+                start = opened if opened is not None else client.round_state(task, round_).opened_block
+                return client.logs("UpdateRevealed", from_block=start, taskId=task, round=round_)
+
+            entries = await trio.to_thread.run_sync(revealed)
+        except Exception as exc:  # the step fetches them itself
+            log.debug("cannot read the reveals of task %d round %d: %s: %s", task, round_, type(exc).__name__, exc)
+            entries = []
+        for entry in entries:  # in reveal order; the prefetcher takes them from the last
+            peer = self.peers.by_address.get(entry.args["node"])
+            if peer is not None and peer.peer_id != self.p2p.peer_id:
+                cid = bytes(entry.args["cid"]).decode(errors="replace")
+                self._prefetcher.offer(Announcement(task, round_, "update", cid, peer.peer_id))
+        self._prefetcher.release(task, round_)
 
     def _confirm(self, client: FedLedgerClient, anns: list[Announcement]) -> list[Announcement]:
         """Of announcements sharing task, round and kind, those the chain backs (runs in a thread)."""

@@ -78,7 +78,7 @@ def test_announcements_wake_daemons_long_before_their_poll(anvil, tmp_path):
     logs = "".join(n.text() for n in fed.nodes)
     for kind in ("committing", "revealing", "proposing", "proposal", "model"):
         assert f"woken by {kind} of task 1" in logs, kind
-    assert "prefetched update" in logs  # revealed updates were fetched before the aggregation needed them
+    assert "prefetched update" in logs  # the round's updates were fetched ahead of the attesters' steps
     assert "prefetched proposal" in logs  # and the next round's base model
 
 
@@ -93,5 +93,5 @@ def test_without_announcements_the_task_finishes_on_polls_alone(anvil, tmp_path)
     assert len(steady) == 2 and sum(steady) > poll, steady
     for n in fed.nodes:
         log = n.text()
-        assert "woken by" not in log and "prefetched" not in log, n.index
+        assert "woken by" not in log and "prefetched proposal" not in log, n.index  # nothing was heard
         assert f"not announcing Announcement(task=1, round=1" in log  # the seam held back what it had to say
