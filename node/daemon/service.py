@@ -359,22 +359,14 @@ class Daemon:
         assert self._prefetcher is not None
         client = self._client
         try:
-            known = self._opened.get(task)
-            opened = known[1] if known and known[0] == round_ else None
-
-            def revealed() -> list[Any]:
-                start = opened if opened is not None else client.round_state(task, round_).opened_block
-                return client.logs("UpdateRevealed", from_block=start, taskId=task, round=round_)
-
-            entries = await trio.to_thread.run_sync(revealed)
+            updates = await trio.to_thread.run_sync(client.round_updates, task, round_)
         except Exception as exc:  # the step fetches them itself
             log.debug("cannot read the reveals of task %d round %d: %s: %s", task, round_, type(exc).__name__, exc)
-            entries = []
-        for entry in entries:  # in reveal order; the prefetcher takes them from the last
-            peer = self.peers.by_address.get(entry.args["node"])
+            updates = []
+        for u in updates:  # in reveal order; the prefetcher takes them from the last
+            peer = self.peers.by_address.get(u.sender)
             if peer is not None and peer.peer_id != self.p2p.peer_id:
-                cid = bytes(entry.args["cid"]).decode(errors="replace")
-                self._prefetcher.offer(Announcement(task, round_, "update", cid, peer.peer_id))
+                self._prefetcher.offer(Announcement(task, round_, "update", u.cid, peer.peer_id))
         self._prefetcher.release(task, round_)
 
     def _confirm(self, client: FedLedgerClient, anns: list[Announcement]) -> list[Announcement]:
@@ -382,12 +374,9 @@ class Daemon:
         assert self.peers is not None
         task, round_, kind = anns[0].task, anns[0].round, anns[0].kind
         senders = {a: self.peers.by_peer_id.get(a.sender) for a in anns}
-        if kind == "update":  # one log query: the round's reveals so far
-            known = self._opened.get(task)
-            opened = known[1] if known and known[0] == round_ else client.round_state(task, round_).opened_block
-            logs = client.logs("UpdateRevealed", from_block=opened, taskId=task, round=round_)
-            revealed = {(entry.args["node"], bytes(entry.args["cid"])) for entry in logs}
-            return [a for a, p in senders.items() if p is not None and (p.address, a.cid.encode()) in revealed]
+        if kind == "update":  # the round's reveals so far (the client keeps the CIDs it has read)
+            revealed = {(u.sender, u.cid) for u in client.round_updates(task, round_)}
+            return [a for a, p in senders.items() if p is not None and (p.address, a.cid) in revealed]
         state = client.round_state(task, round_)  # a proposal: fetch the aggregate from the round's proposer
         if state.phase != Phase.ATTEST:
             return []

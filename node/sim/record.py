@@ -47,7 +47,6 @@ class ChainRecorder:
         self.model_bytes = model_bytes
         self.total_rounds = total_rounds
         self.progress = progress
-        self.start_block = start_block
         self.history: dict[str, list[int]] = {a: [client.reputation_of(a)] for a in self.addresses}
         self.scores: dict[str, list[int | None]] = {a: [] for a in self.addresses}
         self.payouts: dict[str, int] = {a: 0 for a in self.addresses}
