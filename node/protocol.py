@@ -432,7 +432,10 @@ class ProtocolNode:
 
     def _attest(self, task: int, r: int, attempt: int, proposed: bytes, proposer: str) -> str:
         result = self.recompute(task, r)
-        agree = self.behaviour.vote(proposal_hash(result.cid, result.scores) == proposed, proposer, RoundView(self, task, r))
+        matches = proposal_hash(result.cid, result.scores) == proposed
+        if matches:  # keep (pinned) and serve the model we checked: it must outlive its proposer
+            self.storage.put(result.model)
+        agree = self.behaviour.vote(matches, proposer, RoundView(self, task, r))
         self.journal.intend(task, r, f"attest-{attempt}", {"agree": agree})
         self.client.attest(task, r, agree)
         self.journal.mark_done(task, r, f"attest-{attempt}")

@@ -9,6 +9,7 @@ import pytest
 from node.chain import FedLedgerClient, dev_account
 from node.chain.providers import embedded_web3
 from node.errors import ConfigError
+from node.storage import EmbeddedStorage
 from node.sim.simulate import SimulationConfig, run_simulation
 from node.taskspec import TaskSpec
 
@@ -16,12 +17,14 @@ SMALL = SimulationConfig(nodes=3, rounds=2, seed=11, spec=TaskSpec(epochs=3))
 
 
 @pytest.fixture(scope="module")
-def federation():
-    """One run of the small federation; the chain stays open for inspection."""
+def federation(tmp_path_factory):
+    """One run of the small federation; the chain and the nodes' stores stay open for inspection."""
     w3 = embedded_web3(num_accounts=SMALL.nodes + 1)
     lines: list[str] = []
-    report = run_simulation(SMALL, progress=lines.append, w3=w3)
+    workdir = tmp_path_factory.mktemp("federation")
+    report = run_simulation(SMALL, workdir=workdir, progress=lines.append, w3=w3)
     client = FedLedgerClient(w3, report.contracts["FedLedger"])
+    report.workdir = workdir  # type: ignore[attr-defined]
     return w3, client, report, lines
 
 
@@ -56,6 +59,21 @@ def test_the_global_model_is_stored_under_its_cid(federation, tmp_path):
     assert all(isinstance(n["payout_wei"], str) for n in summary["nodes"])
     assert summary["config"]["nodes"] == 3 and summary["deployment"]["contracts"]["FedLedger"] == client.address
     json.dumps(summary)  # serializable as is
+
+
+def test_every_node_that_agreed_holds_and_pins_each_global_model(federation):
+    """Not only the proposer: every node that recomputed a round and agreed keeps its model, so a
+    model stays available (to train the next round, to download) while its proposer is down."""
+    w3, client, report, _ = federation
+    for rec in report.rounds:
+        agreed = {e.args["node"] for e in client.logs("Attested", taskId=report.task_id, round=rec.round) if e.args["agree"]}
+        assert agreed, f"round {rec.round}: nobody attested"
+        for i, node in enumerate(report.nodes):
+            if node.address not in agreed:
+                continue
+            store = EmbeddedStorage(report.workdir / f"node{i}", fsync=False)
+            assert store.has(rec.global_model_cid), f"node {i} agreed in round {rec.round} but does not hold its model"
+            assert store.is_pinned(rec.global_model_cid)
 
 
 def test_withdraw_moves_the_eth(federation):
