@@ -77,6 +77,8 @@ class FederationConfig:
     reward_wei: int = 10 * ETHER
     stake_wei: int = ETHER
     funding_wei: int = 10 * ETHER  # sent to every fresh node key: its stake plus gas
+    commit_timeout: int = 3600  # seconds a round waits for a seated member that never commits
+    reveal_timeout: int = 3600
     propose_timeout: int = 3600  # seconds before anyone may take over a silent proposer
     attest_timeout: int = 3600
     proposer_share_bps: int = 500
@@ -105,6 +107,8 @@ class NodeDaemon:
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
     killed: bool = False  # the last process was SIGKILLed on purpose (kill9)
+    # Runs the daemon under this command, e.g. ("ip", "netns", "exec", NAME) (node/sim/netns.py).
+    prefix: tuple[str, ...] = ()
 
     @property
     def config(self) -> Path:
@@ -121,7 +125,7 @@ class NodeDaemon:
 
     def command(self) -> list[str]:
         return [
-            sys.executable, "-m", "node.cli", "node", "run", "--config", str(self.config),
+            *self.prefix, sys.executable, "-m", "node.cli", "node", "run", "--config", str(self.config),
             "--exit-when-done", "--log-level", self.log_level,
             *(["--behaviour", str(self.behaviour)] if self.role != "honest" else []),
         ]  # fmt: skip
@@ -290,6 +294,7 @@ def build_federation(root: str | Path, rpc: str, config: FederationConfig, progr
 
     params = federation_params(
         config.nodes, config.rounds, spec, config.stake_wei, config.proposer_share_bps, config.attester_share_bps,
+        commit_timeout=config.commit_timeout, reveal_timeout=config.reveal_timeout,
         propose_timeout=config.propose_timeout, attest_timeout=config.attest_timeout,
     )  # fmt: skip
     store = EmbeddedStorage(root / "node0" / "ipfs")  # node 0 serves the initial model and the spec
