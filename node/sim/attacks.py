@@ -150,8 +150,9 @@ def craft_update(kind: str, ctx: AttackContext) -> Delta:
 
 # Attacks on the protocol rather than on the model: the node trains honestly but misbehaves in
 # its on-chain role. "bad-proposer": when designated, it proposes a model and scores of its own
-# making; its colluders attest for it (`AttackBehaviour.propose` and `.vote`).
-PROTOCOL_ATTACKS: frozenset[str] = frozenset({"bad-proposer"})
+# making; its colluders attest for it (`AttackBehaviour.propose` and `.vote`). "slander": it votes
+# against every proposal but its colluders', to get honest proposers rejected and slashed.
+PROTOCOL_ATTACKS: frozenset[str] = frozenset({"bad-proposer", "slander"})
 KNOWN_KINDS: frozenset[str] = ATTACKS | PROTOCOL_ATTACKS
 
 
@@ -247,6 +248,7 @@ class AttackBehaviour(Behaviour):
         self.role = role
         self.kind = training_attack(role)
         self.bad_proposer = "bad-proposer" in role_kinds(role)
+        self.slander = "slander" in role_kinds(role)
         self.colluders = frozenset(colluders)
         self.coalition = coalition or Coalition()
 
@@ -278,9 +280,14 @@ class AttackBehaviour(Behaviour):
         return RoundResult(cid_of(model), scores, model)
 
     def vote(self, agree: bool, proposer: str, view: RoundView) -> bool:
-        if self.bad_proposer and proposer in self.colluders:
+        if (self.bad_proposer or self.slander) and proposer in self.colluders:
             return True  # colluders vouch for each other
-        return agree
+        return False if self.slander else agree
+
+
+def protocol_colluders(addresses: Sequence[str], roles: Sequence[str]) -> list[str]:
+    """The nodes that attack the protocol (propose or vote dishonestly): they vouch for each other."""
+    return [a for a, r in zip(addresses, roles) if any(k in PROTOCOL_ATTACKS for k in role_kinds(r))]
 
 
 def behaviour_for(role: str, colluders: Sequence[str] = (), coalition: Coalition | None = None) -> Behaviour:

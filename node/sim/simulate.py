@@ -29,7 +29,7 @@ from node.daemon.journal import Journal
 from node.errors import ChainError, ConfigError, StorageError
 from node.protocol import Behaviour, Observer, ProtocolNode, node_seed
 from node.report import SimulationReport
-from node.sim.attacks import AttackBehaviour, Coalition, behaviour_for, parse_roles, role_kinds
+from node.sim.attacks import AttackBehaviour, Coalition, behaviour_for, parse_roles, protocol_colluders
 from node.sim.record import ChainRecorder
 from node.storage import EmbeddedStorage
 from node.storage.unixfs import read_dag
@@ -109,8 +109,8 @@ def attack_behaviours(roles: Sequence[str], addresses: Sequence[str]) -> list[Be
     """Each node's behaviour: honest, or its attack role. Nodes of one role collude: they vouch
     for each other's proposals and share a coalition (whose members the caller fills in)."""
     coalitions = {role: Coalition() for role in set(roles) if role != "honest"}
-    bad_proposers = [a for a, r in zip(addresses, roles) if "bad-proposer" in role_kinds(r)]
-    return [behaviour_for(role, bad_proposers, coalitions.get(role)) for role in roles]
+    colluders = protocol_colluders(addresses, roles)
+    return [behaviour_for(role, colluders, coalitions.get(role)) for role in roles]
 
 
 def local_or_peers(cid: str, local: EmbeddedStorage, peers: Sequence[EmbeddedStorage]) -> bytes:
