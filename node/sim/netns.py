@@ -1,0 +1,482 @@
+"""Impaired networks for multi-process tests: hosts in Linux network namespaces, each with its own
+address, joined by a userspace router that delays and drops packets.
+
+Why a userspace router and not `tc netem`: the usual recipe (veth pairs, `tc qdisc add ... netem
+delay 50ms loss 1%`) needs the kernel's sch_netem, and kernels built for sandboxes and CI VMs
+often lack it with no module to load (this project's test machine has neither netem nor
+iptables/nft for a statistic drop). TUN devices are there almost everywhere. So each host
+namespace gets one TUN device, `fl0`, with a /24 address, and the root namespace gets one more
+(anvil and the test live there). All of their file descriptors are held by one router process
+in the root namespace, which reads every IPv4 packet a namespace sends, drops it with
+probability `loss`, and writes the rest, `delay` seconds later and in order, to the TUN of the
+destination address. The kernel's TCP sees exactly what netem would give it: a constant one-way
+delay per hop and independent random loss; a packet between two host namespaces crosses the
+router once, so their round trip gains 2 x delay.
+
+The router also cuts hosts off on request (every packet to or from the host is dropped, as if
+its cable were pulled; the host's own interface stays up, so its sockets see silence, not an
+error), and counts what it did. Cleanup is the point of the context manager: leaving it, even
+on an exception, kills every process left in the namespaces, stops the router (its TUN devices
+vanish with it) and deletes the namespaces; `leftovers()` says what, if anything, survived.
+
+Runbook (as root):
+
+    .venv/bin/python -m pytest -q tests/daemon/test_netns.py    # daemons across namespaces
+    .venv/bin/python node/sim/netns.py router '<json>'          # the router alone; see _router
+
+This file imports only the standard library, so the router starts as a plain script in a
+fraction of a second.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import heapq
+import json
+import os
+import random
+import secrets
+import select
+import selectors
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+NETNS_DIR = Path("/run/netns")  # where `ip netns add` keeps its named namespaces
+CLONE_NEWNET = 0x40000000
+TUNSETIFF = 0x400454CA
+IFF_TUN = 0x0001
+IFF_NO_PI = 0x1000  # bare IP packets, no 4-byte packet-info header
+HOST_IFNAME = "fl0"  # every host namespace's interface to the router
+MAX_QUEUED = 20_000  # packets in flight in the router; beyond it, drop (a full queue, as a router would)
+
+
+class NetnsError(RuntimeError):
+    """Raised when a namespace, a TUN device or the router cannot be set up, or the router fails."""
+
+
+def missing_capability() -> str | None:
+    """What this machine lacks to build an ImpairedNetwork, in words; None when nothing."""
+    if not sys.platform.startswith("linux"):
+        return "Linux network namespaces (this is not Linux)"
+    if os.geteuid() != 0:
+        return "root (CAP_NET_ADMIN and CAP_SYS_ADMIN) to create network namespaces and TUN devices"
+    if shutil.which("ip") is None:
+        return "the `ip` command (iproute2)"
+    if not os.path.exists("/dev/net/tun"):
+        return "/dev/net/tun (the TUN driver)"
+    name = f"flprobe{os.getpid()}"
+    made = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
+    if made.returncode != 0:
+        return f"`ip netns add` ({made.stderr.strip() or 'failed'})"
+    subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    return None
+
+
+def _setns(fd: int) -> None:
+    """Move the calling thread into the network namespace open at `fd` (os.setns needs 3.12)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+def _open_tun(ifname: str) -> int:
+    """Create TUN device `ifname` in the calling thread's namespace; returns its (non-blocking) fd.
+    The device lives as long as the fd is open, wherever the process holding it moves."""
+    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)
+    try:
+        import fcntl
+
+        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", ifname.encode(), IFF_TUN | IFF_NO_PI))
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _in_netns(name: str, fn):
+    """Run `fn()` in a short-lived thread moved into namespace `name`; returns its result.
+
+    A socket keeps the namespace it was created in, so `_in_netns(ns, lambda: socket.socket())`
+    gives the caller a socket inside `ns` without moving any thread the caller uses."""
+    box: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            with open(NETNS_DIR / name) as ns:
+                _setns(ns.fileno())
+            box["value"] = fn()
+        except BaseException as exc:  # handed to the caller's thread
+            box["error"] = exc
+
+    t = threading.Thread(target=run, name=f"netns-{name}", daemon=True)
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box["value"]
+
+
+# -- the router process ------------------------------------------------------------------------
+
+
+def _router(spec: dict) -> int:
+    """The router's main loop. `spec`: {"delay": s, "loss": p, "seed": n, "ports": [{"netns": name
+    or null for this namespace, "ifname": ..., "addr": "a.b.c.d"}]}. Prints `ready` once every
+    TUN exists, then obeys one command per stdin line (`cut ADDR`, `restore ADDR`, `stats`),
+    answering one line each; exits when stdin closes."""
+    delay, loss = float(spec["delay"]), float(spec["loss"])
+    rng = random.Random(spec.get("seed"))
+    home = os.open("/proc/self/ns/net", os.O_RDONLY)
+    fds: list[int] = []
+    by_addr: dict[bytes, int] = {}  # destination address -> the fd of the TUN that reaches it
+    addr_of: dict[int, bytes] = {}
+    for port in spec["ports"]:
+        if port["netns"]:
+            with open(NETNS_DIR / port["netns"]) as ns:
+                _setns(ns.fileno())
+        try:
+            fd = _open_tun(port["ifname"])
+        finally:
+            if port["netns"]:
+                _setns(home)
+        addr = socket.inet_aton(port["addr"])
+        fds.append(fd)
+        by_addr[addr] = fd
+        addr_of[fd] = addr
+    cut: set[bytes] = set()
+    counts = {"forwarded": 0, "lost": 0, "cut": 0, "unroutable": 0, "overflow": 0}
+    queue: list[tuple[float, int, int, bytes]] = []  # (due, sequence, fd, packet): FIFO per due time
+    seq = 0
+    sel = selectors.DefaultSelector()
+    for fd in fds:
+        sel.register(fd, selectors.EVENT_READ, fd)
+    stdin = sys.stdin.fileno()
+    os.set_blocking(stdin, False)
+    sel.register(stdin, selectors.EVENT_READ, None)
+    pending = b""
+    print("ready", flush=True)
+    while True:
+        now = time.monotonic()
+        timeout = max(0.0, queue[0][0] - now) if queue else None
+        for key, _ in sel.select(timeout):
+            if key.data is None:
+                try:
+                    chunk = os.read(stdin, 4096)
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    return 0
+                pending += chunk
+                while b"\n" in pending:
+                    line, pending = pending.split(b"\n", 1)
+                    words = line.decode(errors="replace").split()
+                    if words[:1] == ["stats"]:
+                        reply = json.dumps(counts)
+                    elif len(words) == 2 and words[0] in ("cut", "restore"):
+                        try:
+                            addr = socket.inet_aton(words[1])
+                        except OSError:
+                            reply = f"error: bad address {words[1]!r}"
+                        else:
+                            (cut.add if words[0] == "cut" else cut.discard)(addr)
+                            reply = "ok"
+                    else:
+                        reply = f"error: unknown command {line[:80]!r}"
+                    print(reply, flush=True)
+                continue
+            src_fd = key.data
+            for _ in range(256):  # bounded, so one busy TUN cannot starve delivery
+                try:
+                    packet = os.read(src_fd, 65536)
+                except (BlockingIOError, InterruptedError):
+                    break
+                if len(packet) < 20 or packet[0] >> 4 != 4:
+                    counts["unroutable"] += 1  # IPv6 (router solicitations and the like): not routed
+                    continue
+                out = by_addr.get(packet[16:20])
+                if out is None:
+                    counts["unroutable"] += 1
+                elif addr_of[src_fd] in cut or packet[16:20] in cut:
+                    counts["cut"] += 1
+                elif rng.random() < loss:
+                    counts["lost"] += 1
+                elif len(queue) >= MAX_QUEUED:
+                    counts["overflow"] += 1
+                else:
+                    seq += 1
+                    heapq.heappush(queue, (time.monotonic() + delay, seq, out, packet))
+                    counts["forwarded"] += 1
+        now = time.monotonic()
+        while queue and queue[0][0] <= now:
+            _due, _seq, out, packet = heapq.heappop(queue)
+            try:
+                os.write(out, packet)
+            except OSError:  # the destination's queue is full or its interface is down: lost
+                counts["overflow"] += 1
+
+
+# -- the network, seen from the test -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Host:
+    index: int
+    netns: str  # the namespace's name under /run/netns
+    addr: str  # its address on the impaired network
+
+    @property
+    def prefix(self) -> tuple[str, ...]:
+        """Run a command in this host's namespace: prefix it with this."""
+        return ("ip", "netns", "exec", self.netns)
+
+
+@dataclass
+class Probe:
+    """What a UDP echo probe saw: datagrams sent, echoes back, and their round-trip times (s)."""
+
+    sent: int
+    received: int
+    rtts: list[float] = field(default_factory=list)
+
+    @property
+    def lost(self) -> int:
+        return self.sent - self.received
+
+
+def _run(*cmd: str) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise NetnsError(f"`{' '.join(cmd)}` failed: {proc.stderr.strip() or proc.returncode}")
+
+
+def _free_subnet() -> str:
+    """A 10.x.y.0/24 that no interface of this machine uses yet (concurrent runs pick apart)."""
+    used = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True).stdout
+    for _ in range(100):
+        base = f"10.{secrets.randbelow(100) + 100}.{secrets.randbelow(256)}"
+        if f" {base}." not in used:
+            return base
+    raise NetnsError("no free 10.x.y.0/24 subnet for the impaired network")
+
+
+class ImpairedNetwork:
+    """`hosts` network namespaces and the root namespace on one /24, every packet between them
+    delayed `delay` s and dropped with probability `loss` by a router process.
+
+    The root namespace has address `root_addr` (bind anvil there: the test reaches it directly,
+    the hosts through the router). `hosts[i].prefix` runs a command in host i's namespace."""
+
+    def __init__(self, hosts: int, delay: float = 0.05, loss: float = 0.01, seed: int | None = None) -> None:
+        self.delay, self.loss, self.seed = delay, loss, seed
+        tag = f"{os.getpid()}x{secrets.token_hex(2)}"
+        self.root_ifname = f"flr{tag}"[:15]
+        self.names = [f"fl{tag}-{i}" for i in range(hosts)]
+        self.hosts: list[Host] = []
+        self.root_addr = ""
+        self.router: subprocess.Popen[str] | None = None
+        self.killed: list[int] = []  # processes found in the namespaces at close and killed there
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> "ImpairedNetwork":
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        base = _free_subnet()
+        self.root_addr = f"{base}.1"
+        for i, name in enumerate(self.names):
+            _run("ip", "netns", "add", name)
+            self.hosts.append(Host(i, name, f"{base}.{10 + i}"))
+        ports = [{"netns": None, "ifname": self.root_ifname, "addr": self.root_addr}]
+        ports += [{"netns": h.netns, "ifname": HOST_IFNAME, "addr": h.addr} for h in self.hosts]
+        spec = {"delay": self.delay, "loss": self.loss, "seed": self.seed, "ports": ports}
+        self.router = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "router", json.dumps(spec)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            preexec_fn=_parent_death_signal(),
+        )  # fmt: skip
+        line = self._read_line(timeout=20)
+        if line != "ready":
+            err = self.router.stderr.read() if self.router.poll() is not None and self.router.stderr else ""
+            raise NetnsError(f"the router did not start: {line or err.strip().splitlines()[-1:] or 'no output'}")
+        _run("ip", "addr", "add", f"{self.root_addr}/24", "dev", self.root_ifname)
+        _run("ip", "link", "set", self.root_ifname, "up")
+        for h in self.hosts:
+            _run("ip", "-n", h.netns, "link", "set", "lo", "up")
+            _run("ip", "-n", h.netns, "addr", "add", f"{h.addr}/24", "dev", HOST_IFNAME)
+            _run("ip", "-n", h.netns, "link", "set", HOST_IFNAME, "up")
+
+    def _read_line(self, timeout: float) -> str:
+        assert self.router is not None and self.router.stdout is not None
+        ready, _, _ = select.select([self.router.stdout], [], [], timeout)
+        if not ready:
+            raise NetnsError(f"the router did not answer within {timeout:.0f} s")
+        return self.router.stdout.readline().strip()
+
+    def _command(self, line: str) -> str:
+        with self._lock:
+            if self.router is None or self.router.poll() is not None:
+                raise NetnsError("the router is not running")
+            assert self.router.stdin is not None
+            self.router.stdin.write(line + "\n")
+            self.router.stdin.flush()
+            reply = self._read_line(timeout=10)
+        if reply.startswith("error") or not reply:
+            raise NetnsError(f"router: {reply or 'no answer'} (to {line!r})")
+        return reply
+
+    def cut(self, host: Host) -> None:
+        """Drop every packet to or from `host` from now on (its cable is pulled)."""
+        self._command(f"cut {host.addr}")
+
+    def restore(self, host: Host) -> None:
+        self._command(f"restore {host.addr}")
+
+    def stats(self) -> dict[str, int]:
+        """The router's counters: packets forwarded, lost at random, dropped by a cut, unroutable."""
+        return json.loads(self._command("stats"))
+
+    def socket_in(self, host: Host, kind: int = socket.SOCK_DGRAM) -> socket.socket:
+        """An IPv4 socket that lives in `host`'s namespace."""
+        return _in_netns(host.netns, lambda: socket.socket(socket.AF_INET, kind))
+
+    def probe(self, a: Host, b: Host, count: int = 500, interval: float = 0.002) -> Probe:
+        """UDP echo from `a` to `b` and back: `count` datagrams, one every `interval` s. Every echo
+        crosses the router twice, so its round trip is at least 2 x delay, and it survives with
+        probability (1 - loss)^2."""
+        server, client = self.socket_in(b), self.socket_in(a)
+        stop = threading.Event()
+        try:
+            server.bind((b.addr, 0))
+            server.settimeout(0.1)
+            client.bind((a.addr, 0))
+            client.setblocking(False)
+
+            def echo() -> None:
+                while not stop.is_set():
+                    try:
+                        data, peer = server.recvfrom(64)
+                    except TimeoutError:
+                        continue
+                    server.sendto(data, peer)
+
+            t = threading.Thread(target=echo, name="netns-echo", daemon=True)
+            t.start()
+            sent_at: dict[int, float] = {}
+            result = Probe(count, 0)
+            seen: set[int] = set()
+
+            def drain(until: float) -> None:
+                while True:
+                    left = until - time.monotonic()
+                    if left <= 0 or not select.select([client], [], [], left)[0]:
+                        return
+                    data = client.recv(64)
+                    (n,) = struct.unpack("!I", data[:4])
+                    if n in sent_at and n not in seen:
+                        seen.add(n)
+                        result.rtts.append(time.monotonic() - sent_at[n])
+
+            for n in range(count):
+                sent_at[n] = time.monotonic()
+                client.sendto(struct.pack("!I", n), server.getsockname())
+                drain(time.monotonic() + interval)
+            drain(time.monotonic() + 4 * self.delay + 1.0)
+            result.received = len(seen)
+            stop.set()
+            t.join(timeout=5)
+            return result
+        finally:
+            stop.set()
+            server.close()
+            client.close()
+
+    def close(self) -> None:
+        """Kill whatever still runs in the namespaces, stop the router, delete the namespaces."""
+        for name in self.names:
+            if not (NETNS_DIR / name).exists():
+                continue
+            pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout.split()
+            for pid in map(int, pids):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    self.killed.append(pid)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + 10
+        while any(_alive(pid) for pid in self.killed) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self.router is not None:
+            if self.router.poll() is None:
+                try:
+                    assert self.router.stdin is not None
+                    self.router.stdin.close()  # the router's signal to exit
+                    self.router.wait(timeout=5)
+                except (OSError, subprocess.TimeoutExpired):
+                    self.router.kill()
+                    self.router.wait()
+            for pipe in (self.router.stdout, self.router.stderr):
+                if pipe is not None:
+                    pipe.close()
+        for name in self.names:
+            if (NETNS_DIR / name).exists():
+                subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+    def leftovers(self) -> list[str]:
+        """Everything of this network that still exists: namespaces, the root TUN device, the
+        router, processes killed at close. Empty after a clean `close`."""
+        left = [f"namespace {n}" for n in self.names if (NETNS_DIR / n).exists()]
+        if Path("/sys/class/net", self.root_ifname).exists():
+            left.append(f"interface {self.root_ifname}")
+        if self.router is not None and self.router.poll() is None:
+            left.append(f"router pid {self.router.pid}")
+        left += [f"pid {pid}" for pid in self.killed if _alive(pid)]
+        return left
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, dead but not yet reaped by its parent, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _parent_death_signal():
+    """A preexec_fn that SIGTERMs the router if this process dies (node/children.py does the same
+    for daemons; repeated here so this file stays standard-library only)."""
+    parent = os.getpid()
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def preexec() -> None:
+        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3 or sys.argv[1] != "router":
+        sys.exit(f"usage: {sys.argv[0]} router SPEC_JSON")
+    try:
+        sys.exit(_router(json.loads(sys.argv[2])))
+    except (OSError, ValueError, KeyError) as exc:
+        sys.exit(f"netns router: {type(exc).__name__}: {exc}")
