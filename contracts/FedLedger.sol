@@ -32,12 +32,15 @@ contract FedLedger {
     uint256 public constant BPS = 10_000;
     /// @notice Sampling tries per committee seat when the active set is large.
     uint256 public constant TRIES_PER_SEAT = 4;
+    /// @notice Proposals a round may see (rejected or undecided) before it is void; bounds `attempt`.
+    uint256 public constant MAX_ATTEMPTS = 4;
 
     // ---------------------------------------------------------------- types
 
     /// @notice Phases of a round, in the order a round moves through them.
     /// @dev `Draw`: waiting for `drawCommittee`. `Propose` is re-entered from `Attest` when a proposal
-    /// is rejected (the round's `attempt` grows, so (attempt, phase) still only moves forward).
+    /// is rejected or undecided (the round's `attempt` grows, so (attempt, phase) still only moves forward;
+    /// after MAX_ATTEMPTS proposals the round is void).
     enum Phase {
         Draw,
         Commit,
@@ -152,7 +155,7 @@ contract FedLedger {
         uint8 voters;
         uint8 agrees;
         uint8 disagrees;
-        uint16 attempt; // proposals rejected so far in this round
+        uint16 attempt; // proposals of this round that ended rejected or undecided, < MAX_ATTEMPTS
         uint40 deadline; // end of the current phase (unix seconds)
         uint64 seedBlock; // block whose hash seeds the committee draw
         uint64 openedBlock; // block that opened the round (log scans start here)
@@ -317,6 +320,17 @@ contract FedLedger {
     event ProposalRejected(
         uint256 indexed taskId, uint256 indexed round, address indexed proposer, uint256 attempt, uint256 agrees, uint256 disagrees
     );
+    /// @notice Emitted when the challenge window of a proposal closes with neither a majority
+    /// agreeing nor a majority disagreeing: nobody is slashed and the next proposer gets its turn.
+    /// @param taskId The task.
+    /// @param round The round.
+    /// @param proposer The proposer (not slashed).
+    /// @param attempt The undecided attempt.
+    /// @param agrees Agreeing attestations.
+    /// @param disagrees Disagreeing attestations.
+    event ProposalUndecided(
+        uint256 indexed taskId, uint256 indexed round, address indexed proposer, uint256 attempt, uint256 agrees, uint256 disagrees
+    );
     /// @notice Emitted when a round is finalized and its global model recorded.
     /// @param taskId The task.
     /// @param round The finalized round.
@@ -458,11 +472,11 @@ contract FedLedger {
     /// @param expected The pending proposal's hash.
     /// @param got The hash of the given values.
     error FedLedgerProposalMismatch(bytes32 expected, bytes32 got);
-    /// @notice Thrown when `finalize` comes before a quorum agrees and before the window closes.
+    /// @notice Thrown when `finalize` comes before a strict majority of the attesters agrees.
     /// @param taskId The task.
     /// @param round The round.
     /// @param agrees Agreeing attestations so far.
-    /// @param voters Participants entitled to attest.
+    /// @param voters Participants entitled to attest (revealed members other than the proposer).
     /// @param windowEnd When the challenge window closes.
     error FedLedgerNotDecided(uint256 taskId, uint256 round, uint256 agrees, uint256 voters, uint256 windowEnd);
     /// @notice Thrown when `withdraw` is called with no pending rewards.
@@ -855,7 +869,8 @@ contract FedLedger {
 
     /// @notice Attests to the pending proposal after re-running the aggregation: agree iff the
     /// model CID and every score match. Open to revealed participants other than the proposer.
-    /// A majority of disagreeing attesters rejects the proposal at once.
+    /// A strict majority of disagreeing attesters rejects the proposal at once; a member that
+    /// cannot check the proposal stays silent (silence is neither agreement nor disagreement).
     /// @param taskId The task.
     /// @param round The open round.
     /// @param agree Whether the re-execution matched the proposal.
@@ -874,12 +889,16 @@ contract FedLedger {
             r.disagrees += 1;
         }
         emit Attested(taskId, round, msg.sender, attempt, agree);
-        if (uint256(r.disagrees) * 2 > r.voters) _reject(taskId, round, task, r);
+        if (_rejected(r)) {
+            _endAttempt(taskId, round, task, r, true);
+        } else if (r.agrees + r.disagrees == r.voters && !_accepted(r)) {
+            _endAttempt(taskId, round, task, r, false); // everyone voted, a tie: no need to wait
+        }
     }
 
-    /// @notice Finalizes the pending proposal once it is accepted (a majority of attesters agree,
-    /// or every attester acted / the challenge window closed with no more disagreements than
-    /// agreements): records the model, updates reputations, credits rewards, opens the next round.
+    /// @notice Finalizes the pending proposal once it is accepted, as soon as a strict majority of
+    /// the attesters (the revealed members other than the proposer) agree: records the model,
+    /// updates reputations, credits rewards, opens the next round.
     /// Anyone may call it; the proposal's model and scores are passed again (only their hash is stored).
     /// @param taskId The task.
     /// @param round The open round.
@@ -1116,8 +1135,10 @@ contract FedLedger {
             } else if (phase == Phase.Reveal && expired) {
                 _endReveal(taskId, round, task, r);
                 if (r.phase == Phase.Void) return r;
-            } else if (phase == Phase.Attest && expired && _rejected(r)) {
-                _reject(taskId, round, task, r);
+            } else if (phase == Phase.Attest && expired && !_accepted(r)) {
+                // Not rejected either (a strict majority disagreeing ends the attempt at once).
+                _endAttempt(taskId, round, task, r, false);
+                if (r.phase == Phase.Void) return r;
             } else {
                 return r;
             }
@@ -1166,32 +1187,44 @@ contract FedLedger {
         return r.committee[r.order[(round + r.attempt) % n]];
     }
 
-    /// @dev Accepted: a majority of voters agree; or every voter acted, or the window closed, with
-    /// no more disagreements than agreements. With no voters at all the proposal stands.
+    /// @dev Accepted: a strict majority of the voters agree. The voters are fixed when the proposal
+    /// is posted: every revealed member except the proposer, so an outside (fallback) proposer
+    /// neither adds a seat nor removes one. Ties and silence are not acceptance, and with no
+    /// voters at all (a lone revealed member proposing) nothing is ever accepted.
     function _accepted(Round storage r) private view returns (bool) {
-        uint256 voters = r.voters;
-        uint256 agrees = r.agrees;
-        uint256 disagrees = r.disagrees;
-        if (agrees * 2 > voters) return true;
-        bool closed = agrees + disagrees == voters || block.timestamp > r.deadline;
-        return closed && disagrees <= agrees;
+        return uint256(r.agrees) * 2 > r.voters;
     }
 
+    /// @dev Rejected: a strict majority of the voters disagree; the only outcome that slashes.
     function _rejected(Round storage r) private view returns (bool) {
-        return r.disagrees > r.agrees;
+        return uint256(r.disagrees) * 2 > r.voters;
     }
 
-    function _reject(uint256 taskId, uint256 round, Task storage task, Round storage r) private {
+    /// @dev Ends the pending proposal without finalizing it. Rejected (`slash`): the proposer loses
+    /// its stake. Undecided (the window closed, or a tie): the proposer's exposure is released
+    /// and nobody is slashed, since an honest proposer can fail to convince attesters that could
+    /// not fetch an update. Either way the next proposer gets its turn, and after MAX_ATTEMPTS
+    /// proposals the round is void (the pool carries over), so `attempt` never wraps.
+    function _endAttempt(uint256 taskId, uint256 round, Task storage task, Round storage r, bool slash) private {
         address proposer = r.proposer;
         uint256 attempt = r.attempt;
-        emit ProposalRejected(taskId, round, proposer, attempt, r.agrees, r.disagrees);
-        _slash(proposer, taskId, round, task, SlashReason.RejectedProposal);
-        r.attempt = uint16(attempt + 1);
+        if (slash) {
+            emit ProposalRejected(taskId, round, proposer, attempt, r.agrees, r.disagrees);
+            _slash(proposer, taskId, round, task, SlashReason.RejectedProposal);
+        } else {
+            emit ProposalUndecided(taskId, round, proposer, attempt, r.agrees, r.disagrees);
+            _nodes[proposer].exposure -= 1;
+        }
         r.proposer = address(0);
         r.proposalHash = bytes32(0);
         r.agrees = 0;
         r.disagrees = 0;
         r.voters = 0;
+        if (attempt + 1 >= MAX_ATTEMPTS) {
+            _closeRound(taskId, round, task, r, Phase.Void);
+            return;
+        }
+        r.attempt = uint16(attempt + 1);
         _enter(taskId, round, r, Phase.Propose, task.proposeTimeout);
     }
 

@@ -1,4 +1,5 @@
-"""Off-chain mirror of FedLedger's incentive arithmetic (reputation and rewards).
+"""Off-chain mirror of FedLedger's incentive arithmetic (reputation and rewards) and of how
+attestations decide a proposal (`incentives.outcome`).
 
 Pure integer functions that reproduce `contracts/FedLedger.sol` to the wei, so a
 node can predict, check and explain what `finalize` will do before paying
@@ -6,6 +7,7 @@ gas for it. No chain or node imports: this package sits below both.
 """
 
 from incentives.errors import IncentivesError, ScoreOutOfRangeError, UnknownNodeError
+from incentives.outcome import MAX_ATTEMPTS, Outcome, outcome, round_voided, voters_of
 from incentives.reputation import (
     BPS,
     INITIAL_REPUTATION,
@@ -24,17 +26,22 @@ from incentives.reputation import (
 __all__ = [
     "BPS",
     "INITIAL_REPUTATION",
+    "MAX_ATTEMPTS",
     "REPUTATION_ALPHA",
     "REPUTATION_THRESHOLD",
     "WAD",
     "IncentivesError",
     "LedgerState",
+    "Outcome",
     "ScoreOutOfRangeError",
     "TaskIncentives",
     "UnknownNodeError",
     "apply_finalize",
     "ema",
+    "outcome",
     "round_payouts",
     "round_share",
+    "round_voided",
+    "voters_of",
     "weight",
 ]

@@ -272,13 +272,21 @@ def test_anyone_may_propose_after_the_timeout(chain: Chain, ledger: Contract, pr
     assert st["proposer"] == outsider and st["voters"] == 3 and st["deadline"] == chain.now() + TIMEOUT
 
 
-def test_challenge_window_closing_accepts_an_undisputed_proposal(chain: Chain, ledger: Contract, proto: Protocol, task: int, committee: list[str]) -> None:
+def test_challenge_window_closing_in_silence_retries_without_slashing(chain: Chain, ledger: Contract, proto: Protocol, task: int, committee: list[str]) -> None:
+    # Silence is not consent (#14 C2): the window closes undecided, the proposer keeps its stake
+    # and the next proposer gets its turn.
     proto.commit(task, committee)
     proto.reveal(task, committee)
     proto.propose(task, [WAD] * 3)
+    proposer = proto.state(task)["proposer"]
     chain.travel(TIMEOUT + 1)
-    proto.finalize(task, [WAD] * 3)
-    assert ledger.functions.globalModel(task).call() == [b"bafk-global-1", 1]
+    receipt = chain.send(ledger.functions.advance(task), chain.accounts[9])
+    assert _events(ledger, receipt, "ProposalUndecided")[0]["args"]["proposer"] == proposer
+    assert not _events(ledger, receipt, "Slashed")
+    st = proto.state(task)
+    assert st["phase"] == PROPOSE and st["attempt"] == 1
+    assert ledger.functions.nodeStatus(proposer).call()[2] == 0
+    assert ledger.functions.stakeOf(proposer).call() == MIN_STAKE
 
 
 def test_rejected_proposal_slashes_the_proposer_and_reopens_proposing(
@@ -314,12 +322,16 @@ def test_rejected_proposal_slashes_the_proposer_and_reopens_proposing(
     assert bad["attempt"] == 0
 
 
-def test_disputed_proposal_is_rejected_when_the_window_closes(chain: Chain, ledger: Contract, proto: Protocol, task: int, committee: list[str]) -> None:
+def test_a_minority_disagreeing_does_not_slash_the_proposer(chain: Chain, ledger: Contract, proto: Protocol, task: int, committee: list[str]) -> None:
+    # 1 of 2 voters disagrees, the other is silent: no strict majority either way (#14 C2)
     proto.commit(task, committee)
     proto.reveal(task, committee)
     proto.propose(task, [WAD] * 3)
+    proposer = proto.state(task)["proposer"]
     proto.attest(task, proto.voters(task)[:1], agree=False)
     chain.travel(TIMEOUT + 1)
     receipt = chain.send(ledger.functions.advance(task), chain.accounts[9])
-    assert _events(ledger, receipt, "ProposalRejected")[0]["args"]["disagrees"] == 1
+    assert _events(ledger, receipt, "ProposalUndecided")[0]["args"]["disagrees"] == 1
+    assert not _events(ledger, receipt, "ProposalRejected")
     assert proto.state(task)["phase"] == PROPOSE
+    assert ledger.functions.stakeOf(proposer).call() == MIN_STAKE

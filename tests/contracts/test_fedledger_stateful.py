@@ -13,7 +13,10 @@ every step it checks, from the chain's own views:
   (checked on every receipt that can credit);
 - no double reveal: each open round's reveal list has distinct senders, and
   reveals <= commits <= committee size; a wrong or repeated reveal never succeeds;
-- phase monotonicity: per task, (round, proposal attempt, phase) only moves forward;
+- phase monotonicity: per task, (round, proposal attempt, phase) only moves forward, and the
+  attempt stays under MAX_ATTEMPTS (it never wraps);
+- a finalized round had a strict majority of its attesters agreeing (silence and ties never
+  finalize); a proposal is rejected (its proposer slashed) only by a strict majority disagreeing;
 - no stake leaves while a slash is pending.
 
 Run: .venv/bin/pytest tests/contracts/test_fedledger_stateful.py -m "not slow"   (8 sequences)
@@ -79,6 +82,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.chain, self.ledger, snapshot = _env()
         self.chain.tester.revert_to_snapshot(snapshot)
         self.v = Views(self.ledger)
+        self.max_attempts = self.v.MAX_ATTEMPTS()
         self.owners = [self.chain.accounts[0], self.chain.accounts[7]]
         self.nodes = self.chain.accounts[1 : 1 + NODES]
         self.everyone = self.owners + self.nodes
@@ -97,6 +101,10 @@ class LedgerMachine(RuleBasedStateMachine):
         STATS[fn] = STATS.get(fn, 0) + 1
         if fn in ("finalize", "drawCommittee", "advance", "attest", "reveal"):
             self.check_credits(events)
+        if fn == "attest":
+            for name, args in events:
+                if name == "ProposalRejected":  # only a vote can reject, and only a majority's
+                    assert args["disagrees"] * 2 > args["disagrees"] + args["agrees"], "minority rejected"
         return events
 
     def open_round(self, task: int) -> tuple[int, tuple | None]:
@@ -142,6 +150,8 @@ class LedgerMachine(RuleBasedStateMachine):
         cid, scores = self.proposals.get((t, rnd), (b"bafk-none", []))
         if self.send("finalize", (t, rnd, cid, scores), self.owners[1]) is not None:
             assert self.v.globalModel(t) == [cid, rnd]
+            state = self.v.roundState(t, rnd)
+            assert state[5] * 2 > state[4], "finalized without a strict majority agreeing"
 
     # ------------------------------------------------------------ nodes
 
@@ -304,6 +314,7 @@ class LedgerMachine(RuleBasedStateMachine):
                     senders = v.roundUpdates(t, rnd)[0]
                     assert len(set(senders)) == len(senders) == reveals, "double reveal"
                 key = (rnd, state[7], phase)
+                assert state[7] < self.max_attempts, "attempt out of bounds"
             assert key >= self.progress.get(t, (0, 0, 0)), f"task {t} moved backwards"
             self.progress[t] = key
         assert self.ledger.balance() == stakes + pools + pending, "ether not conserved"

@@ -6,8 +6,9 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from mirror_chain import RegisteredLedger
 
+from incentives.outcome import Outcome, outcome
 from incentives.reputation import WAD, LedgerState, TaskIncentives, apply_finalize
-from tests.contracts.ledger_harness import TIMEOUT, VOID, TaskConfig
+from tests.contracts.ledger_harness import PROPOSE, TIMEOUT, VOID, TaskConfig
 
 SCORES = st.one_of(
     st.sampled_from([0, 1, WAD // 5, WAD // 3, WAD // 2, WAD - 1, WAD]),
@@ -75,8 +76,18 @@ def test_mirror_equals_chain_after_every_finalize(
         proposer = proto.state(task)["proposer"]
         agreeing = [v for v, yes in zip(proto.voters(task), agrees) if yes]
         proto.attest(task, agreeing)
-        if 2 * len(agreeing) <= len(proto.voters(task)):
-            env.chain.travel(TIMEOUT + 1)  # not decided yet: let the challenge window close
+        voters = len(proto.voters(task))
+        if outcome(voters, len(agreeing), 0) is not Outcome.ACCEPTED:
+            # Silence is not consent: the window closes undecided, nobody is slashed, and the
+            # next proposer's proposal is agreed by everyone.
+            assert outcome(voters, len(agreeing), 0, window_closed=True) is Outcome.UNDECIDED
+            env.chain.travel(TIMEOUT + 1)
+            env.chain.send(f.advance(task), env.owner)
+            assert proto.state(task)["phase"] == PROPOSE and proto.state(task)["attempt"] == 1
+            proto.propose(task, scores)
+            proposer = proto.state(task)["proposer"]
+            agreeing = proto.voters(task)
+            proto.attest(task, agreeing)
         proto.finalize(task, scores)
         state = apply_finalize(
             state, owner=env.owner, rounds=len(plan), round=rnd, senders=senders, scores=scores,

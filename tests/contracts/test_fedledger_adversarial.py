@@ -1,0 +1,109 @@
+"""Exploits against FedLedger's round outcomes (issue #14), each kept as a regression test.
+
+Every test here was first run against the contract it guards and failed there: it is the attack,
+written down. Run: .venv/bin/python -m pytest -q tests/contracts/test_fedledger_adversarial.py
+"""
+
+from __future__ import annotations
+
+from ledger_harness import ATTEST, MIN_STAKE, PROPOSE, TIMEOUT, VOID, WAD, Chain, Protocol, TaskConfig
+from web3.contract import Contract
+from web3.logs import DISCARD
+
+POISONED = b"bafk-poisoned-model"
+
+
+def _events(ledger: Contract, receipt, name: str) -> list:
+    return list(getattr(ledger.events, name)().process_receipt(receipt, errors=DISCARD))
+
+
+def _stakes(ledger: Contract, accounts: list[str]) -> list[int]:
+    return [ledger.functions.stakeOf(a).call() for a in accounts]
+
+
+def _revealed_round(proto: Protocol, owner: str, k: int) -> tuple[int, list[str]]:
+    """A task with committee K whose round 1 has every drawn member revealed; (task, reveal order)."""
+    task = proto.create_task(owner, TaskConfig(committee_size=k))
+    members = proto.draw(task)
+    assert len(members) == k
+    proto.commit(task, members)
+    proto.reveal(task, members)
+    return task, proto.revealed(task)
+
+
+def test_a_tie_with_an_outside_proposer_does_not_finalize(chain: Chain, ledger: Contract, proto: Protocol, owner: str) -> None:
+    # Prepare: 4 revealed; an outsider (staked, not on the committee) proposes after the timeout;
+    # 2 colluding members agree, the 2 honest ones disagree.
+    proto.register(chain.accounts[1:5])
+    task, order = _revealed_round(proto, owner, 4)
+    outsider = chain.accounts[6]
+    proto.register([outsider])
+    chain.travel(TIMEOUT + 1)
+    scores = [WAD] * 4
+    proto.propose(task, scores, cid=POISONED, sender=outsider)
+    colluders, honest = order[:2], order[2:]
+    proto.attest(task, colluders, agree=True)
+    proto.attest(task, honest, agree=False)
+    # Execute / Assert: 2 of 4 is no majority, and with every vote in nothing can change: the
+    # attempt ends at once, undecided; nothing is finalized and nobody is slashed
+    with chain.reverts(ledger, "FedLedgerWrongPhase", task, 1, ATTEST, PROPOSE):
+        proto.finalize(task, scores, cid=POISONED)
+    assert ledger.functions.globalModel(task).call()[1] == 0
+    assert _stakes(ledger, [*order, outsider]) == [MIN_STAKE] * 5
+    assert proto.state(task)["attempt"] == 1
+
+
+def test_silence_is_not_consent(chain: Chain, ledger: Contract, proto: Protocol, owner: str) -> None:
+    # Prepare: 5 revealed, the designated proposer posts a poisoned model, 1 colluder agrees and
+    # the 3 others say nothing until the window closes.
+    proto.register(chain.accounts[1:6])
+    task, order = _revealed_round(proto, owner, 5)
+    scores = [WAD] * 5
+    proto.propose(task, scores, cid=POISONED)
+    voters = proto.voters(task)
+    proto.attest(task, voters[:1], agree=True)
+    chain.travel(TIMEOUT + 1)
+    # Execute / Assert
+    with chain.reverts(ledger, "FedLedgerWrongPhase", task, 1, ATTEST, PROPOSE):
+        proto.finalize(task, scores, cid=POISONED)
+    assert ledger.functions.globalModel(task).call()[1] == 0
+
+
+def test_undecided_proposals_retry_then_void_the_round_without_slashing(
+    chain: Chain, ledger: Contract, proto: Protocol, owner: str
+) -> None:
+    # Prepare: 3 revealed; every proposal meets silence until its window closes
+    proto.register(chain.accounts[1:4])
+    task, order = _revealed_round(proto, owner, 3)
+    max_attempts = ledger.functions.MAX_ATTEMPTS().call()
+    proposers = []
+    # Execute
+    for attempt in range(max_attempts):
+        assert proto.state(task)["phase"] == PROPOSE and proto.state(task)["attempt"] == attempt
+        proposers.append(proto.state(task, 1)["proposer"])
+        proto.propose(task, [WAD] * 3)
+        chain.travel(TIMEOUT + 1)
+        receipt = chain.send(ledger.functions.advance(task), owner)
+        (undecided,) = _events(ledger, receipt, "ProposalUndecided")
+        assert undecided["args"]["attempt"] == attempt
+    # Assert: the round is void after MAX_ATTEMPTS (attempt never wraps); nobody was slashed and
+    # nobody carries an exposure that would block its unstaking
+    assert proto.state(task, 1)["phase"] == VOID
+    assert proto.round_of(task) == 2
+    assert _stakes(ledger, order) == [MIN_STAKE] * 3
+    assert [ledger.functions.nodeStatus(a).call()[2] for a in order] == [0, 0, 0]
+
+
+def test_a_strict_majority_finalizes_before_the_window_closes(chain: Chain, ledger: Contract, proto: Protocol, owner: str) -> None:
+    # Prepare: 5 revealed, 4 voters; 3 agree
+    proto.register(chain.accounts[1:6])
+    task, _ = _revealed_round(proto, owner, 5)
+    proto.propose(task, [WAD] * 5)
+    voters = proto.voters(task)
+    proto.attest(task, voters[:2], agree=True)
+    # Execute / Assert: 2 of 4 is not enough, 3 of 4 is, at once
+    with chain.reverts(ledger, "FedLedgerNotDecided", task, 1, 2, 4, proto.state(task)["deadline"]):
+        proto.finalize(task, [WAD] * 5)
+    proto.attest(task, voters[2:3], agree=True)
+    proto.finalize(task, [WAD] * 5)
+    assert ledger.functions.globalModel(task).call()[1] == 1
