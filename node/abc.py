@@ -20,8 +20,10 @@ class Storage(Protocol):
     def put(self, data: bytes) -> str:
         """Store `data`, pin it, and return its CID."""
 
-    def get(self, cid: str) -> bytes:
-        """Return the bytes under `cid`, verified block by block; raise StorageError if absent."""
+    def get(self, cid: str, max_bytes: int | None = None) -> bytes:
+        """Return the bytes under `cid`, verified block by block; raise StorageError if absent,
+        or if the content is larger than `max_bytes` (None: the backend's safe default), found
+        out from the root's declared size before the rest is read."""
 
     def has(self, cid: str) -> bool:
         """Whether every block of `cid` is held locally."""

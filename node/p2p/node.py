@@ -8,8 +8,10 @@
         await node.announce(Announcement(task_id, round_, "update", cid))
         await node.fetch(cid, providers=[peer_id, ...])
 
-`is_registered(peer_id)` is the allow-list (registered on-chain nodes); it is
-a plain callable so this module does not depend on the chain client.
+`is_registered(peer_id)` is the allow-list (registered on-chain nodes) for
+both gossip and the block server: an unregistered peer is neither heard nor
+served. It is a plain callable so this module does not depend on the chain
+client; `lambda peer: True` opens both to everyone (tests, simulations).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from node.errors import ConfigError
 from node.p2p.blocks import BLOCKS_PROTOCOL, BlockFetcher, BlockServer, ProviderFault
 from node.p2p.gossip import Announcement, accept, topic_for_task
 from node.p2p.identity import load_or_create_identity, peer_id_of
+from node.storage.unixfs import DEFAULT_MAX_FETCH_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,9 @@ class P2PConfig:
     listen: str = "/ip4/127.0.0.1/tcp/0"  # loopback by default; a public node sets its own address
     direct_transfer: bool = True  # serve and fetch bulk blocks over the direct AES-GCM channel (blocks.py)
     stall_timeout: float = 10.0  # seconds without data before a provider is abandoned
+    min_rate: float = 64 * 1024  # bytes/s a provider must keep up (blocks.py); slower ones are dropped
+    fetch_timeout: float = 600.0  # seconds for one fetch, every provider included
+    max_fetch_bytes: int = DEFAULT_MAX_FETCH_BYTES  # a fetch's byte limit when its caller names none
     publish_interval: float = 0.005  # pacing between our publishes; gossipsub drops bursts (DEPENDENCIES.md)
     inbox_size: int = 4096  # announcements buffered per subscription before the oldest consumer blocks
 
@@ -81,6 +87,7 @@ class P2PNode:
         self.server = BlockServer(
             block_source or store.get_block,
             direct_host=self._listen_ip() if config.direct_transfer else None,
+            allow=is_registered,
         )
         self.fetcher = BlockFetcher(
             store,
@@ -89,6 +96,9 @@ class P2PNode:
             stall_timeout=config.stall_timeout,
             direct=config.direct_transfer,
             on_fault=self._record_fault,
+            min_rate=config.min_rate,
+            fetch_timeout=config.fetch_timeout,
+            max_bytes=config.max_fetch_bytes,
         )
         self.gossipsub = GossipSub(
             protocols=[GOSSIPSUB_PROTOCOL_ID],
@@ -205,10 +215,11 @@ class P2PNode:
         except Exception:  # not a peer ID (the on-chain registry holds whatever a node registered)
             return False
 
-    async def fetch(self, cid: str, providers: list[str]) -> list[ProviderFault]:
-        """Fetch and pin `cid` from the first provider that delivers it whole (FetchError if none does)."""
+    async def fetch(self, cid: str, providers: list[str], max_bytes: int | None = None) -> list[ProviderFault]:
+        """Fetch and pin `cid` from the first provider that delivers it whole (FetchError if none
+        does), at most `max_bytes` of it (default: the config's `max_fetch_bytes`)."""
         usable = [p for p in providers if p != self.peer_id]
-        return await self.fetcher.fetch(cid, usable)
+        return await self.fetcher.fetch(cid, usable, max_bytes)
 
     async def _open_block_stream(self, peer: str):  # type: ignore[no-untyped-def]
         return await self.host.new_stream(ID.from_base58(peer), [BLOCKS_PROTOCOL])

@@ -66,9 +66,11 @@ from node.storage.cid import CODEC_RAW, Cid, parse_cid, verify_block
 from node.storage.dagpb import decode_node
 from node.storage.unixfs import (
     CHUNK_SIZE,
+    DEFAULT_MAX_FETCH_BYTES,
     MAX_DEPTH,
     LevelEntry,
     check_cid_version,
+    dag_blocks_bound,
     iter_blocks,
     leaf_block,
     parent_blocks,
@@ -602,9 +604,13 @@ class EmbeddedStorage:
                 raise
         return str(root)
 
-    def get(self, cid: str) -> bytes:
-        """Return the file under `cid`, every block re-hashed from disk; IntegrityError names a corrupt block."""
-        return read_dag(cid, self._read_unverified)
+    def get(self, cid: str, max_bytes: int | None = None) -> bytes:
+        """Return the file under `cid`, every block re-hashed from disk; IntegrityError names a corrupt block.
+
+        At most `max_bytes` (default DEFAULT_MAX_FETCH_BYTES): a larger file is a StorageError
+        once its root's declared size is read, before anything else is."""
+        limit = DEFAULT_MAX_FETCH_BYTES if max_bytes is None else max_bytes
+        return read_dag(cid, self._read_unverified, max_size=limit, max_blocks=dag_blocks_bound(limit))
 
     def has(self, cid: str) -> bool:
         """Whether every block of the DAG under `cid` is on disk (structure only; `get` verifies bytes)."""

@@ -39,7 +39,7 @@ from typing import Any
 from node.errors import StorageError
 from node.storage.cid import CODEC_DAG_PB, parse_cid, verify_block
 from node.storage.dagpb import decode_node
-from node.storage.unixfs import cid_of, read_dag, received_block
+from node.storage.unixfs import DEFAULT_MAX_FETCH_BYTES, cid_of, dag_blocks_bound, read_dag, received_block
 
 #: Where `ipfs daemon` serves its RPC API by default.
 DEFAULT_API = "/ip4/127.0.0.1/tcp/5001/http"
@@ -111,13 +111,17 @@ class KuboStorage:
             )
         return got
 
-    def get(self, cid: str) -> bytes:
+    def get(self, cid: str, max_bytes: int | None = None) -> bytes:
         """The file under `cid`, fetched block by block and verified against every CID.
 
         Blocks are read unverified here (`read_dag` hashes each one itself) and
-        may come from the daemon's network, if it is online.
+        may come from the daemon's network, if it is online. At most `max_bytes` (default
+        DEFAULT_MAX_FETCH_BYTES), checked on the root's declared size before any other block.
         """
-        return read_dag(cid, lambda c: self._get_block(c, offline=False))
+        limit = DEFAULT_MAX_FETCH_BYTES if max_bytes is None else max_bytes
+        return read_dag(
+            cid, lambda c: self._get_block(c, offline=False), max_size=limit, max_blocks=dag_blocks_bound(limit)
+        )
 
     def has(self, cid: str) -> bool:
         """Whether the daemon holds every block of `cid` locally (it is not asked to search the network).

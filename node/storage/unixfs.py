@@ -55,6 +55,25 @@ DEFAULT_MAX_SIZE = 4 * 1024**3
 #: Default ceiling on blocks visited; a DAG can reuse a block under many links,
 #: so this bounds work even when sizes are consistent.
 DEFAULT_MAX_BLOCKS = 1 << 20
+#: Default ceiling on one fetch from peers or one `get`, when the caller names none: four times
+#: a task's default `max_update_bytes` (node/taskspec.py). Callers that know the task pass its limit.
+DEFAULT_MAX_FETCH_BYTES = 256 * 2**20
+
+
+def dag_bytes_bound(file_size: int) -> int:
+    """An upper bound on the bytes of all the blocks of a kubo-built DAG over `file_size` bytes
+    (either CID version): the file, plus 1/256 for the leaves' and internal nodes' framing (a
+    v0 leaf adds ~20 bytes to 256 KiB, an internal node ~54 bytes per child), plus 64 KiB for
+    the partly filled nodes along the right edge and the root."""
+    return file_size + file_size // 256 + 64 * 1024
+
+
+def dag_blocks_bound(file_size: int) -> int:
+    """An upper bound on the blocks of a kubo-built DAG over `file_size` bytes: one leaf per
+    chunk, at most one internal node per two of those (174 children each, partly filled ones
+    on each of at most MAX_DEPTH levels), and the root."""
+    leaves = max(1, -(-file_size // CHUNK_SIZE))
+    return leaves + leaves // 2 + MAX_DEPTH + 1
 
 #: A block source: CID text -> block bytes; raises StorageError when absent.
 BlockGetter = Callable[[str], bytes]

@@ -1,14 +1,18 @@
 """A FedLedger p2p node in its own process, driven by JSON lines on stdin, for the multi-process tests and the benchmark.
 
     python tests/p2p/p2p_peer_proc.py DATA_DIR [--allow ID,ID|*] [--corrupt] [--die-after N] [--inline]
+        [--trickle BYTES_PER_S] [--min-rate BYTES_PER_S] [--fetch-timeout S]
 
 Prints {"ready": true, "peer_id": ..., "addrs": [...]} once listening, then
 answers each command line with one JSON line. Commands (`op` field): put
 {size, seed} -> {cid}; connect {addr}; allow {peers}; subscribe {task};
 announce {task, round, kind, cid}; inbox {} -> {announcements}; peers {task};
-fetch {cid, providers} -> {seconds, faults}; get {cid} -> {sha256}; quit.
+fetch {cid, providers, max_bytes?} -> {seconds, faults}; get {cid} -> {sha256};
+offers {} -> {offers} (direct-channel offers held); quit.
 --corrupt flips one byte of every served leaf; --die-after N exits the
-process (os._exit) after serving N blocks, as a provider vanishing mid-transfer.
+process (os._exit) after serving N blocks, as a provider vanishing mid-transfer;
+--trickle sends what it serves in 512-byte pieces at about that rate, never
+silent long enough for a stall timeout.
 """
 
 from __future__ import annotations
@@ -43,7 +47,11 @@ async def main() -> None:
     parser.add_argument("--inline", action="store_true")
     parser.add_argument("--stall-timeout", type=float, default=3.0)
     parser.add_argument("--fsync", action="store_true")
+    parser.add_argument("--trickle", type=float, default=0.0)
+    parser.add_argument("--min-rate", type=float, default=None)
+    parser.add_argument("--fetch-timeout", type=float, default=None)
     args = parser.parse_args()
+    tuning = {k: v for k, v in (("min_rate", args.min_rate), ("fetch_timeout", args.fetch_timeout)) if v is not None}
 
     allowed: set[str] | None = None if args.allow == "*" else set(filter(None, args.allow.split(",")))
     store = EmbeddedStorage(Path(args.data_dir) / "ipfs", fsync=args.fsync)
@@ -60,11 +68,23 @@ async def main() -> None:
         return block
 
     node = P2PNode(
-        P2PConfig(Path(args.data_dir), direct_transfer=not args.inline, stall_timeout=args.stall_timeout),
+        P2PConfig(Path(args.data_dir), direct_transfer=not args.inline, stall_timeout=args.stall_timeout, **tuning),
         store,
         lambda peer: allowed is None or peer in allowed,
         block_source=source,
     )
+    if args.trickle:
+        send_dag = node.server._send_dag
+
+        async def trickling(root, send, aead):  # type: ignore[no-untyped-def]
+            async def slowly(frame: bytes) -> None:
+                for i in range(0, len(frame), 512):
+                    await send(frame[i : i + 512])
+                    await trio.sleep(512 / args.trickle)
+
+            await send_dag(root, slowly, aead)
+
+        node.server._send_dag = trickling  # type: ignore[method-assign]
     inboxes: dict[int, trio.MemoryReceiveChannel[Announcement]] = {}
     out = sys.stdout
 
@@ -118,9 +138,12 @@ async def main() -> None:
                         reply({"announcements": got})
                     elif op == "fetch":
                         start = time.perf_counter()
-                        faults = await node.fetch(cmd["cid"], cmd["providers"])
+                        limit = {"max_bytes": cmd["max_bytes"]} if "max_bytes" in cmd else {}
+                        faults = await node.fetch(cmd["cid"], cmd["providers"], **limit)
                         seconds = time.perf_counter() - start
                         reply({"seconds": seconds, "faults": [[f.peer, f.kind, f.error] for f in faults]})
+                    elif op == "offers":
+                        reply({"offers": len(node.server._offers)})
                     elif op == "get":
                         reply({"sha256": hashlib.sha256(store.get(cmd["cid"])).hexdigest()})
                     else:

@@ -475,3 +475,18 @@ def test_a_failing_write_in_a_large_put_leaves_nothing(tmp_path: Path, monkeypat
     assert store.pins() == [] and list(store.root.rglob(".tmp-*")) == []
     cid = store.put(pattern(12 * C, salt=13))  # and the store still works
     assert store.get(cid) == pattern(12 * C, salt=13)
+
+
+def test_get_refuses_content_over_the_callers_limit_before_reading_it(store: EmbeddedStorage) -> None:
+    # Prepare: 3 MB held; the caller (a task with max_update_bytes = 1 MB) may take 1 MB.
+    # Before #14 (H7) get had no limit but a 4 GiB default, so the whole file was assembled.
+    data = os.urandom(3 * 1024 * 1024)
+    cid = store.put(data)
+    _, blocks = build_dag(data)
+    store._block_path(parse_cid(next(iter(blocks)))).unlink()  # the first leaf  # were any leaf read, this one would be missed
+    # Execute / Assert: refused on the root's declared size, before any leaf is read
+    with pytest.raises(StorageError, match="over the 1048576-byte limit"):
+        store.get(cid, max_bytes=1024 * 1024)
+    # and a limit the content fits under reads as before
+    small = os.urandom(1000)
+    assert store.get(store.put(small), max_bytes=1000) == small
