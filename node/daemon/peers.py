@@ -24,7 +24,7 @@ from node.p2p.blocks import ContentTooLarge, FetchError
 from node.storage.unixfs import DEFAULT_MAX_FETCH_BYTES
 
 if TYPE_CHECKING:
-    from node.abc import BlockStore
+    from node.abc import BlockStore, Storage
     from node.p2p.node import P2PNode
     from node.protocol import Fetch
 
@@ -285,3 +285,34 @@ def libp2p_fetch(
         return store.get(cid, max_bytes=limit)
 
     return fetch
+
+
+def release_old_rounds(
+    store: "Storage", client: FedLedgerClient, task: int, round_: int, *, from_block: int = 0, window: int = 4
+) -> int:
+    """Round `round_` of `task` has a proposal: unpin the updates of rounds before `round_ - 1`
+    (the last `window` of them; earlier ones were released when their time came) and collect
+    garbage. Kept whatever else: every global model of the task (its initial model and each
+    finalized round's, from the chain's TaskCreated and RoundFinalized events), its spec, and the
+    updates of rounds `round_ - 1` (replay detection) and `round_`. Returns the blocks removed.
+    Runs in a worker thread; the chain is read, never written."""
+    from node.storage.retention import release  # storage policy, kept beside the stores
+
+    oldest, newest = max(1, round_ - 1 - window), round_ - 2
+    if newest < oldest:
+        return 0
+    keep: set[str] = set()
+    for entry in client.logs("TaskCreated", from_block=from_block, taskId=task):
+        keep |= {_cid_text(entry.args["modelCid"]), _cid_text(entry.args["specCid"])}
+    for entry in client.logs("RoundFinalized", from_block=from_block, taskId=task):
+        keep.add(_cid_text(entry.args["cid"]))
+    keep.add(client.global_model(task)[0])
+    for r in (round_ - 1, round_):
+        keep |= {u.cid for u in client.round_updates(task, r)}
+    drop = [u.cid for r in range(oldest, newest + 1) for u in client.round_updates(task, r)]
+    return release(store, drop, keep)
+
+
+def _cid_text(raw: bytes | str) -> str:
+    # CIDs are on-chain bytes anyone may have written: undecodable ones name nothing we pinned.
+    return raw if isinstance(raw, str) else bytes(raw).decode("utf-8", "replace")

@@ -368,6 +368,14 @@ class Daemon:
             if peer is not None and peer.peer_id != self.p2p.peer_id:
                 self._prefetcher.offer(Announcement(task, round_, "update", u.cid, peer.peer_id))
         self._prefetcher.release(task, round_)
+        # Rounds before round_ - 1 are done with: unpin their updates, keep the global models (#14, H7).
+        from node.daemon.peers import release_old_rounds
+
+        store, since = self.p2p.store, self._deployed_at
+        try:
+            await trio.to_thread.run_sync(lambda: release_old_rounds(store, client, task, round_, from_block=since))
+        except Exception as exc:  # only disk is reclaimed later; nothing else waits on it
+            log.warning("cannot release old rounds of task %d: %s: %s", task, type(exc).__name__, exc)
 
     def _confirm(self, client: FedLedgerClient, anns: list[Announcement]) -> list[Announcement]:
         """Of announcements sharing task, round and kind, those the chain backs (runs in a thread)."""
