@@ -51,10 +51,16 @@ def network():
         assert left == [], f"left behind: {left}"
 
 
-def _events(fed: Federation, event: str, address: str) -> set[int]:
-    """The rounds in which `address` emitted `event` (UpdateCommitted, UpdateRevealed) on the task."""
-    logs = getattr(fed.client.contract.events, event)().get_logs(from_block=0, argument_filters={"node": address})
+def _events(fed: Federation, event: str, address: str, who: str = "node") -> set[int]:
+    """The rounds of the task in which `address` (as argument `who`) emitted `event`."""
+    logs = getattr(fed.client.contract.events, event)().get_logs(from_block=0, argument_filters={who: address})
     return {int(e["args"]["round"]) for e in logs if int(e["args"]["taskId"]) == fed.task}
+
+
+def _did_its_part(fed: Federation, address: str, round_: int) -> bool:
+    """Whether `address` has attested to or proposed the round's model: all a member does before
+    the round is finalized (which anyone may do)."""
+    return round_ in _events(fed, "Attested", address) | _events(fed, "ProposalSubmitted", address, "proposer")
 
 
 def _into_namespaces(fed: Federation, net: ImpairedNetwork) -> None:
@@ -135,10 +141,11 @@ def test_three_daemons_across_namespaces_and_one_cut_off_for_a_round(network, tm
         client = fed.client
         victim, host = fed.nodes[2], network.hosts[2]
         try:
-            # Execute: round 1 with everyone; the victim is cut off the moment round 2 opens and
-            # restored once round 2 is finalized without it; round 3 with everyone again.
+            # Execute: round 1 with everyone; the victim is cut off as soon as it has done its part
+            # in round 1 (so it cannot have committed to round 2) and restored once round 2 is
+            # finalized without it; round 3 with everyone again.
             fed.start()
-            fed.wait(lambda: client.task_info(fed.task).current_round >= 2, 240, "round 1 to finish", 0.05)
+            fed.wait(lambda: _did_its_part(fed, victim.address, 1), 240, "node 2's part in round 1", 0.1)
             network.cut(host)
             cut_at = time.monotonic()
             fed.wait(lambda: client.task_info(fed.task).current_round >= 3, 240, "round 2 to finish without node 2")
