@@ -6,6 +6,7 @@ Nodes read both; nothing in them is secret.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 
 from node.errors import ConfigError
@@ -16,6 +17,21 @@ RULE_IDS: dict[str, int] = {"fedavg": 0, "median": 1, "trimmed-mean": 2, "multi-
 RULE_NAMES: dict[int, str] = {v: k for k, v in RULE_IDS.items()}
 # The contract's largest committee (FedLedger.MAX_COMMITTEE).
 MAX_COMMITTEE = 64
+
+# What any spec may ask, whatever a node's own limits ([tasks] in node.toml) are: a spec is
+# written by whoever created the task, so every field is checked for type and range.
+SPEC_MAX_BYTES = 64 * 1024  # the spec file itself
+SPEC_LIMITS: dict[str, tuple[int, int]] = {
+    "epochs": (1, 10_000),
+    "batch_size": (1, 2**20),
+    "max_samples": (1, 2**96 - 1),  # the contract's numSamples range
+    "max_update_bytes": (1, 2**32),  # what the node assembles in memory (node/storage/unixfs.py)
+}
+MAX_LR = 1000.0
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -34,11 +50,22 @@ class TaskSpec:
     clip: float | None = None  # any rule: L2 norm bound applied to each update first
 
     def check(self) -> None:
-        """ConfigError unless the rule is known and its options fit it."""
+        """ConfigError unless every field has its type and range, the rule is known and its
+        options fit it."""
         from aggregation import AggregationError
         from aggregation.rules import check_options
 
-        if self.rule not in RULE_IDS:
+        if not isinstance(self.model, str) or not 0 < len(self.model) <= 64:
+            raise ConfigError(f"task spec: model must be a model name, not {str(self.model)[:64]!r}")
+        for name, (low, high) in SPEC_LIMITS.items():
+            value = getattr(self, name)
+            if not _is_int(value) or not low <= value <= high:
+                raise ConfigError(f"task spec: {name} must be an integer in [{low}, {high}], not {str(value)[:64]}")
+        if not isinstance(self.lr, (int, float)) or isinstance(self.lr, bool) or not 0 < self.lr <= MAX_LR:
+            raise ConfigError(f"task spec: lr must be a number in (0, {MAX_LR:g}], not {str(self.lr)[:64]}")
+        if not math.isfinite(self.lr):
+            raise ConfigError("task spec: lr must be finite")
+        if not isinstance(self.rule, str) or self.rule not in RULE_IDS:
             raise ConfigError(f"unknown rule {self.rule!r}; known: {', '.join(RULE_IDS)}")
         try:
             check_options(self.rule, self.rule_options())
@@ -63,11 +90,15 @@ class TaskSpec:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "TaskSpec":
+        if len(data) > SPEC_MAX_BYTES:
+            raise ConfigError(f"task spec is {len(data)} bytes, more than {SPEC_MAX_BYTES}")
         try:
             raw = json.loads(data)
+            if not isinstance(raw, dict):
+                raise TypeError(f"a JSON object is expected, not {type(raw).__name__}")
             spec = cls(**raw)
-        except (ValueError, TypeError) as exc:
-            raise ConfigError(f"task spec is not valid: {exc}") from None
+        except (ValueError, TypeError, RecursionError) as exc:  # RecursionError: deeply nested JSON
+            raise ConfigError(f"task spec is not valid: {str(exc)[:200]}") from None
         spec.check()
         return spec
 

@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from eth_utils import is_address, to_checksum_address
+
+from node.daemon.policy import TaskPolicy
 from node.errors import ConfigError
+from node.units import ETHER
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -27,7 +32,7 @@ class NodeConfig:
     log_level: str
     rpc: str  # JSON-RPC endpoint of the chain
     deployment: Path  # deployment.json written by `fedledger deploy`
-    tasks: tuple[int, ...]  # task ids to work on; empty: every task the node is chosen for
+    policy: TaskPolicy  # [tasks]: which tasks to work on (none unless told) and the limits they must fit
     listen: tuple[str, ...]  # libp2p listen multiaddrs (loopback unless told otherwise)
     storage_backend: str  # embedded | kubo
     kubo_api: str | None  # kubo RPC multiaddr when storage_backend == "kubo"
@@ -51,8 +56,22 @@ log_level = "info"             # debug | info | warning | error
 [chain]
 rpc = "{rpc}"
 deployment = "deployment.json" # written by `fedledger deploy`
-tasks = []                     # task ids to join; [] = any task that selects this node
 poll_interval = 1.0            # seconds between polls of the chain when idle
+
+[tasks]
+# Which tasks this node works on. A task can slash the stake of the nodes that act in it (a
+# rejected proposal, a missing reveal), and anyone can create one: so the node joins NO task
+# until you list it here. It never draws, commits, proposes, attests or finalizes elsewhere.
+join = []                      # task ids to work on, e.g. [1, 4]
+owners = []                    # also work on every task created by these addresses ("0x...")
+# Limits every joined task must fit; a task over any of them is refused (one log line).
+max_stake_at_risk = "1"        # ETH one slash in a task may take (the task's minimum stake)
+min_reward = "0"               # ETH the task's reward pool must hold
+max_rounds = 1000
+max_committee = 64
+max_epochs = 100               # local epochs per round the spec may ask for
+max_batch_size = 4096
+max_update_bytes = 268435456   # 256 MiB: largest update (and model) the spec may allow
 
 [p2p]
 # Loopback by default; list a public address to federate across machines.
@@ -116,7 +135,7 @@ def load_config(path: str | Path) -> NodeConfig:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
     base = path.resolve().parent
     tables = {}
-    for name in ("node", "chain", "p2p", "storage", "data", "status", "training"):
+    for name in ("node", "chain", "tasks", "p2p", "storage", "data", "status", "training"):
         table = raw.get(name, {})
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: [{name}] must be a table")
@@ -132,9 +151,12 @@ def load_config(path: str | Path) -> NodeConfig:
     log_level = _get(n, "log_level", str, f"{path} [node]", "info").lower()
     if log_level not in LOG_LEVELS:
         raise ConfigError(f"{path} [node]: log_level must be one of {', '.join(LOG_LEVELS)}, not {log_level!r}")
-    tasks = _get(c, "tasks", list, f"{path} [chain]", [])
-    if not all(isinstance(t, int) and not isinstance(t, bool) and t > 0 for t in tasks):
-        raise ConfigError(f"{path} [chain]: tasks must be a list of positive task ids")
+    if "tasks" in c:
+        raise ConfigError(
+            f"{path} [chain]: tasks is no longer read; list the tasks to work on in [tasks] join "
+            "(the node now joins no task unless told)"
+        )
+    policy = _policy(tables["tasks"], f"{path} [tasks]")
     listen = _get(p, "listen", list, f"{path} [p2p]", ["/ip4/127.0.0.1/tcp/0"])
     if not all(isinstance(a, str) and a.startswith("/") for a in listen):
         raise ConfigError(f"{path} [p2p]: listen must be a list of multiaddrs like /ip4/127.0.0.1/tcp/0")
@@ -168,7 +190,7 @@ def load_config(path: str | Path) -> NodeConfig:
         log_level=log_level,
         rpc=_get(c, "rpc", str, f"{path} [chain]"),
         deployment=rel(_get(c, "deployment", str, f"{path} [chain]", "deployment.json")),
-        tasks=tuple(tasks),
+        policy=policy,
         listen=tuple(listen),
         storage_backend=backend,
         kubo_api=kubo_api,
@@ -177,6 +199,50 @@ def load_config(path: str | Path) -> NodeConfig:
         status_listen=status_listen,
         poll_interval=float(poll),
         train_seed=train_seed,
+    )
+
+
+def _wei(table: dict[str, Any], key: str, where: str, default: int) -> int:
+    """An amount of ETH, written "1.5" (exact) or as a number, in wei."""
+    if key not in table:
+        return default
+    value = table[key]
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ConfigError(f"{where}: {key!r} must be an amount of ETH like \"0.5\"")
+    try:
+        wei = Decimal(str(value)) * ETHER
+    except InvalidOperation:
+        raise ConfigError(f"{where}: {key!r} must be an amount of ETH like \"0.5\", not {value!r}") from None
+    if not wei.is_finite() or wei < 0 or wei != wei.to_integral_value() or wei >= 2**256:
+        raise ConfigError(f"{where}: {key!r} must be a non-negative amount of ETH, at most 18 decimals")
+    return int(wei)
+
+
+def _limit(table: dict[str, Any], key: str, where: str, default: int) -> int:
+    value = _get(table, key, int, where, default)
+    if value < 1:
+        raise ConfigError(f"{where}: {key!r} must be a positive integer")
+    return value
+
+
+def _policy(t: dict[str, Any], where: str) -> TaskPolicy:
+    join = _get(t, "join", list, where, [])
+    if not all(isinstance(x, int) and not isinstance(x, bool) and 0 < x < 2**256 for x in join):
+        raise ConfigError(f"{where}: join must be a list of positive task ids")
+    owners = _get(t, "owners", list, where, [])
+    if not all(isinstance(a, str) and is_address(a) for a in owners):
+        raise ConfigError(f"{where}: owners must be a list of addresses like \"0x70997970C51812dc3A010C7d01b50e0d17dc79C8\"")
+    d = TaskPolicy()
+    return TaskPolicy(
+        join=tuple(dict.fromkeys(join)),
+        owners=tuple(to_checksum_address(a) for a in owners),
+        max_stake_at_risk_wei=_wei(t, "max_stake_at_risk", where, d.max_stake_at_risk_wei),
+        min_reward_wei=_wei(t, "min_reward", where, d.min_reward_wei),
+        max_rounds=_limit(t, "max_rounds", where, d.max_rounds),
+        max_committee=_limit(t, "max_committee", where, d.max_committee),
+        max_epochs=_limit(t, "max_epochs", where, d.max_epochs),
+        max_batch_size=_limit(t, "max_batch_size", where, d.max_batch_size),
+        max_update_bytes=_limit(t, "max_update_bytes", where, d.max_update_bytes),
     )
 
 

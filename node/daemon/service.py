@@ -27,8 +27,9 @@ from typing import Any, Sequence
 import requests
 import trio
 from eth_account.signers.local import LocalAccount
-from web3.exceptions import Web3Exception
+from web3.exceptions import ContractLogicError, Web3Exception
 
+from aggregation import AggregationError, decode_model
 from node.chain.client import ContractRevert, FedLedgerClient, Phase
 from node.chain.deployment import Deployment
 from node.chain.providers import rpc_web3
@@ -40,6 +41,7 @@ from node.daemon.hints import (
 from node.daemon.journal import Journal
 from node.daemon.observability import Metrics, serve_status
 from node.daemon.peers import PeerDirectory, libp2p_fetch
+from node.daemon.policy import task_min_stake
 from node.errors import ChainError, ConfigError, StorageError
 from node.p2p.gossip import Announcement
 from node.p2p.node import P2PConfig, P2PNode
@@ -53,6 +55,19 @@ log = logging.getLogger("fedledger.daemon")
 
 # What an outage looks like from here: retried with backoff, never fatal once running.
 TRANSIENT = (ChainError, requests.RequestException, ConnectionError, OSError, Web3Exception, StorageError)
+# What one task's hostile data looks like (a CID that is not UTF-8, a spec or a base model that
+# does not parse, a spec the trainer cannot run): that task is skipped, with one log line, and
+# the daemon goes on with its other tasks. TRANSIENT is tested first: some of its errors are
+# ValueErrors too.
+TASK_FAULTS = (UnicodeDecodeError, ConfigError, AggregationError, ValueError, TypeError, KeyError)
+
+# A task's verdict under the operator's [tasks] policy, decided once per task and process.
+JOINED, NOT_CHOSEN, REFUSED, SKIPPED = "joined", "not chosen", "refused", "skipped"
+# Backing off a task whose draws would seat nobody or revert, or whose spec cannot be fetched:
+# the first retry after twice the poll interval, doubling up to this many seconds.
+BACKOFF_CAP = 60.0
+# The most blocks after its seed block that a round's seed hash is still readable (EVM blockhash).
+BLOCKHASH_WINDOW = 256
 
 
 class Daemon:
@@ -89,6 +104,12 @@ class Daemon:
         self._dialled: dict[str, float] = {}  # "peer-ID addresses" -> when we last dialled them for the mesh
         self._opened: dict[int, tuple[int, int]] = {}  # task -> (round, its opening block), as last read
         self._released: dict[int, int] = {}  # task -> the last round whose updates we fetch ahead
+        self._verdicts: dict[int, str] = {}  # task -> JOINED, NOT_CHOSEN, REFUSED or SKIPPED
+        self._reasons: dict[int, str] = {}  # task -> why it was refused or skipped
+        # task -> (failures in a row, trio time before which we do not try again): judging a task whose
+        # spec cannot be fetched yet, drawing a committee that would seat nobody
+        self._judge_later: dict[int, tuple[int, float]] = {}
+        self._draw_later: dict[int, tuple[int, float]] = {}
 
     # -- status -------------------------------------------------------------------
 
@@ -100,6 +121,7 @@ class Daemon:
             "listen": self.p2p.addrs if self.p2p else [],
             "uptime_s": round(time.time() - self.started, 1),
             "tasks": {str(k): v for k, v in self.tasks.items()},
+            "not_joined": {str(k): f"{self._verdicts[k]}: {v}" for k, v in self._reasons.items()},
             "last_action": worker.last_action if worker else None,
             "recent_actions": [
                 {"task": a.task, "round": a.round, "kind": a.kind, "status": a.status}
@@ -189,9 +211,75 @@ class Daemon:
                 return
 
     def _task_ids(self, client: FedLedgerClient) -> list[int]:
-        if self.config.tasks:
-            return list(self.config.tasks)
-        return list(range(1, client.task_count() + 1))
+        """The tasks that may pass the policy: the joined ids that exist, and with `owners`
+        every task (each one's owner is read once, when its verdict is made)."""
+        policy = self.config.policy
+        if not policy.joins_any:
+            return []
+        count = client.task_count()
+        if policy.owners:
+            return list(range(1, count + 1))
+        return [t for t in policy.join if t <= count]
+
+    def _judge(self, client: FedLedgerClient, task: int) -> str:
+        """The task's verdict under the policy (runs in a thread). Chosen tasks are checked
+        against every limit, their spec and base model parsed, before the node ever acts."""
+        assert self.worker is not None
+        policy = self.config.policy
+        info = client.task_info(task)
+        if not policy.selects(task, info.owner):
+            return NOT_CHOSEN
+        if info.finished:
+            return JOINED  # nothing left to do in it; it counts as done
+        why = policy.refuse_task(info, task_min_stake(client, task))
+        spec = self.worker.spec(task) if why is None else None
+        if spec is not None:
+            why = policy.refuse_spec(spec)
+        if why is not None:
+            self._reasons[task] = why
+            log.warning("task %d refused by this node's [tasks] policy: %s", task, why)
+            return REFUSED
+        assert spec is not None
+        base_cid, _ = client.global_model(task)
+        decode_model(self.worker.fetch(base_cid, [info.owner]), spec.max_update_bytes)
+        log.info("task %d joined (owner %s, %d rounds)", task, info.owner, info.rounds)
+        return JOINED
+
+    def _skip(self, task: int, exc: BaseException) -> None:
+        """One line, once: the task's data is bad, and the daemon leaves the task for good (until a restart)."""
+        self._verdicts[task] = SKIPPED
+        self._reasons[task] = f"{type(exc).__name__}: {str(exc)[:300]}"
+        self.tasks.pop(task, None)
+        log.error("task %d skipped: its on-chain or published data is bad (%s)", task, self._reasons[task])
+
+    def _put_off(self, later: dict[int, tuple[int, float]], task: int, why: str) -> None:
+        """Do not try this again for a while, doubling each time in a row (reset by progress)."""
+        failures = later.get(task, (0, 0.0))[0] + 1
+        wait = min(self.config.poll_interval * 2 ** min(failures, 20), BACKOFF_CAP)
+        later[task] = (failures, trio.current_time() + wait)
+        (log.info if failures == 1 else log.debug)("task %d: %s; looking again in %.1f s", task, why, wait)
+
+    def _draw_would_seat(self, client: FedLedgerClient, task: int, seed_block: int) -> str | None:
+        """Why drawing the task's committee now is not worth a transaction (None: it is): a draw
+        that would void the round (nobody eligible) or revert costs gas and moves nothing. Asked of
+        the chain with an eth_call on the pending block, so it is free (runs in a thread)."""
+        if client.head_block() + 1 - seed_block > BLOCKHASH_WINDOW:
+            return None  # the draw reseeds the round: cheap, and the only way forward
+        fn = client.contract.functions.drawCommittee(task)
+        try:
+            members = fn.call({"from": self.account.address}, block_identifier="pending")
+        except ContractLogicError as exc:
+            return f"a draw now would revert ({exc})"
+        return None if members else "a draw now would seat nobody (the round would be void), so this node does not send it"
+
+    def _done(self) -> bool:
+        """Every task this node can ever work on is finished, refused or skipped (`--exit-when-done`)."""
+        policy = self.config.policy
+        if not policy.closed:
+            return False
+        return all(
+            self._verdicts.get(t) in (REFUSED, SKIPPED) or self.tasks.get(t, {}).get("finished") for t in policy.join
+        )
 
     async def _protocol_loop(self, client: FedLedgerClient) -> None:
         """Step every task, then wait for a peer's announcement or the poll interval, whichever is first.
@@ -203,6 +291,11 @@ class Daemon:
         steps = StepFilter()
         hinted = False  # this iteration was woken by an announcement, not by the poll timer or our own action
         full = refreshed = -math.inf  # when an iteration last stepped every task; when the peers were last read
+        if not self.config.policy.joins_any:
+            log.warning(
+                "joined no task: [tasks] join and owners are empty in %s, so this node works on no task "
+                "(list the tasks to work on there)", self.config.path,
+            )  # fmt: skip
         while True:
             acted = False
             if trio.current_time() - full >= self.config.poll_interval:
@@ -216,31 +309,17 @@ class Daemon:
                     self.metrics.set("peers", len(self.peers.by_address))
                     self._keep_connected()
                 for task in await trio.to_thread.run_sync(self._task_ids, client):
-                    await self._subscribe(task)
-                    info = await trio.to_thread.run_sync(client.task_info, task)
-                    self.tasks[task] = {"round": info.current_round, "rounds": info.rounds, "finished": info.finished}
-                    self.metrics.set("round", info.current_round, {"task": str(task)})
-                    if info.finished:
+                    if self._verdicts.get(task, JOINED) != JOINED or _waiting(self._judge_later, task):
                         continue
-                    state = await trio.to_thread.run_sync(client.round_state, task, info.current_round)
-                    self.tasks[task]["phase"] = state.phase.name.lower()
-                    self._opened[task] = (info.current_round, state.opened_block)
-                    if state.phase == Phase.ATTEST:
-                        self._release_updates(task, info.current_round)  # attesters need the updates now
-                    view = RoundView(info.current_round, state.phase, state.attempt)
-                    moved = steps.moved(task, view)
-                    if moved is not None:
-                        self._announce(moved)
-                    if not steps.should_step(task, view, hinted):
+                    try:
+                        did = await self._step_task(client, task, steps, hinted)
+                    except TRANSIENT:
+                        raise
+                    except TASK_FAULTS as exc:
+                        self._skip(task, exc)
                         continue
-                    did = await trio.to_thread.run_sync(self.worker.step, task)
-                    steps.stepped(task, view, did)
                     if did:
                         acted = True
-                        self.metrics.inc("actions_total", labels={"kind": did.split(": ")[-1].split()[0]})
-                        ann = announcement_for(did)
-                        if ann is not None:
-                            self._announce(ann)
                 failures = 0
                 self.last_error = None
             except ContractRevert as exc:
@@ -261,15 +340,60 @@ class Daemon:
                 await trio.sleep(wait)
                 hinted = False
                 continue
-            if self.config.tasks and all(self.tasks.get(t, {}).get("finished") for t in self.config.tasks):
-                if self.exit_when_done:
-                    log.info("every configured task is finished")
-                    return
+            if self.exit_when_done and self._done():
+                log.info("every joined task is finished, refused or skipped")
+                return
             if acted:
                 hinted = False
                 await trio.sleep(0)
             else:
                 hinted = await self._wakeup.wait(self.config.poll_interval)
+
+    async def _step_task(self, client: FedLedgerClient, task: int, steps: StepFilter, hinted: bool) -> str | None:
+        """Judge the task once (the policy), then read its round and take at most one step in it."""
+        assert self.worker is not None
+        if task not in self._verdicts:
+            try:
+                self._verdicts[task] = await trio.to_thread.run_sync(self._judge, client, task)
+            except StorageError as exc:  # its spec or model cannot be fetched yet: this task waits, the others go on
+                self._put_off(self._judge_later, task, f"cannot fetch its spec or base model yet ({exc})")
+                return None
+            self._judge_later.pop(task, None)
+            if self._verdicts[task] != JOINED:
+                return None
+        await self._subscribe(task)
+        info = await trio.to_thread.run_sync(client.task_info, task)
+        self.tasks[task] = {"round": info.current_round, "rounds": info.rounds, "finished": info.finished}
+        self.metrics.set("round", info.current_round, {"task": str(task)})
+        if info.finished:
+            return None
+        state = await trio.to_thread.run_sync(client.round_state, task, info.current_round)
+        self.tasks[task]["phase"] = state.phase.name.lower()
+        self._opened[task] = (info.current_round, state.opened_block)
+        if state.phase == Phase.ATTEST:
+            self._release_updates(task, info.current_round)  # attesters need the updates now
+        view = RoundView(info.current_round, state.phase, state.attempt)
+        moved = steps.moved(task, view)
+        if moved is not None:
+            self._announce(moved)
+        if not steps.should_step(task, view, hinted):
+            return None
+        if state.phase == Phase.DRAW:
+            if _waiting(self._draw_later, task):
+                return None
+            why = await trio.to_thread.run_sync(self._draw_would_seat, client, task, state.seed_block)
+            if why is not None:
+                self._put_off(self._draw_later, task, why)
+                return None
+        did = await trio.to_thread.run_sync(self.worker.step, task)
+        steps.stepped(task, view, did)
+        if did:
+            self._draw_later.pop(task, None)
+            self.metrics.inc("actions_total", labels={"kind": did.split(": ")[-1].split()[0]})
+            ann = announcement_for(did)
+            if ann is not None:
+                self._announce(ann)
+        return did
 
     # -- gossip ---------------------------------------------------------------------
 
@@ -400,6 +524,10 @@ class Daemon:
         await self.p2p.fetch(ann.cid, [ann.sender])
         self.metrics.inc("prefetched_total", labels={"kind": ann.kind})
         log.debug("prefetched %s %s of task %d round %d from %s", ann.kind, ann.cid, ann.task, ann.round, ann.sender)
+
+
+def _waiting(later: dict[int, tuple[int, float]], task: int) -> bool:
+    return trio.current_time() < later.get(task, (0, 0.0))[1]
 
 
 def run_daemon(

@@ -23,6 +23,7 @@ import threading
 import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from decimal import Decimal
 from functools import cached_property, partial
 from pathlib import Path
 from typing import Callable, Iterator
@@ -38,6 +39,7 @@ from node.chain.client import send_ether
 from node.chain.providers import rpc_web3
 from node.children import parent_death_signal
 from node.daemon.init import init_node_dir
+from node.daemon.policy import TaskPolicy
 from node.errors import ChainError, ConfigError, FedLedgerError, StorageError
 from node.keys import load_keystore
 from node.report import SimulationReport
@@ -244,6 +246,9 @@ class Federation:
             n.stop(timeout)
 
 
+_STAKE_LINE = 'max_stake_at_risk = "1"'
+
+
 def _edit(text: str, old: str, new: str, path: Path) -> str:
     if old not in text:
         raise ConfigError(f"{path}: expected {old!r} in the node.toml template")
@@ -305,7 +310,13 @@ def build_federation(root: str | Path, rpc: str, config: FederationConfig, progr
     for node in fed.nodes:
         text = node.config.read_text()
         text = _edit(text, 'deployment = "deployment.json"', 'deployment = "../deployment.json"', node.config)
-        text = _edit(text, "tasks = []", f"tasks = [{fed.task}]", node.config)
+        text = _edit(text, "join = []", f"join = [{fed.task}]", node.config)  # the operator joins its task
+        text = _edit(text, _STAKE_LINE, f'max_stake_at_risk = "{Decimal(config.stake_wei) / ETHER}"', node.config)
+        for key, value in (("max_epochs", spec.epochs), ("max_batch_size", spec.batch_size),
+                           ("max_update_bytes", spec.max_update_bytes)):  # fmt: skip
+            default = getattr(TaskPolicy(), key)
+            if value > default:
+                text = _edit(text, f"{key} = {default}", f"{key} = {value}", node.config)
         text = _edit(text, "poll_interval = 1.0", f"poll_interval = {config.poll_interval}", node.config)
         if config.run_seed is not None:
             text = _edit(text, "# seed = 1234", f"seed = {node_seed(config.run_seed, node.index)}", node.config)
