@@ -35,6 +35,7 @@ import heapq
 import json
 import os
 import random
+import re
 import secrets
 import select
 import selectors
@@ -55,6 +56,7 @@ TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000  # bare IP packets, no 4-byte packet-info header
 HOST_IFNAME = "fl0"  # every host namespace's interface to the router
+OUR_NETNS = re.compile(r"fl(\d+)x[0-9a-f]{4}-\d+")  # fl<pid of the test>x<tag>-<host>
 MAX_QUEUED = 20_000  # packets in flight in the router; beyond it, drop (a full queue, as a router would)
 
 
@@ -258,6 +260,25 @@ def _run(*cmd: str) -> None:
         raise NetnsError(f"`{' '.join(cmd)}` failed: {proc.stderr.strip() or proc.returncode}")
 
 
+def reap_stale() -> list[str]:
+    """Delete the namespaces of networks whose test process is gone (killed with SIGKILL, so its
+    `close` never ran); returns their names. The router and the daemons of such a run died with
+    it (parent-death signal); only the named namespaces outlive a process."""
+    reaped = []
+    for path in NETNS_DIR.glob("fl*x*-*") if NETNS_DIR.is_dir() else []:
+        m = OUR_NETNS.fullmatch(path.name)
+        if m is None or _alive(int(m.group(1))):
+            continue
+        for pid in subprocess.run(["ip", "netns", "pids", path.name], capture_output=True, text=True).stdout.split():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if subprocess.run(["ip", "netns", "del", path.name], capture_output=True).returncode == 0:
+            reaped.append(path.name)
+    return reaped
+
+
 def _free_subnet() -> str:
     """A 10.x.y.0/24 that no interface of this machine uses yet (concurrent runs pick apart)."""
     used = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True).stdout
@@ -298,6 +319,7 @@ class ImpairedNetwork:
         self.close()
 
     def start(self) -> None:
+        reap_stale()
         base = _free_subnet()
         self.root_addr = f"{base}.1"
         for i, name in enumerate(self.names):

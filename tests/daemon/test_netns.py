@@ -9,6 +9,7 @@ the router or a process in a namespace survives, whatever happened in the test.
 
 from __future__ import annotations
 
+import os
 import socket
 import statistics
 import subprocess
@@ -18,7 +19,7 @@ import pytest
 
 from node.chain.anvil import Anvil
 from node.sim.federation import Federation, FederationConfig, build_federation
-from node.sim.netns import ImpairedNetwork, missing_capability
+from node.sim.netns import ImpairedNetwork, missing_capability, reap_stale
 from node.taskspec import TaskSpec
 
 pytestmark = pytest.mark.slow
@@ -125,6 +126,29 @@ def test_a_failure_inside_leaves_nothing_behind():
     assert net.leftovers() == []
     names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert not any(n in names for n in net.names)
+
+
+def test_namespaces_of_a_killed_run_are_reaped_and_a_live_runs_are_not():
+    why = _missing()
+    if why:
+        pytest.skip(why)
+    # Prepare: a namespace named after a process that is gone (a test run killed with SIGKILL
+    # never reaches its cleanup), and one named after this live process.
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead_name, live_name = f"fl{gone.pid}xdead-0", f"fl{os.getpid()}xbeef-0"
+    for name in (dead_name, live_name):
+        subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        # Execute
+        reaped = reap_stale()
+        names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    finally:
+        for name in (dead_name, live_name):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    # Assert: the dead run's namespace is gone, the live one's was left alone.
+    assert dead_name in reaped and dead_name not in names
+    assert live_name not in reaped and live_name in names
 
 
 def test_three_daemons_across_namespaces_and_one_cut_off_for_a_round(network, tmp_path):
