@@ -63,7 +63,7 @@ class PeerDirectory:
             entries += self.client.logs(name, from_block=self.next_block, to_block=head)
         for entry in sorted(entries, key=lambda e: (e.block, e.log_index)):
             args = entry.args
-            peer = Peer(args["node"], args["peerId"], tuple(args["multiaddrs"]))
+            peer = Peer(args["node"], args["peerId"], _kept_addrs(args["peerId"], args["multiaddrs"]))
             old = self.by_address.get(peer.address)
             if old is not None:
                 self.by_peer_id.pop(old.peer_id, None)
@@ -198,6 +198,19 @@ class Dialer:
                 for peer in peers:
                     nursery.start_soon(one, peer)
         return [p.peer_id for p in peers if p.peer_id in reached]
+
+
+def _kept_addrs(peer_id: str, addrs: Sequence[str]) -> tuple[str, ...]:
+    """What the directory keeps of a registration's addresses: its first few well-formed ones
+    naming the registered peer (anything can be registered; nothing else is ever dialled)."""
+    policy = DialPolicy()
+    kept: list[str] = []
+    for addr in addrs:
+        if len(kept) >= policy.max_addrs:
+            break
+        if isinstance(addr, str) and len(addr) <= policy.max_addr_len and addr not in kept and _names_peer(addr, peer_id):
+            kept.append(addr)
+    return tuple(kept)
 
 
 def _names_peer(addr: str, peer_id: str) -> bool:

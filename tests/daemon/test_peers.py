@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from node.daemon.peers import Dialer, DialPolicy, Peer, fetch_from_peers
+from node.daemon.peers import Dialer, DialPolicy, Peer, _kept_addrs, fetch_from_peers
 from node.errors import StorageError
 from node.p2p import P2PConfig, P2PNode, load_or_create_identity, peer_id_of
 from node.storage import EmbeddedStorage
@@ -199,8 +199,9 @@ def test_the_dialer_keeps_only_few_well_formed_addresses_of_a_peer(tmp_path: Pat
     peer = Peer(HOLDER, me, tuple(junk + [good[0], good[0]] + good[1:]))
     dialer = Dialer()
     backoff = DialPolicy().backoff
-    # Execute / Assert: only the first three good ones, each once
+    # Execute / Assert: only the first three good ones, each once, are dialled or even kept
     assert dialer.usable_addrs(peer, now=0.0) == good[:3]
+    assert _kept_addrs(me, peer.multiaddrs) == tuple(good[:3])
     # a failing address waits out its backoff, and is dialled again afterwards
     dialer.failed(good[0], now=0.0)
     assert dialer.usable_addrs(peer, now=1.0) == good[1:3]  # and no other one in its place
