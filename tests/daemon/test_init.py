@@ -23,7 +23,10 @@ def test_init_creates_config_and_encrypted_keystore(cli, tmp_path):
     assert Account.from_key(Account.decrypt(keystore, "s3cret-pass")).address == address
     assert "s3cret-pass" not in (node_dir / "node.toml").read_text()
     assert stat.S_IMODE((node_dir / "keystore.json").stat().st_mode) == 0o600
-    assert load_config(node_dir / "node.toml").rpc == "http://127.0.0.1:1234"
+    config = load_config(node_dir / "node.toml")
+    assert config.rpc == "http://127.0.0.1:1234"
+    assert not config.policy.joins_any  # C1 (#14): a new node works on no task until its operator joins one
+    assert "join = []" in (node_dir / "node.toml").read_text()  # and the file shows where to say so
     peer_id = proc.stdout.splitlines()[1].split()[2]
     assert peer_id.startswith("12D3KooW")
     assert peer_id_of(load_or_create_identity(node_dir)) == peer_id  # persisted, not regenerated
