@@ -121,7 +121,7 @@ class Daemon:
             "listen": self.p2p.addrs if self.p2p else [],
             "uptime_s": round(time.time() - self.started, 1),
             "tasks": {str(k): v for k, v in self.tasks.items()},
-            "not_joined": {str(k): f"{self._verdicts[k]}: {v}" for k, v in self._reasons.items()},
+            "not_joined": {str(k): f"{self._verdicts.get(k, REFUSED)}: {v}" for k, v in list(self._reasons.items())},
             "last_action": worker.last_action if worker else None,
             "recent_actions": [
                 {"task": a.task, "round": a.round, "kind": a.kind, "status": a.status}
