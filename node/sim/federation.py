@@ -45,7 +45,7 @@ from node.keys import load_keystore
 from node.report import SimulationReport
 from node.protocol import node_seed
 from node.reproducible import PINNED_KERNELS
-from node.sim.attacks import role_kinds, write_behaviour_file
+from node.sim.attacks import protocol_colluders, write_behaviour_file
 from node.sim.record import ChainRecorder, rounds_done
 from node.sim.simulate import SimulationConfig, federation_params, node_roles, publish_task
 from node.storage import EmbeddedStorage
@@ -326,9 +326,9 @@ def build_federation(root: str | Path, rpc: str, config: FederationConfig, progr
 
 
 def _write_behaviours(fed: Federation, config: FederationConfig) -> None:
-    """Each attacker's behaviour file: its role, the bad proposers it vouches for, and its coalition
+    """Each attacker's behaviour file: its role, the protocol colluders it vouches for, and its coalition
     (the other nodes of its role, whose data and seeds it shares)."""
-    bad_proposers = [n.address for n in fed.nodes if "bad-proposer" in role_kinds(n.role)]
+    colluders = protocol_colluders([n.address for n in fed.nodes], [n.role for n in fed.nodes])
     for node in fed.nodes:
         if node.role == "honest":
             continue
@@ -337,7 +337,7 @@ def _write_behaviours(fed: Federation, config: FederationConfig) -> None:
             for m in fed.nodes
             if m.role == node.role and m is not node and config.run_seed is not None
         ]
-        write_behaviour_file(node.behaviour, node.role, bad_proposers, team)
+        write_behaviour_file(node.behaviour, node.role, colluders, team)
 
 
 # -- `simulate --chain anvil` ------------------------------------------------------------------
