@@ -341,7 +341,7 @@ class Daemon:
                 hinted = False
                 continue
             if self.exit_when_done and self._done():
-                log.info("every joined task is finished, refused or skipped")
+                log.info("every configured task is finished or was refused or skipped; exiting")
                 return
             if acted:
                 hinted = False
