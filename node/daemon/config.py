@@ -225,7 +225,16 @@ def _limit(table: dict[str, Any], key: str, where: str, default: int) -> int:
     return value
 
 
+_POLICY_KEYS = ("join", "owners", "max_stake_at_risk", "min_reward", "max_rounds", "max_committee", "max_epochs",
+                "max_batch_size", "max_update_bytes")  # fmt: skip
+
+
 def _policy(t: dict[str, Any], where: str) -> TaskPolicy:
+    # A misspelt limit would silently fall back to its default, so this section names its unknown keys
+    # (the other sections do not yet: issue #17).
+    unknown = sorted(set(t) - set(_POLICY_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(_POLICY_KEYS)}")
     join = _get(t, "join", list, where, [])
     if not all(isinstance(x, int) and not isinstance(x, bool) and 0 < x < 2**256 for x in join):
         raise ConfigError(f"{where}: join must be a list of positive task ids")

@@ -101,6 +101,7 @@ def test_template_is_not_overwritten(tmp_path):
         ('[chain]\nrpc = "x"\n[tasks]\nmax_update_bytes = 1.5\n[data]\npath = "d.npz"', "must be int"),
         ('[chain]\nrpc = "x"\ntasks = "all"\n[data]\npath = "d.npz"', r"\[tasks\] join"),
         ('[chain]\nrpc = "x"\n[data]\npath = "d.npz"\n[tasks]\njoin = 1', "must be list"),
+        ('[chain]\nrpc = "x"\n[data]\npath = "d.npz"\n[tasks]\nmax_stake = "1"', "unknown key.*max_stake"),
         ('[chain]\nrpc = "x"\n[data]\npath = "d.npz"\n[storage]\nbackend = "s3"', "embedded or kubo"),
         ('[chain]\nrpc = "x"\n[data]\npath = "d.npz"\n[storage]\nbackend = "kubo"', "needs kubo_api"),
         ('[chain]\nrpc = "x"\n[data]\npath = "d.npz"\n[storage]\nbackend = "kubo"\nkubo_api = "localhost:5001"', "kubo_api must be"),
