@@ -18,8 +18,12 @@ def embedded_web3(num_accounts: int = 10) -> Web3:
 
 
 def rpc_web3(url: str, timeout: float = 30.0) -> Web3:
-    """A JSON-RPC chain at `url`; raises ChainError naming the URL when it does not answer."""
-    w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": timeout}))
+    """A JSON-RPC chain at `url`; raises ChainError naming the URL when it does not answer.
+
+    web3's own retries are off: a request that times out fails after `timeout`, once, and the
+    caller's backoff (the daemon's, which logs each failure) decides what next. With them on, a
+    node cut off from its chain stayed silent for minutes (5 retries of 30 s per call)."""
+    w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": timeout}, exception_retry_configuration=None))
     try:
         w3.eth.chain_id
     except (requests.RequestException, OSError, ValueError) as exc:
