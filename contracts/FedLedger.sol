@@ -155,12 +155,14 @@ contract FedLedger {
         uint8 voters;
         uint8 agrees;
         uint8 disagrees;
+        uint8 abstains; // voters that could not check the proposal (an update it aggregated was unavailable to them)
         uint16 attempt; // proposals of this round that ended rejected or undecided, < MAX_ATTEMPTS
         uint40 deadline; // end of the current phase (unix seconds)
         uint64 seedBlock; // block whose hash seeds the committee draw
         uint64 openedBlock; // block that opened the round (log scans start here)
         // slot 1
         address proposer;
+        uint64 available; // bit i: the proposer could fetch update i (reveal order); the others are neutral
         // slot 2
         bytes32 proposalHash; // keccak256(abi.encode(globalCid, scores)) of the pending proposal
         // reveal order: member indices, 32 per slot
@@ -171,7 +173,7 @@ contract FedLedger {
     struct Member {
         uint8 index1; // committee index + 1; 0 = not a member
         bool revealed;
-        uint8 vote; // 0 none, 1 agree, 2 disagree (for attempt voteAttempt)
+        uint8 vote; // 0 none, 1 agree, 2 disagree, 3 abstain (for attempt voteAttempt)
         uint16 voteAttempt;
         uint96 numSamples;
     }
@@ -185,12 +187,14 @@ contract FedLedger {
         uint256 voters;
         uint256 agrees;
         uint256 disagrees;
+        uint256 abstains;
         uint256 attempt;
         uint256 deadline;
         uint256 seedBlock;
         uint256 openedBlock;
         address proposer;
         bytes32 proposalHash;
+        uint256 available;
     }
 
     uint8 private constant F_REGISTERED = 1;
@@ -198,6 +202,7 @@ contract FedLedger {
     uint8 private constant F_SEEN = 4; // registered once: a re-registration keeps the reputation
     uint8 private constant VOTE_AGREE = 1;
     uint8 private constant VOTE_DISAGREE = 2;
+    uint8 private constant VOTE_ABSTAIN = 3;
 
     uint256 private immutable _minStake;
     uint256 private _taskCount;
@@ -300,8 +305,15 @@ contract FedLedger {
     /// @param attempt How many proposals of this round were rejected before this one.
     /// @param cid CID of the proposed global model.
     /// @param scores One WAD score per revealed participant, in reveal order.
+    /// @param available Bit i set: the proposer fetched update i and aggregated it (see `propose`).
     event ProposalSubmitted(
-        uint256 indexed taskId, uint256 indexed round, address indexed proposer, uint256 attempt, bytes cid, uint256[] scores
+        uint256 indexed taskId,
+        uint256 indexed round,
+        address indexed proposer,
+        uint256 attempt,
+        bytes cid,
+        uint256[] scores,
+        uint256 available
     );
     /// @notice Emitted when a participant attests to the pending proposal.
     /// @param taskId The task.
@@ -310,6 +322,13 @@ contract FedLedger {
     /// @param attempt The proposal attempt attested to.
     /// @param agree Whether the attester's re-execution matched.
     event Attested(uint256 indexed taskId, uint256 indexed round, address indexed node, uint256 attempt, bool agree);
+    /// @notice Emitted when a participant says it cannot check the pending proposal (it could not
+    /// fetch an update the proposer aggregated); neither agreement nor disagreement.
+    /// @param taskId The task.
+    /// @param round The round.
+    /// @param node The participant.
+    /// @param attempt The proposal attempt.
+    event Abstained(uint256 indexed taskId, uint256 indexed round, address indexed node, uint256 attempt);
     /// @notice Emitted when a proposal is rejected; proposing reopens.
     /// @param taskId The task.
     /// @param round The round.
@@ -455,6 +474,10 @@ contract FedLedger {
     /// @param expected Revealed updates.
     /// @param got Scores given.
     error FedLedgerScoresLength(uint256 expected, uint256 got);
+    /// @notice Thrown when a proposal's availability bitmap names updates that were not revealed.
+    /// @param available The bitmap.
+    /// @param revealed Revealed updates (only bits below this may be set).
+    error FedLedgerBadAvailability(uint256 available, uint256 revealed);
     /// @notice Thrown when a contribution score exceeds WAD (1.0).
     /// @param index Position of the score.
     /// @param score The score.
@@ -838,9 +861,17 @@ contract FedLedger {
     /// minimum stake may.
     /// @param taskId The task.
     /// @param round The open round.
+    /// Availability: bit i of `available` says the proposer could fetch update i (reveal order) and
+    /// aggregated it. An update it could not fetch is left out of the aggregate and is neutral at
+    /// finalize (no reputation change, no pay), so an uploader that serves some nodes and not
+    /// others cannot make the proposer's honest peers disagree: they recompute over this set, and
+    /// one that cannot fetch an update of the set stays silent rather than disagreeing.
     /// @param globalCid CID of the aggregated model, non-empty.
     /// @param scores WAD scores in [0, WAD], one per revealed update, in reveal order.
-    function propose(uint256 taskId, uint256 round, bytes calldata globalCid, uint256[] calldata scores) external {
+    /// @param available Bitmap of the updates aggregated; bits at or above the reveal count must be 0.
+    function propose(uint256 taskId, uint256 round, bytes calldata globalCid, uint256[] calldata scores, uint256 available)
+        external
+    {
         (Task storage task, Round storage r) = _syncedRound(taskId, round, Phase.Propose);
         address designated = _designatedProposer(r, round);
         if (msg.sender != designated) {
@@ -856,43 +887,65 @@ contract FedLedger {
         for (uint256 i = 0; i < n; ++i) {
             if (scores[i] > WAD) revert FedLedgerScoreOutOfRange(i, scores[i]);
         }
+        if (available >> n != 0) revert FedLedgerBadAvailability(available, n);
         r.proposer = msg.sender;
+        r.available = uint64(available); // n <= MAX_COMMITTEE = 64
         r.proposalHash = keccak256(abi.encode(globalCid, scores));
         r.agrees = 0;
         r.disagrees = 0;
+        r.abstains = 0;
         r.voters = uint8(_members[taskId][round][msg.sender].revealed ? n - 1 : n);
         _nodes[msg.sender].exposure += 1;
-        emit ProposalSubmitted(taskId, round, msg.sender, r.attempt, globalCid, scores);
+        emit ProposalSubmitted(taskId, round, msg.sender, r.attempt, globalCid, scores, available);
         r.deadline = 0; // the challenge window starts now, even for a late fallback proposal
         _enter(taskId, round, r, Phase.Attest, task.attestTimeout);
     }
 
     /// @notice Attests to the pending proposal after re-running the aggregation: agree iff the
     /// model CID and every score match. Open to revealed participants other than the proposer.
-    /// A strict majority of disagreeing attesters rejects the proposal at once; a member that
-    /// cannot check the proposal stays silent (silence is neither agreement nor disagreement).
+    /// A strict majority of disagreeing attesters rejects the proposal at once.
     /// @param taskId The task.
     /// @param round The open round.
     /// @param agree Whether the re-execution matched the proposal.
     function attest(uint256 taskId, uint256 round, bool agree) external {
+        _vote(taskId, round, agree ? VOTE_AGREE : VOTE_DISAGREE);
+    }
+
+    /// @notice Says the caller cannot check the pending proposal: an update the proposer marked
+    /// available could not be fetched. Counts as a vote cast, for neither side, so a proposal all
+    /// voters have acted on without a majority ends undecided at once (no slash, next proposer)
+    /// instead of waiting for the window. Same callers as `attest`.
+    /// @param taskId The task.
+    /// @param round The open round.
+    function abstain(uint256 taskId, uint256 round) external {
+        _vote(taskId, round, VOTE_ABSTAIN);
+    }
+
+    function _vote(uint256 taskId, uint256 round, uint8 vote) private {
         (Task storage task, Round storage r) = _syncedRound(taskId, round, Phase.Attest);
         if (block.timestamp > r.deadline) revert FedLedgerPhaseExpired(taskId, round, r.deadline);
         Member storage m = _members[taskId][round][msg.sender];
         if (!m.revealed || msg.sender == r.proposer) revert FedLedgerNotAttester(taskId, round, msg.sender);
         uint16 attempt = r.attempt;
         if (m.vote != 0 && m.voteAttempt == attempt) revert FedLedgerAlreadyAttested(msg.sender, attempt);
-        m.vote = agree ? VOTE_AGREE : VOTE_DISAGREE;
+        m.vote = vote;
         m.voteAttempt = attempt;
-        if (agree) {
+        if (vote == VOTE_AGREE) {
             r.agrees += 1;
-        } else {
+        } else if (vote == VOTE_DISAGREE) {
             r.disagrees += 1;
+        } else {
+            r.abstains += 1;
         }
-        emit Attested(taskId, round, msg.sender, attempt, agree);
+        if (vote == VOTE_ABSTAIN) {
+            emit Abstained(taskId, round, msg.sender, attempt);
+        } else {
+            emit Attested(taskId, round, msg.sender, attempt, vote == VOTE_AGREE);
+        }
         if (_rejected(r)) {
             _endAttempt(taskId, round, task, r, true);
-        } else if (r.agrees + r.disagrees == r.voters && !_accepted(r)) {
-            _endAttempt(taskId, round, task, r, false); // everyone voted, a tie: no need to wait
+        } else if (uint256(r.agrees) + r.disagrees + r.abstains == r.voters && !_accepted(r)) {
+            _endAttempt(taskId, round, task, r, false); // every vote is in and none decides: no need to wait
         }
     }
 
@@ -933,12 +986,14 @@ contract FedLedger {
             voters: r.voters,
             agrees: r.agrees,
             disagrees: r.disagrees,
+            abstains: r.abstains,
             attempt: r.attempt,
             deadline: r.deadline,
             seedBlock: r.seedBlock,
             openedBlock: r.openedBlock,
             proposer: r.proposer,
-            proposalHash: r.proposalHash
+            proposalHash: r.proposalHash,
+            available: r.available
         });
     }
 
@@ -998,7 +1053,7 @@ contract FedLedger {
     /// @return member Whether it sits on the committee.
     /// @return commitment Its commitment (keccak256 of its CID once revealed); zero if none.
     /// @return revealed Whether it revealed.
-    /// @return vote Its latest attestation: 0 none, 1 agree, 2 disagree.
+    /// @return vote Its latest attestation: 0 none, 1 agree, 2 disagree, 3 abstain.
     /// @return voteAttempt The proposal attempt that vote was for.
     function memberInfo(uint256 taskId, uint256 round, address node)
         external
@@ -1216,9 +1271,11 @@ contract FedLedger {
             _nodes[proposer].exposure -= 1;
         }
         r.proposer = address(0);
+        r.available = 0;
         r.proposalHash = bytes32(0);
         r.agrees = 0;
         r.disagrees = 0;
+        r.abstains = 0;
         r.voters = 0;
         if (attempt + 1 >= MAX_ATTEMPTS) {
             _closeRound(taskId, round, task, r, Phase.Void);
@@ -1251,8 +1308,10 @@ contract FedLedger {
     /// share = rewardRemaining / (rounds - round + 1): proposerShareBps of it to the proposer,
     /// attesterShareBps split equally among the agreeing attesters, the rest to the trainers in
     /// proportion to score * newRep / WAD. Nodes whose (new) reputation is below the task threshold
-    /// get nothing; what nobody earns, and floor-division dust, stays in the pool. Two passes over
-    /// the revealed updates: the weights need every new reputation before any payout is divided.
+    /// get nothing; what nobody earns, and floor-division dust, stays in the pool. An update the
+    /// proposer marked unavailable is neutral: its sender's reputation is unchanged and it earns
+    /// nothing this round (neither as trainer nor as attester). Two passes over the revealed
+    /// updates: the weights need every new reputation before any payout is divided.
     function _settle(
         uint256 taskId,
         uint256 round,
@@ -1269,9 +1328,11 @@ contract FedLedger {
         uint256 sumWeights = 0;
         uint256 agreeing = 0;
         uint16 attempt = r.attempt;
+        uint256 available = r.available;
         for (uint256 i = 0; i < n; ++i) {
             address sender = r.committee[r.order[i]];
             senders[i] = sender;
+            if ((available >> i) & 1 == 0) continue;
             uint256 newRep = _updateReputation(sender, scores[i], task.alpha);
             if (newRep < threshold) continue;
             uint256 weight = scores[i] * newRep / WAD;

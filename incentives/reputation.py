@@ -108,6 +108,7 @@ def apply_finalize(
     proposer: str | None = None,
     agreeing: Collection[str] = (),
     params: TaskIncentives = TaskIncentives(),
+    available: int | None = None,
 ) -> LedgerState:
     """Return the state after `finalize(task, round, cid, scores)`; `state` is not modified.
 
@@ -116,7 +117,9 @@ def apply_finalize(
     with it. The round's share is split: proposer_share_bps to the proposer,
     attester_share_bps equally among agreeing attesters, the rest to trainers
     by score x new reputation; nobody below the threshold earns. On the last
-    round the pool's leftover is credited to `owner`.
+    round the pool's leftover is credited to `owner`. `available` is the proposal's bitmap
+    over `senders` (bit i: update i was aggregated; None: all were); an update left out is
+    neutral: its sender's reputation does not move and it earns nothing this round.
     """
     if len(senders) != len(scores):
         raise ValueError(f"{len(scores)} scores for {len(senders)} updates")
@@ -124,15 +127,24 @@ def apply_finalize(
     for i, score in enumerate(scores):
         _check_score(i, score)
 
+    if available is None:
+        available = (1 << len(senders)) - 1
+    if available < 0 or available >> len(senders):
+        raise ValueError(f"availability bitmap {available:#x} names updates beyond the {len(senders)} revealed")
+    counted = [bool(available >> i & 1) for i in range(len(senders))]
+
     reputations = dict(state.reputations)
     pending = dict(state.pending)
     new_reps: list[int] = []
-    for sender, score in zip(senders, scores, strict=True):
+    for sender, score, aggregated in zip(senders, scores, counted, strict=True):
         if sender not in reputations:
             raise UnknownNodeError(f"{sender} has no reputation; is it registered?")
-        reputations[sender] = ema(reputations[sender], score, params.alpha)
+        if aggregated:
+            reputations[sender] = ema(reputations[sender], score, params.alpha)
         new_reps.append(reputations[sender])
-    paid_attesters = [s for s, rep in zip(senders, new_reps) if s in agreeing and rep >= params.threshold]
+    paid_attesters = [
+        s for s, rep, c in zip(senders, new_reps, counted) if c and s in agreeing and rep >= params.threshold
+    ]
 
     proposer_cut = share * params.proposer_share_bps // BPS
     attester_cut = share * params.attester_share_bps // BPS
@@ -148,7 +160,7 @@ def apply_finalize(
     if proposer is not None and reputations.get(proposer, 0) >= params.threshold:
         credit(proposer, proposer_cut)
     per_attester = attester_cut // len(paid_attesters) if paid_attesters else 0
-    payouts = round_payouts(trainer_cut, scores, new_reps, params.threshold)
+    payouts = round_payouts(trainer_cut, [s if c else 0 for s, c in zip(scores, counted)], new_reps, params.threshold)
     for sender, payout in zip(senders, payouts, strict=True):
         credit(sender, payout + (per_attester if sender in paid_attesters else 0))
     remaining = state.reward_remaining - paid

@@ -38,9 +38,11 @@ from eth_utils import to_checksum_address
 
 from aggregation import aggregate_round, decode_model, decode_update, encode_update
 from node.abc import Storage, Trainer
-from node.chain.client import ContractRevert, FedLedgerClient, Phase, RoundUpdate, make_commitment, proposal_hash
+from node.chain.client import (
+    ContractRevert, FedLedgerClient, Phase, RoundUpdate, all_available, make_commitment, proposal_hash,
+)  # fmt: skip
 from node.daemon.journal import Journal
-from node.errors import ChainError
+from node.errors import ChainError, StorageError
 from node.storage.unixfs import cid_of
 from node.taskspec import TaskSpec
 
@@ -81,26 +83,44 @@ def train_seed(seed: int, task: int, round_: int) -> int:
 # -- recomputing a round -------------------------------------------------------------
 
 
+class UnavailableError(StorageError):
+    """Raised when an update a proposal aggregated cannot be fetched here: this node cannot
+    check the proposal (it abstains; it must not disagree)."""
+
+
 @dataclass(frozen=True)
 class RoundResult:
     """What recomputing a round gives: the new model's CID and bytes, one score per update
-    (in reveal order) and, per update, why it was rejected (None: accepted)."""
+    (in reveal order) and, per update, why it was rejected (None: accepted).
+
+    `available` is the bitmap of the updates aggregated (bit i: update i; None: all of them):
+    what a proposer could fetch, or the set an attester recomputed over. An update left out
+    scores 0 here and is neutral on-chain. `complete` is False when some update of the previous
+    round (the replay check's reference) could not be fetched: such a result may differ from a
+    better-informed node's, so it is never grounds for disagreeing, nor cached."""
 
     cid: str
     scores: list[int]
     model: bytes
     rejected: tuple[str | None, ...] = ()
+    available: int | None = None
+    complete: bool = True
 
 
 def fetch_each(fetch: Fetch, updates: Sequence[RoundUpdate], holders: Sequence[str] = ()) -> list[bytes]:
     """Every update's bytes, in order; one that cannot be fetched is b"" (rejected, like any invalid one)."""
-    blobs = []
+    return [b if b is not None else b"" for b in fetch_available(fetch, updates, holders)]
+
+
+def fetch_available(fetch: Fetch, updates: Sequence[RoundUpdate], holders: Sequence[str] = ()) -> list[bytes | None]:
+    """Every update's bytes, in order; None for one that cannot be fetched now (not a verdict on it)."""
+    blobs: list[bytes | None] = []
     for u in updates:
         try:
             blobs.append(fetch(u.cid, [u.sender, *holders]))
-        except Exception as exc:  # unreachable or corrupt: the aggregation rejects it and scores it 0
+        except Exception as exc:  # unreachable or corrupt here; someone else may well have it
             log.warning("update %s of %s unavailable (%s)", u.cid, u.sender, exc)
-            blobs.append(b"")
+            blobs.append(None)
     return blobs
 
 
@@ -113,21 +133,49 @@ def recompute_round(
     base_cid: str,
     updates: Sequence[RoundUpdate],
     holders: Sequence[str] = (),
+    available: int | None = None,
 ) -> RoundResult:
     """Round `round_` of `task` from its inputs: the base model, the revealed updates in reveal
     order, and the previous round's updates (a replay of one of them scores 0). What a proposer
-    posts, what every attester checks, and what `fedledger verify` compares."""
+    posts, what every attester checks, and what `fedledger verify` compares.
+
+    With `available` None (a proposer) every update is fetched and those that cannot be are left
+    out (their bits cleared). With a bitmap (an attester checking a proposal) exactly those
+    updates are aggregated, and one that cannot be fetched raises UnavailableError."""
     base = fetch(base_cid, list(holders))
     previous = fetch_each(fetch, client.round_updates(task, round_ - 1), holders) if round_ > 1 else []
+    blobs: list[bytes | None]
+    if available is None:
+        blobs = fetch_available(fetch, updates, holders)
+    else:
+        if available < 0 or available >> len(updates):
+            raise ChainError(f"availability bitmap {available:#x} names updates beyond the {len(updates)} revealed")
+        blobs = []
+        for i, u in enumerate(updates):
+            if not available >> i & 1:
+                blobs.append(None)
+                continue
+            try:
+                blobs.append(fetch(u.cid, [u.sender, *holders]))
+            except Exception as exc:
+                raise UnavailableError(f"update {u.cid} of {u.sender} is unavailable here ({exc})") from exc
     result = aggregate_round(
         spec.rule,
         base,
-        fetch_each(fetch, updates, holders),
+        [b for b in blobs if b is not None],
         options=spec.rule_options(),
         max_update_bytes=spec.max_update_bytes,
         previous=previous,
     )
-    return RoundResult(cid_of(result.model), list(result.scores_wad), result.model, tuple(result.errors))
+    scores, errors = iter(result.scores_wad), iter(result.errors)
+    return RoundResult(
+        cid_of(result.model),
+        [next(scores) if b is not None else 0 for b in blobs],
+        result.model,
+        tuple(next(errors) if b is not None else "unavailable" for b in blobs),
+        available=sum(1 << i for i, b in enumerate(blobs) if b is not None),
+        complete=all(previous),
+    )
 
 
 # -- behaviours ------------------------------------------------------------------------
@@ -335,10 +383,10 @@ class ProtocolNode:
         if state.phase == Phase.ATTEST:
             voted = me.vote != 0 and me.attempt == state.attempt
             if me.revealed and not voted and to_checksum_address(state.proposer) != self.me:
-                return self._attest(task, r, state.attempt, state.proposal_hash, state.proposer)
+                return self._attest(task, r, state.attempt, state.proposal_hash, state.proposer, state.available)
             if expired():
                 self._fresh_block(task, state.deadline)
-            return self._try_finalize(task, r, state.proposal_hash)
+            return self._try_finalize(task, r, state.proposal_hash, state.available)
         return None
 
     def _fresh_block(self, task: int, deadline: int) -> None:
@@ -403,17 +451,26 @@ class ProtocolNode:
 
     # -- aggregation, proposing, attesting -----------------------------------------
 
-    def recompute(self, task: int, r: int, updates: Sequence[RoundUpdate] | None = None) -> RoundResult:
-        """Recompute the round from the on-chain CIDs: what every honest node gets (cached)."""
+    def recompute(
+        self, task: int, r: int, updates: Sequence[RoundUpdate] | None = None, available: int | None = None
+    ) -> RoundResult:
+        """Recompute the round from the on-chain CIDs: what every honest node gets. `available`:
+        the proposal's bitmap to recompute over (None: whatever this node can fetch).
+
+        Cached only when nothing was missing: an update or a previous-round update that could not
+        be fetched is not a verdict, and the next try may get it."""
         updates = list(updates) if updates is not None else self.client.round_updates(task, r)
         base_cid, _ = self.client.global_model(task)
-        key = (task, r, base_cid, ",".join(u.cid for u in updates))
-        if key not in self._results:
+        key = (task, r, base_cid, ",".join(u.cid for u in updates), available)
+        if key in self._results:
+            return self._results[key]
+        result = recompute_round(
+            self.client, self.fetch, self.spec(task), task, r, base_cid, updates, [self.owner(task)], available
+        )
+        if result.complete and (available is not None or result.available == all_available(len(updates))):
             self._results = {k: v for k, v in self._results.items() if k[1] >= r - 1}
-            self._results[key] = recompute_round(
-                self.client, self.fetch, self.spec(task), task, r, base_cid, updates, [self.owner(task)]
-            )
-        return self._results[key]
+            self._results[key] = result
+        return result
 
     def _propose(self, task: int, r: int, attempt: int, takeover: bool) -> str:
         if not takeover and os.environ.get(HOLD_BEFORE_PROPOSE):
@@ -424,15 +481,24 @@ class ProtocolNode:
         honest = self.recompute(task, r, updates)
         result = self.behaviour.propose(honest, RoundView(self, task, r), updates)
         self.storage.put(result.model)  # peers fetch the proposal from us to check it
-        self.journal.intend(task, r, f"propose-{attempt}", {"cid": result.cid, "scores": [str(s) for s in result.scores]})
-        self.client.propose(task, r, result.cid, result.scores)
+        available = result.available if result.available is not None else all_available(len(updates))
+        self.journal.intend(
+            task, r, f"propose-{attempt}",
+            {"cid": result.cid, "scores": [str(s) for s in result.scores], "available": available},
+        )  # fmt: skip
+        self.client.propose(task, r, result.cid, result.scores, available)
         self.journal.mark_done(task, r, f"propose-{attempt}")
         how = "took over proposing (designated proposer silent)" if takeover else "proposed"
         return self._did(f"task {task} round {r}: {how} {result.cid}")
 
-    def _attest(self, task: int, r: int, attempt: int, proposed: bytes, proposer: str) -> str:
-        result = self.recompute(task, r)
+    def _attest(self, task: int, r: int, attempt: int, proposed: bytes, proposer: str, available: int) -> str:
+        try:
+            result = self.recompute(task, r, available=available)
+        except UnavailableError as exc:
+            return self._abstain(task, r, attempt, str(exc))
         matches = proposal_hash(result.cid, result.scores) == proposed
+        if not matches and not result.complete:
+            return self._abstain(task, r, attempt, "an update of the previous round is unavailable here")
         if matches:  # keep (pinned) and serve the model we checked: it must outlive its proposer
             self.storage.put(result.model)
         agree = self.behaviour.vote(matches, proposer, RoundView(self, task, r))
@@ -441,8 +507,19 @@ class ProtocolNode:
         self.journal.mark_done(task, r, f"attest-{attempt}")
         return self._did(f"task {task} round {r}: attested {'agree' if agree else 'DISAGREE'}")
 
-    def _try_finalize(self, task: int, r: int, proposed: bytes) -> str | None:
-        result = self.recompute(task, r)
+    def _abstain(self, task: int, r: int, attempt: int, why: str) -> str:
+        """Cannot check the proposal: say so on-chain (neither side), never disagree for it."""
+        log.warning("task %d round %d: cannot check the proposal (%s); abstaining", task, r, why)
+        self.journal.intend(task, r, f"attest-{attempt}", {"abstain": True})
+        self.client.abstain(task, r)
+        self.journal.mark_done(task, r, f"attest-{attempt}")
+        return self._did(f"task {task} round {r}: abstained (cannot check the proposal)")
+
+    def _try_finalize(self, task: int, r: int, proposed: bytes, available: int) -> str | None:
+        try:
+            result = self.recompute(task, r, available=available)
+        except UnavailableError:
+            return None  # we cannot check it; those who can will finalize it
         if proposal_hash(result.cid, result.scores) != proposed:
             return None  # not ours to finalize: we disagree, and the chain will reject or time it out
         try:

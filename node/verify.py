@@ -30,6 +30,7 @@ class FinalizedRound:
     global_cid: str
     scores: list[int]
     proposer: str
+    available: int | None = None  # the accepted proposal's bitmap of aggregated updates (None: all)
 
 
 @dataclass
@@ -101,6 +102,7 @@ def round_record(client: FedLedgerClient, task: int, round_: int) -> FinalizedRo
         global_cid=finalized[round_],
         scores=[int(s) for s in accepted["scores"]],
         proposer=accepted["proposer"],
+        available=int(accepted["available"]),
     )
 
 
@@ -112,5 +114,7 @@ def verify_round(client: FedLedgerClient, fetch: Fetch, task: int, round_: int) 
     owner = client.task_info(task).owner
     spec = TaskSpec.from_bytes(fetch(record.spec_cid, [owner, *participants]))
     holders = [record.proposer, owner, *participants]
-    result = recompute_round(client, fetch, spec, task, round_, record.base_cid, record.updates, holders)
+    result = recompute_round(
+        client, fetch, spec, task, round_, record.base_cid, record.updates, holders, record.available
+    )
     return Verdict(record, result.cid, result.scores, list(result.rejected))

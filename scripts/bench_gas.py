@@ -65,7 +65,8 @@ def measure(k: int, registered: int) -> dict[str, float]:
             reveals.append(_send(w3, f.reveal(1, rnd, cids[m], 100, salt), m))
         scores = [WAD - i * 10**15 for i in range(len(members))]
         proposer = f.designatedProposer(1, rnd).call()
-        gas["propose"] = _send(w3, f.propose(1, rnd, b"bafkreiglobalmodelcidofthisround0000000000000000000000000", scores), proposer)
+        gas["propose"] = _send(w3, f.propose(1, rnd, b"bafkreiglobalmodelcidofthisround0000000000000000000000000", scores,
+                                            (1 << len(scores)) - 1), proposer)
         attests = [_send(w3, f.attest(1, rnd, True), m) for m in members if m != proposer]
         gas["finalize"] = _send(w3, f.finalize(1, rnd, b"bafkreiglobalmodelcidofthisround0000000000000000000000000", scores), owner)
         gas["commit"] = sum(commits) / len(commits)

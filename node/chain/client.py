@@ -93,12 +93,19 @@ class RoundState:
     voters: int  # participants entitled to attest the pending proposal
     agrees: int
     disagrees: int
-    attempt: int  # proposals of this round rejected so far
+    abstains: int  # voters that said they cannot check the proposal (FedLedger.abstain)
+    attempt: int  # proposals of this round that ended rejected or undecided (< FedLedger.MAX_ATTEMPTS)
     deadline: int  # unix seconds; end of the current phase
     seed_block: int
     opened_block: int  # the round's events are at or after this block
     proposer: str
     proposal_hash: bytes
+    available: int = 0  # the pending proposal's bitmap: bit i set = update i (reveal order) aggregated
+
+
+def all_available(count: int) -> int:
+    """The availability bitmap of a proposal that aggregated every one of `count` updates."""
+    return (1 << count) - 1
 
 
 @dataclass(frozen=True)
@@ -115,7 +122,7 @@ class MemberInfo:
     member: bool  # sits on the round's committee
     commitment: bytes  # 32 zero bytes if none; keccak256 of its CID once revealed
     revealed: bool
-    vote: int  # its latest attestation: 0 none, 1 agree, 2 disagree
+    vote: int  # its latest attestation: 0 none, 1 agree, 2 disagree, 3 abstain
     attempt: int  # the proposal attempt that vote was for
 
 
@@ -345,13 +352,21 @@ class FedLedgerClient:
     def reveal(self, task_id: int, round_: int, cid: str, num_samples: int, salt: bytes) -> dict[str, Any]:
         return self._transact(self.contract.functions.reveal(task_id, round_, cid.encode(), num_samples, salt))
 
-    def propose(self, task_id: int, round_: int, global_cid: str, scores_wad: Sequence[int]) -> dict[str, Any]:
+    def propose(
+        self, task_id: int, round_: int, global_cid: str, scores_wad: Sequence[int], available: int | None = None
+    ) -> dict[str, Any]:
+        """Post a proposal; `available` is the bitmap of the updates it aggregated (None: all of them)."""
+        bitmap = all_available(len(scores_wad)) if available is None else available
         return self._transact(
-            self.contract.functions.propose(task_id, round_, global_cid.encode(), [int(s) for s in scores_wad])
+            self.contract.functions.propose(task_id, round_, global_cid.encode(), [int(s) for s in scores_wad], bitmap)
         )
 
     def attest(self, task_id: int, round_: int, agree: bool) -> dict[str, Any]:
         return self._transact(self.contract.functions.attest(task_id, round_, agree))
+
+    def abstain(self, task_id: int, round_: int) -> dict[str, Any]:
+        """Tell the chain this node cannot check the pending proposal (an update it aggregated is unavailable)."""
+        return self._transact(self.contract.functions.abstain(task_id, round_))
 
     def finalize(self, task_id: int, round_: int, global_cid: str, scores_wad: Sequence[int]) -> dict[str, Any]:
         return self._transact(
@@ -484,8 +499,8 @@ class FedLedgerClient:
 
     def round_state(self, task_id: int, round_: int) -> RoundState:
         raw = self._view(self.contract.functions.roundState(task_id, round_))
-        phase, *counts, proposer, phash = raw
-        return RoundState(Phase(phase), *(int(x) for x in counts), proposer, bytes(phash))
+        phase, *counts, proposer, phash, available = raw
+        return RoundState(Phase(phase), *(int(x) for x in counts), proposer, bytes(phash), int(available))
 
     def committee(self, task_id: int, round_: int) -> list[str]:
         return list(self._view(self.contract.functions.committee(task_id, round_)))

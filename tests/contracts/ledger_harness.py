@@ -316,8 +316,8 @@ class Protocol:
     def state(self, task: int, round_: int | None = None) -> dict[str, Any]:
         r = round_ if round_ is not None else self.round_of(task)
         names = [
-            "phase", "committeeLen", "commitCount", "revealCount", "voters", "agrees", "disagrees",
-            "attempt", "deadline", "seedBlock", "openedBlock", "proposer", "proposalHash",
+            "phase", "committeeLen", "commitCount", "revealCount", "voters", "agrees", "disagrees", "abstains",
+            "attempt", "deadline", "seedBlock", "openedBlock", "proposer", "proposalHash", "available",
         ]  # fmt: skip
         return dict(zip(names, self.f.roundState(task, r).call()))
 
@@ -345,10 +345,15 @@ class Protocol:
     def revealed(self, task: int) -> list[str]:
         return list(self.f.roundUpdates(task, self.round_of(task)).call()[0])
 
-    def propose(self, task: int, scores: Sequence[int], cid: bytes | None = None, sender: str | None = None) -> TxReceipt:
+    def propose(
+        self, task: int, scores: Sequence[int], cid: bytes | None = None, sender: str | None = None,
+        available: int | None = None,
+    ) -> TxReceipt:
+        """Propose `scores` (and `cid`); `available` is the bitmap of aggregated updates (default: all)."""
         r = self.round_of(task)
         proposer = sender or self.f.designatedProposer(task, r).call()
-        return self.chain.send(self.f.propose(task, r, cid or f"bafk-global-{r}".encode(), list(scores)), proposer)
+        bitmap = (1 << len(scores)) - 1 if available is None else available
+        return self.chain.send(self.f.propose(task, r, cid or f"bafk-global-{r}".encode(), list(scores), bitmap), proposer)
 
     def attest(self, task: int, voters: Sequence[str], agree: bool = True) -> None:
         r = self.round_of(task)

@@ -107,3 +107,43 @@ def test_a_strict_majority_finalizes_before_the_window_closes(chain: Chain, ledg
     proto.attest(task, voters[2:3], agree=True)
     proto.finalize(task, [WAD] * 5)
     assert ledger.functions.globalModel(task).call()[1] == 1
+
+
+def test_an_update_the_proposer_could_not_fetch_is_neutral(chain: Chain, ledger: Contract, proto: Protocol, owner: str) -> None:
+    # Prepare: 4 revealed; the proposer could not fetch the third update (bit 2 clear)
+    proto.register(chain.accounts[1:5])
+    task, order = _revealed_round(proto, owner, 4)
+    withheld = order[2]
+    f = ledger.functions
+    before = (f.reputationOf(withheld).call(), f.pendingRewards(withheld).call())
+    scores = [WAD, WAD, 0, WAD]
+    # Execute
+    proto.propose(task, scores, available=0b1011)
+    assert proto.state(task)["available"] == 0b1011
+    proto.attest(task, proto.voters(task))
+    proto.finalize(task, scores)
+    # Assert: no reputation change and no pay for it (not even as an agreeing attester)
+    assert (f.reputationOf(withheld).call(), f.pendingRewards(withheld).call()) == before
+    assert all(f.pendingRewards(a).call() > 0 for a in order if a != withheld)
+
+
+def test_voters_that_cannot_check_abstain_and_the_attempt_ends_at_once_without_a_slash(
+    chain: Chain, ledger: Contract, proto: Protocol, owner: str
+) -> None:
+    # Prepare: 4 revealed, 3 voters: 1 agrees, 2 cannot fetch an update the proposer aggregated
+    proto.register(chain.accounts[1:5])
+    task, order = _revealed_round(proto, owner, 4)
+    proto.propose(task, [WAD] * 4)
+    proposer = proto.state(task)["proposer"]
+    voters = proto.voters(task)
+    proto.attest(task, voters[:1])
+    chain.send(ledger.functions.abstain(task, 1), voters[1])
+    assert proto.state(task)["abstains"] == 1 and proto.state(task)["phase"] == ATTEST
+    # Execute
+    receipt = chain.send(ledger.functions.abstain(task, 1), voters[2])
+    # Assert: every vote is in, no majority: undecided now, the proposer keeps its stake
+    assert _events(ledger, receipt, "ProposalUndecided")[0]["args"]["proposer"] == proposer
+    assert proto.state(task)["phase"] == PROPOSE and proto.state(task)["attempt"] == 1
+    assert _stakes(ledger, order) == [MIN_STAKE] * 4
+    assert ledger.functions.memberInfo(task, 1, voters[2]).call()[3] == 3  # abstain
+

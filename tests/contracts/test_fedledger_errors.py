@@ -9,6 +9,7 @@ from ledger_harness import (
 from web3.contract import Contract
 
 TESTED = {
+    "FedLedgerBadAvailability",
     "FedLedgerInsufficientStake",
     "FedLedgerAlreadyRegistered",
     "FedLedgerNotRegistered",
@@ -186,7 +187,7 @@ def test_wrong_phase(chain: Chain, ledger: Contract, proto: Protocol, task: int,
     with chain.reverts(ledger, "FedLedgerWrongPhase", task, 1, COMMIT, REVEAL):
         f.commit(task, 1, b"\x01" * 32).transact({"from": members[2]})
     with chain.reverts(ledger, "FedLedgerWrongPhase", task, 1, PROPOSE, REVEAL):
-        f.propose(task, 1, b"g", []).transact({"from": members[0]})
+        f.propose(task, 1, b"g", [], 0).transact({"from": members[0]})
     with chain.reverts(ledger, "FedLedgerWrongPhase", task, 1, ATTEST, REVEAL):
         f.finalize(task, 1, b"g", []).transact({"from": members[0]})
 
@@ -267,7 +268,7 @@ def test_empty_cid(chain: Chain, ledger: Contract, proto: Protocol, owner: str, 
     proto.reveal(task, committee)
     designated = ledger.functions.designatedProposer(task, 1).call()
     with chain.reverts(ledger, "FedLedgerEmptyCid"):
-        ledger.functions.propose(task, 1, b"", [WAD] * 3).transact({"from": designated})
+        ledger.functions.propose(task, 1, b"", [WAD] * 3, 7).transact({"from": designated})
 
 
 def test_bad_samples(chain: Chain, ledger: Contract, proto: Protocol, task: int, committee: list[str]) -> None:
@@ -285,7 +286,7 @@ def test_not_proposer_before_the_timeout(
     other = next(m for m in committee if m != designated)
     deadline = proto.state(task)["deadline"]
     with chain.reverts(ledger, "FedLedgerNotProposer", other, designated, deadline):
-        ledger.functions.propose(task, 1, b"g", [WAD] * 3).transact({"from": other})
+        ledger.functions.propose(task, 1, b"g", [WAD] * 3, 7).transact({"from": other})
 
 
 def test_ineligible_fallback_proposer(chain: Chain, ledger: Contract, proto: Protocol, owner: str, nodes: list[str]) -> None:
@@ -298,19 +299,22 @@ def test_ineligible_fallback_proposer(chain: Chain, ledger: Contract, proto: Pro
     chain.travel(TIMEOUT + 1)
     # Execute / Assert: after the timeout a poorly staked node, or a stranger, still may not propose
     with chain.reverts(ledger, "FedLedgerIneligibleProposer", nodes[1], MIN_STAKE, 2 * MIN_STAKE):
-        ledger.functions.propose(task, 1, b"g", [WAD]).transact({"from": nodes[1]})
+        ledger.functions.propose(task, 1, b"g", [WAD], 1).transact({"from": nodes[1]})
     stranger = chain.accounts[STRANGER]
     with chain.reverts(ledger, "FedLedgerNotRegistered", stranger):
-        ledger.functions.propose(task, 1, b"g", [WAD]).transact({"from": stranger})
+        ledger.functions.propose(task, 1, b"g", [WAD], 1).transact({"from": stranger})
 
 
 def test_scores_length_and_range(chain: Chain, ledger: Contract, proto: Protocol, task: int, committee: list[str]) -> None:
     _to_propose(proto, task, committee)
     designated = ledger.functions.designatedProposer(task, 1).call()
     with chain.reverts(ledger, "FedLedgerScoresLength", 3, 2):
-        ledger.functions.propose(task, 1, b"g", [WAD, WAD]).transact({"from": designated})
+        ledger.functions.propose(task, 1, b"g", [WAD, WAD], 3).transact({"from": designated})
     with chain.reverts(ledger, "FedLedgerScoreOutOfRange", 1, WAD + 1):
-        ledger.functions.propose(task, 1, b"g", [WAD, WAD + 1, 0]).transact({"from": designated})
+        ledger.functions.propose(task, 1, b"g", [WAD, WAD + 1, 0], 7).transact({"from": designated})
+    # the availability bitmap names only revealed updates (bit 3 of 3 reveals is out)
+    with chain.reverts(ledger, "FedLedgerBadAvailability", 0b1111, 3):
+        ledger.functions.propose(task, 1, b"g", [WAD] * 3, 0b1111).transact({"from": designated})
 
 
 def test_not_attester_and_already_attested(

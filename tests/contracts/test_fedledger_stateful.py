@@ -138,7 +138,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def do_propose(self, t: int, rnd: int, n: int, sender: str, garbage: bool) -> None:
         scores = [WAD if garbage else (WAD * (j + 1)) // (n + 1) for j in range(n)]
         cid = b"bafk-garbage" if garbage else f"bafk-global-{t}-{rnd}".encode()
-        if self.send("propose", (t, rnd, cid, scores), sender) is not None:
+        if self.send("propose", (t, rnd, cid, scores, (1 << n) - 1), sender) is not None:
             self.proposals[(t, rnd)] = (cid, scores)
 
     def do_attest(self, t: int, rnd: int, node: str, honest: bool = True) -> None:
@@ -249,7 +249,7 @@ class LedgerMachine(RuleBasedStateMachine):
             revealed = self.v.roundUpdates(t, rnd)[0]
             silent = data.draw(st.sampled_from([None, *revealed]), label="silent")
             for m in revealed:
-                if m != state[11] and m != silent:
+                if m != state[12] and m != silent:
                     self.do_attest(t, rnd, m)
                     if self.open_round(t)[1][0] != ATTEST:
                         break
@@ -313,8 +313,8 @@ class LedgerMachine(RuleBasedStateMachine):
                 if reveals:
                     senders = v.roundUpdates(t, rnd)[0]
                     assert len(set(senders)) == len(senders) == reveals, "double reveal"
-                key = (rnd, state[7], phase)
-                assert state[7] < self.max_attempts, "attempt out of bounds"
+                key = (rnd, state[8], phase)
+                assert state[8] < self.max_attempts, "attempt out of bounds"
             assert key >= self.progress.get(t, (0, 0, 0)), f"task {t} moved backwards"
             self.progress[t] = key
         assert self.ledger.balance() == stakes + pools + pending, "ether not conserved"
@@ -391,7 +391,7 @@ def test_direct_contract_makes_the_chain_web3_makes() -> None:
         assert both("reveal", (1, 1, f"bafk-{m}".encode(), 10, b"\x01" * 32), m)
     revealed = d.call("roundUpdates", 1, 1)[0]
     proposer = d.call("designatedProposer", 1, 1)
-    assert both("propose", (1, 1, b"bafk-global", [WAD] * len(revealed)), proposer)
+    assert both("propose", (1, 1, b"bafk-global", [WAD] * len(revealed), (1 << len(revealed)) - 1), proposer)
     for m in revealed:
         if m != proposer:
             both("attest", (1, 1, True), m)

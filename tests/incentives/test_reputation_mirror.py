@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from mirror_chain import RegisteredLedger
 
-from incentives.outcome import Outcome, outcome
+from incentives.outcome import MAX_ATTEMPTS, Outcome, outcome
 from incentives.reputation import WAD, LedgerState, TaskIncentives, apply_finalize
 from tests.contracts.ledger_harness import PROPOSE, TIMEOUT, VOID, TaskConfig
 
@@ -24,11 +24,16 @@ PARAMS = st.builds(
 
 
 @st.composite
-def plans(draw: st.DrawFn) -> list[tuple[list[int], list[bool]]]:
-    """Per round: a score per possible participant and whether each would agree (else abstain)."""
+def plans(draw: st.DrawFn) -> list[tuple[list[int], list[bool], int]]:
+    """Per round: a score per possible participant, whether each would agree (else stay silent),
+    and the proposal's availability bitmap (which updates the proposer could fetch)."""
     rounds = draw(st.integers(min_value=1, max_value=3))
     return [
-        (draw(st.lists(SCORES, min_size=4, max_size=4)), draw(st.lists(st.booleans(), min_size=4, max_size=4)))
+        (
+            draw(st.lists(SCORES, min_size=4, max_size=4)),
+            draw(st.lists(st.booleans(), min_size=4, max_size=4)),
+            draw(st.sampled_from([0b1111, 0b1111, 0b1011, 0b0001, 0])),
+        )
         for _ in range(rounds)
     ]
 
@@ -42,7 +47,7 @@ def plans(draw: st.DrawFn) -> list[tuple[list[int], list[bool]]]:
 )
 @given(plan=plans(), reward=st.integers(min_value=1, max_value=10**22), params=PARAMS)
 def test_mirror_equals_chain_after_every_finalize(
-    registered_ledger: RegisteredLedger, plan: list[tuple[list[int], list[bool]]], reward: int, params: TaskIncentives
+    registered_ledger: RegisteredLedger, plan: list[tuple[list[int], list[bool], int]], reward: int, params: TaskIncentives
 ) -> None:
     # Prepare: a fresh task on a chain rewound to the warmed-up snapshot
     env = registered_ledger
@@ -60,7 +65,7 @@ def test_mirror_equals_chain_after_every_finalize(
         reward_remaining=reward,
     )
 
-    for rnd, (all_scores, agrees) in enumerate(plan, start=1):
+    for rnd, (all_scores, agrees, bitmap) in enumerate(plan, start=1):
         # Execute: on chain (whoever is eligible is drawn) and in the mirror
         members = proto.draw(task)
         if not members:  # nobody above this task's threshold: the round is void, the pool carries over
@@ -72,11 +77,23 @@ def test_mirror_equals_chain_after_every_finalize(
         proto.reveal(task, members)
         senders = proto.revealed(task)
         scores = all_scores[: len(senders)]
-        proto.propose(task, scores)
+        available = bitmap & ((1 << len(senders)) - 1)
+        proto.propose(task, scores, available=available)
         proposer = proto.state(task)["proposer"]
         agreeing = [v for v, yes in zip(proto.voters(task), agrees) if yes]
         proto.attest(task, agreeing)
         voters = len(proto.voters(task))
+        if voters == 0:  # a lone member: nobody can check it, so it is never accepted; void
+            for _ in range(MAX_ATTEMPTS):
+                env.chain.travel(TIMEOUT + 1)
+                env.chain.send(f.advance(task), env.owner)
+                if proto.state(task, rnd)["phase"] == VOID:
+                    break
+                proto.propose(task, scores, available=available)
+            assert proto.state(task, rnd)["phase"] == VOID
+            if rnd == len(plan):
+                state = apply_finalize(state, owner=env.owner, rounds=len(plan), round=rnd, senders=[], scores=[])
+            continue
         if outcome(voters, len(agreeing), 0) is not Outcome.ACCEPTED:
             # Silence is not consent: the window closes undecided, nobody is slashed, and the
             # next proposer's proposal is agreed by everyone.
@@ -84,14 +101,14 @@ def test_mirror_equals_chain_after_every_finalize(
             env.chain.travel(TIMEOUT + 1)
             env.chain.send(f.advance(task), env.owner)
             assert proto.state(task)["phase"] == PROPOSE and proto.state(task)["attempt"] == 1
-            proto.propose(task, scores)
+            proto.propose(task, scores, available=available)
             proposer = proto.state(task)["proposer"]
             agreeing = proto.voters(task)
             proto.attest(task, agreeing)
         proto.finalize(task, scores)
         state = apply_finalize(
             state, owner=env.owner, rounds=len(plan), round=rnd, senders=senders, scores=scores,
-            proposer=proposer, agreeing=agreeing, params=params,
+            proposer=proposer, agreeing=agreeing, params=params, available=available,
         )  # fmt: skip
 
         # Assert: to the wei
