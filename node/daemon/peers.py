@@ -30,6 +30,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fedledger.peers")
 
+# Finished rounds whose updates a daemon keeps before it unpins them (release_old_rounds): at
+# least the previous round's (replay detection reads them), and a few more so that `fedledger
+# verify` can re-run recent rounds from any node's blockstore. Global models are always kept.
+KEEP_ROUNDS = 4
+
 
 @dataclass(frozen=True)
 class Peer:
@@ -301,17 +306,26 @@ def libp2p_fetch(
 
 
 def release_old_rounds(
-    store: "Storage", client: FedLedgerClient, task: int, round_: int, *, from_block: int = 0, window: int = 4
+    store: "Storage",
+    client: FedLedgerClient,
+    task: int,
+    round_: int,
+    *,
+    from_block: int = 0,
+    keep_rounds: int = KEEP_ROUNDS,
+    window: int = 4,
 ) -> int:
-    """Round `round_` of `task` has a proposal: unpin the updates of rounds before `round_ - 1`
-    (the last `window` of them; earlier ones were released when their time came) and collect
-    garbage. Kept whatever else: every global model of the task (its initial model and each
-    finalized round's, from the chain's TaskCreated and RoundFinalized events), its spec, and the
-    updates of rounds `round_ - 1` (replay detection) and `round_`. Returns the blocks removed.
+    """Round `round_` of `task` has a proposal: unpin the updates of the rounds more than
+    `keep_rounds` before it (the last `window` of those; earlier ones were released when their
+    time came) and collect garbage. Kept whatever else: every global model of the task (its
+    initial model and each finalized round's, from the chain's TaskCreated and RoundFinalized
+    events), its spec, and the updates of every round still kept. Returns the blocks removed.
     Runs in a worker thread; the chain is read, never written."""
     from node.storage.retention import release  # storage policy, kept beside the stores
 
-    oldest, newest = max(1, round_ - 1 - window), round_ - 2
+    keep_rounds = max(1, keep_rounds)  # the previous round's updates: replay detection needs them
+    newest = round_ - 1 - keep_rounds
+    oldest = max(1, newest - window + 1)
     if newest < oldest:
         return 0
     keep: set[str] = set()
@@ -320,7 +334,7 @@ def release_old_rounds(
     for entry in client.logs("RoundFinalized", from_block=from_block, taskId=task):
         keep.add(_cid_text(entry.args["cid"]))
     keep.add(client.global_model(task)[0])
-    for r in (round_ - 1, round_):
+    for r in range(newest + 1, round_ + 1):
         keep |= {u.cid for u in client.round_updates(task, r)}
     drop = [u.cid for r in range(oldest, newest + 1) for u in client.round_updates(task, r)]
     return release(store, drop, keep)

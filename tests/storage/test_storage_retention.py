@@ -33,8 +33,10 @@ def test_old_round_updates_are_released_and_every_global_model_kept(tmp_path: Pa
     models = [r.global_model_cid for r in report.rounds]
     initial = store.pins()  # node 0 pinned every update and model it fetched or made
     assert all(store.is_pinned(c) for r in updates for c in updates[r])
-    # Execute: round 4 has its proposal; rounds 1 and 2 are done with
-    removed = release_old_rounds(store, client, task, 4)
+    # Execute: round 4 has its proposal; keeping one finished round (round 3, for replay
+    # detection), rounds 1 and 2 are done with. The default keeps more: nothing goes yet.
+    assert release_old_rounds(store, client, task, 4) == 0 and store.pins() == initial
+    removed = release_old_rounds(store, client, task, 4, keep_rounds=1)
     # Assert: rounds 1 and 2's updates are gone from disk, rounds 3 and 4's and every model stay
     assert removed > 0
     for r in (1, 2):
