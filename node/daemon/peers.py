@@ -1,9 +1,15 @@
-"""The peer directory: who is registered, under which libp2p identity, where.
+"""The peer directory: who is registered, under which libp2p identity, where; and fetching from them.
 
 Built from the contract's NodeRegistered / PeerInfoUpdated events, scanned
 incrementally (only blocks not seen yet: a full rescan on every poll is what
 DEPENDENCIES.md warns against). The chain is the only rendezvous: there is no
 bootstrap server.
+
+Registrations are chain data anyone writes, so nothing here trusts their size
+(#14, H5): the directory keeps a few well-formed addresses per peer, the
+`Dialer` dials them concurrently within a deadline and remembers the ones that
+failed, and `fetch_from_peers` ends within its deadline and byte limit.
+`release_old_rounds` unpins the updates of rounds a node no longer needs (H7).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from node.daemon.peers import Dialer, DialPolicy, Peer, _kept_addrs, fetch_from_peers
+from node.daemon.peers import Dialer, DialPolicy, Peer, _kept_addrs, fetch_from_peers, libp2p_fetch
 from node.errors import StorageError
 from node.p2p import P2PConfig, P2PNode, load_or_create_identity, peer_id_of
 from node.storage import EmbeddedStorage
@@ -216,3 +216,39 @@ def test_the_dialer_keeps_only_few_well_formed_addresses_of_a_peer(tmp_path: Pat
     dialer.failed(good[1], now=0.0, silent=True)
     assert good[1] not in dialer.usable_addrs(peer, now=10 * backoff)
     assert good[1] in dialer.usable_addrs(peer, now=DialPolicy().silent_backoff + 1)
+
+
+def test_the_daemons_fetch_holds_to_its_byte_limit(tmp_path: Path) -> None:
+    # Prepare: the provider holds 1 MB; the daemon's fetch is made with a 100 kB default limit
+    (tmp_path / "provider").mkdir()
+    provider = PeerProcess(tmp_path / "provider")
+    cid = provider.call("put", size=1_000_000, seed=8)["cid"]
+    registry = Registry([Peer(HOLDER, provider.peer_id, (provider.addr,))])
+    registry.by_address = {HOLDER: registry.peers[0]}
+    store = EmbeddedStorage(tmp_path / "me" / "ipfs")
+    node = P2PNode(P2PConfig(tmp_path / "me", stall_timeout=3.0), store, lambda peer: True)
+    fetch = libp2p_fetch(store, node, registry, max_bytes=100_000)  # type: ignore[arg-type]
+    outcomes: list[object] = []
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run)
+            # Execute: as the protocol's worker threads call it, with the default, then a larger limit
+            for limit in ({}, {"max_bytes": 2_000_000}):
+                start = trio.current_time()
+                try:
+                    outcomes.append(len(await trio.to_thread.run_sync(lambda: fetch(cid, [HOLDER], **limit))))
+                except StorageError as exc:
+                    outcomes.append(exc)
+                outcomes.append(trio.current_time() - start)
+            nursery.cancel_scope.cancel()
+
+    try:
+        trio.run(main)
+    finally:
+        provider.stop()
+    # Assert: refused at once (content over the limit is not retried), then fetched whole
+    refused, took, fetched, _ = outcomes
+    assert isinstance(refused, StorageError) and "over the 100000-byte limit" in str(refused), refused
+    assert took < 5
+    assert fetched == 1_000_000
