@@ -6,7 +6,7 @@ only, and the `/fedledger/blocks/1.0.0` block exchange that fetches a DAG from
 whichever peer holds it, verifying every block against its CID.
 """
 
-from node.p2p.blocks import BLOCKS_PROTOCOL, FetchError, ProviderFault
+from node.p2p.blocks import BLOCKS_PROTOCOL, ContentTooLarge, FetchError, ProviderFault
 from node.p2p.gossip import Announcement, topic_for_task
 from node.p2p.identity import load_or_create_identity, peer_id_of
 from node.p2p.node import P2PConfig, P2PNode
@@ -14,6 +14,7 @@ from node.p2p.node import P2PConfig, P2PNode
 __all__ = [
     "BLOCKS_PROTOCOL",
     "Announcement",
+    "ContentTooLarge",
     "FetchError",
     "P2PConfig",
     "P2PNode",
