@@ -1,0 +1,223 @@
+"""`fedledger` commands that talk to a chain: testnet, deploy, task, reputation, status, verify,
+rewards."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from node.cli.args import _ipfs_dir, _print_json
+from node.errors import ChainError, ConfigError
+from node.units import WAD
+
+
+def cmd_testnet(args: argparse.Namespace) -> int:
+    import signal
+
+    from node.chain.accounts import dev_account
+    from node.chain.anvil import Anvil
+
+    anvil = Anvil(port=args.port, accounts=args.accounts, host=args.host)
+    # SIGTERM (a service manager, `kill`) stops the chain as cleanly as Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        anvil.start()
+        print(f"anvil testnet listening on {anvil.url} (chain id 31337); Ctrl-C stops it", flush=True)
+        for i in range(min(args.accounts, 10)):
+            print(f"  dev account {i}: {dev_account(i).address}", flush=True)
+        return anvil.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        anvil.stop()
+
+
+def _rpc_for(args: argparse.Namespace, deployment: Any) -> str:
+    url = getattr(args, "rpc", None) or deployment.rpc
+    if not url:
+        raise ConfigError("the deployment has no RPC URL (it was on the embedded chain); give --rpc URL")
+    return url
+
+
+def _client(args: argparse.Namespace, sending: bool = False):
+    from node.chain import Deployment, FedLedgerClient
+    from node.chain.providers import rpc_web3
+    from node.keys import signer
+
+    deployment = Deployment.load(args.deployment)
+    w3 = rpc_web3(_rpc_for(args, deployment))
+    if w3.eth.chain_id != deployment.chain_id:
+        raise ConfigError(f"the chain answers with chain id {w3.eth.chain_id}, the deployment says {deployment.chain_id}")
+    address = deployment.contracts["FedLedger"]
+    if not w3.eth.get_code(address):
+        raise ChainError(f"no contract at {address} on this chain; was it restarted since the deploy?")
+    account = signer(args.keystore, args.password_file, args.dev_account, deployment.chain_id) if sending else None
+    return FedLedgerClient(w3, address, account)
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from node.chain import Deployment, deploy_fedledger
+    from node.chain.providers import rpc_web3
+    from node.keys import signer
+
+    w3 = rpc_web3(args.rpc)
+    chain_id = int(w3.eth.chain_id)
+    account = signer(args.keystore, args.password_file, args.dev_account, chain_id)
+    client, receipt = deploy_fedledger(w3, account, args.min_stake)
+    Deployment(chain_id, args.rpc, {"FedLedger": client.address}, int(receipt["blockNumber"])).save(args.out)
+    print(f"FedLedger deployed at {client.address} (block {receipt['blockNumber']}); wrote {args.out}")
+    return 0
+
+
+def cmd_reputation(args: argparse.Namespace) -> int:
+    from eth_utils import is_address, to_checksum_address
+
+    for address in args.addresses:
+        if not is_address(address):
+            raise ConfigError(f"not an Ethereum address: {address!r}")
+    client = _client(args)
+    rows = [(to_checksum_address(a), client.reputation_of(a)) for a in args.addresses]
+    if args.json:
+        _print_json([{"address": a, "reputation": r / WAD, "reputation_wad": str(r)} for a, r in rows])
+    else:
+        for a, r in rows:
+            print(f"{a}  {r / WAD:.6f}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    client = _client(args)
+    if not 1 <= args.task <= client.task_count():
+        raise ConfigError(f"unknown task {args.task}")
+    info = client.task_info(args.task)
+    cid, round_ = client.global_model(args.task)
+    status: dict[str, Any] = {
+        "task": args.task,
+        "owner": info.owner,
+        "rounds": info.rounds,
+        "round": info.current_round,
+        "phase": "finished",
+        "global_model_cid": cid,
+        "global_model_round": round_,
+        "committee_size": info.committee_size,
+        "reward_remaining_wei": str(info.reward_remaining),
+    }
+    if not info.finished:
+        state = client.round_state(args.task, info.current_round)
+        status["phase"] = state.phase.name.lower()
+        status["committee"] = client.committee(args.task, info.current_round)
+        status["commits"] = state.commit_count
+        status["reveals"] = state.reveal_count
+        status["proposal_attempt"] = state.attempt
+        status["phase_deadline"] = state.deadline
+        from node.rewards import predicted_credits
+
+        credits = predicted_credits(client, args.task)
+        if credits is not None:  # a proposal is pending: what finalizing it now would pay
+            status["predicted_credits_wei"] = {a: str(w) for a, w in credits.items()}
+    if args.json:
+        _print_json(status)
+    else:
+        for key, value in status.items():
+            if isinstance(value, dict):
+                value = ", ".join(f"{k} {int(v) / WAD:.6f} ETH" for k, v in value.items())
+            print(f"{key:<20} {', '.join(value) if isinstance(value, list) else value}")
+    return 0
+
+
+def cmd_task_create(args: argparse.Namespace) -> int:
+    from aggregation import encode_model
+    from node.storage import EmbeddedStorage
+    from node.taskspec import RULE_IDS, TaskParams, spec_for_rule
+    from node.training import MODELS, initial_weights
+
+    if args.rule not in RULE_IDS:
+        raise ConfigError(f"unknown rule {args.rule!r}; known: {', '.join(RULE_IDS)}")
+    if args.model not in MODELS:
+        raise ConfigError(f"unknown model {args.model!r}; known: {', '.join(sorted(MODELS))}")
+    if args.reward <= 0:
+        raise ConfigError("--reward must be more than 0 ETH: the pool is what the task pays")
+    client = _client(args, sending=True)
+    params = TaskParams(
+        rounds=args.rounds,
+        committee_size=args.committee,
+        rule=args.rule,
+        max_samples=args.max_samples,
+        commit_timeout=args.commit_timeout,
+        reveal_timeout=args.reveal_timeout,
+        propose_timeout=args.propose_timeout,
+        attest_timeout=args.attest_timeout,
+        min_stake_wei=args.min_stake if args.min_stake is not None else client.min_stake(),
+        reputation_threshold_wad=args.threshold,
+        alpha_wad=args.alpha,
+        proposer_share_bps=args.proposer_share,
+        attester_share_bps=args.attester_share,
+    )
+    params.validate()
+    # The initial model and the spec are content-addressed into the local blockstore, from which
+    # the node serves them to its peers.
+    store = EmbeddedStorage(_ipfs_dir(args))
+    spec = spec_for_rule(
+        args.rule, args.committee, trim=args.trim, f=args.f, m=args.m, clip=args.clip,
+        model=args.model, epochs=args.epochs, max_samples=args.max_samples,
+    )  # fmt: skip
+    model_cid = store.put(encode_model(initial_weights(args.model, args.seed)))
+    spec_cid = store.put(spec.to_bytes())
+    task_id, receipt = client.create_task(model_cid, spec_cid, params, args.reward)
+    if args.json:
+        _print_json({"task": task_id, "model_cid": model_cid, "spec_cid": spec_cid, "block": receipt["blockNumber"]})
+    else:
+        print(task_id)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    import trio
+
+    from node.daemon.peers import PeerDirectory, libp2p_fetch
+    from node.p2p.node import P2PConfig, P2PNode
+    from node.storage import EmbeddedStorage
+    from node.verify import verify_round
+
+    client = _client(args)
+    store = EmbeddedStorage(_ipfs_dir(args))
+    directory = PeerDirectory(client)
+
+    async def main() -> object:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="fedledger-verify-") as identity_dir:
+            # A throwaway identity: verifying needs no registration, only the peers' content.
+            p2p = P2PNode(P2PConfig(Path(identity_dir)), store, directory.is_registered)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(p2p.run)
+
+                fetch = libp2p_fetch(store, p2p, directory)
+                try:
+                    return await trio.to_thread.run_sync(verify_round, client, fetch, args.task, args.round)
+                finally:
+                    nursery.cancel_scope.cancel()
+
+    verdict = trio.run(main)
+    if args.json:
+        _print_json(verdict.to_json())
+    elif verdict.ok:
+        print(f"task {args.task} round {args.round}: OK, recomputed {verdict.computed_cid} and "
+              f"{len(verdict.computed_scores)} scores match the chain")  # fmt: skip
+    if not verdict.ok:
+        for line in verdict.differences:
+            print(f"fedledger: mismatch: {line}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_rewards_withdraw(args: argparse.Namespace) -> int:
+    client = _client(args, sending=True)
+    assert client.account is not None
+    amount = client.pending_rewards(client.account.address)
+    client.withdraw()
+    print(f"withdrew {Decimal(amount) / WAD} ETH to {client.account.address}")
+    return 0
