@@ -103,7 +103,10 @@ def disagree_with_everyone(gang: list[FedLedgerClient], task: int, stop: threadi
         stop.wait(0.3)
 
 
-def test_a_hostile_task_owner_cannot_slash_daemons_that_did_not_join_its_task(anvil, tmp_path):
+@pytest.mark.parametrize("joined", [False, True], ids=["default-config", "joined-task-1"])
+def test_a_hostile_task_owner_cannot_slash_daemons_that_did_not_join_its_task(anvil, tmp_path, joined):
+    """With the config `node init` writes, the daemons do nothing at all; with task 1 joined, they
+    finish task 1 and leave the trap alone, although it waits for a proposer all along."""
     fed = build_federation(tmp_path, anvil.url, n_nodes=2, rounds=1)
     gang = [FedLedgerClient(rpc_web3(anvil.url), fed.client.address, dev_account(i)) for i in (3, 4)]
     for i, c in enumerate(gang):
@@ -113,8 +116,9 @@ def test_a_hostile_task_owner_cannot_slash_daemons_that_did_not_join_its_task(an
     trap = hostile_task(gang, model_cid, info.spec_cid)
     deadline = fed.client.round_state(trap, 1).deadline
 
-    for n in fed.nodes:
-        default_config(n, fed)
+    if not joined:
+        for n in fed.nodes:
+            default_config(n, fed)
     stop = threading.Event()
     voter = threading.Thread(target=disagree_with_everyone, args=(gang, trap, stop), daemon=True)
     voter.start()
@@ -132,6 +136,7 @@ def test_a_hostile_task_owner_cannot_slash_daemons_that_did_not_join_its_task(an
         if not slashed():  # the daemons had every chance to take the bait
             assert time.time() > deadline + 30
         logs = [n.text() for n in fed.nodes]
+        finished = fed.client.task_info(fed.task).finished
     finally:
         stop.set()
         fed.stop_all()
@@ -141,5 +146,11 @@ def test_a_hostile_task_owner_cannot_slash_daemons_that_did_not_join_its_task(an
         assert fed.client.node_info(n.address)[1] == ETHER, f"node {n.index} was slashed"
     proposals = fed.client.logs("ProposalSubmitted", taskId=trap)
     assert [p.args["proposer"] for p in proposals] == []
-    for text in logs:  # the operator is told why the daemon does nothing
-        assert text.count("joined no task") == 1, text[-2000:]
+    if joined:
+        assert finished  # the task the operator chose ran as before
+        for text in logs:
+            assert "task 1 joined" in text and f"task {trap} " not in text and "joined no task" not in text
+    else:
+        assert not finished
+        for text in logs:  # the operator is told why the daemon does nothing
+            assert text.count("joined no task") == 1, text[-2000:]
