@@ -8,9 +8,13 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from node.errors import ConfigError
 from node.units import WAD
+
+if TYPE_CHECKING:
+    from aggregation import RuleOptions
 
 # On-chain rule ids. The contract stores a uint8; this is the one mapping.
 RULE_IDS: dict[str, int] = {"fedavg": 0, "median": 1, "trimmed-mean": 2, "multi-krum": 3}
