@@ -298,7 +298,9 @@ def libp2p_fetch(
 
     At most `max_bytes` per call (a call may pass its own, e.g. the task's `max_update_bytes`;
     None: DEFAULT_MAX_FETCH_BYTES), enforced while the blocks arrive and again when the local
-    copy is read, so nothing larger is written to disk or assembled in memory."""
+    copy is read, so nothing larger is written to disk or assembled in memory. Content over
+    the limit raises `node.storage.unixfs.OverLimit` either way: the same answer on every node,
+    unlike an unreachable holder."""
 
     def fetch(cid: str, holders: Sequence[str], max_bytes: int | None = max_bytes) -> bytes:
         limit = DEFAULT_MAX_FETCH_BYTES if max_bytes is None else max_bytes

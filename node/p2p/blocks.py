@@ -72,6 +72,7 @@ from node.storage.unixfs import (
     DEFAULT_MAX_FETCH_BYTES,
     MAX_BLOCK_SIZE,
     MAX_DEPTH,
+    OverLimit,
     dag_blocks_bound,
     dag_bytes_bound,
 )
@@ -102,9 +103,10 @@ class FetchError(StorageError):
         self.faults: list[ProviderFault] = list(faults or [])
 
 
-class ContentTooLarge(FetchError):
+class ContentTooLarge(FetchError, OverLimit):
     """Raised when a DAG is larger than the fetch's byte limit: its root declares more, or its
-    blocks add up to more. The CID fixes the content, so no other provider is tried."""
+    blocks add up to more. The CID fixes the content, so no other provider is tried (an
+    `OverLimit`, as a local read of the same content under the same limit raises)."""
 
 
 class SlowProvider(Exception):

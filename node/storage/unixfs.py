@@ -75,6 +75,12 @@ def dag_blocks_bound(file_size: int) -> int:
     leaves = max(1, -(-file_size // CHUNK_SIZE))
     return leaves + leaves // 2 + MAX_DEPTH + 1
 
+class OverLimit(StorageError):
+    """Raised when content is larger than the caller's limit (bytes, or blocks). The CID fixes the
+    content, so every node that asks with the same limit gets this same answer: for an update,
+    a verdict (too large, like any invalid one), not a matter of availability."""
+
+
 #: A block source: CID text -> block bytes; raises StorageError when absent.
 BlockGetter = Callable[[str], bytes]
 
@@ -200,7 +206,7 @@ def read_dag(
         cid, expected, depth = stack.pop()
         visited += 1
         if visited > max_blocks:
-            raise StorageError(f"DAG {root} has more than {max_blocks} blocks; refusing to read further")
+            raise OverLimit(f"DAG {root} has more than {max_blocks} blocks; refusing to read further")
         if depth > MAX_DEPTH:
             raise StorageError(f"DAG {root} is deeper than {MAX_DEPTH} levels at block {cid}")
         block = get_block(str(cid))
@@ -218,7 +224,7 @@ def read_dag(
             raise StorageError(f"block {cid} holds {size} file bytes but its parent declares {expected}")
         if depth == 0:
             if size > max_size:
-                raise StorageError(f"DAG {root} declares {size} bytes, over the {max_size}-byte limit")
+                raise OverLimit(f"DAG {root} declares {size} bytes, over the {max_size}-byte limit")
             root_size = size
 
         if len(own):

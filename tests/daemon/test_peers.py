@@ -18,6 +18,7 @@ from node.daemon.peers import Dialer, DialPolicy, Peer, _kept_addrs, fetch_from_
 from node.errors import StorageError
 from node.p2p import P2PConfig, P2PNode, load_or_create_identity, peer_id_of
 from node.storage import EmbeddedStorage
+from node.storage.unixfs import OverLimit
 from tests.p2p.peers import PeerProcess
 
 pytestmark = pytest.mark.slow
@@ -249,6 +250,6 @@ def test_the_daemons_fetch_holds_to_its_byte_limit(tmp_path: Path) -> None:
         provider.stop()
     # Assert: refused at once (content over the limit is not retried), then fetched whole
     refused, took, fetched, _ = outcomes
-    assert isinstance(refused, StorageError) and "over the 100000-byte limit" in str(refused), refused
+    assert isinstance(refused, OverLimit) and "over the 100000-byte limit" in str(refused), refused
     assert took < 5
     assert fetched == 1_000_000

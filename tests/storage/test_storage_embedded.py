@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from node.abc import BlockStore, Storage
 from node.errors import IntegrityError, StorageError
 from node.storage import EmbeddedStorage, build_dag, cid_of, parse_cid
+from node.storage.unixfs import OverLimit
 
 C = 262144
 
@@ -485,7 +486,7 @@ def test_get_refuses_content_over_the_callers_limit_before_reading_it(store: Emb
     _, blocks = build_dag(data)
     store._block_path(parse_cid(next(iter(blocks)))).unlink()  # the first leaf  # were any leaf read, this one would be missed
     # Execute / Assert: refused on the root's declared size, before any leaf is read
-    with pytest.raises(StorageError, match="over the 1048576-byte limit"):
+    with pytest.raises(OverLimit, match="over the 1048576-byte limit"):  # a StorageError
         store.get(cid, max_bytes=1024 * 1024)
     # and a limit the content fits under reads as before
     small = os.urandom(1000)
