@@ -158,8 +158,9 @@ contract FedLedger {
         uint8 abstains; // voters that could not check the proposal (an update it aggregated was unavailable to them)
         uint16 attempt; // proposals of this round that ended rejected or undecided, < MAX_ATTEMPTS
         uint40 deadline; // end of the current phase (unix seconds)
-        uint64 seedBlock; // block whose hash seeds the committee draw
-        uint64 openedBlock; // block that opened the round (log scans start here)
+        uint40 seedBlock; // block whose hash seeds the committee draw
+        uint40 openedBlock; // block that opened the round (log scans start here)
+        uint32 population; // active nodes when seedBlock was fixed: the only candidates of the draw
         // slot 1
         address proposer;
         uint64 available; // bit i: the proposer could fetch update i (reveal order); the others are neutral
@@ -771,7 +772,10 @@ contract FedLedger {
     /// nodes, a scan of the whole active array from a seeded offset; otherwise up to
     /// TRIES_PER_SEAT * K seeded samples with replacement, skipping ineligible or repeated nodes.
     /// Either way O(K) gas, and the committee may be smaller than K when few nodes are eligible;
-    /// with no eligible node at all the round is void (its share stays in the pool).
+    /// with no eligible node at all the round is void (its share stays in the pool), unless nodes
+    /// registered since the seed block: then the round is reseeded to include them.
+    /// Candidates are the nodes active when the seed block was fixed (`population`): a node
+    /// registered after it, which could have seen the seed, waits for the next round.
     /// @param taskId The task.
     /// @return members The committee, in draw order (empty if the round was reseeded or voided).
     function drawCommittee(uint256 taskId) external returns (address[] memory members) {
@@ -784,12 +788,17 @@ contract FedLedger {
         if (block.number <= seedBlock) revert FedLedgerSeedNotReady(seedBlock);
         bytes32 hash = blockhash(seedBlock);
         if (hash == bytes32(0)) {
-            r.seedBlock = uint64(block.number);
-            emit CommitteeReseeded(taskId, round, block.number);
+            _reseed(taskId, round, r);
             return members;
         }
-        members = _sample(task, uint256(keccak256(abi.encode(hash, taskId, round))));
+        members = _sample(task, uint256(keccak256(abi.encode(hash, taskId, round))), r.population);
         uint256 n = members.length;
+        if (n == 0 && _active.length > r.population) {
+            // Nobody eligible among the frozen population, but nodes joined since: freeze again
+            // (from this block on, so the newcomers cannot know the new seed) and draw next block.
+            _reseed(taskId, round, r);
+            return members;
+        }
         if (n == 0) {
             // Nobody can serve: void the round rather than lock the pool behind an undrawable committee.
             _closeRound(taskId, round, task, r, Phase.Void);
@@ -1210,10 +1219,19 @@ contract FedLedger {
         emit PhaseChanged(taskId, round, phase, deadline);
     }
 
+    /// @dev A new seed block (this one) and a new frozen population (the active nodes now); the
+    /// committee is drawn from the next block on.
+    function _reseed(uint256 taskId, uint256 round, Round storage r) private {
+        r.seedBlock = uint40(block.number);
+        r.population = uint32(_active.length);
+        emit CommitteeReseeded(taskId, round, block.number);
+    }
+
     function _openRound(uint256 taskId, uint256 round) private {
         Round storage r = _rounds[taskId][round];
-        r.seedBlock = uint64(block.number);
-        r.openedBlock = uint64(block.number);
+        r.seedBlock = uint40(block.number);
+        r.openedBlock = uint40(block.number);
+        r.population = uint32(_active.length);
         emit PhaseChanged(taskId, round, Phase.Draw, 0);
     }
 
@@ -1383,9 +1401,12 @@ contract FedLedger {
     }
 
     /// @dev Committee sampling; see `drawCommittee`. Duplicates are caught in memory (K <= 64).
-    function _sample(Task storage task, uint256 seed) private view returns (address[] memory chosen) {
+    /// Only the first `frozen` entries of the active array are candidates: the nodes active when
+    /// the seed block was fixed. A node registering once the seed is public is appended past them
+    /// and waits for the next round, so sybils cannot be added after seeing the draw's seed.
+    function _sample(Task storage task, uint256 seed, uint256 frozen) private view returns (address[] memory chosen) {
         uint256 k = task.committeeSize;
-        uint256 population = _active.length;
+        uint256 population = _active.length < frozen ? _active.length : frozen;
         chosen = new address[](k);
         uint256 count = 0;
         if (population == 0) return _truncate(chosen, 0);

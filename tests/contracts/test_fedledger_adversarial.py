@@ -80,7 +80,7 @@ def test_undecided_proposals_retry_then_void_the_round_without_slashing(
     # Execute
     for attempt in range(max_attempts):
         assert proto.state(task)["phase"] == PROPOSE and proto.state(task)["attempt"] == attempt
-        proposers.append(proto.state(task, 1)["proposer"])
+        proposers.append(ledger.functions.designatedProposer(task, 1).call())
         proto.propose(task, [WAD] * 3)
         chain.travel(TIMEOUT + 1)
         receipt = chain.send(ledger.functions.advance(task), owner)
@@ -90,6 +90,7 @@ def test_undecided_proposals_retry_then_void_the_round_without_slashing(
     # nobody carries an exposure that would block its unstaking
     assert proto.state(task, 1)["phase"] == VOID
     assert proto.round_of(task) == 2
+    assert set(proposers) == set(order) and all(a != b for a, b in zip(proposers, proposers[1:]))  # next, each time
     assert _stakes(ledger, order) == [MIN_STAKE] * 3
     assert [ledger.functions.nodeStatus(a).call()[2] for a in order] == [0, 0, 0]
 
@@ -146,4 +147,22 @@ def test_voters_that_cannot_check_abstain_and_the_attempt_ends_at_once_without_a
     assert proto.state(task)["phase"] == PROPOSE and proto.state(task)["attempt"] == 1
     assert _stakes(ledger, order) == [MIN_STAKE] * 4
     assert ledger.functions.memberInfo(task, 1, voters[2]).call()[3] == 3  # abstain
+
+
+
+def test_nodes_registered_after_the_seed_cannot_be_drawn() -> None:
+    # Prepare: 4 honest nodes and a task; once the round's seed block is mined its hash (the draw's
+    # seed) is public, and the attacker registers 8 sybils before anyone draws.
+    chain = Chain(replayable=True)
+    proto = Protocol(chain, chain.deploy("FedLedger", MIN_STAKE))
+    owner, *accounts = chain.accounts
+    honest, sybils = accounts[:4], accounts[4:9]
+    proto.register(honest)
+    task = proto.create_task(owner, TaskConfig(committee_size=4))
+    for i, sybil in enumerate(sybils):
+        chain.send(proto.f.register(f"sybil{i}", []), sybil, MIN_STAKE)
+    # Execute
+    members = proto.draw(task)
+    # Assert: the population was frozen when the seed was fixed
+    assert len(members) == 4 and set(members) == set(honest)
 
