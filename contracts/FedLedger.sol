@@ -534,7 +534,11 @@ contract FedLedger {
         Node storage node = _nodes[msg.sender];
         if (node.flags & F_REGISTERED != 0) revert FedLedgerAlreadyRegistered(msg.sender);
         node.stake = uint96(msg.value); // the supply of ether fits in 96 bits
-        if (node.flags & F_SEEN == 0) node.reputation = uint64(INITIAL_REPUTATION);
+        if (node.flags & F_SEEN == 0) {
+            node.reputation = uint64(INITIAL_REPUTATION);
+        } else {
+            delete _peers[msg.sender].multiaddrs; // a returning node's old addresses are stale
+        }
         node.flags = F_REGISTERED | F_ACTIVE | F_SEEN;
         node.unstakeAt = 0;
         node.activeIndex = uint32(_active.length);

@@ -166,3 +166,15 @@ def test_nodes_registered_after_the_seed_cannot_be_drawn() -> None:
     # Assert: the population was frozen when the seed was fixed
     assert len(members) == 4 and set(members) == set(honest)
 
+
+def test_re_registering_replaces_the_old_multiaddrs(chain: Chain, ledger: Contract) -> None:
+    # Prepare: a node registers, leaves, and comes back from somewhere else
+    f, node = ledger.functions, chain.accounts[1]
+    chain.send(f.register("12D3KooOld", ["/ip4/10.0.0.1/tcp/1", "/ip4/10.0.0.2/tcp/2"]), node, MIN_STAKE)
+    chain.send(f.requestUnstake(), node)
+    chain.travel(2 * 86400 + 1)
+    chain.send(f.withdrawStake(), node)
+    # Execute
+    chain.send(f.register("12D3KooNew", ["/ip4/10.9.9.9/tcp/9"]), node, MIN_STAKE)
+    # Assert: only the new record; stale addresses would be dialled (and could be made to stall fetches)
+    assert f.nodeInfo(node).call()[2:] == ["12D3KooNew", ["/ip4/10.9.9.9/tcp/9"]]
