@@ -59,7 +59,8 @@ contract FedLedger {
         Timeout,
         ReputationThreshold,
         Alpha,
-        Shares
+        Shares,
+        MinCommittee
     }
 
     /// @notice Why a node was slashed.
@@ -85,6 +86,8 @@ contract FedLedger {
     /// @param alpha WAD weight of the newest score in the reputation moving average.
     /// @param proposerShareBps Share of each round's payout to the accepted proposer.
     /// @param attesterShareBps Share of each round's payout to attesters on the accepted side.
+    /// @param minCommittee Fewest eligible nodes a draw seats, in 1..committeeSize; with fewer the
+    /// draw reverts and the round waits (an aggregate nobody else checks is worth nothing).
     struct TaskConfig {
         bytes modelCid;
         bytes specCid;
@@ -102,6 +105,7 @@ contract FedLedger {
         uint64 alpha;
         uint16 proposerShareBps;
         uint16 attesterShareBps;
+        uint8 minCommittee;
     }
 
     struct Node {
@@ -131,6 +135,7 @@ contract FedLedger {
         uint64 reputationThreshold;
         uint64 alpha;
         uint16 proposerShareBps;
+        uint8 minCommittee;
         // slot 2
         uint32 commitTimeout;
         uint32 revealTimeout;
@@ -420,6 +425,11 @@ contract FedLedger {
     /// @param expected The open round.
     /// @param got The round named by the caller.
     error FedLedgerWrongRound(uint256 taskId, uint256 expected, uint256 got);
+    /// @notice Thrown when a draw finds fewer eligible nodes than the task's minimum committee; the
+    /// round stays in Draw (a revert: nothing is charged to whoever tries again later).
+    /// @param found Eligible nodes the draw found.
+    /// @param required The task's minimum committee.
+    error FedLedgerCommitteeTooSmall(uint256 found, uint256 required);
     /// @notice Thrown when an action does not belong to the round's current phase (late, early).
     /// @param taskId The task.
     /// @param round The round.
@@ -668,6 +678,7 @@ contract FedLedger {
         task.reputationThreshold = config.reputationThreshold;
         task.alpha = config.alpha;
         task.proposerShareBps = config.proposerShareBps;
+        task.minCommittee = config.minCommittee;
         task.commitTimeout = config.commitTimeout;
         task.revealTimeout = config.revealTimeout;
         task.proposeTimeout = config.proposeTimeout;
@@ -776,12 +787,12 @@ contract FedLedger {
     /// nodes, a scan of the whole active array from a seeded offset; otherwise up to
     /// TRIES_PER_SEAT * K seeded samples with replacement, skipping ineligible or repeated nodes.
     /// Either way O(K) gas, and the committee may be smaller than K when few nodes are eligible;
-    /// with no eligible node at all the round is void (its share stays in the pool), unless nodes
-    /// registered since the seed block: then the round is reseeded to include them.
+    /// with fewer than the task's minimum committee it reseeds if nodes registered since the seed
+    /// block, and otherwise reverts: the round waits, never voids for want of members.
     /// Candidates are the nodes active when the seed block was fixed (`population`): a node
     /// registered after it, which could have seen the seed, waits for the next round.
     /// @param taskId The task.
-    /// @return members The committee, in draw order (empty if the round was reseeded or voided).
+    /// @return members The committee, in draw order (empty if the round was reseeded).
     function drawCommittee(uint256 taskId) external returns (address[] memory members) {
         Task storage task = _existingTask(taskId);
         uint256 round = task.currentRound;
@@ -797,16 +808,18 @@ contract FedLedger {
         }
         members = _sample(task, uint256(keccak256(abi.encode(hash, taskId, round))), r.population);
         uint256 n = members.length;
-        if (n == 0 && _active.length > r.population) {
-            // Nobody eligible among the frozen population, but nodes joined since: freeze again
+        if (n < task.minCommittee) {
+            // Too few to check each other. If nodes joined since the seed block, freeze again
             // (from this block on, so the newcomers cannot know the new seed) and draw next block.
-            _reseed(taskId, round, r);
-            return members;
-        }
-        if (n == 0) {
-            // Nobody can serve: void the round rather than lock the pool behind an undrawable committee.
-            _closeRound(taskId, round, task, r, Phase.Void);
-            return members;
+            // Otherwise the round waits: a revert, not a void, so a task nobody can serve charges
+            // nothing to the nodes that try (a void was paid by whoever drew, every block). With
+            // more than 2K active nodes the draw samples and may miss eligible nodes; the seed
+            // then changes with the next registration or the 256-block reseed.
+            if (_active.length > r.population) {
+                _reseed(taskId, round, r);
+                return new address[](0);
+            }
+            revert FedLedgerCommitteeTooSmall(n, task.minCommittee);
         }
         for (uint256 i = 0; i < n; ++i) {
             r.committee[i] = members[i];
@@ -1165,6 +1178,9 @@ contract FedLedger {
         if (c.alpha > WAD) revert FedLedgerInvalidTask(TaskParam.Alpha, c.alpha);
         uint256 shares = uint256(c.proposerShareBps) + c.attesterShareBps;
         if (shares > BPS) revert FedLedgerInvalidTask(TaskParam.Shares, shares);
+        if (c.minCommittee == 0 || c.minCommittee > c.committeeSize) {
+            revert FedLedgerInvalidTask(TaskParam.MinCommittee, c.minCommittee);
+        }
     }
 
     function _existingTask(uint256 taskId) private view returns (Task storage task) {

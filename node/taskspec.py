@@ -149,6 +149,14 @@ class TaskParams:
     alpha_wad: int = 4 * WAD // 10  # weight of the newest score in the reputation EMA
     proposer_share_bps: int = 500  # of each round's payout, to the accepted proposer
     attester_share_bps: int = 500  # of each round's payout, split among agreeing attesters
+    # Fewest eligible nodes a draw seats; with fewer the round waits (FedLedger reverts the draw).
+    # None: 3, or the committee size if smaller (a proposer and two nodes that check it).
+    min_committee: int | None = None
+
+    @property
+    def effective_min_committee(self) -> int:
+        """The minimum committee `createTask` gets."""
+        return min(3, self.committee_size) if self.min_committee is None else self.min_committee
 
     def validate(self) -> None:
         if self.rule not in RULE_IDS:
@@ -164,6 +172,8 @@ class TaskParams:
             raise ConfigError("reputation threshold and alpha must be between 0 and 1")
         if self.proposer_share_bps < 0 or self.attester_share_bps < 0 or self.proposer_share_bps + self.attester_share_bps > 10_000:
             raise ConfigError("proposer and attester shares must add up to at most 100%")
+        if not 1 <= self.effective_min_committee <= self.committee_size:
+            raise ConfigError(f"minimum committee must be between 1 and the committee size, got {self.min_committee}")
 
     def contract_args(self, model_cid: str, spec_cid: str) -> tuple[object, ...]:
         """The TaskConfig tuple of `createTask`; CIDs go on-chain as the UTF-8 bytes of their text."""
@@ -171,5 +181,5 @@ class TaskParams:
             model_cid.encode(), spec_cid.encode(), self.rule_params, self.rounds, self.committee_size,
             RULE_IDS[self.rule], self.max_samples, self.commit_timeout, self.reveal_timeout,
             self.propose_timeout, self.attest_timeout, self.min_stake_wei, self.reputation_threshold_wad,
-            self.alpha_wad, self.proposer_share_bps, self.attester_share_bps,
+            self.alpha_wad, self.proposer_share_bps, self.attester_share_bps, self.effective_min_committee,
         )  # fmt: skip

@@ -49,7 +49,7 @@ def measure(k: int, registered: int) -> dict[str, float]:
     for i, node in enumerate(nodes):
         _send(w3, f.register(f"peer{i}", [f"/ip4/10.0.0.{i % 250}/tcp/4001"]), node, MIN_STAKE)
     config = (b"bafkreimodel", b"bafkreispec", b"{}", 3, k, 0, 1000, TIMEOUT, TIMEOUT, TIMEOUT, TIMEOUT,
-              MIN_STAKE, 0, 3 * WAD // 10, 500, 500)  # fmt: skip
+              MIN_STAKE, 0, 3 * WAD // 10, 500, 500, 1)  # fmt: skip
     _send(w3, f.createTask(config), owner, ETHER)
     rows = []
     for rnd in (1, 2):

@@ -68,13 +68,14 @@ class TaskConfig:
     alpha: int = REPUTATION_ALPHA  # the defaults the off-chain mirror (TaskIncentives) assumes
     proposer_share_bps: int = 500
     attester_share_bps: int = 500
+    min_committee: int = 1  # fewest eligible nodes a draw seats (the node's default is 3)
 
     def args(self) -> tuple[Any, ...]:
         return (
             self.model_cid, self.spec_cid, self.rule_params, self.rounds, self.committee_size, self.rule,
             self.max_samples, self.commit_timeout, self.reveal_timeout, self.propose_timeout,
             self.attest_timeout, self.min_stake, self.reputation_threshold, self.alpha,
-            self.proposer_share_bps, self.attester_share_bps,
+            self.proposer_share_bps, self.attester_share_bps, self.min_committee,
         )  # fmt: skip
 
     def but(self, **changes: Any) -> "TaskConfig":

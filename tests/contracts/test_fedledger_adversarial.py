@@ -6,6 +6,7 @@ written down. Run: .venv/bin/python -m pytest -q tests/contracts/test_fedledger_
 
 from __future__ import annotations
 
+import pytest
 from ledger_harness import ATTEST, MIN_STAKE, PROPOSE, TIMEOUT, VOID, WAD, Chain, Protocol, TaskConfig
 from web3.contract import Contract
 from web3.logs import DISCARD
@@ -178,3 +179,43 @@ def test_re_registering_replaces_the_old_multiaddrs(chain: Chain, ledger: Contra
     chain.send(f.register("12D3KooNew", ["/ip4/10.9.9.9/tcp/9"]), node, MIN_STAKE)
     # Assert: only the new record; stale addresses would be dialled (and could be made to stall fetches)
     assert f.nodeInfo(node).call()[2:] == ["12D3KooNew", ["/ip4/10.9.9.9/tcp/9"]]
+
+
+def test_the_first_node_up_does_not_train_alone() -> None:
+    # Prepare: a task made as the node makes them (TaskParams' defaults: K = 4, minimum 3), and
+    # only one node registered: it used to draw a committee of one and aggregate unchecked.
+    from node.chain import deploy_fedledger, dev_account
+    from node.chain.client import ContractRevert
+    from node.chain.providers import embedded_web3
+    from node.taskspec import TaskParams
+
+    w3 = embedded_web3(num_accounts=4)
+    owner, *nodes = (dev_account(i) for i in range(4))
+    chain, _ = deploy_fedledger(w3, owner, MIN_STAKE)
+    first = chain.as_account(nodes[0])
+    first.register("first", [], MIN_STAKE)
+    task, _ = chain.create_task("bafk-initial", "bafk-spec", TaskParams(rounds=2), 10**18)
+    w3.provider.ethereum_tester.mine_blocks()
+    # Execute / Assert: the draw refuses to seat fewer than 3; the round waits in Draw, not void
+    with pytest.raises(ContractRevert) as refused:
+        first.draw_committee(task)
+    assert refused.value.error == "FedLedgerCommitteeTooSmall"
+    assert chain.round_state(task, 1).phase.name == "DRAW"
+    # ... and once two more nodes are up, the round goes on with all three
+    for i, node in enumerate(nodes[1:]):
+        chain.as_account(node).register(f"n{i}", [], MIN_STAKE)
+    assert first.draw_committee(task)[0] == []  # newcomers: the population is frozen anew
+    members, _ = first.draw_committee(task)
+    assert sorted(members) == sorted(n.address for n in nodes)
+
+
+def test_task_params_state_a_sane_minimum_committee() -> None:
+    from node.errors import ConfigError
+    from node.taskspec import TaskParams
+
+    assert TaskParams().effective_min_committee == 3
+    assert TaskParams(committee_size=2).effective_min_committee == 2  # never more than K
+    assert TaskParams(committee_size=8, min_committee=5).contract_args("m", "s")[-1] == 5
+    for bad in (0, 9):
+        with pytest.raises(ConfigError, match="minimum committee"):
+            TaskParams(committee_size=8, min_committee=bad).validate()

@@ -9,6 +9,7 @@ from ledger_harness import (
 from web3.contract import Contract
 
 TESTED = {
+    "FedLedgerCommitteeTooSmall",
     "FedLedgerBadAvailability",
     "FedLedgerInsufficientStake",
     "FedLedgerAlreadyRegistered",
@@ -145,6 +146,8 @@ def test_invalid_task(chain: Chain, ledger: Contract, owner: str) -> None:
         (base.but(reputation_threshold=WAD + 1), REWARD, 4, WAD + 1),
         (base.but(alpha=WAD + 1), REWARD, 5, WAD + 1),
         (base.but(proposer_share_bps=6000, attester_share_bps=4001), REWARD, 6, 10001),
+        (base.but(min_committee=0), REWARD, 7, 0),
+        (base.but(min_committee=4), REWARD, 7, 4),  # more than the committee size (3)
     ]
     for config, value, param, bad in cases:
         with chain.reverts(ledger, "FedLedgerInvalidTask", param, bad):
@@ -354,3 +357,11 @@ def test_proposal_mismatch_and_not_decided(
 def test_nothing_to_withdraw(chain: Chain, ledger: Contract, nodes: list[str]) -> None:
     with chain.reverts(ledger, "FedLedgerNothingToWithdraw", nodes[0]):
         ledger.functions.withdraw().transact({"from": nodes[0]})
+
+
+def test_committee_too_small(chain: Chain, ledger: Contract, proto: Protocol, owner: str, nodes: list[str]) -> None:
+    # 4 registered nodes, a task that needs 5 of them: the draw is refused and the round waits
+    task = proto.create_task(owner, TaskConfig(committee_size=5, min_committee=5))
+    with chain.reverts(ledger, "FedLedgerCommitteeTooSmall", 4, 5):
+        ledger.functions.drawCommittee(task).transact({"from": owner})
+    assert proto.state(task, 1)["phase"] == DRAW

@@ -145,11 +145,14 @@ def test_draw_skips_ineligible_nodes(chain: Chain, ledger: Contract, proto: Prot
     assert sorted(members) == sorted(nodes[2:])
 
 
-def test_draw_with_nobody_eligible_voids_the_round(chain: Chain, ledger: Contract, proto: Protocol, owner: str, nodes: list[str]) -> None:
+def test_draw_with_nobody_eligible_waits_without_voiding(chain: Chain, ledger: Contract, proto: Protocol, owner: str, nodes: list[str]) -> None:
+    # A void cost whoever drew a transaction every block (#14 H3); now the draw reverts and the
+    # round waits in Draw with its pool.
     task = proto.create_task(owner, TaskConfig(rounds=1, reputation_threshold=WAD))
-    assert proto.draw(task) == []
-    assert proto.state(task, 1)["phase"] == VOID
-    assert ledger.functions.pendingRewards(owner).call() == REWARD  # the last round returns the pool
+    with chain.reverts(ledger, "FedLedgerCommitteeTooSmall", 0, 1):
+        ledger.functions.drawCommittee(task).transact({"from": owner})
+    assert proto.state(task, 1)["phase"] == DRAW
+    assert ledger.functions.taskInfo(task).call()[6] == REWARD
 
 
 def test_draw_in_the_opening_block_is_refused(chain: Chain, ledger: Contract, nodes: list[str]) -> None:

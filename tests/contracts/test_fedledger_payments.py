@@ -78,10 +78,12 @@ def _hostile_recipient_with_reward(chain: Chain, ledger: Contract, mode: int) ->
     REWARD comes back to it as pending rewards."""
     attacker = chain.deploy("ReentrantWithdrawer", ledger.address)
     chain.send(attacker.functions.setMode(mode), chain.accounts[9])
-    create = ledger.encode_abi("createTask", args=[TaskConfig(rounds=1, reputation_threshold=WAD).args()])
+    create = ledger.encode_abi("createTask", args=[TaskConfig(rounds=1).args()])
     chain.send(attacker.functions.forward(create), chain.accounts[9], REWARD)
     task_id = ledger.functions.taskCount().call()
-    chain.send(ledger.functions.drawCommittee(task_id), chain.accounts[9])  # nobody eligible: void, refund
+    chain.send(ledger.functions.drawCommittee(task_id), chain.accounts[9])
+    chain.travel(TIMEOUT + 1)
+    chain.send(ledger.functions.advance(task_id), chain.accounts[9])  # nobody committed: void, refund
     assert ledger.functions.pendingRewards(attacker.address).call() == REWARD
     return attacker
 

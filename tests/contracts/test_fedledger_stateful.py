@@ -13,6 +13,7 @@ every step it checks, from the chain's own views:
   (checked on every receipt that can credit);
 - no double reveal: each open round's reveal list has distinct senders, and
   reveals <= commits <= committee size; a wrong or repeated reveal never succeeds;
+- no committee is seated with fewer members than its task's minimum committee;
 - phase monotonicity: per task, (round, proposal attempt, phase) only moves forward, and the
   attempt stays under MAX_ATTEMPTS (it never wraps);
 - a finalized round had a strict majority of its attesters agreeing (silence and ties never
@@ -87,6 +88,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.nodes = self.chain.accounts[1 : 1 + NODES]
         self.everyone = self.owners + self.nodes
         self.thresholds: dict[int, int] = {}  # task -> reputation threshold
+        self.min_committees: dict[int, int] = {}  # task -> minimum committee
         self.secrets: dict[tuple[int, int, str], tuple[bytes, int, bytes]] = {}  # (task, round, node) -> reveal
         self.proposals: dict[tuple[int, int], tuple[bytes, list[int]]] = {}  # (task, round) -> pending proposal
         self.progress: dict[int, tuple[int, int, int]] = {}  # task -> last (round, attempt, phase)
@@ -101,6 +103,10 @@ class LedgerMachine(RuleBasedStateMachine):
         STATS[fn] = STATS.get(fn, 0) + 1
         if fn in ("finalize", "drawCommittee", "advance", "attest", "reveal"):
             self.check_credits(events)
+        if fn == "drawCommittee":
+            for name, args in events:
+                if name == "CommitteeDrawn":  # never fewer than the task's minimum committee
+                    assert len(args["members"]) >= self.min_committees[args["taskId"]], "committee too small"
         if fn == "attest":
             for name, args in events:
                 if name == "ProposalRejected":  # only a vote can reject, and only a majority's
@@ -204,12 +210,14 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(
         o=st.integers(0, 1), rounds=st.integers(1, 3), k=st.integers(1, 4),
         threshold=st.sampled_from([0, WAD // 5, WAD // 2]), shares=st.sampled_from([(0, 0), (500, 500), (3000, 2000)]),
+        m=st.integers(1, 4),
     )  # fmt: skip
-    def create_task(self, o: int, rounds: int, k: int, threshold: int, shares: tuple[int, int]) -> None:
+    def create_task(self, o: int, rounds: int, k: int, threshold: int, shares: tuple[int, int], m: int = 1) -> None:
         config = TaskConfig(rounds=rounds, committee_size=k, reputation_threshold=threshold,
-                            proposer_share_bps=shares[0], attester_share_bps=shares[1])  # fmt: skip
+                            proposer_share_bps=shares[0], attester_share_bps=shares[1], min_committee=min(m, k))  # fmt: skip
         assert self.send("createTask", (config.args(),), self.owners[o], 10**18 + 7) is not None
         self.thresholds[self.v.taskCount()] = threshold
+        self.min_committees[self.v.taskCount()] = min(m, k)
 
     @rule(data=st.data(), phases=st.integers(1, 6))
     def drive(self, data: st.DataObject, phases: int) -> None:
