@@ -13,6 +13,7 @@ every step it checks, from the chain's own views:
   (checked on every receipt that can credit);
 - no double reveal: each open round's reveal list has distinct senders, and
   reveals <= commits <= committee size; a wrong or repeated reveal never succeeds;
+- in the challenge window, agreements + disagreements + abstentions <= voters;
 - no committee is seated with fewer members than its task's minimum committee;
 - phase monotonicity: per task, (round, proposal attempt, phase) only moves forward, and the
   attempt stays under MAX_ATTEMPTS (it never wraps);
@@ -256,16 +257,20 @@ class LedgerMachine(RuleBasedStateMachine):
         elif phase == ATTEST:
             revealed = self.v.roundUpdates(t, rnd)[0]
             silent = data.draw(st.sampled_from([None, *revealed]), label="silent")
+            unable = data.draw(st.sampled_from([None, *revealed]), label="cannot fetch")  # abstains
             for m in revealed:
                 if m != state[12] and m != silent:
-                    self.do_attest(t, rnd, m)
+                    if m == unable:
+                        self.send("abstain", (t, rnd), m)
+                    else:
+                        self.do_attest(t, rnd, m)
                     if self.open_round(t)[1][0] != ATTEST:
                         break
             self.do_finalize(t, rnd)
             if data.draw(st.booleans(), label="cash out"):  # someone paid this round withdraws at once
                 self.withdraw(1, data)
 
-    @rule(t=st.integers(1, 3), i=st.integers(0, NODES - 1), honest=st.booleans(), what=st.integers(0, 4))
+    @rule(t=st.integers(1, 3), i=st.integers(0, NODES - 1), honest=st.booleans(), what=st.integers(0, 5))
     def stray(self, t: int, i: int, honest: bool, what: int) -> None:
         """A random node does a random round action, mostly out of turn: it must revert or be harmless."""
         if t not in self.thresholds:
@@ -280,8 +285,10 @@ class LedgerMachine(RuleBasedStateMachine):
             self.do_propose(t, rnd, state[3] if state else 0, node, not honest)
         elif what == 3:
             self.do_attest(t, rnd, node, honest)
-        else:
+        elif what == 4:
             self.do_finalize(t, rnd)
+        else:  # "cannot check it": a vote for neither side
+            self.send("abstain", (t, rnd), node)
 
     @rule(t=st.integers(1, 3))
     def advance(self, t: int) -> None:
@@ -318,6 +325,8 @@ class LedgerMachine(RuleBasedStateMachine):
                 state = v.roundState(t, rnd)
                 phase, committee_len, commits, reveals = state[:4]
                 assert reveals <= commits <= committee_len
+                if phase == ATTEST:  # agrees + disagrees + abstains never exceed the voters
+                    assert state[5] + state[6] + state[7] <= state[4], "more votes than voters"
                 if reveals:
                     senders = v.roundUpdates(t, rnd)[0]
                     assert len(set(senders)) == len(senders) == reveals, "double reveal"
