@@ -30,7 +30,7 @@ from eth_account.signers.local import LocalAccount
 from web3.exceptions import ContractLogicError, Web3Exception
 
 from aggregation import AggregationError, decode_model
-from node.chain.client import ContractRevert, FedLedgerClient, Phase
+from node.chain.client import ContractRevert, FedLedgerClient, Phase, describe_revert
 from node.chain.deployment import Deployment
 from node.chain.providers import rpc_web3
 from node.daemon.backoff import Backoff
@@ -268,8 +268,9 @@ class Daemon:
         fn = client.contract.functions.drawCommittee(task)
         try:
             members = fn.call({"from": self.account.address}, block_identifier="pending")
-        except ContractLogicError as exc:
-            return f"a draw now would revert ({exc})"
+        except ContractLogicError as exc:  # e.g. FedLedgerCommitteeTooSmall: too few eligible nodes yet
+            data = exc.data if isinstance(exc.data, (str, bytes)) else None
+            return f"a draw now would revert ({describe_revert(client.abi, data) or exc})"
         return None if members else "a draw now would seat nobody (the round would be void), so this node does not send it"
 
     def _done(self) -> bool:

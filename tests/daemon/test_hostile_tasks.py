@@ -102,7 +102,8 @@ def test_a_task_that_voids_on_every_draw_costs_a_joined_daemon_no_gas(anvil, tmp
     fed = build_federation(tmp_path, anvil.url, n_nodes=1, rounds=1)
     node = fed.nodes[0]
     owner = fed.client.as_account(dev_account(0))
-    # Nobody has reputation 1.0, so nobody is eligible: every draw voids a round, 2^32 - 2 of them.
+    # Nobody has reputation 1.0, so nobody is eligible: every draw voids a round, 2^32 - 2 of them (on
+    # the contract before e8e37fe; since, it reverts, which a daemon must not pay for either).
     void, _ = owner.create_task(fed.initial_model_cid, fed.client.task_info(fed.task).spec_cid, TaskParams(
         rounds=2**32 - 2, committee_size=2, min_stake_wei=ETHER, reputation_threshold_wad=WAD), ETHER)  # fmt: skip
     join(node, [void], max_rounds=2**32)
@@ -122,7 +123,7 @@ def test_a_task_that_voids_on_every_draw_costs_a_joined_daemon_no_gas(anvil, tmp
     text = node.text()
     assert f"task {void} joined" in text  # it was the draw check, not the policy, that kept the gas
     # Seen, and backed off: checked again after 0.4, 0.8, 1.6, 3.2, 6.4 s..., not at each of the 75 polls.
-    checks = re.findall(rf"task {void}: a draw now would seat nobody", text)
+    checks = re.findall(rf"task {void}: a draw now would (?:seat nobody|revert)", text)
     assert 1 <= len(checks) <= 8, text[-3000:]
     assert "protocol loop:" not in text, text[-3000:]
     assert fed.client.task_info(void).current_round == 1
