@@ -65,7 +65,7 @@ TASK_FAULTS = (UnicodeDecodeError, ConfigError, AggregationError, ValueError, Ty
 JOINED, NOT_CHOSEN, REFUSED, SKIPPED = "joined", "not chosen", "refused", "skipped"
 # Backing off a task whose draws would seat nobody or revert, or whose spec cannot be fetched:
 # the first retry after twice the poll interval, doubling up to this many seconds.
-BACKOFF_CAP = 60.0
+BACKOFF_CAP = 15.0  # an eth_call is free; the cap bounds how late a draw comes once it would seat enough nodes
 # The most blocks after its seed block that a round's seed hash is still readable (EVM blockhash).
 BLOCKHASH_WINDOW = 256
 
