@@ -261,17 +261,19 @@ class Daemon:
 
     def _draw_would_seat(self, client: FedLedgerClient, task: int, seed_block: int) -> str | None:
         """Why drawing the task's committee now is not worth a transaction (None: it is): a draw
-        that would void the round (nobody eligible) or revert costs gas and moves nothing. Asked of
+        that would revert (too few eligible nodes: the round waits) costs gas and moves nothing. Asked of
         the chain with an eth_call on the pending block, so it is free (runs in a thread)."""
         if client.head_block() + 1 - seed_block > BLOCKHASH_WINDOW:
             return None  # the draw reseeds the round: cheap, and the only way forward
         fn = client.contract.functions.drawCommittee(task)
         try:
-            members = fn.call({"from": self.account.address}, block_identifier="pending")
+            fn.call({"from": self.account.address}, block_identifier="pending")
         except ContractLogicError as exc:  # e.g. FedLedgerCommitteeTooSmall: too few eligible nodes yet
             data = exc.data if isinstance(exc.data, (str, bytes)) else None
             return f"a draw now would revert ({describe_revert(client.abi, data) or exc})"
-        return None if members else "a draw now would seat nobody (the round would be void), so this node does not send it"
+        # An empty committee without a revert is a reseed (nodes joined since the seed was fixed):
+        # cheap, it happens once per new registration, and the next draw seats them.
+        return None
 
     def _done(self) -> bool:
         """Every task this node can ever work on is finished, refused or skipped (`--exit-when-done`)."""
