@@ -31,7 +31,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 from eth_utils import to_checksum_address
@@ -43,8 +43,8 @@ from node.chain.client import (
 )  # fmt: skip
 from node.daemon.journal import Journal
 from node.errors import ChainError, StorageError
-from node.storage.unixfs import cid_of
-from node.taskspec import TaskSpec
+from node.storage.unixfs import OverLimit, cid_of
+from node.taskspec import SPEC_MAX_BYTES, TaskSpec
 
 log = logging.getLogger("fedledger.protocol")
 
@@ -56,9 +56,13 @@ ZERO32 = b"\x00" * 32
 
 Delta = dict[str, np.ndarray]
 
-# fetch(cid, holders) -> bytes: get content into local storage from whoever holds it
-# (holders are the on-chain addresses of nodes expected to have it).
-Fetch = Callable[[str, Sequence[str]], bytes]
+class Fetch(Protocol):
+    """fetch(cid, holders, max_bytes=None) -> bytes: get content into local storage from whoever
+    holds it (holders are the on-chain addresses of nodes expected to have it). Content larger
+    than `max_bytes` raises OverLimit, and is refused while it arrives, not after; None: the
+    fetch's own default."""
+
+    def __call__(self, cid: str, holders: Sequence[str], max_bytes: int | None = None) -> bytes: ...
 
 
 # -- seeds -------------------------------------------------------------------------
@@ -107,17 +111,31 @@ class RoundResult:
     complete: bool = True
 
 
-def fetch_each(fetch: Fetch, updates: Sequence[RoundUpdate], holders: Sequence[str] = ()) -> list[bytes]:
+def fetch_each(
+    fetch: Fetch, updates: Sequence[RoundUpdate], holders: Sequence[str] = (), max_bytes: int | None = None
+) -> list[bytes]:
     """Every update's bytes, in order; one that cannot be fetched is b"" (rejected, like any invalid one)."""
-    return [b if b is not None else b"" for b in fetch_available(fetch, updates, holders)]
+    return [b if b is not None else b"" for b in fetch_available(fetch, updates, holders, max_bytes)]
 
 
-def fetch_available(fetch: Fetch, updates: Sequence[RoundUpdate], holders: Sequence[str] = ()) -> list[bytes | None]:
+def fetch_update(fetch: Fetch, u: RoundUpdate, holders: Sequence[str], max_bytes: int | None) -> bytes:
+    """One update's bytes; b"" (invalid, scored 0 by every node alike) when its CID names more
+    than `max_bytes`, which is refused as it arrives. Unreachable: the fetch's error."""
+    try:
+        return fetch(u.cid, [u.sender, *holders], max_bytes=max_bytes)
+    except OverLimit as exc:  # the CID fixes the size: the same verdict on every node
+        log.warning("update %s of %s is over the task's limit (%s)", u.cid, u.sender, exc)
+        return b""
+
+
+def fetch_available(
+    fetch: Fetch, updates: Sequence[RoundUpdate], holders: Sequence[str] = (), max_bytes: int | None = None
+) -> list[bytes | None]:
     """Every update's bytes, in order; None for one that cannot be fetched now (not a verdict on it)."""
     blobs: list[bytes | None] = []
     for u in updates:
         try:
-            blobs.append(fetch(u.cid, [u.sender, *holders]))
+            blobs.append(fetch_update(fetch, u, holders, max_bytes))
         except Exception as exc:  # unreachable or corrupt here; someone else may well have it
             log.warning("update %s of %s unavailable (%s)", u.cid, u.sender, exc)
             blobs.append(None)
@@ -142,11 +160,12 @@ def recompute_round(
     With `available` None (a proposer) every update is fetched and those that cannot be are left
     out (their bits cleared). With a bitmap (an attester checking a proposal) exactly those
     updates are aggregated, and one that cannot be fetched raises UnavailableError."""
-    base = fetch(base_cid, list(holders))
-    previous = fetch_each(fetch, client.round_updates(task, round_ - 1), holders) if round_ > 1 else []
+    limit = spec.max_update_bytes
+    base = fetch(base_cid, list(holders), max_bytes=limit)
+    previous = fetch_each(fetch, client.round_updates(task, round_ - 1), holders, limit) if round_ > 1 else []
     blobs: list[bytes | None]
     if available is None:
-        blobs = fetch_available(fetch, updates, holders)
+        blobs = fetch_available(fetch, updates, holders, limit)
     else:
         if available < 0 or available >> len(updates):
             raise ChainError(f"availability bitmap {available:#x} names updates beyond the {len(updates)} revealed")
@@ -156,7 +175,7 @@ def recompute_round(
                 blobs.append(None)
                 continue
             try:
-                blobs.append(fetch(u.cid, [u.sender, *holders]))
+                blobs.append(fetch_update(fetch, u, holders, limit))
             except Exception as exc:
                 raise UnavailableError(f"update {u.cid} of {u.sender} is unavailable here ({exc})") from exc
     result = aggregate_round(
@@ -200,7 +219,7 @@ class RoundView:
     def base(self) -> dict[str, np.ndarray]:
         """The global model this round trains from."""
         node = self.node
-        blob = node.fetch(self.base_cid, [node.owner(self.task)])
+        blob = node.fetch(self.base_cid, [node.owner(self.task)], max_bytes=node.spec(self.task).max_update_bytes)
         return decode_model(blob, node.spec(self.task).max_update_bytes)[0]
 
     @cached_property
@@ -229,7 +248,7 @@ class RoundView:
             return []
         earlier = [u for u in self.node.client.round_updates(self.task, self.round - 1) if u.sender != self.address]
         out = []
-        for blob in fetch_each(self.node.fetch, earlier):
+        for blob in fetch_each(self.node.fetch, earlier, max_bytes=self.node.spec(self.task).max_update_bytes):
             delta = self.decode(blob)
             if delta is not None:
                 out.append(delta)
@@ -340,7 +359,7 @@ class ProtocolNode:
     def spec(self, task: int) -> TaskSpec:
         if task not in self._specs:
             info = self.client.task_info(task)
-            self._specs[task] = TaskSpec.from_bytes(self.fetch(info.spec_cid, [info.owner]))
+            self._specs[task] = TaskSpec.from_bytes(self.fetch(info.spec_cid, [info.owner], max_bytes=SPEC_MAX_BYTES))
         return self._specs[task]
 
     def trainer(self, task: int) -> Trainer:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from node.chain.client import FedLedgerClient, RoundUpdate
 from node.errors import ConfigError
 from node.protocol import Fetch, recompute_round
-from node.taskspec import TaskSpec
+from node.taskspec import SPEC_MAX_BYTES, TaskSpec
 from node.units import WAD
 
 
@@ -112,7 +112,7 @@ def verify_round(client: FedLedgerClient, fetch: Fetch, task: int, round_: int) 
     record = round_record(client, task, round_)
     participants = [u.sender for u in record.updates]
     owner = client.task_info(task).owner
-    spec = TaskSpec.from_bytes(fetch(record.spec_cid, [owner, *participants]))
+    spec = TaskSpec.from_bytes(fetch(record.spec_cid, [owner, *participants], max_bytes=SPEC_MAX_BYTES))
     holders = [record.proposer, owner, *participants]
     result = recompute_round(
         client, fetch, spec, task, round_, record.base_cid, record.updates, holders, record.available

@@ -32,7 +32,7 @@ from node.report import SimulationReport
 from node.sim.attacks import AttackBehaviour, Coalition, behaviour_for, parse_roles, protocol_colluders
 from node.sim.record import ChainRecorder
 from node.storage import EmbeddedStorage
-from node.storage.unixfs import read_dag
+from node.storage.unixfs import DEFAULT_MAX_FETCH_BYTES, dag_blocks_bound, read_dag
 from node.taskspec import MAX_COMMITTEE, RULE_IDS, TaskParams, TaskSpec
 from node.training import initial_weights, load_digits_split, partition, trainer_for
 from node.units import ETHER
@@ -113,11 +113,15 @@ def attack_behaviours(roles: Sequence[str], addresses: Sequence[str]) -> list[Be
     return [behaviour_for(role, colluders, coalitions.get(role)) for role in roles]
 
 
-def local_or_peers(cid: str, local: EmbeddedStorage, peers: Sequence[EmbeddedStorage]) -> bytes:
+def local_or_peers(
+    cid: str, local: EmbeddedStorage, peers: Sequence[EmbeddedStorage], max_bytes: int | None = None
+) -> bytes:
     """Get `cid` into `local`, pulling missing blocks from the other stores, each block verified on
-    arrival: the in-process network."""
+    arrival: the in-process network. At most `max_bytes` (OverLimit past it, checked at the root's
+    declared size and as blocks arrive; None: the daemon's default limit)."""
+    limit = DEFAULT_MAX_FETCH_BYTES if max_bytes is None else max_bytes
     if local.has(cid):
-        return local.get(cid)
+        return local.get(cid, max_bytes=limit)
 
     def get_block(block_cid: str) -> bytes:
         for peer in peers:
@@ -129,7 +133,7 @@ def local_or_peers(cid: str, local: EmbeddedStorage, peers: Sequence[EmbeddedSto
             return data
         raise StorageError(f"no peer holds block {block_cid}")
 
-    data = read_dag(cid, get_block)
+    data = read_dag(cid, get_block, max_size=limit, max_blocks=dag_blocks_bound(limit))
     local.pin(cid)
     return data
 
@@ -138,10 +142,14 @@ def federation_params(
     nodes: int, rounds: int, spec: TaskSpec, stake_wei: int, proposer_share_bps: int, attester_share_bps: int,
     **timeouts: int,
 ) -> TaskParams:
-    """The task a simulated federation runs: committee = every node (up to the contract's largest)."""
+    """The task a simulated federation runs: committee = every node (up to the contract's largest).
+    A round needs 2 eligible nodes (one proposes, one checks), so a federation whose attackers
+    were slashed or fell under the threshold goes on with the honest nodes left."""
+    committee = min(nodes, MAX_COMMITTEE)
     return TaskParams(
         rounds=rounds,
-        committee_size=min(nodes, MAX_COMMITTEE),
+        committee_size=committee,
+        min_committee=min(2, committee),
         rule=spec.rule,
         max_samples=spec.max_samples,
         min_stake_wei=stake_wei,
@@ -284,5 +292,8 @@ def run_simulation(
         )
 
 
-def _fetch_for(local: EmbeddedStorage, everyone: list[EmbeddedStorage], cid: str, holders: Sequence[str] = ()) -> bytes:
-    return local_or_peers(cid, local, everyone)
+def _fetch_for(
+    local: EmbeddedStorage, everyone: list[EmbeddedStorage], cid: str, holders: Sequence[str] = (),
+    max_bytes: int | None = None,
+) -> bytes:
+    return local_or_peers(cid, local, everyone, max_bytes)

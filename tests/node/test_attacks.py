@@ -266,6 +266,6 @@ def test_a_colluding_minority_that_slanders_and_cheats_gets_nowhere(tmp_path):
     assert len(report.rounds) == config.rounds
     stores = [EmbeddedStorage(p, fsync=False) for p in sorted(tmp_path.iterdir()) if p.is_dir()]
     for r in range(1, config.rounds + 1):
-        verdict = verify_round(client, lambda cid, holders=(): local_or_peers(cid, stores[0], stores), report.task_id, r)
+        verdict = verify_round(client, lambda cid, holders=(), max_bytes=None: local_or_peers(cid, stores[0], stores, max_bytes), report.task_id, r)
         assert verdict.ok, verdict.differences
     assert all(n.payout_wei > 0 for n in honest) and all(c.payout_wei < min(n.payout_wei for n in honest) for c in colluders)

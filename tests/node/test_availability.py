@@ -29,13 +29,16 @@ def test_a_selective_withholder_cannot_get_an_honest_proposer_slashed(monkeypatc
     served: dict[str, EmbeddedStorage] = {}  # withheld cid -> the one store it was served to
     honest_fetch = simulate._fetch_for
 
-    def selective(local: EmbeddedStorage, everyone: list[EmbeddedStorage], cid: str, holders: Sequence[str] = ()) -> bytes:
+    def selective(
+        local: EmbeddedStorage, everyone: list[EmbeddedStorage], cid: str, holders: Sequence[str] = (),
+        max_bytes: int | None = None,
+    ) -> bytes:
         uploader = holders[0] if holders else None
         if uploader == withholder and local is not everyone[-1] and not local.has(cid):
             if served.setdefault(cid, local) is not local:
                 raise StorageError(f"{withholder} does not answer for {cid}")
-            return honest_fetch(local, [everyone[-1]], cid, holders)  # straight from the uploader only
-        return honest_fetch(local, everyone, cid, holders)
+            return honest_fetch(local, [everyone[-1]], cid, holders, max_bytes)  # straight from the uploader only
+        return honest_fetch(local, everyone, cid, holders, max_bytes)
 
     monkeypatch.setattr(simulate, "_fetch_for", selective)
     lines: list[str] = []
