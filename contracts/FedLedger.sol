@@ -32,6 +32,8 @@ contract FedLedger {
     uint256 public constant BPS = 10_000;
     /// @notice Sampling tries per committee seat when the active set is large.
     uint256 public constant TRIES_PER_SEAT = 4;
+    /// @notice Populations up to this size are sampled without repeats (a shuffle in memory).
+    uint256 public constant SHUFFLE_LIMIT = 256;
     /// @notice Proposals a round may see (rejected or undecided) before it is void; bounds `attempt`.
     uint256 public constant MAX_ATTEMPTS = 4;
 
@@ -1430,15 +1432,29 @@ contract FedLedger {
         chosen = new address[](k);
         uint256 count = 0;
         if (population == 0) return _truncate(chosen, 0);
-        bool scan = population <= 2 * k;
-        uint256 tries = scan ? population : TRIES_PER_SEAT * k;
-        // Slither's weak-prng, accepted: the seed is a block hash, biasable by a block producer
-        // and by nobody else; see `drawCommittee` and contracts/README.md for the threat model.
-        // slither-disable-next-line weak-prng
-        uint256 offset = seed % population;
+        // At most TRIES_PER_SEAT * K candidates are looked at (every one when there are at most 2K).
+        uint256 tries = population <= 2 * k ? population : TRIES_PER_SEAT * k;
+        if (population <= SHUFFLE_LIMIT) {
+            // Candidates in a seeded random order without repeats (a partial Fisher-Yates shuffle of
+            // the indices, in memory): the seats go to a uniformly random set of the eligible nodes,
+            // and nodes that registered one after another are no likelier to sit together.
+            if (tries > population) tries = population;
+            uint256[] memory order = new uint256[](population);
+            for (uint256 t = 0; t < tries && count < k; ++t) {
+                // slither-disable-next-line weak-prng
+                uint256 j = t + uint256(keccak256(abi.encode(seed, t))) % (population - t);
+                uint256 picked = order[j] == 0 ? j : order[j] - 1; // 0: never moved, holds its own index
+                order[j] = (order[t] == 0 ? t : order[t] - 1) + 1;
+                address candidate = _active[picked];
+                if (_eligible(_nodes[candidate], task)) chosen[count++] = candidate;
+            }
+            return _truncate(chosen, count);
+        }
+        // A large population: seeded draws with replacement, repeats and ineligible nodes skipped
+        // (uniform over the eligible nodes found; may seat fewer than K when few are eligible).
         for (uint256 t = 0; t < tries && count < k; ++t) {
             // slither-disable-next-line weak-prng
-            uint256 index = scan ? (offset + t) % population : uint256(keccak256(abi.encode(seed, t))) % population;
+            uint256 index = uint256(keccak256(abi.encode(seed, t))) % population;
             address candidate = _active[index];
             if (!_eligible(_nodes[candidate], task) || _contains(chosen, count, candidate)) continue;
             chosen[count++] = candidate;
