@@ -264,7 +264,8 @@ class LedgerMachine(RuleBasedStateMachine):
                         self.send("abstain", (t, rnd), m)
                     else:
                         self.do_attest(t, rnd, m)
-                    if self.open_round(t)[1][0] != ATTEST:
+                    after = self.open_round(t)[1]  # None: that vote ended the task's last round
+                    if after is None or after[0] != ATTEST:
                         break
             self.do_finalize(t, rnd)
             if data.draw(st.booleans(), label="cash out"):  # someone paid this round withdraws at once
