@@ -96,4 +96,4 @@ def test_without_announcements_the_task_finishes_on_polls_alone(anvil, tmp_path)
     for n in fed.nodes:
         log = n.text()
         assert "woken by" not in log and "prefetched proposal" not in log, n.index  # nothing was heard
-        assert f"not announcing Announcement(task=1, round=1" in log  # the seam held back what it had to say
+        assert "not announcing Announcement(task=1, round=1" in log  # the seam held back what it had to say

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from web3.exceptions import ContractLogicError
 
-from node.chain import FedLedgerClient, deploy_fedledger, dev_account
+from node.chain import deploy_fedledger, dev_account
 from node.chain.client import EMBEDDED_GAS_LIMIT, make_commitment
 from node.chain.embedded_calls import EmbeddedCaller
 from node.chain.providers import embedded_web3
