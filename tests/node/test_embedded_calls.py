@@ -21,10 +21,10 @@ def federation():
     w3 = embedded_web3(num_accounts=4)
     owner = dev_account(0)
     chain, _ = deploy_fedledger(w3, owner, STAKE)
-    task, _ = chain.create_task("bafk-initial", "bafk-spec", TaskParams(rounds=2, committee_size=2, rule="fedavg"), 5 * STAKE)
     nodes = [chain.as_account(dev_account(i)) for i in (1, 2)]
-    for i, node in enumerate(nodes):
+    for i, node in enumerate(nodes):  # before the task: a round draws from the nodes active when it opened
         node.register(f"peer{i}", [f"/ip4/127.0.0.1/tcp/{4000 + i}"], STAKE)
+    task, _ = chain.create_task("bafk-initial", "bafk-spec", TaskParams(rounds=2, committee_size=2, rule="fedavg"), 5 * STAKE)
     chain.draw_committee(task)
     for i, node in enumerate(nodes):
         node.commit(task, 1, make_commitment(f"bafk-{i}", 10 + i, bytes([i + 1]) * 32, node.account.address))
