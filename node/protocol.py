@@ -400,11 +400,19 @@ class ProtocolNode:
                 return self._reveal(task, r)
             return self._advance(task, r, "reveal") if expired() else None
         if state.phase == Phase.ATTEST:
+            if expired():
+                # The window closed: an accepted proposal is finalized; any other attempt ends
+                # undecided, which only `advance` (or any transaction on the round) records.
+                # Attesting now would revert, and so would every retry: the round reads as Attest
+                # until a transaction applies the timeout.
+                self._fresh_block(task, state.deadline)
+                done = self._try_finalize(task, r, state.proposal_hash, state.available)
+                if done or state.agrees * 2 > state.voters:
+                    return done  # accepted: whoever can check it finalizes it
+                return self._advance(task, r, "attest")
             voted = me.vote != 0 and me.attempt == state.attempt
             if me.revealed and not voted and to_checksum_address(state.proposer) != self.me:
                 return self._attest(task, r, state.attempt, state.proposal_hash, state.proposer, state.available)
-            if expired():
-                self._fresh_block(task, state.deadline)
             return self._try_finalize(task, r, state.proposal_hash, state.available)
         return None
 
