@@ -20,6 +20,7 @@ import pytest
 from node.chain.anvil import Anvil
 from node.sim.federation import Federation, FederationConfig, build_federation
 from node.sim.netns import ImpairedNetwork, missing_capability, reap_stale
+from node.storage import EmbeddedStorage
 from node.taskspec import TaskSpec
 
 pytestmark = pytest.mark.slow
@@ -59,9 +60,17 @@ def _events(fed: Federation, event: str, address: str, who: str = "node") -> set
 
 
 def _did_its_part(fed: Federation, address: str, round_: int) -> bool:
-    """Whether `address` has attested to or proposed the round's model: all a member does before
-    the round is finalized (which anyone may do)."""
-    return round_ in _events(fed, "Attested", address) | _events(fed, "ProposalSubmitted", address, "proposer")
+    """Whether `address` has attested to or proposed the round's model, and the other nodes hold
+    what they need from it: its update and any model it proposed (#14 H6: content that cannot be
+    fetched is left out, not guessed). After that, nothing of the round depends on it."""
+    if round_ not in _events(fed, "Attested", address) | _events(fed, "ProposalSubmitted", address, "proposer"):
+        return False
+    client = fed.client
+    cids = [u.cid for u in client.round_updates(fed.task, round_) if u.sender == address]
+    cids += [e.args["cid"].decode() for e in client.logs("ProposalSubmitted", taskId=fed.task, round=round_)
+             if e.args["proposer"] == address]  # fmt: skip
+    others = [EmbeddedStorage(n.directory / "ipfs") for n in fed.nodes if n.address != address]
+    return all(store.has(cid) for store in others for cid in cids)
 
 
 def _into_namespaces(fed: Federation, net: ImpairedNetwork) -> None:
