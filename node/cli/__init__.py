@@ -19,9 +19,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from node.reproducible import pin_cpu_kernels
 
         pin_cpu_kernels()  # before torch loads: the same seed trains the same on any x86-64 CPU
-    from aggregation import AggregationError
-
     args = build_parser().parse_args(argv)
+    from aggregation import AggregationError  # after parsing: `--help` must not load numpy
     try:
         return int(args.func(args) or 0)
     except (FedLedgerError, AggregationError) as exc:

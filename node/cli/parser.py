@@ -4,14 +4,27 @@ from __future__ import annotations
 
 import argparse
 
+import importlib
+from typing import Callable
+
 from node.cli.args import _eth_to_wei, _fraction_to_wad, _percent_to_bps, _positive_int
-from node.cli.chain import (
-    cmd_deploy, cmd_reputation, cmd_rewards_withdraw, cmd_status, cmd_task_create, cmd_testnet, cmd_verify,
-)  # fmt: skip
-from node.cli.local import (
-    cmd_aggregate, cmd_ipfs_add, cmd_ipfs_get, cmd_node_init, cmd_node_run, cmd_simulate,
-)  # fmt: skip
 from node.units import WAD
+
+
+def _lazy(ref: str) -> Callable[[argparse.Namespace], int]:
+    """The command handler `module:function`, imported only when that command runs.
+
+    Building the parser must stay cheap (`fedledger --help` in well under a second), so it
+    names handlers instead of importing them: torch, web3 and libp2p load only in the
+    commands that use them.
+    """
+    module, _, name = ref.partition(":")
+
+    def run(args: argparse.Namespace) -> int:
+        return getattr(importlib.import_module(module), name)(args)
+
+    run.__qualname__ = run.__name__ = name
+    return run
 
 
 def _add_rule_options(p: argparse.ArgumentParser) -> None:
@@ -30,7 +43,7 @@ def _add_signing(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from node import __version__
-    from node.sim.attacks import KNOWN_KINDS
+    from node.sim.kinds import KNOWN_KINDS
     from node.taskspec import TaskParams
 
     TASK_DEFAULTS = TaskParams()
@@ -71,20 +84,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="daemons: give up when a round takes longer than this (default 600)")  # fmt: skip
     p.add_argument("--report", metavar="DIR", help="write summary.json and PNG plots to DIR")
     p.add_argument("--json", action="store_true", help="print summary.json instead of tables")
-    p.set_defaults(func=cmd_simulate)
+    p.set_defaults(func=_lazy("node.cli.local:cmd_simulate"))
 
     p = sub.add_parser("testnet", help="run a local anvil chain on loopback")
     p.add_argument("--port", type=int, default=8545)
     p.add_argument("--accounts", type=_positive_int, default=10)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
-    p.set_defaults(func=cmd_testnet)
+    p.set_defaults(func=_lazy("node.cli.chain:cmd_testnet"))
 
     p = sub.add_parser("deploy", help="deploy the contracts and write deployment.json")
     p.add_argument("--rpc", required=True, metavar="URL")
     p.add_argument("--out", default="deployment.json", metavar="FILE")
     p.add_argument("--min-stake", type=_eth_to_wei, default=WAD, metavar="ETH", help="minimum node stake (default 1)")
     _add_signing(p)
-    p.set_defaults(func=cmd_deploy)
+    p.set_defaults(func=_lazy("node.cli.chain:cmd_deploy"))
 
     p = sub.add_parser("task", help="create and inspect tasks")
     tsub = p.add_subparsers(dest="task_command", metavar="ACTION", required=True)
@@ -112,21 +125,21 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--repo", metavar="DIR", help="blockstore for the initial model and spec (default $FEDLEDGER_HOME/ipfs)")
     c.add_argument("--json", action="store_true", help="print the task id, CIDs and block as JSON")
     _add_signing(c)
-    c.set_defaults(func=cmd_task_create)
+    c.set_defaults(func=_lazy("node.cli.chain:cmd_task_create"))
 
     p = sub.add_parser("reputation", help="read nodes' on-chain reputation")
     p.add_argument("addresses", nargs="+", metavar="ADDRESS")
     p.add_argument("--deployment", required=True, metavar="FILE")
     p.add_argument("--rpc", metavar="URL", help="override the deployment's RPC URL")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_reputation)
+    p.set_defaults(func=_lazy("node.cli.chain:cmd_reputation"))
 
     p = sub.add_parser("status", help="a task's round, phase and global model")
     p.add_argument("--deployment", required=True, metavar="FILE")
     p.add_argument("--task", required=True, type=_positive_int)
     p.add_argument("--rpc", metavar="URL")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_status)
+    p.set_defaults(func=_lazy("node.cli.chain:cmd_status"))
 
     p = sub.add_parser("verify", help="re-run a finalized round from its on-chain inputs and compare")
     p.add_argument("--deployment", required=True, metavar="FILE")
@@ -135,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rpc", metavar="URL")
     p.add_argument("--repo", metavar="DIR", help="blockstore to read and fill (default $FEDLEDGER_HOME/ipfs); peers supply the rest")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_verify)
+    p.set_defaults(func=_lazy("node.cli.chain:cmd_verify"))
 
     p = sub.add_parser("rewards", help="rewards credited to an account")
     rsub = p.add_subparsers(dest="rewards_command", metavar="ACTION", required=True)
@@ -143,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--deployment", required=True, metavar="FILE")
     w.add_argument("--rpc", metavar="URL")
     _add_signing(w)
-    w.set_defaults(func=cmd_rewards_withdraw)
+    w.set_defaults(func=_lazy("node.cli.chain:cmd_rewards_withdraw"))
 
     p = sub.add_parser("ipfs", help="content-addressed storage (the embedded blockstore or a kubo daemon)")
     isub = p.add_subparsers(dest="ipfs_command", metavar="ACTION", required=True)
@@ -158,13 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--only-hash", action="store_true", help="print the CID without storing anything")
     a.add_argument("--repo", metavar="DIR", help="blockstore directory (default $FEDLEDGER_HOME/ipfs)")
     _add_backend(a)
-    a.set_defaults(func=cmd_ipfs_add)
+    a.set_defaults(func=_lazy("node.cli.local:cmd_ipfs_add"))
     g = isub.add_parser("get", help="write the bytes of a CID to a file")
     g.add_argument("cid", metavar="CID")
     g.add_argument("--out", required=True, metavar="FILE")
     g.add_argument("--repo", metavar="DIR")
     _add_backend(g)
-    g.set_defaults(func=cmd_ipfs_get)
+    g.set_defaults(func=_lazy("node.cli.local:cmd_ipfs_get"))
 
     p = sub.add_parser("node", help="the node daemon: init a node directory, run it")
     nsub = p.add_subparsers(dest="node_command", metavar="ACTION", required=True)
@@ -172,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--dir", required=True, metavar="DIR")
     n.add_argument("--rpc", default="http://127.0.0.1:8545", metavar="URL", help="the chain the node will use")
     n.add_argument("--password-file", metavar="FILE", help="keystore password (else FEDLEDGER_PASSWORD or a prompt)")
-    n.set_defaults(func=cmd_node_init)
+    n.set_defaults(func=_lazy("node.cli.local:cmd_node_init"))
     n = nsub.add_parser("run", help="run the node daemon until stopped (SIGINT/SIGTERM)")
     n.add_argument("--config", required=True, metavar="FILE", help="node.toml (see `fedledger node init`)")
     n.add_argument("--password-file", metavar="FILE", help="keystore password (else the config's, FEDLEDGER_PASSWORD, or a prompt)")
@@ -180,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--exit-when-done", action="store_true", help="stop once every task in the config is finished")
     n.add_argument("--behaviour", metavar="FILE",
                    help="research only: play an attack described in FILE (what `simulate --chain anvil --attack` writes)")  # fmt: skip
-    n.set_defaults(func=cmd_node_run)
+    n.set_defaults(func=_lazy("node.cli.local:cmd_node_run"))
 
     p = sub.add_parser("aggregate", help="aggregate update files offline; prints the CID and scores")
     p.add_argument("updates", nargs="+", metavar="UPDATE.safetensors")
@@ -190,5 +203,5 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-samples", type=_positive_int, help="cap each update's weight (fedavg, multi-krum)")
     _add_rule_options(p)
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_aggregate)
+    p.set_defaults(func=_lazy("node.cli.local:cmd_aggregate"))
     return parser

@@ -32,6 +32,7 @@ from node.abc import Trainer
 from node.chain.client import RoundUpdate
 from node.errors import ConfigError
 from node.protocol import Behaviour, ProtocolNode, RoundResult, RoundView, train_seed
+from node.sim.kinds import KNOWN_KINDS, MODEL_ATTACKS, PROTOCOL_ATTACKS
 from node.storage.unixfs import cid_of
 from node.taskspec import TaskSpec
 from node.training.data import Dataset
@@ -152,8 +153,8 @@ def craft_update(kind: str, ctx: AttackContext) -> Delta:
 # its on-chain role. "bad-proposer": when designated, it proposes a model and scores of its own
 # making; its colluders attest for it (`AttackBehaviour.propose` and `.vote`). "slander": it votes
 # against every proposal but its colluders', to get honest proposers rejected and slashed.
-PROTOCOL_ATTACKS: frozenset[str] = frozenset({"bad-proposer", "slander"})
-KNOWN_KINDS: frozenset[str] = ATTACKS | PROTOCOL_ATTACKS
+if ATTACKS != MODEL_ATTACKS:  # the names `fedledger --help` lists without importing this module
+    raise ImportError(f"node.sim.kinds.MODEL_ATTACKS is out of step: {sorted(ATTACKS ^ MODEL_ATTACKS)}")
 
 
 def parse_roles(text: str) -> list[str]:
