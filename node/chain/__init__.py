@@ -1,34 +1,38 @@
-"""Everything the node says to an Ethereum chain goes through this package."""
+"""Everything the node says to an Ethereum chain goes through this package.
 
-from node.chain.accounts import DEV_MNEMONIC, dev_account
-from node.chain.client import (
-    ChainLog,
-    ContractRevert,
-    FedLedgerClient,
-    MemberInfo,
-    Phase,
-    RoundState,
-    RoundUpdate,
-    TaskInfo,
-    deploy_fedledger,
-    make_commitment,
-    proposal_hash,
-)
-from node.chain.deployment import Deployment
+Names are loaded on first use (PEP 562): eth-account alone costs half a second to import, and
+the read-only commands (`status`, `reputation`, `task list`) must not pay for it.
+"""
 
-__all__ = [
-    "DEV_MNEMONIC",
-    "ChainLog",
-    "ContractRevert",
-    "Deployment",
-    "FedLedgerClient",
-    "MemberInfo",
-    "Phase",
-    "RoundState",
-    "RoundUpdate",
-    "TaskInfo",
-    "deploy_fedledger",
-    "make_commitment",
-    "proposal_hash",
-    "dev_account",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "DEV_MNEMONIC": "node.chain.accounts",
+    "dev_account": "node.chain.accounts",
+    "ChainLog": "node.chain.client",
+    "ContractRevert": "node.chain.client",
+    "FedLedgerClient": "node.chain.client",
+    "MemberInfo": "node.chain.client",
+    "Phase": "node.chain.client",
+    "RoundState": "node.chain.client",
+    "RoundUpdate": "node.chain.client",
+    "TaskInfo": "node.chain.client",
+    "deploy_fedledger": "node.chain.client",
+    "make_commitment": "node.chain.client",
+    "proposal_hash": "node.chain.client",
+    "Deployment": "node.chain.deployment",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'node.chain' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -17,22 +17,23 @@ participants `attest` -> anyone `finalize`s. `advance` applies timeouts.
 from __future__ import annotations
 
 import enum
+import sys
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
-from eth_account.signers.local import LocalAccount
 from eth_utils import event_abi_to_log_topic, function_signature_to_4byte_selector, keccak, to_checksum_address
 from web3 import Web3
 from web3.exceptions import ContractLogicError, Web3Exception
 from web3.logs import DISCARD
-from web3.providers.eth_tester import EthereumTesterProvider
 
 from node.chain.artifacts import load_artifact
-from node.chain.embedded_calls import EmbeddedCaller
 from node.errors import ChainError
 from node.taskspec import TaskParams
+
+if TYPE_CHECKING:  # eth-account and py-evm are slow to import; a read-only client over RPC needs neither
+    from eth_account.signers.local import LocalAccount
 
 CONTRACT = "FedLedger"
 # Gas limit of every transaction on the embedded chain (its blocks allow ~30M); far above any
@@ -206,6 +207,13 @@ def describe_revert(abi: list[dict[str, Any]], data: str | bytes | None) -> str 
     return decoded.text if decoded else None
 
 
+def _is_embedded(w3: Web3) -> bool:
+    """Whether `w3` is the in-process chain. Asked without importing eth-tester: a provider of
+    that class exists only if its module was loaded."""
+    module = sys.modules.get("web3.providers.eth_tester")
+    return module is not None and isinstance(w3.provider, module.EthereumTesterProvider)
+
+
 class FedLedgerClient:
     """A FedLedger contract at `address`, acting as `account` (None: read-only)."""
 
@@ -215,8 +223,12 @@ class FedLedgerClient:
         self.address = to_checksum_address(address)
         self.contract = w3.eth.contract(address=self.address, abi=self.abi)
         self.account = account
-        self._embedded = isinstance(w3.provider, EthereumTesterProvider)
-        self._caller = EmbeddedCaller(w3, EMBEDDED_GAS_LIMIT) if self._embedded else None
+        self._embedded = _is_embedded(w3)
+        self._caller = None
+        if self._embedded:
+            from node.chain.embedded_calls import EmbeddedCaller
+
+            self._caller = EmbeddedCaller(w3, EMBEDDED_GAS_LIMIT)
         # Revealed CIDs by (task, round, sender, CID hash): a reveal never changes once made, and
         # reading it back from the logs is the slow part of round_updates. Shared with as_account twins.
         self._revealed: dict[tuple[int, int, str, bytes], str] = {}

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import requests
-from eth_tester import EthereumTester, PyEVMBackend
 from web3 import Web3
-from web3.providers.eth_tester import EthereumTesterProvider
 
-from node.chain.accounts import DEV_HD_PATH, DEV_MNEMONIC
 from node.errors import ChainError
 
 
 def embedded_web3(num_accounts: int = 10) -> Web3:
     """A fresh in-process chain (py-evm), its first `num_accounts` dev accounts funded."""
+    # Imported here: py-evm takes a quarter of a second to load, and RPC commands never use it.
+    from eth_tester import EthereumTester, PyEVMBackend
+    from web3.providers.eth_tester import EthereumTesterProvider
+
+    from node.chain.accounts import DEV_HD_PATH, DEV_MNEMONIC
+
     backend = PyEVMBackend.from_mnemonic(DEV_MNEMONIC, num_accounts=num_accounts, hd_path=DEV_HD_PATH)
     return Web3(EthereumTesterProvider(EthereumTester(backend)))
 

@@ -20,10 +20,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         pin_cpu_kernels()  # before torch loads: the same seed trains the same on any x86-64 CPU
     args = build_parser().parse_args(argv)
-    from aggregation import AggregationError  # after parsing: `--help` must not load numpy
     try:
         return int(args.func(args) or 0)
-    except (FedLedgerError, AggregationError) as exc:
+    except FedLedgerError as exc:
         print(f"fedledger: error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # a file the user named: unreadable, missing, or a full disk

@@ -45,7 +45,6 @@ def _rpc_for(args: argparse.Namespace, deployment: Any) -> str:
 def _client(args: argparse.Namespace, sending: bool = False):
     from node.chain import Deployment, FedLedgerClient
     from node.chain.providers import rpc_web3
-    from node.keys import signer
 
     deployment = Deployment.load(args.deployment)
     w3 = rpc_web3(_rpc_for(args, deployment))
@@ -54,7 +53,11 @@ def _client(args: argparse.Namespace, sending: bool = False):
     address = deployment.contracts["FedLedger"]
     if not w3.eth.get_code(address):
         raise ChainError(f"no contract at {address} on this chain; was it restarted since the deploy?")
-    account = signer(args.keystore, args.password_file, args.dev_account, deployment.chain_id) if sending else None
+    account = None
+    if sending:
+        from node.keys import signer
+
+        account = signer(args.keystore, args.password_file, args.dev_account, deployment.chain_id)
     return FedLedgerClient(w3, address, account)
 
 
