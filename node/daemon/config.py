@@ -8,11 +8,12 @@ or a prompt.
 
 from __future__ import annotations
 
+import difflib
 import tomllib
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from eth_utils import is_address, to_checksum_address
 
@@ -93,6 +94,30 @@ listen = "127.0.0.1:0"         # JSON status at /status, Prometheus metrics at /
 """
 
 
+# Every key node.toml may hold, by section. A misspelt key would silently fall back to its
+# default (a `deplyment` would leave the node on "deployment.json"), so anything else is an error.
+KNOWN_KEYS: dict[str, tuple[str, ...]] = {
+    "node": ("data_dir", "keystore", "password_file", "log_level"),
+    "chain": ("rpc", "deployment", "poll_interval"),
+    "tasks": ("join", "owners", "max_stake_at_risk", "min_reward", "max_rounds", "max_committee", "max_epochs",
+              "max_batch_size", "max_update_bytes"),
+    "p2p": ("listen",),
+    "storage": ("backend", "kubo_api"),
+    "data": ("path", "format"),
+    "status": ("listen",),
+    "training": ("seed",),
+}  # fmt: skip
+
+
+def check_keys(table: dict[str, Any], known: Sequence[str], where: str, what: str = "key") -> None:
+    """ConfigError naming the first unknown key, with the known one it most likely misspells."""
+    for key in sorted(set(table) - set(known)):
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(known)}"
+        shown = f"[{key}]" if what == "section" else key
+        raise ConfigError(f"{where}: unknown {what} {shown}; {hint}")
+
+
 def _get(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, default: Any = ...) -> Any:
     if key not in table:
         if default is ...:
@@ -134,15 +159,15 @@ def load_config(path: str | Path) -> NodeConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
     base = path.resolve().parent
+    check_keys(raw, KNOWN_KEYS, str(path), "section")
     tables = {}
-    for name in ("node", "chain", "tasks", "p2p", "storage", "data", "status", "training"):
+    for name, known in KNOWN_KEYS.items():
         table = raw.get(name, {})
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: [{name}] must be a table")
+        if name != "chain":  # [chain] tasks gets its own message below
+            check_keys(table, known, f"{path} [{name}]")
         tables[name] = table
-    unknown = set(raw) - set(tables)
-    if unknown:
-        raise ConfigError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}")
 
     def rel(value: str) -> Path:
         return (base / value).resolve()
@@ -156,6 +181,7 @@ def load_config(path: str | Path) -> NodeConfig:
             f"{path} [chain]: tasks is no longer read; list the tasks to work on in [tasks] join "
             "(the node now joins no task unless told)"
         )
+    check_keys(c, KNOWN_KEYS["chain"], f"{path} [chain]")
     policy = _policy(tables["tasks"], f"{path} [tasks]")
     listen = _get(p, "listen", list, f"{path} [p2p]", ["/ip4/127.0.0.1/tcp/0"])
     if not all(isinstance(a, str) and a.startswith("/") for a in listen):
@@ -225,16 +251,7 @@ def _limit(table: dict[str, Any], key: str, where: str, default: int) -> int:
     return value
 
 
-_POLICY_KEYS = ("join", "owners", "max_stake_at_risk", "min_reward", "max_rounds", "max_committee", "max_epochs",
-                "max_batch_size", "max_update_bytes")  # fmt: skip
-
-
 def _policy(t: dict[str, Any], where: str) -> TaskPolicy:
-    # A misspelt limit would silently fall back to its default, so this section names its unknown keys
-    # (the other sections do not yet: issue #17).
-    unknown = sorted(set(t) - set(_POLICY_KEYS))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(_POLICY_KEYS)}")
     join = _get(t, "join", list, where, [])
     if not all(isinstance(x, int) and not isinstance(x, bool) and 0 < x < 2**256 for x in join):
         raise ConfigError(f"{where}: join must be a list of positive task ids")

@@ -120,6 +120,28 @@ def test_bad_configs_name_the_problem(tmp_path, text, message):
         load_config(path)
 
 
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        ('deployment = "deployment.json"', 'deplyment = "deployment.json"', r"\[chain\]: unknown key deplyment; did you mean deployment\?"),
+        ('log_level = "info"', 'loglevel = "info"', r"\[node\]: unknown key loglevel; did you mean log_level\?"),
+        ('format = "auto"', 'fromat = "auto"', r"\[data\]: unknown key fromat; did you mean format\?"),
+        ("max_rounds = 1000", "max_round = 1000", r"\[tasks\]: unknown key max_round; did you mean max_rounds\?"),
+        ('backend = "embedded"', 'backend = "embedded"\ncolour = "blue"', r"\[storage\]: unknown key colour; known: backend, kubo_api"),
+        ("[training]", "[trainig]", r"unknown section \[trainig\]; did you mean training\?"),
+    ],
+)
+def test_unknown_keys_are_errors_with_a_suggestion(tmp_path, old, new, message):
+    path = tmp_path / "node.toml"
+    write_template(path)
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
 def test_missing_config_points_at_init(tmp_path):
     with pytest.raises(ConfigError, match="fedledger node init"):
         load_config(tmp_path / "nope.toml")
