@@ -1,7 +1,9 @@
-"""What an operator watches: a JSON status endpoint and Prometheus metrics.
+"""What an operator watches: a live dashboard, a JSON status endpoint and Prometheus metrics.
 
-Served by a tiny HTTP/1.1 responder on trio (GET /status, GET /metrics,
-GET /healthz), bound to loopback unless configured otherwise.
+Served by a tiny HTTP/1.1 responder on trio (GET / and its script and style, GET /status,
+GET /metrics, GET /healthz), bound to loopback unless configured otherwise. The dashboard
+(node/daemon/dashboard/) is static files that poll /status: nothing is loaded from outside
+the machine, and the page's content security policy forbids it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import threading
 from typing import Any, Callable
 
 import trio
+
+from node.daemon.dashboard import PAGES, page
 
 
 class Metrics:
@@ -71,12 +75,19 @@ def _escape(value: str) -> str:
 
 
 _REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 400: "Bad Request"}
+# Every response: the page may load only this daemon's own files and data, never run inline
+# script (a CID or an error text from a hostile peer is shown as text, and could not run if it
+# were not), and no other site may frame it.
+_HEADERS = (
+    "Content-Security-Policy: default-src 'self'; img-src 'self' data:; frame-ancestors 'none'\r\n"
+    "X-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\n"
+)
 
 
 async def _respond(stream: trio.abc.Stream, code: int, body: bytes, content_type: str) -> None:
     head = (
         f"HTTP/1.1 {code} {_REASONS[code]}\r\nContent-Type: {content_type}\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        f"Content-Length: {len(body)}\r\n{_HEADERS}Connection: close\r\n\r\n"
     ).encode()
     await stream.send_all(head + body)
 
@@ -103,6 +114,9 @@ def make_handler(status: Callable[[], dict[str, Any]], metrics: Metrics) -> Call
                 await _respond(stream, 200, body, "application/json")
             elif target == "/metrics":
                 await _respond(stream, 200, metrics.render().encode(), "text/plain; version=0.0.4")
+            elif target in PAGES:
+                name, content_type = PAGES[target]
+                await _respond(stream, 200, page(name), content_type)
             elif target == "/healthz":
                 await _respond(stream, 200, b"ok\n", "text/plain")
             else:

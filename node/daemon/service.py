@@ -35,6 +35,7 @@ from node.chain.deployment import Deployment
 from node.chain.providers import rpc_web3
 from node.daemon.backoff import Backoff
 from node.daemon.config import NodeConfig
+from node.daemon.dashboard.history import History
 from node.daemon.hints import (
     NO_ANNOUNCE, WAKES, Prefetcher, RoundView, Seen, StepFilter, Wakeup, announcement_for, ring_neighbours,
 )
@@ -92,6 +93,7 @@ class Daemon:
             self.metrics.describe(name, kind, text)
         self.tasks: dict[int, dict[str, Any]] = {}
         self.last_error: str | None = None
+        self.history = History(account.address)  # what the dashboard plots (GET /), bounded
         self.p2p: P2PNode | None = None
         self.peers: PeerDirectory | None = None
         self.worker: ProtocolNode | None = None
@@ -129,6 +131,7 @@ class Daemon:
             ],
             "peers": len(self.peers.by_address) if self.peers else 0,
             "last_error": self.last_error,
+            "dashboard": self.history.snapshot(),
         }
 
     # -- setup --------------------------------------------------------------------
@@ -193,6 +196,7 @@ class Daemon:
                 self._nursery, self._client = nursery, client
                 self._prefetcher = Prefetcher(lambda anns: self._confirm(client, anns), self._prefetch)
                 nursery.start_soon(self._prefetcher.run)
+                nursery.start_soon(self.history.run, client, self.worker, self.tasks, self.peers, self.p2p, self._deployed_at)
                 await self._protocol_loop(client)
                 nursery.cancel_scope.cancel()
         finally:

@@ -1,0 +1,246 @@
+"""What the dashboard shows beyond the daemon's live state: a bounded history of this node and
+of its joined tasks, read from the chain's events, and the recent actions and errors of its log.
+
+`History.run` is one of the daemon's services: once a second it asks the chain for its head
+block and, only when a block was mined, for the events since the last one it read
+(RoundFinalized, RoundVoided, and this node's ReputationUpdated, RewardCredited, Withdrawn),
+its stake, reputation and pending rewards, and each running task's committee. Every series
+keeps its last `keep` entries, so a daemon that runs for months holds as much as one that ran
+for an hour. Everything read here is shown, never trusted: the page renders it as text.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+import trio
+
+from aggregation import decode_model
+from node.daemon.peers import _cid_text
+
+if TYPE_CHECKING:
+    from node.chain.client import ChainLog, FedLedgerClient
+    from node.daemon.peers import PeerDirectory
+    from node.p2p.node import P2PNode
+    from node.protocol import ProtocolNode
+
+log = logging.getLogger("fedledger.dashboard")
+
+KEEP = 256  # entries per series: rounds per task, reputation points, actions, errors
+SCAN_BLOCKS = 5000  # blocks per eth_getLogs: public RPC endpoints refuse wide ranges
+TEXT_CAP = 500  # characters kept of a log message (peer and chain data end up in some)
+
+
+class _LogTap(logging.Handler):
+    """Keeps the protocol's actions (its INFO lines) and every warning or error of the daemon."""
+
+    def __init__(self, history: "History") -> None:
+        super().__init__(logging.INFO)
+        self.history = history
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()[:TEXT_CAP]
+        except Exception:  # a bad format string in someone's log call: not ours to crash on
+            return
+        entry = {"t": round(record.created, 3), "level": record.levelname.lower(), "source": record.name, "text": text}
+        with self.history.lock:
+            if record.levelno >= logging.WARNING:
+                self.history.errors.append(entry)
+            elif record.name == "fedledger.protocol":
+                self.history.actions.append(entry)
+
+
+class History:
+    """The dashboard's memory; `snapshot()` is what /status serves under "dashboard"."""
+
+    def __init__(self, address: str, keep: int = KEEP) -> None:
+        self.address = address
+        self.keep = keep
+        self.lock = threading.Lock()  # snapshot() runs in trio's thread, refresh() and the log tap in others
+        self.account: dict[str, str | None] = {
+            "stake_wei": None, "reputation_wad": None, "pending_wei": None, "paid_wei": "0", "earned_wei": "0",
+        }  # fmt: skip
+        self.reputation: deque[dict[str, Any]] = deque(maxlen=keep)  # {block, task, round, wad}
+        self.rounds: dict[int, deque[dict[str, Any]]] = {}  # task -> {round, cid, block, voided, accuracy, reward_wei}
+        self.committees: dict[int, dict[str, Any]] = {}  # task -> {round, members}
+        self.actions: deque[dict[str, Any]] = deque(maxlen=keep)
+        self.errors: deque[dict[str, Any]] = deque(maxlen=keep)
+        self.peers: list[dict[str, Any]] = []
+        self.updated: float | None = None  # when the chain was last read
+        self._paid = self._earned = 0
+        self._scanned = -1  # the last block whose events were read
+        self._head = -1
+        self._evaluated: set[tuple[int, int]] = set()  # (task, round) whose accuracy was tried
+
+    # -- what the page gets ----------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "account": dict(self.account),
+                "reputation": list(self.reputation),
+                "tasks": {
+                    str(t): {"rounds": list(self.rounds.get(t, ())), "committee": self.committees.get(t)}
+                    for t in sorted(set(self.rounds) | set(self.committees))
+                },
+                "actions": list(self.actions),
+                "errors": list(self.errors),
+                "peers": list(self.peers),
+                "updated": self.updated,
+            }
+
+    # -- the service -------------------------------------------------------------------
+
+    async def run(
+        self,
+        client: "FedLedgerClient",
+        worker: "ProtocolNode",
+        tasks: Mapping[int, Mapping[str, Any]],
+        peers: "PeerDirectory",
+        p2p: "P2PNode",
+        from_block: int = 0,
+        interval: float = 1.0,
+    ) -> None:
+        """Follow the chain until cancelled. `tasks` is the daemon's view of its joined tasks
+        (id -> round, phase...), read here in trio's thread and never written."""
+        tap = _LogTap(self)
+        logging.getLogger("fedledger").addHandler(tap)
+        self._scanned = max(self._scanned, from_block - 1)
+        failing = False
+        try:
+            while True:
+                joined = {t: dict(v) for t, v in list(tasks.items())}
+                self._read_peers(peers, p2p)
+                try:
+                    await trio.to_thread.run_sync(self.refresh, client, joined)
+                    await trio.to_thread.run_sync(self.evaluate, worker)
+                    failing = False
+                except Exception as exc:  # the protocol loop reports outages; here, one debug line per spell
+                    if not failing:
+                        log.debug("dashboard history not updated: %s: %s", type(exc).__name__, exc)
+                    failing = True
+                await trio.sleep(interval)
+        finally:
+            logging.getLogger("fedledger").removeHandler(tap)
+
+    def _read_peers(self, peers: "PeerDirectory", p2p: "P2PNode") -> None:
+        listed = []
+        for peer in list(peers.by_address.values())[: self.keep]:
+            if peer.address == self.address:
+                continue
+            connected = p2p.connected(peer.peer_id)  # False for a registered ID that does not parse
+            listed.append({"address": peer.address, "peer_id": peer.peer_id[:100], "connected": connected})
+        with self.lock:
+            self.peers = listed
+
+    def refresh(self, client: "FedLedgerClient", joined: Mapping[int, Mapping[str, Any]]) -> None:
+        """Read what changed on the chain since the last call (runs in a worker thread)."""
+        head = client.head_block()
+        if head == self._head:
+            return
+        while self._scanned < head:
+            last = min(head, self._scanned + SCAN_BLOCKS)
+            self._read_events(client, self._scanned + 1, last, set(joined))
+            self._scanned = last
+        registered, stake, _peer_id, _addrs = client.node_info(self.address)
+        account = {
+            "stake_wei": str(stake) if registered else "0",
+            "reputation_wad": str(client.reputation_of(self.address)),
+            "pending_wei": str(client.pending_rewards(self.address)),
+        }
+        committees = {}
+        for task, view in joined.items():
+            r = view.get("round")
+            if isinstance(r, int) and not view.get("finished"):
+                committees[task] = {"round": r, "members": [str(m) for m in client.committee(task, r)][: self.keep]}
+        with self.lock:
+            if not self.reputation:  # no change on record yet: the series starts at today's value
+                self.reputation.append({"block": head, "task": None, "round": None, "wad": account["reputation_wad"]})
+            self.account.update(account)
+            self.committees = committees
+            self.updated = time.time()
+        self._head = head
+
+    def _read_events(self, client: "FedLedgerClient", first: int, last: int, joined: set[int]) -> None:
+        me = self.address
+        finalized = client.logs("RoundFinalized", from_block=first, to_block=last)
+        voided = client.logs("RoundVoided", from_block=first, to_block=last)
+        by_tx = {e.tx_hash: e for e in finalized}
+        reputation = client.logs("ReputationUpdated", from_block=first, to_block=last, node=me)
+        credited = client.logs("RewardCredited", from_block=first, to_block=last, account=me)
+        withdrawn = client.logs("Withdrawn", from_block=first, to_block=last, account=me)
+        with self.lock:
+            for e in sorted(finalized + voided, key=lambda e: (e.block, e.log_index)):
+                task = int(e.args["taskId"])
+                if task in joined:
+                    self._round(task, e)
+            for e in reputation:
+                if not self.reputation:  # where the first change started from
+                    self.reputation.append({"block": e.block, "task": None, "round": None, "wad": str(e.args["oldRep"])})
+                ended = by_tx.get(e.tx_hash)
+                self.reputation.append({
+                    "block": e.block,
+                    "task": int(ended.args["taskId"]) if ended else None,
+                    "round": int(ended.args["round"]) if ended else None,
+                    "wad": str(e.args["newRep"]),
+                })  # fmt: skip
+            for e in credited:
+                self._earned += int(e.args["amount"])
+                for entry in self.rounds.get(int(e.args["taskId"]), ()):
+                    if entry["round"] == int(e.args["round"]):
+                        entry["reward_wei"] = str(int(entry["reward_wei"] or 0) + int(e.args["amount"]))
+            self._paid += sum(int(e.args["amount"]) for e in withdrawn)
+            self.account["paid_wei"], self.account["earned_wei"] = str(self._paid), str(self._earned)
+
+    def _round(self, task: int, e: "ChainLog") -> None:
+        rounds = self.rounds.setdefault(task, deque(maxlen=self.keep))
+        voided = e.event == "RoundVoided"
+        rounds.append({
+            "round": int(e.args["round"]),
+            "block": e.block,
+            "cid": None if voided else _cid_text(e.args["cid"])[:200],
+            "voided": voided,
+            "accuracy": None,
+            "reward_wei": None,
+        })  # fmt: skip
+
+    def evaluate(self, worker: "ProtocolNode") -> None:
+        """The accuracy of each newly finalized global model on this node's own data, when this
+        node holds the model (it proposed or checked it): no fetch is made for the dashboard.
+        Tried once per round; runs in a worker thread."""
+        with self.lock:
+            todo = [
+                (task, entry) for task, rounds in self.rounds.items() for entry in rounds
+                if entry["cid"] and (task, entry["round"]) not in self._evaluated
+            ]  # fmt: skip
+        for task, entry in todo:
+            self._evaluated.add((task, entry["round"]))
+            score = _accuracy(worker, task, entry["cid"])
+            if score is not None:
+                with self.lock:
+                    entry["accuracy"] = score
+        if len(self._evaluated) > 4 * self.keep:  # forget rounds that left every series
+            with self.lock:
+                kept = {(t, e["round"]) for t, rounds in self.rounds.items() for e in rounds}
+            self._evaluated &= kept
+
+
+def _accuracy(worker: "ProtocolNode", task: int, cid: str) -> float | None:
+    if not worker.storage.has(cid):
+        return None
+    try:
+        spec = worker.spec(task)
+        evaluate: Callable[[Any], float] | None = getattr(worker.trainer(task), "evaluate", None)
+        if evaluate is None:
+            return None
+        weights, _meta = decode_model(worker.storage.get(cid, max_bytes=spec.max_update_bytes), spec.max_update_bytes)
+        score = float(evaluate(weights))
+    except Exception as exc:  # bad data (hostile or ours) costs the plot a point, nothing more
+        log.debug("no accuracy for task %d model %s: %s: %s", task, cid, type(exc).__name__, exc)
+        return None
+    return round(score, 4) if 0.0 <= score <= 1.0 else None
