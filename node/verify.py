@@ -85,7 +85,7 @@ def round_record(client: FedLedgerClient, task: int, round_: int) -> FinalizedRo
     created = _log_args(client, "TaskCreated", task)
     if not created:
         raise ConfigError(f"no TaskCreated event for task {task}")
-    finalized = {int(a["round"]): bytes(a["cid"]).decode() for a in _log_args(client, "RoundFinalized", task)}
+    finalized = client.finalized_cids(task)
     if round_ not in finalized:
         raise ConfigError(f"round {round_} of task {task} is not finalized (finalized: {sorted(finalized) or 'none'})")
     earlier = [r for r in finalized if r < round_]

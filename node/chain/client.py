@@ -110,6 +110,15 @@ def all_available(count: int) -> int:
 
 
 @dataclass(frozen=True)
+class NodeStatus:
+    """FedLedger.nodeStatus: a node's protocol standing."""
+
+    active: bool  # can be drawn into committees
+    unstake_at: int  # unix seconds (chain time) when its stake unlocks; 0 unless unstaking
+    exposure: int  # open commitments and pending proposals: slashes that may still land
+
+
+@dataclass(frozen=True)
 class RoundUpdate:
     sender: str
     cid: str
@@ -546,6 +555,21 @@ class FedLedgerClient:
 
     def min_stake(self) -> int:
         return int(self._view(self.contract.functions.minStake()))
+
+    def node_status(self, node: str) -> NodeStatus:
+        """FedLedger.nodeStatus: whether the node can be drawn, and where its unstaking stands."""
+        active, unstake_at, exposure = self._view(self.contract.functions.nodeStatus(to_checksum_address(node)))
+        return NodeStatus(bool(active), int(unstake_at), int(exposure))
+
+    def unstake_delay(self) -> int:
+        """FedLedger.UNSTAKE_DELAY, seconds between requestUnstake and withdrawStake."""
+        return int(self._view(self.contract.functions.UNSTAKE_DELAY()))
+
+    def finalized_cids(self, task_id: int, from_block: int = 0) -> dict[int, str]:
+        """Round -> global model CID of every finalized round of the task, from its RoundFinalized
+        logs (the contract keeps only the latest)."""
+        return {int(log.args["round"]): bytes(log.args["cid"]).decode("utf-8", "replace")
+                for log in self.logs("RoundFinalized", from_block, taskId=task_id)}  # fmt: skip
 
 
 def send_ether(w3: Web3, sender: LocalAccount, to: str, value_wei: int) -> dict[str, Any]:

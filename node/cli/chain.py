@@ -1,12 +1,11 @@
-"""`fedledger` commands that talk to a chain: testnet, deploy, task, reputation, status, verify,
-rewards."""
+"""`fedledger` commands that talk to a chain: testnet, deploy, task create, reputation, verify,
+rewards (the read-only task views are in node/cli/tasks.py, unstaking in node/cli/stake.py)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 from node.cli.args import _ipfs_dir, _print_json
@@ -91,46 +90,6 @@ def cmd_reputation(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    client = _client(args)
-    if not 1 <= args.task <= client.task_count():
-        raise ConfigError(f"unknown task {args.task}")
-    info = client.task_info(args.task)
-    cid, round_ = client.global_model(args.task)
-    status: dict[str, Any] = {
-        "task": args.task,
-        "owner": info.owner,
-        "rounds": info.rounds,
-        "round": info.current_round,
-        "phase": "finished",
-        "global_model_cid": cid,
-        "global_model_round": round_,
-        "committee_size": info.committee_size,
-        "reward_remaining_wei": str(info.reward_remaining),
-    }
-    if not info.finished:
-        state = client.round_state(args.task, info.current_round)
-        status["phase"] = state.phase.name.lower()
-        status["committee"] = client.committee(args.task, info.current_round)
-        status["commits"] = state.commit_count
-        status["reveals"] = state.reveal_count
-        status["proposal_attempt"] = state.attempt
-        status["phase_deadline"] = state.deadline
-        from node.rewards import predicted_credits
-
-        credits = predicted_credits(client, args.task)
-        if credits is not None:  # a proposal is pending: what finalizing it now would pay
-            status["predicted_credits_wei"] = {a: str(w) for a, w in credits.items()}
-    if args.json:
-        _print_json(status)
-    else:
-        for key, value in status.items():
-            if isinstance(value, dict):
-                value = ", ".join(f"{k} {int(v) / WAD:.6f} ETH" for k, v in value.items())
-            print(f"{key:<20} {', '.join(value) if isinstance(value, list) else value}")
-    return 0
-
-
 def cmd_task_create(args: argparse.Namespace) -> int:
     from aggregation import encode_model
     from node.storage import EmbeddedStorage
@@ -178,33 +137,11 @@ def cmd_task_create(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    import trio
-
-    from node.daemon.peers import PeerDirectory, libp2p_fetch
-    from node.p2p.node import P2PConfig, P2PNode
-    from node.storage import EmbeddedStorage
+    from node.cli.fetching import with_peers
     from node.verify import verify_round
 
     client = _client(args)
-    store = EmbeddedStorage(_ipfs_dir(args))
-    directory = PeerDirectory(client)
-
-    async def main() -> object:
-        import tempfile
-
-        with tempfile.TemporaryDirectory(prefix="fedledger-verify-") as identity_dir:
-            # A throwaway identity: verifying needs no registration, only the peers' content.
-            p2p = P2PNode(P2PConfig(Path(identity_dir)), store, directory.is_registered)
-            async with trio.open_nursery() as nursery:
-                await nursery.start(p2p.run)
-
-                fetch = libp2p_fetch(store, p2p, directory)
-                try:
-                    return await trio.to_thread.run_sync(verify_round, client, fetch, args.task, args.round)
-                finally:
-                    nursery.cancel_scope.cancel()
-
-    verdict = trio.run(main)
+    verdict = with_peers(args, client, lambda fetch: verify_round(client, fetch, args.task, args.round))
     if args.json:
         _print_json(verdict.to_json())
     elif verdict.ok:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 
 import importlib
-from typing import Callable
+from typing import Callable, NoReturn
 
-from node.cli.args import _eth_to_wei, _fraction_to_wad, _percent_to_bps, _positive_int
+from node.cli.args import _eth_to_wei, _fraction_to_wad, _non_negative_int, _percent_to_bps, _positive_int
 from node.units import WAD
 
 
@@ -25,6 +25,14 @@ def _lazy(ref: str) -> Callable[[argparse.Namespace], int]:
 
     run.__qualname__ = run.__name__ = name
     return run
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line, like every other failure of the CLI:
+    the error and where to read more, exit status 2. The usage synopsis stays in `--help`."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
 def _add_rule_options(p: argparse.ArgumentParser) -> None:
@@ -48,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     TASK_DEFAULTS = TaskParams()
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="fedledger", description="Blockchain-backed, decentralized federated learning node."
     )
     parser.add_argument("--version", action="version", version=f"fedledger {__version__}")
@@ -126,6 +134,19 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print the task id, CIDs and block as JSON")
     _add_signing(c)
     c.set_defaults(func=_lazy("node.cli.chain:cmd_task_create"))
+    c = tsub.add_parser("list", help="every task: owner, rule, round, phase, committee size, reward pool, global model")
+    c.add_argument("--deployment", required=True, metavar="FILE")
+    c.add_argument("--rpc", metavar="URL", help="override the deployment's RPC URL")
+    c.add_argument("--json", action="store_true", help="print a JSON list, one object per task (schema: docs/cli.md)")
+    c.set_defaults(func=_lazy("node.cli.tasks:cmd_task_list"))
+    c = tsub.add_parser("show", help="one task: its parameters, spec, progress and every round's global model")
+    c.add_argument("--task", required=True, type=_positive_int)
+    c.add_argument("--deployment", required=True, metavar="FILE")
+    c.add_argument("--rpc", metavar="URL", help="override the deployment's RPC URL")
+    c.add_argument("--repo", metavar="DIR", help="blockstore to read the spec from (default $FEDLEDGER_HOME/ipfs); "
+                   "else the task owner's node supplies it")  # fmt: skip
+    c.add_argument("--json", action="store_true", help="print JSON (schema: docs/cli.md)")
+    c.set_defaults(func=_lazy("node.cli.tasks:cmd_task_show"))
 
     p = sub.add_parser("reputation", help="read nodes' on-chain reputation")
     p.add_argument("addresses", nargs="+", metavar="ADDRESS")
@@ -138,8 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deployment", required=True, metavar="FILE")
     p.add_argument("--task", required=True, type=_positive_int)
     p.add_argument("--rpc", metavar="URL")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_lazy("node.cli.chain:cmd_status"))
+    p.add_argument("--json", action="store_true", help="print JSON with the same keys in every phase (schema: docs/cli.md)")
+    p.set_defaults(func=_lazy("node.cli.tasks:cmd_status"))
 
     p = sub.add_parser("verify", help="re-run a finalized round from its on-chain inputs and compare")
     p.add_argument("--deployment", required=True, metavar="FILE")
@@ -149,6 +170,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repo", metavar="DIR", help="blockstore to read and fill (default $FEDLEDGER_HOME/ipfs); peers supply the rest")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_lazy("node.cli.chain:cmd_verify"))
+
+    p = sub.add_parser("model", help="a task's global models")
+    msub = p.add_subparsers(dest="model_command", metavar="ACTION", required=True)
+    g = msub.add_parser("get", help="download a task's global model by its on-chain CID, verified, from any node that holds it")
+    g.add_argument("--task", required=True, type=_positive_int)
+    g.add_argument("--round", type=_non_negative_int, help="a finalized round (default: the latest; 0: the initial model)")
+    g.add_argument("--out", required=True, metavar="FILE", help="where to write the model (safetensors)")
+    g.add_argument("--deployment", required=True, metavar="FILE")
+    g.add_argument("--rpc", metavar="URL")
+    g.add_argument("--repo", metavar="DIR", help="blockstore to read and fill (default $FEDLEDGER_HOME/ipfs); peers supply the rest")
+    g.add_argument("--max-bytes", type=_positive_int, metavar="N", help="refuse a model larger than N bytes (default 256 MiB)")
+    g.set_defaults(func=_lazy("node.cli.tasks:cmd_model_get"))
 
     p = sub.add_parser("rewards", help="rewards credited to an account")
     rsub = p.add_subparsers(dest="rewards_command", metavar="ACTION", required=True)
@@ -194,6 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--behaviour", metavar="FILE",
                    help="research only: play an attack described in FILE (what `simulate --chain anvil --attack` writes)")  # fmt: skip
     n.set_defaults(func=_lazy("node.cli.local:cmd_node_run"))
+    n = nsub.add_parser("unstake", help="leave the active set and start the unstaking delay; --withdraw takes the stake back after it")
+    n.add_argument("--deployment", required=True, metavar="FILE")
+    n.add_argument("--rpc", metavar="URL", help="override the deployment's RPC URL")
+    n.add_argument("--withdraw", action="store_true",
+                   help="withdraw the stake (once the delay has passed and no slash can still land)")  # fmt: skip
+    _add_signing(n)
+    n.set_defaults(func=_lazy("node.cli.stake:cmd_node_unstake"))
 
     p = sub.add_parser("aggregate", help="aggregate update files offline; prints the CID and scores")
     p.add_argument("updates", nargs="+", metavar="UPDATE.safetensors")
