@@ -8,6 +8,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# Headless Chromium for the dashboard tests (tests/daemon/test_dashboard.py): Debian's package,
+# installed once, as root or through sudo (about 15 s here, the apt lists included).
+if ! command -v chromium >/dev/null 2>&1; then
+  start=$(date +%s)
+  as_root=""
+  [ "$(id -u)" -eq 0 ] || as_root="sudo -n"
+  echo "test: installing chromium for the dashboard tests"
+  if $as_root apt-get update -qq && $as_root env DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y -qq --no-install-recommends chromium >/dev/null; then
+    echo "test: chromium installed in $(( $(date +%s) - start )) s"
+  else
+    echo "test: could not install chromium (needs root or sudo); the dashboard tests will fail" >&2
+  fi
+fi
 set +e
 .venv/bin/python -m pytest "$@"
 status=$?
