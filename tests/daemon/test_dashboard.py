@@ -27,6 +27,7 @@ from websockets.sync.client import connect
 
 from node.chain.anvil import Anvil
 from node.daemon.dashboard import PAGES, page
+from node.daemon.dashboard.history import History
 from node.daemon.observability import Metrics, serve_status
 from tests.daemon.federation import build_federation
 
@@ -72,7 +73,7 @@ class Page:
             time.sleep(0.25)
 
     def screenshot(self, path: Path) -> None:
-        height = self.evaluate("document.documentElement.scrollHeight")
+        height = self.evaluate("Math.ceil(document.querySelector('main').getBoundingClientRect().bottom) + 8")
         self.call("Emulation.setDeviceMetricsOverride", width=1280, height=int(height), deviceScaleFactor=1, mobile=False)
         path.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"]))
 
@@ -239,6 +240,18 @@ def test_dashboard_follows_a_running_federation_in_chromium(anvil, tmp_path):
     # Assert: the round advanced on screen without a reload, and what is shown is the chain's.
     assert second > first >= 1 and kept == "still here"
     assert address == node.address
-    finalized = {bytes(e.args["cid"]).decode() for e in fed.client.logs("RoundFinalized", taskId=fed.task)}
-    assert cid in finalized
+    client = fed.client
+    finalized = {int(e.args["round"]): bytes(e.args["cid"]).decode() for e in client.logs("RoundFinalized", taskId=fed.task)}
+    assert cid in finalized.values()
     assert reputation >= 2 and accuracy >= 1
+
+    # A node that joins the task after the rounds ended (or restarts) still gets their history.
+    late = History(node.address, from_block=fed.deployed_at)
+    late.refresh(client, {})
+    late.refresh(client, {fed.task: {"round": 1}})
+    seen = late.snapshot()
+    assert {r["round"]: r["cid"] for r in seen["tasks"][str(fed.task)]["rounds"]} == finalized
+    assert seen["reputation"][-1]["wad"] == str(client.reputation_of(node.address))
+    credited = client.logs("RewardCredited", account=node.address)
+    assert int(seen["account"]["earned_wei"]) == sum(e.args["amount"] for e in credited) > 0
+    assert seen["account"]["pending_wei"] == str(client.pending_rewards(node.address))

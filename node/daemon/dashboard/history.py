@@ -32,6 +32,7 @@ log = logging.getLogger("fedledger.dashboard")
 
 KEEP = 256  # entries per series: rounds per task, reputation points, actions, errors
 SCAN_BLOCKS = 5000  # blocks per eth_getLogs: public RPC endpoints refuse wide ranges
+EVALUATE_PER_PASS = 4  # models whose accuracy is computed per second at most
 TEXT_CAP = 500  # characters kept of a log message (peer and chain data end up in some)
 
 
@@ -58,7 +59,7 @@ class _LogTap(logging.Handler):
 class History:
     """The dashboard's memory; `snapshot()` is what /status serves under "dashboard"."""
 
-    def __init__(self, address: str, keep: int = KEEP) -> None:
+    def __init__(self, address: str, keep: int = KEEP, from_block: int = 0) -> None:
         self.address = address
         self.keep = keep
         self.lock = threading.Lock()  # snapshot() runs in trio's thread, refresh() and the log tap in others
@@ -73,7 +74,9 @@ class History:
         self.peers: list[dict[str, Any]] = []
         self.updated: float | None = None  # when the chain was last read
         self._paid = self._earned = 0
-        self._scanned = -1  # the last block whose events were read
+        self._from_block = from_block  # the deployment's block: nothing of ours is older
+        self._scanned = from_block - 1  # the last block whose events were read
+        self._known: set[int] = set()  # joined tasks whose ended rounds are being recorded
         self._head = -1
         self._evaluated: set[tuple[int, int]] = set()  # (task, round) whose accuracy was tried
 
@@ -110,6 +113,7 @@ class History:
         (id -> round, phase...), read here in trio's thread and never written."""
         tap = _LogTap(self)
         logging.getLogger("fedledger").addHandler(tap)
+        self._from_block = from_block
         self._scanned = max(self._scanned, from_block - 1)
         failing = False
         try:
@@ -141,11 +145,14 @@ class History:
     def refresh(self, client: "FedLedgerClient", joined: Mapping[int, Mapping[str, Any]]) -> None:
         """Read what changed on the chain since the last call (runs in a worker thread)."""
         head = client.head_block()
-        if head == self._head:
+        if head == self._head and set(joined) <= self._known:
             return
-        while self._scanned < head:
-            last = min(head, self._scanned + SCAN_BLOCKS)
-            self._read_events(client, self._scanned + 1, last, set(joined))
+        for task in sorted(set(joined) - self._known):  # joined after the scan passed its rounds
+            for first, last in _spans(self._from_block, self._scanned):
+                self._read_rounds(client, first, last, {task}, taskId=task)
+            self._known.add(task)
+        for first, last in _spans(self._scanned + 1, head):
+            self._read_events(client, first, last)
             self._scanned = last
         registered, stake, _peer_id, _addrs = client.node_info(self.address)
         account = {
@@ -166,19 +173,34 @@ class History:
             self.updated = time.time()
         self._head = head
 
-    def _read_events(self, client: "FedLedgerClient", first: int, last: int, joined: set[int]) -> None:
-        me = self.address
-        finalized = client.logs("RoundFinalized", from_block=first, to_block=last)
-        voided = client.logs("RoundVoided", from_block=first, to_block=last)
-        by_tx = {e.tx_hash: e for e in finalized}
-        reputation = client.logs("ReputationUpdated", from_block=first, to_block=last, node=me)
-        credited = client.logs("RewardCredited", from_block=first, to_block=last, account=me)
-        withdrawn = client.logs("Withdrawn", from_block=first, to_block=last, account=me)
+    def _read_rounds(
+        self, client: "FedLedgerClient", first: int, last: int, tasks: set[int], **filters: Any
+    ) -> tuple[list["ChainLog"], list["ChainLog"]]:
+        """Record the rounds of `tasks` that ended in [first, last], and this node's rewards for
+        them; returns the span's RoundFinalized events and this node's RewardCredited events
+        (those `filters` match)."""
+        finalized = client.logs("RoundFinalized", from_block=first, to_block=last, **filters)
+        voided = client.logs("RoundVoided", from_block=first, to_block=last, **filters)
+        credited = client.logs("RewardCredited", from_block=first, to_block=last, account=self.address, **filters)
         with self.lock:
             for e in sorted(finalized + voided, key=lambda e: (e.block, e.log_index)):
-                task = int(e.args["taskId"])
-                if task in joined:
-                    self._round(task, e)
+                if int(e.args["taskId"]) in tasks:
+                    self._round(int(e.args["taskId"]), e)
+            for e in credited:
+                for entry in self.rounds.get(int(e.args["taskId"]), ()):
+                    if entry["round"] == int(e.args["round"]):
+                        entry["reward_wei"] = str(int(entry["reward_wei"] or 0) + int(e.args["amount"]))
+        return finalized, credited
+
+    def _read_events(self, client: "FedLedgerClient", first: int, last: int) -> None:
+        """Everything new in [first, last]: ended rounds of the known tasks, and this node's
+        reputation changes, credits and withdrawals."""
+        me = self.address
+        finalized, credited = self._read_rounds(client, first, last, set(self._known))
+        by_tx = {e.tx_hash: e for e in finalized}
+        reputation = client.logs("ReputationUpdated", from_block=first, to_block=last, node=me)
+        withdrawn = client.logs("Withdrawn", from_block=first, to_block=last, account=me)
+        with self.lock:
             for e in reputation:
                 if not self.reputation:  # where the first change started from
                     self.reputation.append({"block": e.block, "task": None, "round": None, "wad": str(e.args["oldRep"])})
@@ -189,11 +211,7 @@ class History:
                     "round": int(ended.args["round"]) if ended else None,
                     "wad": str(e.args["newRep"]),
                 })  # fmt: skip
-            for e in credited:
-                self._earned += int(e.args["amount"])
-                for entry in self.rounds.get(int(e.args["taskId"]), ()):
-                    if entry["round"] == int(e.args["round"]):
-                        entry["reward_wei"] = str(int(entry["reward_wei"] or 0) + int(e.args["amount"]))
+            self._earned += sum(int(e.args["amount"]) for e in credited)
             self._paid += sum(int(e.args["amount"]) for e in withdrawn)
             self.account["paid_wei"], self.account["earned_wei"] = str(self._paid), str(self._earned)
 
@@ -215,10 +233,11 @@ class History:
         Tried once per round; runs in a worker thread."""
         with self.lock:
             todo = [
-                (task, entry) for task, rounds in self.rounds.items() for entry in rounds
+                (entry["block"], task, entry) for task, rounds in self.rounds.items() for entry in rounds
                 if entry["cid"] and (task, entry["round"]) not in self._evaluated
             ]  # fmt: skip
-        for task, entry in todo:
+        # Newest first, a few per pass: a restart with a long history must not hold up training.
+        for _block, task, entry in sorted(todo, key=lambda x: x[0], reverse=True)[:EVALUATE_PER_PASS]:
             self._evaluated.add((task, entry["round"]))
             score = _accuracy(worker, task, entry["cid"])
             if score is not None:
@@ -228,6 +247,11 @@ class History:
             with self.lock:
                 kept = {(t, e["round"]) for t, rounds in self.rounds.items() for e in rounds}
             self._evaluated &= kept
+
+
+def _spans(first: int, last: int) -> list[tuple[int, int]]:
+    """[first, last] in ranges of at most SCAN_BLOCKS blocks."""
+    return [(a, min(a + SCAN_BLOCKS - 1, last)) for a in range(first, last + 1, SCAN_BLOCKS)]
 
 
 def _accuracy(worker: "ProtocolNode", task: int, cid: str) -> float | None:
