@@ -67,7 +67,10 @@ class Anvil:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 err = self.process.stderr.read().decode(errors="replace").strip() if self.process.stderr else ""
-                raise ChainError(f"anvil exited at start-up: {err.splitlines()[-1] if err else 'no output'}")
+                # Its error line, not the "For more information, try '--help'." that follows it.
+                lines = [line for line in err.splitlines() if line.strip()]
+                named = [line for line in lines if line.lower().startswith("error")]
+                raise ChainError(f"anvil exited at start-up: {(named or lines or ['no output'])[0]}")
             if self.is_up():
                 return self
             time.sleep(0.05)

@@ -68,7 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from node.reproducible import pin_cpu_kernels
 
         pin_cpu_kernels()  # before torch loads: the same seed trains the same on any x86-64 CPU
-    args = build_parser().parse_args(argv)
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return int(args.func(args) or 0)
     except (KeyboardInterrupt, SystemExit, Exception, BaseExceptionGroup) as raised:

@@ -20,6 +20,8 @@ def cmd_testnet(args: argparse.Namespace) -> int:
     from node.chain.anvil import Anvil
 
     anvil = Anvil(port=args.port, accounts=args.accounts, host=args.host)
+    if anvil.is_up():  # else start() would take the other chain's answer for our anvil's
+        raise ChainError(f"a chain already answers on {anvil.url}; stop it or choose another --port")
     # SIGTERM (a service manager, `kill`) stops the chain as cleanly as Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
@@ -27,7 +29,10 @@ def cmd_testnet(args: argparse.Namespace) -> int:
         print(f"anvil testnet listening on {anvil.url} (chain id 31337); Ctrl-C stops it", flush=True)
         for i in range(min(args.accounts, 10)):
             print(f"  dev account {i}: {dev_account(i).address}", flush=True)
-        return anvil.wait()
+        code = anvil.wait()
+        if code > 0:
+            raise ChainError(f"anvil exited with status {code}")
+        return 0
     except KeyboardInterrupt:
         return 0
     finally:
@@ -91,18 +96,19 @@ def cmd_reputation(args: argparse.Namespace) -> int:
 
 
 def cmd_task_create(args: argparse.Namespace) -> int:
-    from aggregation import encode_model
-    from node.storage import EmbeddedStorage
     from node.taskspec import RULE_IDS, TaskParams, spec_for_rule
-    from node.training import MODELS, initial_weights
 
     if args.rule not in RULE_IDS:
         raise ConfigError(f"unknown rule {args.rule!r}; known: {', '.join(RULE_IDS)}")
-    if args.model not in MODELS:
-        raise ConfigError(f"unknown model {args.model!r}; known: {', '.join(sorted(MODELS))}")
     if args.reward <= 0:
         raise ConfigError("--reward must be more than 0 ETH: the pool is what the task pays")
-    client = _client(args, sending=True)
+    client = _client(args, sending=True)  # before torch loads: a wrong deployment fails in a second
+    from aggregation import encode_model
+    from node.storage import EmbeddedStorage
+    from node.training import MODELS, initial_weights
+
+    if args.model not in MODELS:
+        raise ConfigError(f"unknown model {args.model!r}; known: {', '.join(sorted(MODELS))}")
     params = TaskParams(
         rounds=args.rounds,
         committee_size=args.committee,

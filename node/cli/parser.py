@@ -244,4 +244,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_rule_options(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_lazy("node.cli.local:cmd_aggregate"))
+    _name_leaves(parser)
     return parser
+
+
+def _name_leaves(parser: argparse.ArgumentParser) -> None:
+    """Give every command its own parser as `args.command_parser`, so an unknown option is
+    reported by the command it was given to (`fedledger task list: error: ...`), whose --help
+    lists the options, and not by `fedledger`."""
+    subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subparsers:
+        parser.set_defaults(command_parser=parser)
+    for action in subparsers:
+        for sub in action.choices.values():
+            _name_leaves(sub)
