@@ -38,6 +38,11 @@ CHROMIUM_FLAGS = (
 )  # fmt: skip
 TASK_ROUND = "(e => e ? Number(e.textContent) : null)(document.querySelector('[data-task=\"1\"] .task-round'))"
 
+# The round shown once its committee is drawn and every earlier round is in the table (else 0).
+SETTLED = """(c => { if (!c) return 0; const r = Number(c.querySelector('.task-round').textContent);
+  return c.querySelectorAll('.rounds tbody tr').length === r - 1 && c.querySelector('.task-committee span') ? r : 0;
+})(document.querySelector('[data-task="1"]'))"""
+
 
 class Page:
     """One Chromium tab over the DevTools protocol (JSON over a websocket)."""
@@ -231,7 +236,7 @@ def test_dashboard_follows_a_running_federation_in_chromium(anvil, tmp_path):
             )  # fmt: skip
             address = tab.evaluate("document.getElementById('node-address').textContent")
             if shot:
-                tab.wait_for(TASK_ROUND, lambda r: r >= 3, timeout=90, what="round 3, for the screenshot")
+                tab.wait_for(SETTLED, lambda r: r >= 3, timeout=90, what="round 3 with its committee, for the screenshot")
                 time.sleep(1.5)
                 tab.screenshot(Path(shot))
     finally:

@@ -128,7 +128,11 @@ class History:
                     if not failing:
                         log.debug("dashboard history not updated: %s: %s", type(exc).__name__, exc)
                     failing = True
-                await trio.sleep(interval)
+                # Sooner when the protocol loop sees a task move: the page then shows the new round
+                # with its committee and the last round's model, not a second later.
+                with trio.move_on_after(interval):
+                    while _moves(tasks) == _moves(joined):
+                        await trio.sleep(0.05)
         finally:
             logging.getLogger("fedledger").removeHandler(tap)
 
@@ -247,6 +251,10 @@ class History:
             with self.lock:
                 kept = {(t, e["round"]) for t, rounds in self.rounds.items() for e in rounds}
             self._evaluated &= kept
+
+
+def _moves(tasks: Mapping[int, Mapping[str, Any]]) -> dict[int, tuple[Any, ...]]:
+    return {t: (v.get("round"), v.get("phase"), v.get("finished")) for t, v in list(tasks.items())}
 
 
 def _spans(first: int, last: int) -> list[tuple[int, int]]:
