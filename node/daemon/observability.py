@@ -8,6 +8,7 @@ the machine, and the page's content security policy forbids it.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import threading
@@ -92,6 +93,31 @@ async def _respond(stream: trio.abc.Stream, code: int, body: bytes, content_type
     await stream.send_all(head + body)
 
 
+def _addressed_by_ip(request: bytes) -> bool:
+    """Whether the request names this server by an IP address or localhost (or not at all).
+
+    A web page elsewhere could otherwise read /status through DNS rebinding: its own name,
+    re-pointed at 127.0.0.1, makes the daemon the page's same origin. Browsers always send the
+    name they used, so a request that names any other host is refused."""
+    for line in request.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() != b"host":
+            continue
+        host = value.strip().decode("ascii", errors="replace").lower()
+        if host.startswith("["):  # [IPv6]:port
+            host = host[1:].partition("]")[0]
+        elif host.count(":") == 1:  # name:port, IPv4:port (a bare IPv6 address has more colons)
+            host = host.partition(":")[0]
+        if host == "localhost" or host.endswith(".localhost"):
+            return True
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return True
+    return True
+
+
 def make_handler(status: Callable[[], dict[str, Any]], metrics: Metrics) -> Callable[[trio.abc.Stream], Any]:
     async def handle(stream: trio.abc.Stream) -> None:
         try:
@@ -109,6 +135,8 @@ def make_handler(status: Callable[[], dict[str, Any]], metrics: Metrics) -> Call
             method, target = parts[0].decode(errors="replace"), parts[1].decode(errors="replace").split("?")[0]
             if method != "GET":
                 await _respond(stream, 405, b"only GET\n", "text/plain")
+            elif (target == "/status" or target in PAGES) and not _addressed_by_ip(data):
+                await _respond(stream, 400, b"ask by IP address or localhost, not by name\n", "text/plain")
             elif target == "/status":
                 body = json.dumps(status(), indent=2, default=str).encode() + b"\n"
                 await _respond(stream, 200, body, "application/json")

@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
@@ -152,6 +153,29 @@ def status_server(status: Callable[[], dict[str, Any]]) -> Iterator[str]:
     finally:
         stop.set()
         thread.join(timeout=10)
+
+
+def test_pages_and_status_answer_only_requests_that_name_the_daemon_by_address():
+    def get(url: str, host: str) -> tuple[int, dict[str, str]]:
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers={"Host": host}), timeout=5) as r:
+                return r.status, dict(r.headers)
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers)
+
+    with status_server(lambda: {"node": "0x0"}) as base:
+        port = base.rpartition(":")[2]
+        page_ok, headers = get(base + "/", f"127.0.0.1:{port}")
+        script_ok = get(base + "/dashboard.js", f"localhost:{port}")[0]
+        # A page on another site that re-points its own name at 127.0.0.1 (DNS rebinding).
+        rebound = [get(base + path, f"evil.example:{port}")[0] for path in ("/", "/status", "/dashboard.js")]
+        metrics = get(base + "/metrics", f"prometheus.internal:{port}")[0]
+
+    assert page_ok == 200 and script_ok == 200
+    assert headers["Content-Security-Policy"].startswith("default-src 'self'")
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert rebound == [400, 400, 400]
+    assert metrics == 200  # scrapers name their targets as they like; metrics are not the page's
 
 
 HOSTILE = '<img src=x onerror="document.title=\'pwned\'"><b>bold</b>'
