@@ -432,9 +432,12 @@ class ProtocolNode:
 
     def _advance(self, task: int, r: int, phase: str) -> str | None:
         try:
-            self.client.advance(task)
+            receipt = self.client.advance(task)
         except ChainError as exc:
             log.debug("advance of task %d refused: %s", task, exc)
+            return None
+        if not receipt.get("logs", True):  # a no-op: another node's advance landed first (#17)
+            log.debug("task %d round %d: %s phase expired; another node advanced it first", task, r, phase)
             return None
         return self._did(f"task {task} round {r}: {phase} phase expired; advanced")
 

@@ -116,10 +116,11 @@ def cmd_node_init(args: argparse.Namespace) -> int:
     from node.keys import read_password
 
     password = read_password(args.password_file, confirm=True)
-    result = init_node_dir(args.dir, password, rpc=args.rpc)
+    result = init_node_dir(args.dir, password, rpc=args.rpc, deployment=args.deployment)
     print(f"node address {result.address}")
     print(f"peer id {result.peer_id}")
-    print(f"wrote {result.config} and {result.keystore}; edit the config, then: fedledger node run --config {result.config}")
+    print(f"wrote {result.config} and {result.keystore}; set [data] path in it, then: fedledger node fund, "
+          f"fedledger node join, fedledger node run --config {result.config}")  # fmt: skip
     return 0
 
 

@@ -9,6 +9,8 @@ or a prompt.
 from __future__ import annotations
 
 import difflib
+import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -56,7 +58,7 @@ log_level = "info"             # debug | info | warning | error
 
 [chain]
 rpc = "{rpc}"
-deployment = "deployment.json" # written by `fedledger deploy`
+deployment = "{deployment}" # written by `fedledger deploy`
 poll_interval = 1.0            # seconds between polls of the chain when idle
 
 [tasks]
@@ -272,9 +274,61 @@ def _policy(t: dict[str, Any], where: str) -> TaskPolicy:
     )
 
 
-def write_template(path: str | Path, rpc: str = "http://127.0.0.1:8545") -> None:
-    """Write a commented node.toml; refuses to overwrite an existing one."""
+def write_template(path: str | Path, rpc: str = "http://127.0.0.1:8545", deployment: str = "deployment.json") -> None:
+    """Write a commented node.toml; refuses to overwrite an existing one. `deployment` is as
+    written in the file: relative to the file's directory, or absolute."""
     path = Path(path)
     if path.exists():
         raise ConfigError(f"{path} already exists; not overwriting it")
-    path.write_text(TEMPLATE.format(rpc=rpc))
+    path.write_text(TEMPLATE.format(rpc=rpc, deployment=deployment))
+
+
+_SECTION = re.compile(r"^\s*\[\s*([A-Za-z0-9_.-]+)\s*\]\s*(#.*)?$")
+_JOIN = re.compile(r"^(\s*join\s*=\s*)")
+
+
+def add_join(path: str | Path, task: int) -> tuple[int, ...]:
+    """Add `task` to `[tasks] join` in the node.toml at `path`, leaving every other line (comments
+    included) as it is; returns the new list. Written atomically, and checked by reading it back."""
+    path = Path(path)
+    joined = load_config(path).policy.join  # the file is valid before it is touched
+    if task in joined:
+        return joined
+    new = (*joined, task)
+    entry = f"join = [{', '.join(map(str, new))}]"  # where the file has none
+    lines = path.read_text().splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if _SECTION.match(line)]
+    header = next((i for i in starts if _SECTION.match(lines[i]).group(1) == "tasks"), None)  # type: ignore[union-attr]
+    if header is None:
+        lines += ([] if not lines or lines[-1].endswith("\n") else ["\n"]) + ["\n[tasks]\n", entry + "\n"]
+    else:
+        end = next((i for i in starts if i > header), len(lines))
+        at = next((i for i in range(header + 1, end) if _JOIN.match(lines[i])), None)
+        if at is None:
+            lines.insert(header + 1, entry + "\n")
+        else:
+            # The old value may span lines ([1,\n 2]); it holds only integers, so brackets and a
+            # comment are all there is to it. A comment after it on its last line is kept.
+            last, depth = at, 0
+            for last in range(at, end):
+                code = lines[last].partition("#")[0]
+                depth += code.count("[") - code.count("]")
+                if depth <= 0:
+                    break
+            value = _JOIN.match(lines[at]).group(1) + f"[{', '.join(map(str, new))}]"  # type: ignore[union-attr]
+            code, hash_, comment = lines[last].rstrip("\n").partition("#")
+            if hash_:  # the comment stays in its column when there is room
+                value += " " * max(1, len(code) - len(value)) + hash_ + comment
+            lines[at : last + 1] = [value + "\n"]
+    text = "".join(lines)
+    try:
+        check = tomllib.loads(text).get("tasks", {}).get("join")
+    except tomllib.TOMLDecodeError:
+        check = None
+    if check != list(new):
+        raise ConfigError(f"{path}: cannot add task {task} to [tasks] join by hand-safe editing; add it yourself")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.chmod(tmp, path.stat().st_mode & 0o777)
+    os.replace(tmp, path)
+    return new

@@ -282,7 +282,9 @@ async def fetch_from_peers(
             except FetchError as exc:
                 last = exc
                 suspects |= {f.peer for f in exc.faults if f.kind in ("unavailable", "timeout", "slow")}
-                log.info("fetch of %s failed (attempt %d of %d): %s", cid, attempt + 1, attempts, exc)
+                # Debug: the caller says once what the failure means (a task waiting for its spec,
+                # an update unavailable); one line per attempt was most of a waiting node's log (#17).
+                log.debug("fetch of %s failed (attempt %d of %d): %s", cid, attempt + 1, attempts, exc)
     if scope.cancelled_caught:
         raise StorageError(f"could not fetch {cid} within {deadline:g} s" + (f": {last}" if last else ""))
     assert last is not None

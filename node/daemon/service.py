@@ -31,9 +31,8 @@ from web3.exceptions import ContractLogicError, Web3Exception
 
 from aggregation import AggregationError, decode_model
 from node.chain.client import ContractRevert, FedLedgerClient, Phase, describe_revert
-from node.chain.deployment import Deployment
-from node.chain.providers import rpc_web3
 from node.daemon.backoff import Backoff
+from node.daemon import startup
 from node.daemon.config import NodeConfig
 from node.daemon.dashboard.history import History
 from node.daemon.hints import (
@@ -50,7 +49,7 @@ from node.protocol import Behaviour, ProtocolNode
 from node.storage import open_storage
 from node.taskspec import TaskSpec
 from node.training import TorchTrainer, trainer_for
-from node.training.localdata import load_local_data
+from node.training.data import Dataset
 
 log = logging.getLogger("fedledger.daemon")
 
@@ -112,6 +111,8 @@ class Daemon:
         # spec cannot be fetched yet, drawing a committee that would seat nobody
         self._judge_later: dict[int, tuple[int, float]] = {}
         self._draw_later: dict[int, tuple[int, float]] = {}
+        self._data: Dataset | None = None  # the node's training data, read at start-up
+        self._deployed_at = 0
 
     # -- status -------------------------------------------------------------------
 
@@ -136,21 +137,24 @@ class Daemon:
 
     # -- setup --------------------------------------------------------------------
 
-    def _connect_chain(self) -> FedLedgerClient:
-        deployment = Deployment.load(self.config.deployment)
-        w3 = rpc_web3(self.config.rpc)
-        if int(w3.eth.chain_id) != deployment.chain_id:
-            raise ConfigError(f"{self.config.rpc} is chain {w3.eth.chain_id}, the deployment is on {deployment.chain_id}")
-        # web3 validates every call and transaction against the chain ID, which it asks the node
-        # for each time: a third of a view's CPU here, and of the protocol loop's (measured). The
-        # ID was just checked and does not change under a running daemon, so keep it.
-        w3.provider.cacheable_requests = {"eth_chainId"}
-        w3.provider.cache_allowed_requests = True
-        address = deployment.contracts["FedLedger"]
-        if not w3.eth.get_code(address):
-            raise ConfigError(f"no FedLedger contract at {address} on {self.config.rpc}")
-        self._deployed_at = deployment.block_number or 0
-        return FedLedgerClient(w3, address, self.account)
+    def _preflight(self) -> FedLedgerClient | None:
+        """The start-up checks (node/daemon/startup.py), before anything is registered or spent;
+        each failure raises one line. None: there is nothing to do (`--exit-when-done` and no
+        task joined)."""
+        cfg = self.config
+        chain = startup.connect(cfg.rpc, cfg.deployment, self.account)
+        self._deployed_at = chain.deployed_at
+        self._data = startup.load_data(cfg.data_path, cfg.data_format)
+        if self.exit_when_done and not cfg.policy.joins_any:
+            log.info("joined no task ([tasks] join and owners are empty in %s) and --exit-when-done is set: "
+                     "nothing to do, exiting (join one with `fedledger node join --config %s --task T`)", cfg.path, cfg.path)  # fmt: skip
+            return None
+        startup.check_balance(chain.client, self.account.address, cfg.path)
+        count = chain.client.task_count()
+        for task in cfg.policy.join:
+            if task > count:
+                log.warning("task %d is in [tasks] join but does not exist yet (%d tasks); waiting for it", task, count)
+        return chain.client
 
     def _ensure_registered(self, client: FedLedgerClient, peer_id: str, addrs: list[str]) -> None:
         registered, _stake, known_id, known_addrs = client.node_info(self.account.address)
@@ -163,19 +167,21 @@ class Daemon:
             client.update_peer_info(peer_id, addrs)
 
     def _trainer_for(self, spec: TaskSpec) -> TorchTrainer:
-        return trainer_for(spec, load_local_data(self.config.data_path, self.config.data_format))
+        return trainer_for(spec, self._data)  # read and checked at start-up
 
     # -- run ----------------------------------------------------------------------
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         cfg = self.config
+        client = await trio.to_thread.run_sync(self._preflight)
+        if client is None:
+            return
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         # [storage] backend: the embedded blockstore in data_dir, or the IPFS daemon at kubo_api.
         store = open_storage(cfg.storage_backend, cfg.data_dir / "ipfs", cfg.kubo_api)
         where = f"the IPFS daemon at {cfg.kubo_api}" if cfg.storage_backend == "kubo" else cfg.data_dir / "ipfs"
         log.info("storage: %s", where)
         journal = Journal(cfg.data_dir / "journal.db")
-        client = await trio.to_thread.run_sync(self._connect_chain)
         self.peers = PeerDirectory(client, from_block=self._deployed_at)
         self.p2p = P2PNode(P2PConfig(cfg.data_dir, listen=cfg.listen[0]), store, self.peers.is_registered)
         self.worker = ProtocolNode(
@@ -239,6 +245,10 @@ class Daemon:
         spec = self.worker.spec(task) if why is None else None
         if spec is not None:
             why = policy.refuse_spec(spec)
+        if why is None and spec is not None and self._data is not None:
+            why = startup.data_misfit(self._data, self.config.data_path, spec.model)
+            if why is not None and task in policy.join:  # the operator asked for it: a setup error, not a refusal
+                raise startup.DataMismatch(f"task {task} cannot use this node's data: {why}")
         if why is not None:
             self._reasons[task] = why
             log.warning("task %d refused by this node's [tasks] policy: %s", task, why)
@@ -249,6 +259,14 @@ class Daemon:
         log.info("task %d joined (owner %s, %d rounds)", task, info.owner, info.rounds)
         return JOINED
 
+    def _unserved(self, client: FedLedgerClient, task: int, exc: StorageError) -> str:
+        """Why a task's spec or initial model cannot be fetched, and what to do (runs in a thread).
+
+        Its creator published them in a blockstore (`task create --repo`); if that store is not a
+        running node's, nobody serves them, and every node waits (a task created without --repo)."""
+        owner = client.task_info(task).owner
+        return startup.unserved(owner, client.node_info(owner)[0], exc)
+
     def _skip(self, task: int, exc: BaseException) -> None:
         """One line, once: the task's data is bad, and the daemon leaves the task for good (until a restart)."""
         self._verdicts[task] = SKIPPED
@@ -256,12 +274,13 @@ class Daemon:
         self.tasks.pop(task, None)
         log.error("task %d skipped: its on-chain or published data is bad (%s)", task, self._reasons[task])
 
-    def _put_off(self, later: dict[int, tuple[int, float]], task: int, why: str) -> None:
-        """Do not try this again for a while, doubling each time in a row (reset by progress)."""
+    def _put_off(self, later: dict[int, tuple[int, float]], task: int, why: str, first: int = logging.INFO) -> None:
+        """Do not try this again for a while, doubling each time in a row (reset by progress). Said
+        at level `first` the first time in a row, at debug level after."""
         failures = later.get(task, (0, 0.0))[0] + 1
         wait = min(self.config.poll_interval * 2 ** min(failures, 20), BACKOFF_CAP)
         later[task] = (failures, trio.current_time() + wait)
-        (log.info if failures == 1 else log.debug)("task %d: %s; looking again in %.1f s", task, why, wait)
+        log.log(first if failures == 1 else logging.DEBUG, "task %d: %s; looking again in %.1f s", task, why, wait)
 
     def _draw_would_seat(self, client: FedLedgerClient, task: int, seed_block: int) -> str | None:
         """Why drawing the task's committee now is not worth a transaction (None: it is): a draw
@@ -336,7 +355,8 @@ class Daemon:
                 steps.forget()
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 self.metrics.inc("errors_total")
-                log.warning("protocol loop: %s; looking again at the next announcement or poll", self.last_error)
+                log.log(logging.DEBUG if is_expected_race(exc) else logging.WARNING,
+                        "protocol loop: %s; looking again at the next announcement or poll", self.last_error)  # fmt: skip
             except TRANSIENT as exc:
                 steps.forget()
                 failures += 1
@@ -348,7 +368,8 @@ class Daemon:
                 hinted = False
                 continue
             if self.exit_when_done and self._done():
-                log.info("every configured task is finished or was refused or skipped; exiting")
+                log.info("every joined task (%s) is finished or was refused or skipped; exiting (--exit-when-done)",
+                         ", ".join(map(str, self.config.policy.join)))  # fmt: skip
                 return
             if acted:
                 hinted = False
@@ -363,7 +384,8 @@ class Daemon:
             try:
                 self._verdicts[task] = await trio.to_thread.run_sync(self._judge, client, task)
             except StorageError as exc:  # its spec or model cannot be fetched yet: this task waits, the others go on
-                self._put_off(self._judge_later, task, f"cannot fetch its spec or base model yet ({exc})")
+                why = await trio.to_thread.run_sync(self._unserved, client, task, exc)
+                self._put_off(self._judge_later, task, why, first=logging.WARNING)
                 return None
             self._judge_later.pop(task, None)
             if self._verdicts[task] != JOINED:
@@ -533,6 +555,16 @@ class Daemon:
         log.debug("prefetched %s %s of task %d round %d from %s", ann.kind, ann.cid, ann.task, ann.round, ann.sender)
 
 
+# Reverts that only mean another node acted first (drew, advanced, finalized): the loop reads
+# the chain again and moves on. Logged at debug level; any other revert is a warning.
+RACES = frozenset({"FedLedgerWrongRound", "FedLedgerWrongPhase", "FedLedgerTaskFinished"})
+RACY_FUNCTIONS = frozenset({"drawCommittee", "advance", "finalize"})
+
+
+def is_expected_race(exc: ContractRevert) -> bool:
+    return exc.error in RACES or (exc.error is None and exc.function in RACY_FUNCTIONS)
+
+
 def _waiting(later: dict[int, tuple[int, float]], task: int) -> bool:
     return trio.current_time() < later.get(task, (0, 0.0))[1]
 
@@ -540,4 +572,8 @@ def _waiting(later: dict[int, tuple[int, float]], task: int) -> bool:
 def run_daemon(
     config: NodeConfig, account: LocalAccount, exit_when_done: bool = False, behaviour: Behaviour | None = None
 ) -> None:
-    trio.run(Daemon(config, account, exit_when_done, behaviour).run)
+    try:
+        trio.run(Daemon(config, account, exit_when_done, behaviour).run)
+    except BaseExceptionGroup as group:  # a trio nursery's: the user gets the cause, as one line
+        raise startup.cause(group) from None
+

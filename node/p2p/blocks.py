@@ -403,7 +403,10 @@ class BlockFetcher:
         raise FetchError(f"could not fetch {cid}: {detail}", faults)
 
     def _fault(self, cid: Cid, faults: list[ProviderFault], fault: ProviderFault) -> None:
-        log.warning("fetch %s: provider fault: %s", cid, fault.error)
+        # A corrupt block is a peer lying: a warning. Anything else (a peer without the content,
+        # gone, slow) is in the FetchError the caller reports, once (#17).
+        level = logging.WARNING if fault.kind == "corrupt" else logging.DEBUG
+        log.log(level, "fetch %s: provider fault: %s", cid, fault.error)
         faults.append(fault)
         if self.on_fault is not None:
             self.on_fault(fault)

@@ -1,0 +1,160 @@
+"""What `fedledger node run` checks before it registers or spends gas (#17).
+
+Each check that fails is one line naming what is wrong and what to do, and the daemon exits
+with status 1: the chain answers and holds the deployment's contract, the node's training
+data reads and fits the model of every joined task whose spec is at hand, and the account
+holds its stake (if it still has to register) plus gas. A fresh node cannot fetch a spec from
+its peers before it registers (a block server answers registered peers only), so its data is
+checked against a task's model when the daemon first judges the task, before it acts in it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+from eth_account.signers.local import LocalAccount
+
+from node.chain.accounts import TESTNET_CHAIN_ID
+from node.chain.client import FedLedgerClient
+from node.chain.deployment import Deployment
+from node.chain.providers import rpc_web3
+from node.errors import ChainError, ConfigError, FedLedgerError
+from node.training.data import Dataset
+from node.training.localdata import load_local_data
+from node.units import ETHER
+
+log = logging.getLogger("fedledger.daemon")
+
+# Gas a node keeps ETH for beyond its stake: registering (~0.3 M gas) and its first rounds'
+# commits, reveals, votes and proposals, at the chain's current gas price.
+GAS_RESERVE = 3_000_000
+
+
+class DataMismatch(FedLedgerError):
+    """Raised when the node's training data does not fit the model of a task it joined."""
+
+
+@dataclass(frozen=True)
+class Chain:
+    client: FedLedgerClient
+    deployment: Deployment
+    deployed_at: int  # block of the deployment: log scans start there
+
+
+def connect(rpc: str, deployment_path: Path, account: LocalAccount | None) -> Chain:
+    """The deployment's contract on the chain at `rpc`: reachable, the same chain, code there."""
+    deployment = Deployment.load(deployment_path)
+    w3 = rpc_web3(rpc)  # ChainError naming the URL when nothing answers
+    chain_id = int(w3.eth.chain_id)
+    if chain_id != deployment.chain_id:
+        raise ConfigError(f"{rpc} is chain {chain_id}, the deployment {deployment_path} is on {deployment.chain_id}")
+    # web3 validates every call and transaction against the chain ID, which it asks the node
+    # for each time: a third of a view's CPU here, and of the protocol loop's (measured). The
+    # ID was just checked and does not change under a running daemon, so keep it.
+    w3.provider.cacheable_requests = {"eth_chainId"}
+    w3.provider.cache_allowed_requests = True
+    address = deployment.contracts["FedLedger"]
+    if not w3.eth.get_code(address):
+        raise ChainError(
+            f"no FedLedger contract at {address} on {rpc}: was the chain restarted since {deployment_path} was written?"
+        )
+    return Chain(FedLedgerClient(w3, address, account), deployment, deployment.block_number or 0)
+
+
+def eth(wei: int) -> str:
+    """Wei as ETH, exact, without trailing zeros."""
+    text = format(Decimal(wei) / ETHER, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def required_balance(client: FedLedgerClient, address: str) -> tuple[int, int]:
+    """(stake still to put up, gas reserve) in wei for the node at `address` to run."""
+    registered = client.node_info(address)[0]
+    stake = 0 if registered else client.min_stake()
+    # What a transaction may pay per gas (web3's default cap: twice the base fee plus the tip),
+    # rounded up to 0.0001 ETH: an estimate, said in a readable number.
+    base = int(client.w3.eth.get_block("latest").get("baseFeePerGas") or client.w3.eth.gas_price)
+    gas = GAS_RESERVE * (2 * base + 10**9)
+    return stake, -(-gas // 10**14) * 10**14
+
+
+def check_balance(client: FedLedgerClient, address: str, config_path: Path) -> None:
+    """ChainError unless `address` holds its stake (when unregistered) plus the gas reserve."""
+    stake, gas = required_balance(client, address)
+    balance = int(client.w3.eth.get_balance(address))
+    if balance >= stake + gas:
+        return
+    missing = stake + gas - balance
+    what = f"{eth(stake)} ETH of stake to register and ~{eth(gas)} ETH of gas" if stake else f"~{eth(gas)} ETH of gas"
+    if int(client.w3.eth.chain_id) == TESTNET_CHAIN_ID:
+        how = f"on this testnet: fedledger node fund --config {config_path} --dev-account 0"
+    else:
+        how = f"send at least {eth(missing)} ETH to {address}"
+    raise ChainError(f"{address} holds {eth(balance)} ETH but needs {what}: {eth(missing)} ETH missing; {how}")
+
+
+def load_data(path: Path, fmt: str) -> Dataset:
+    """The node's training data, read in full now: a bad file stops the daemon at start-up, not
+    hours later when the node is first drawn."""
+    data = load_local_data(path, fmt)
+    log.info("training data: %s, %d samples of %d features, labels %d-%d",
+             path, len(data), data.x.shape[1], int(data.y.min()), int(data.y.max()))  # fmt: skip
+    return data
+
+
+def model_shape(model: str) -> tuple[int, int]:
+    """(input features, classes) of a model the task spec can name."""
+    from torch import nn
+
+    from node.training.model import build_model
+
+    layers = [m for m in build_model(model).modules() if isinstance(m, nn.Linear)]
+    return layers[0].in_features, layers[-1].out_features
+
+
+def data_misfit(data: Dataset, source: Path, model: str) -> str | None:
+    """Why the data cannot train `model` (None: it can)."""
+    try:
+        features, classes = model_shape(model)
+    except ValueError as exc:  # an unknown model: the task's own problem, judged elsewhere
+        return str(exc)
+    if data.x.shape[1] != features:
+        return f"{source} has {data.x.shape[1]} features per sample, the task's model {model} takes {features}"
+    top = int(data.y.max())
+    if top >= classes:
+        return f"{source} has label {top}, the task's model {model} has {classes} classes (labels 0-{classes - 1})"
+    return None
+
+
+def cause(group: BaseExceptionGroup) -> BaseException:
+    """The error that stopped the daemon: the first expected one (FedLedgerError: a one-line
+    message), else the first Ctrl-C, else the group itself (a bug keeps its traceback)."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    for kind in (FedLedgerError, KeyboardInterrupt):
+        for leaf in leaves:
+            if isinstance(leaf, kind):
+                return leaf
+    return group
+
+
+def unserved(owner: str, owner_is_node: bool, exc: Exception) -> str:
+    """What to do about a task whose spec or initial model no registered node serves."""
+    who = "a registered node that does not serve them" if owner_is_node else "not a registered node"
+    return (
+        f"waits: no registered node serves its spec or initial model; its creator {owner} is {who}, so the "
+        f"task was created from a store no running node serves. Create tasks with `fedledger task create "
+        f"--repo NODE_DIR/ipfs` (a running node's store), or run a node on the store this one was created "
+        f"from [{str(exc)[:160]}]"
+    )

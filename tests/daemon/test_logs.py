@@ -1,0 +1,100 @@
+"""Daemon logs: one format for every logger, identical repeats coalesced, races at debug level."""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+
+import pytest
+
+from node.daemon.logs import setup_logging
+
+LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ (DEBUG|INFO|WARNING|ERROR) +[\w.]+: .+$")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def logs():
+    """setup_logging into a buffer; the root logger is restored afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    buffer = io.StringIO()
+    yield buffer
+    for h in root.handlers[:]:
+        root.removeHandler(h)
+    for h in handlers:
+        root.addHandler(h)
+    root.setLevel(level)
+    for name in ("fedledger", "node"):
+        logging.getLogger(name).setLevel(logging.NOTSET)
+    logging.captureWarnings(False)
+
+
+def test_every_logger_writes_one_format(logs):
+    setup_logging("info", logs)
+
+    logging.getLogger("fedledger.daemon").info("daemon line")
+    logging.getLogger("node.p2p.blocks").warning("p2p line")
+    logging.getLogger("libp2p.host.basic_host").warning("libp2p line")
+    logging.getLogger("trio").error("trio line")
+    logging.getLogger("libp2p.network.auto_connector").info("library chatter")  # it sets its own level INFO
+    logging.getLogger("fedledger.daemon").debug("not at info")
+
+    lines = logs.getvalue().splitlines()
+    assert [line.split(": ", 1)[1] for line in lines] == ["daemon line", "p2p line", "libp2p line", "trio line"]
+    assert all(LINE.match(line) for line in lines), lines
+
+
+def test_identical_messages_are_coalesced_with_a_count(logs):
+    clock = Clock()
+    handler = setup_logging("info", logs, window=60)
+    handler.clock = clock
+    log = logging.getLogger("fedledger.peers")
+
+    for _ in range(24):
+        log.warning("could not fetch bafyX: refused")
+        clock.now += 2
+    log.warning("something else")  # 48 s: still within the window, the repeats stay swallowed
+    clock.now += 20
+    log.info("later")  # 68 s: the window is over; the count comes out first
+
+    lines = [line.split(": ", 1)[1] for line in logs.getvalue().splitlines()]
+    assert lines == [
+        "could not fetch bafyX: refused",
+        "something else",
+        "could not fetch bafyX: refused (repeated 23 times in 46 s)",
+        "later",
+    ]
+
+
+def test_repeats_are_counted_at_close_and_different_levels_are_not_merged(logs):
+    handler = setup_logging("debug", logs, window=60)
+    log = logging.getLogger("fedledger.daemon")
+    log.info("same text")
+    log.warning("same text")
+    log.info("same text")
+
+    handler.close()
+
+    lines = [line.split(" ", 1)[1] for line in logs.getvalue().splitlines()]
+    assert lines[0].startswith("INFO") and lines[1].startswith("WARNING")
+    assert lines[2].startswith("INFO") and lines[2].endswith("same text (repeated 1 times in 0 s)")
+    assert len(lines) == 3
+
+
+def test_expected_races_are_debug(logs):
+    from node.chain.client import ContractRevert
+    from node.daemon.service import is_expected_race
+
+    assert is_expected_race(ContractRevert("commit", "FedLedgerWrongRound", (1, 2, 3), "wrong round"))
+    assert is_expected_race(ContractRevert("attest", "FedLedgerWrongPhase", (), "wrong phase"))
+    assert is_expected_race(ContractRevert("drawCommittee", None, (), "execution reverted"))
+    assert not is_expected_race(ContractRevert("reveal", "FedLedgerCommitmentMismatch", (), "mismatch"))
