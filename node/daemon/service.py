@@ -368,7 +368,7 @@ class Daemon:
                 hinted = False
                 continue
             if self.exit_when_done and self._done():
-                log.info("every joined task (%s) is finished or was refused or skipped; exiting (--exit-when-done)",
+                log.info("every configured task is finished or was refused or skipped (joined: %s); exiting (--exit-when-done)",
                          ", ".join(map(str, self.config.policy.join)))  # fmt: skip
                 return
             if acted:

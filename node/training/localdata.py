@@ -39,15 +39,27 @@ def _check(x: np.ndarray, y: np.ndarray, source: Path) -> Dataset:
     return Dataset(x.astype(np.float32), y.astype(np.int64))
 
 
+# How to write a file load_npz reads, for the messages about one it cannot.
+NPZ_HOWTO = "write numeric arrays with numpy.savez(path, x=features, y=labels)"
+
+
 def load_npz(path: Path) -> Dataset:
+    # allow_pickle=False: an .npz can carry pickled object arrays, which run code when loaded. They
+    # are never loaded, and numpy's advice to pass allow_pickle is not passed on to the operator.
     try:
-        # allow_pickle=False: an .npz can carry pickled object arrays; never load them.
+        if not zipfile.is_zipfile(path):
+            # np.load reads a file that is not a zip as a single pickled array, if it can.
+            raise ConfigError(f"{path}: not a readable .npz (not a zip archive: damaged, truncated or another format); {NPZ_HOWTO}")
         with np.load(path, allow_pickle=False) as archive:
             if "x" not in archive or "y" not in archive:
                 raise ConfigError(f"{path}: an .npz needs arrays named x and y (has {', '.join(archive.files)})")
             x, y = archive["x"], archive["y"]
-    except (ValueError, OSError, zipfile.BadZipFile) as exc:
+    except ValueError as exc:
+        if "pickle" in str(exc):
+            raise ConfigError(f"{path}: not a readable .npz: it holds Python objects (pickled), which are never loaded; {NPZ_HOWTO}") from None
         raise ConfigError(f"{path}: not a readable .npz ({exc})") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise ConfigError(f"{path}: not a readable .npz (damaged or truncated: {exc}); {NPZ_HOWTO}") from None
     return _check(x.reshape(len(x), -1) if x.ndim > 2 else x, y, path)
 
 

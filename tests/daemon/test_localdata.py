@@ -24,8 +24,20 @@ def test_npz_with_pickled_objects_is_refused_unread(tmp_path):
     path = tmp_path / "evil.npz"
     np.savez(path, x=np.array([{"a": 1}], dtype=object), y=np.array([0]))
 
-    with pytest.raises(ConfigError, match="not a readable .npz"):
+    with pytest.raises(ConfigError, match="not a readable .npz.*never loaded") as caught:
         load_local_data(path)
+    assert "allow_pickle" not in str(caught.value)  # numpy's advice, unsafe for an operator's data (#17)
+
+
+@pytest.mark.parametrize("content", [b"plain text", b"PK\x03\x04 truncated", b"\x80\x04\x95 a pickle"])
+def test_npz_that_is_no_zip_is_one_message_without_unsafe_advice(tmp_path, content):
+    path = tmp_path / "d.npz"
+    path.write_bytes(content)
+
+    with pytest.raises(ConfigError, match="not a readable .npz") as caught:
+        load_local_data(path)
+
+    assert "allow_pickle" not in str(caught.value) and "numpy.savez" in str(caught.value)
 
 
 def test_csv_with_header(tmp_path):
