@@ -48,21 +48,15 @@ function svg(tag, attrs, text) {
   return e;
 }
 
-// A line plot of points [{label, y}] (y in [lo, hi], or scaled to the data when hi is null).
-function linePlot(target, points, lo, hi, format) {
+// A line plot of points [{label, y}] with y in [lo, hi]; the `empty` text when there is no point.
+function linePlot(target, points, lo, hi, format, empty) {
   const W = 520, H = 220, L = 48, R = 12, T = 10, B = 30;
   const kids = [];
   points = points.filter(p => typeof p.y === "number" && Number.isFinite(p.y));
   if (!points.length) {
-    kids.push(svg("text", { x: W / 2, y: H / 2, "text-anchor": "middle", class: "empty" }, "no finished round yet"));
+    kids.push(svg("text", { x: W / 2, y: H / 2, "text-anchor": "middle", class: "empty" }, empty));
     target.replaceChildren(...kids);
     return;
-  }
-  let ys = points.map(p => p.y);
-  if (hi === null) {
-    let a = Math.min(...ys), b = Math.max(...ys);
-    if (b - a < 1e-6) { a -= 0.05; b += 0.05; }
-    const pad = (b - a) * 0.1; lo = a - pad; hi = b + pad;
   }
   const x = i => L + (points.length === 1 ? (W - L - R) / 2 : i * (W - L - R) / (points.length - 1));
   const y = v => T + (hi - v) * (H - T - B) / (hi - lo);
@@ -107,7 +101,7 @@ function renderNode(s, d) {
     label: p.round === null ? "start" : (p.task !== null ? "t" + p.task + " r" + p.round : "#" + p.block),
     y: wadNumber(p.wad),
   }));
-  linePlot($("plot-reputation"), points, 0, 1, v => v.toFixed(2));
+  linePlot($("plot-reputation"), points, 0, 1, v => v.toFixed(2), "no reputation read yet");
 }
 
 function taskCard(id) {
@@ -145,7 +139,8 @@ function renderTasks(s, d) {
     }));
     const done = h.rounds || [];
     linePlot(q(".plot-accuracy"), done.filter(r => !r.voided).map(r => ({ label: "r" + r.round, y: r.accuracy })),
-             0, 1, v => (100 * v).toFixed(0) + "%");
+             0, 1, v => (100 * v).toFixed(0) + "%",
+             done.length ? "no model of this task held here yet" : "no finished round yet");
     q(".rounds tbody").replaceChildren(...done.slice().reverse().map(r => {
       const tr = el("tr");
       tr.append(el("td", r.round), el("td", r.voided ? "voided (model unchanged)" : r.cid, "mono"),
@@ -155,14 +150,11 @@ function renderTasks(s, d) {
       return tr;
     }));
   }
-  if (!ids.size && !$("tasks").querySelector(".none")) {
-    const none = el("section", "", "card none");
-    none.append(el("h2", "Tasks"), el("p", "This node has joined no task yet (node.toml, [tasks] join).", "muted"));
-    for (const [id, why] of Object.entries(s.not_joined || {})) none.append(el("p", "task " + id + ": " + why, "muted"));
-    $("tasks").append(none);
-  } else if (ids.size) {
-    const none = $("tasks").querySelector(".none"); if (none) none.remove();
-  }
+  let none = $("tasks").querySelector(".none");
+  if (ids.size) { if (none) none.remove(); return; }
+  if (!none) { none = el("section", "", "card none"); $("tasks").append(none); }
+  none.replaceChildren(el("h2", "Tasks"), el("p", "This node works on no task yet ([tasks] join in node.toml).", "muted"),
+    ...Object.entries(s.not_joined || {}).map(([id, why]) => el("p", "task " + id + ": " + why, "muted")));
 }
 
 function renderLog(list, entries) {

@@ -151,9 +151,8 @@ class History:
         head = client.head_block()
         if head == self._head and set(joined) <= self._known:
             return
-        for task in sorted(set(joined) - self._known):  # joined after the scan passed its rounds
-            for first, last in _spans(self._from_block, self._scanned):
-                self._read_rounds(client, first, last, {task}, taskId=task)
+        for task in sorted(set(joined) - self._known):
+            self._backfill(client, task)
             self._known.add(task)
         for first, last in _spans(self._scanned + 1, head):
             self._read_events(client, first, last)
@@ -177,34 +176,47 @@ class History:
             self.updated = time.time()
         self._head = head
 
-    def _read_rounds(
-        self, client: "FedLedgerClient", first: int, last: int, tasks: set[int], **filters: Any
-    ) -> tuple[list["ChainLog"], list["ChainLog"]]:
-        """Record the rounds of `tasks` that ended in [first, last], and this node's rewards for
-        them; returns the span's RoundFinalized events and this node's RewardCredited events
-        (those `filters` match)."""
-        finalized = client.logs("RoundFinalized", from_block=first, to_block=last, **filters)
-        voided = client.logs("RoundVoided", from_block=first, to_block=last, **filters)
-        credited = client.logs("RewardCredited", from_block=first, to_block=last, account=self.address, **filters)
-        with self.lock:
-            for e in sorted(finalized + voided, key=lambda e: (e.block, e.log_index)):
-                if int(e.args["taskId"]) in tasks:
-                    self._round(int(e.args["taskId"]), e)
-            for e in credited:
-                for entry in self.rounds.get(int(e.args["taskId"]), ()):
+    def _rounds_logs(self, client: "FedLedgerClient", first: int, last: int, **filters: Any) -> list["ChainLog"]:
+        """The span's ended rounds (RoundFinalized, RoundVoided) and this node's RewardCredited
+        events, those `filters` match, in chain order."""
+        logs = client.logs("RoundFinalized", from_block=first, to_block=last, **filters)
+        logs += client.logs("RoundVoided", from_block=first, to_block=last, **filters)
+        logs += client.logs("RewardCredited", from_block=first, to_block=last, account=self.address, **filters)
+        return sorted(logs, key=lambda e: (e.block, e.log_index))
+
+    def _apply_rounds(self, logs: list["ChainLog"], tasks: set[int]) -> None:
+        """Record the rounds of `tasks` that `logs` end, with this node's reward (holding the lock)."""
+        for e in logs:
+            task = int(e.args["taskId"])
+            if task not in tasks:
+                continue
+            if e.event == "RewardCredited":  # after its round's end, in the same transaction
+                for entry in self.rounds.get(task, ()):
                     if entry["round"] == int(e.args["round"]):
                         entry["reward_wei"] = str(int(entry["reward_wei"] or 0) + int(e.args["amount"]))
-        return finalized, credited
+            else:
+                self._round(task, e)
+
+    def _backfill(self, client: "FedLedgerClient", task: int) -> None:
+        """The rounds of a task that joined after the scan passed them (a restart, a late join)."""
+        with self.lock:
+            self.rounds.pop(task, None)  # what an interrupted try left
+        for first, last in _spans(self._from_block, self._scanned):
+            logs = self._rounds_logs(client, first, last, taskId=task)
+            with self.lock:
+                self._apply_rounds(logs, {task})
 
     def _read_events(self, client: "FedLedgerClient", first: int, last: int) -> None:
         """Everything new in [first, last]: ended rounds of the known tasks, and this node's
-        reputation changes, credits and withdrawals."""
+        reputation changes, credits and withdrawals. Everything is read before anything is
+        recorded, so a read that fails leaves the span to be read again whole."""
         me = self.address
-        finalized, credited = self._read_rounds(client, first, last, set(self._known))
-        by_tx = {e.tx_hash: e for e in finalized}
+        rounds = self._rounds_logs(client, first, last)
+        by_tx = {e.tx_hash: e for e in rounds if e.event == "RoundFinalized"}
         reputation = client.logs("ReputationUpdated", from_block=first, to_block=last, node=me)
         withdrawn = client.logs("Withdrawn", from_block=first, to_block=last, account=me)
         with self.lock:
+            self._apply_rounds(rounds, self._known)
             for e in reputation:
                 if not self.reputation:  # where the first change started from
                     self.reputation.append({"block": e.block, "task": None, "round": None, "wad": str(e.args["oldRep"])})
@@ -215,7 +227,7 @@ class History:
                     "round": int(ended.args["round"]) if ended else None,
                     "wad": str(e.args["newRep"]),
                 })  # fmt: skip
-            self._earned += sum(int(e.args["amount"]) for e in credited)
+            self._earned += sum(int(e.args["amount"]) for e in rounds if e.event == "RewardCredited")
             self._paid += sum(int(e.args["amount"]) for e in withdrawn)
             self.account["paid_wei"], self.account["earned_wei"] = str(self._paid), str(self._earned)
 
