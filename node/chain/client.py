@@ -414,17 +414,34 @@ class FedLedgerClient:
         found = getattr(self.contract.events, event)().get_logs(
             from_block=from_block, to_block=to_block, argument_filters=filters or None
         )
-        logs = [
-            ChainLog(
-                event=event,
-                args=dict(ev["args"]),
-                block=int(ev["blockNumber"]),
-                log_index=int(ev["logIndex"]),
-                tx_hash="0x" + bytes(ev["transactionHash"]).hex(),
-            )
-            for ev in found
-        ]
-        return sorted(logs, key=lambda log: (log.block, log.log_index))
+        return sorted((_chain_log(event, ev) for ev in found), key=lambda log: (log.block, log.log_index))
+
+    def logs_of(self, events: Sequence[str], from_block: int, to_block: int | str = "latest") -> list[ChainLog]:
+        """The contract's logs of any of `events` in [from_block, to_block], oldest first, read
+        with one eth_getLogs: a follower that reads several kinds each block pays one request."""
+        names = self._names_by_topic()
+        topics = {name: topic for topic, name in names.items()}
+        for event in events:
+            if event not in topics:
+                raise ValueError(f"{CONTRACT} has no event {event!r}")
+        found = self.w3.eth.get_logs({
+            "address": self.address, "fromBlock": from_block, "toBlock": to_block,
+            "topics": [["0x" + topics[e].hex() for e in events]],
+        })  # fmt: skip
+        logs = [self._decode_log(raw) for raw in found]
+        return sorted((log for log in logs if log is not None), key=lambda log: (log.block, log.log_index))
+
+    def _names_by_topic(self) -> dict[bytes, str]:
+        if not self._event_names:
+            self._event_names = {event_abi_to_log_topic(e): e["name"] for e in self.abi if e.get("type") == "event"}
+        return self._event_names
+
+    def _decode_log(self, raw: Any) -> ChainLog | None:
+        """One raw log as a ChainLog; None when it is not one of this contract's events."""
+        name = self._names_by_topic().get(bytes(raw["topics"][0])) if raw["topics"] else None
+        if name is None or to_checksum_address(raw["address"]) != self.address:
+            return None
+        return _chain_log(name, getattr(self.contract.events, name)().process_log(raw))
 
     def head_block(self) -> int:
         """The latest block's number."""
@@ -453,9 +470,6 @@ class FedLedgerClient:
                 for e in self.abi
                 if e.get("type") == "function" and e["name"] in ROUND_FUNCTIONS
             }
-            self._event_names = {
-                event_abi_to_log_topic(e): e["name"] for e in self.abi if e.get("type") == "event"
-            }
         gas, logs = 0, []
         for tx in self.w3.eth.get_block(number, full_transactions=True)["transactions"]:
             if tx.get("to") != self.address:
@@ -464,13 +478,7 @@ class FedLedgerClient:
             data = tx["input"] if "input" in tx else tx["data"]  # eth-tester names it as py-evm does
             if bytes(data)[:4] in self._round_selectors:
                 gas += int(receipt["gasUsed"])
-            for raw in receipt["logs"]:
-                name = self._event_names.get(bytes(raw["topics"][0])) if raw["topics"] else None
-                if name is None or to_checksum_address(raw["address"]) != self.address:
-                    continue
-                ev = getattr(self.contract.events, name)().process_log(raw)
-                logs.append(ChainLog(name, dict(ev["args"]), number, int(ev["logIndex"]),
-                                     "0x" + bytes(ev["transactionHash"]).hex()))  # fmt: skip
+            logs += [log for log in map(self._decode_log, receipt["logs"]) if log is not None]
         return BlockActivity(number, sorted(logs, key=lambda log: log.log_index), gas)
 
     def reputation_of(self, node: str, block: int | None = None) -> int:
@@ -570,6 +578,16 @@ class FedLedgerClient:
         logs (the contract keeps only the latest)."""
         return {int(log.args["round"]): bytes(log.args["cid"]).decode("utf-8", "replace")
                 for log in self.logs("RoundFinalized", from_block, taskId=task_id)}  # fmt: skip
+
+
+def _chain_log(event: str, ev: Any) -> ChainLog:
+    return ChainLog(
+        event=event,
+        args=dict(ev["args"]),
+        block=int(ev["blockNumber"]),
+        log_index=int(ev["logIndex"]),
+        tx_hash="0x" + bytes(ev["transactionHash"]).hex(),
+    )
 
 
 def send_ether(w3: Web3, sender: LocalAccount, to: str, value_wei: int) -> dict[str, Any]:

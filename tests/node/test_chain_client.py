@@ -157,6 +157,19 @@ def test_logs_are_filtered_by_indexed_arguments_and_ordered(ledger):
         chain.logs("NoSuchEvent")
 
 
+def test_logs_of_several_events_are_one_read_in_chain_order(ledger):
+    chain = ledger["chain"]
+    first, last = ledger["blocks"]
+
+    both = chain.logs_of(["NodeRegistered", "UpdateCommitted"], from_block=0)
+
+    expected = chain.logs("NodeRegistered") + chain.logs("UpdateCommitted")
+    assert both == sorted(expected, key=lambda log: (log.block, log.log_index))
+    assert [log.args["peerId"] for log in chain.logs_of(["NodeRegistered"], first, last)] == ["peer-late"]
+    with pytest.raises(ValueError):
+        chain.logs_of(["NoSuchEvent"], 0)
+
+
 def test_reputation_at_an_older_block(ledger):
     chain, late, before = ledger["chain"], ledger["late"], ledger["before_late"]
     address = late.account.address

@@ -32,6 +32,11 @@ log = logging.getLogger("fedledger.dashboard")
 
 KEEP = 256  # entries per series: rounds per task, reputation points, actions, errors
 SCAN_BLOCKS = 5000  # blocks per eth_getLogs: public RPC endpoints refuse wide ranges
+# Events read each block: the rounds' ends (and this node's reward for them), then those that
+# change this node's account, which is read again only after one of them (or every ACCOUNT_EVERY s).
+ROUND_EVENTS = ("RoundFinalized", "RoundVoided", "RewardCredited")
+MINE = ("ReputationUpdated", "Withdrawn", "NodeRegistered", "StakeAdded", "Slashed", "UnstakeRequested", "StakeWithdrawn")
+ACCOUNT_EVERY = 30.0
 EVALUATE_PER_PASS = 4  # models whose accuracy is computed per second at most
 TEXT_CAP = 500  # characters kept of a log message (peer and chain data end up in some)
 
@@ -77,6 +82,7 @@ class History:
         self._from_block = from_block  # the deployment's block: nothing of ours is older
         self._scanned = from_block - 1  # the last block whose events were read
         self._known: set[int] = set()  # joined tasks whose ended rounds are being recorded
+        self._account_stale, self._account_read = True, 0.0  # read at once, then on this node's events
         self._head = -1
         self._evaluated: set[tuple[int, int]] = set()  # (task, round) whose accuracy was tried
 
@@ -147,7 +153,9 @@ class History:
             self.peers = listed
 
     def refresh(self, client: "FedLedgerClient", joined: Mapping[int, Mapping[str, Any]]) -> None:
-        """Read what changed on the chain since the last call (runs in a worker thread)."""
+        """Read what changed on the chain since the last call (runs in a worker thread): on an
+        idle chain one request (the head); per new block one more, plus this node's account when
+        an event names it and a task's committee when its round moved or was still undrawn."""
         head = client.head_block()
         if head == self._head and set(joined) <= self._known:
             return
@@ -155,41 +163,52 @@ class History:
             self._backfill(client, task)
             self._known.add(task)
         for first, last in _spans(self._scanned + 1, head):
-            self._read_events(client, first, last)
+            self._account_stale |= self._read_events(client, first, last)
             self._scanned = last
-        registered, stake, _peer_id, _addrs = client.node_info(self.address)
-        account = {
-            "stake_wei": str(stake) if registered else "0",
-            "reputation_wad": str(client.reputation_of(self.address)),
-            "pending_wei": str(client.pending_rewards(self.address)),
-        }
+        account = None
+        if self._account_stale or time.monotonic() - self._account_read > ACCOUNT_EVERY:
+            registered, stake, _peer_id, _addrs = client.node_info(self.address)
+            account = {
+                "stake_wei": str(stake) if registered else "0",
+                "reputation_wad": str(client.reputation_of(self.address)),
+                "pending_wei": str(client.pending_rewards(self.address)),
+            }
+            self._account_stale, self._account_read = False, time.monotonic()
         committees = {}
         for task, view in joined.items():
-            r = view.get("round")
-            if isinstance(r, int) and not view.get("finished"):
-                committees[task] = {"round": r, "members": [str(m) for m in client.committee(task, r)][: self.keep]}
+            r, known = view.get("round"), self.committees.get(task)
+            if not isinstance(r, int) or view.get("finished"):
+                continue
+            if known is None or known["round"] != r or not known["members"]:  # fixed once drawn
+                known = {"round": r, "members": [str(m) for m in client.committee(task, r)][: self.keep]}
+            committees[task] = known
         with self.lock:
-            if not self.reputation:  # no change on record yet: the series starts at today's value
-                self.reputation.append({"block": head, "task": None, "round": None, "wad": account["reputation_wad"]})
-            self.account.update(account)
+            if account is not None:
+                if not self.reputation:  # no change on record yet: the series starts at today's value
+                    self.reputation.append({"block": head, "task": None, "round": None, "wad": account["reputation_wad"]})
+                self.account.update(account)
             self.committees = committees
             self.updated = time.time()
         self._head = head
 
-    def _rounds_logs(self, client: "FedLedgerClient", first: int, last: int, **filters: Any) -> list["ChainLog"]:
-        """The span's ended rounds (RoundFinalized, RoundVoided) and this node's RewardCredited
-        events, those `filters` match, in chain order."""
-        logs = client.logs("RoundFinalized", from_block=first, to_block=last, **filters)
-        logs += client.logs("RoundVoided", from_block=first, to_block=last, **filters)
-        logs += client.logs("RewardCredited", from_block=first, to_block=last, account=self.address, **filters)
-        return sorted(logs, key=lambda e: (e.block, e.log_index))
+    def _logs(self, client: "FedLedgerClient", first: int, last: int, task: int | None = None) -> list["ChainLog"]:
+        """The span's events that matter here, in chain order: the ended rounds (of `task` only,
+        if given) and the events naming this node."""
+        me = self.address.lower()
+        found = client.logs_of(ROUND_EVENTS if task is not None else ROUND_EVENTS + MINE, first, last)
+        return [
+            e for e in found
+            if (e.event in ("RoundFinalized", "RoundVoided") and task in (None, int(e.args["taskId"])))
+            or (str(e.args.get("node", e.args.get("account", ""))).lower() == me
+                and (task is None or int(e.args.get("taskId", -1)) == task))
+        ]  # fmt: skip
 
     def _apply_rounds(self, logs: list["ChainLog"], tasks: set[int]) -> None:
         """Record the rounds of `tasks` that `logs` end, with this node's reward (holding the lock)."""
         for e in logs:
-            task = int(e.args["taskId"])
-            if task not in tasks:
+            if e.event not in ROUND_EVENTS or int(e.args["taskId"]) not in tasks:
                 continue
+            task = int(e.args["taskId"])
             if e.event == "RewardCredited":  # after its round's end, in the same transaction
                 for entry in self.rounds.get(task, ()):
                     if entry["round"] == int(e.args["round"]):
@@ -202,34 +221,35 @@ class History:
         with self.lock:
             self.rounds.pop(task, None)  # what an interrupted try left
         for first, last in _spans(self._from_block, self._scanned):
-            logs = self._rounds_logs(client, first, last, taskId=task)
+            logs = self._logs(client, first, last, task)
             with self.lock:
                 self._apply_rounds(logs, {task})
 
-    def _read_events(self, client: "FedLedgerClient", first: int, last: int) -> None:
+    def _read_events(self, client: "FedLedgerClient", first: int, last: int) -> bool:
         """Everything new in [first, last]: ended rounds of the known tasks, and this node's
-        reputation changes, credits and withdrawals. Everything is read before anything is
-        recorded, so a read that fails leaves the span to be read again whole."""
-        me = self.address
-        rounds = self._rounds_logs(client, first, last)
-        by_tx = {e.tx_hash: e for e in rounds if e.event == "RoundFinalized"}
-        reputation = client.logs("ReputationUpdated", from_block=first, to_block=last, node=me)
-        withdrawn = client.logs("Withdrawn", from_block=first, to_block=last, account=me)
+        reputation changes, credits and withdrawals; whether any event named this node. All is
+        read before anything is recorded, so a failed read leaves the span to be read again whole."""
+        logs = self._logs(client, first, last)
+        by_tx = {e.tx_hash: e for e in logs if e.event == "RoundFinalized"}
         with self.lock:
-            self._apply_rounds(rounds, self._known)
-            for e in reputation:
-                if not self.reputation:  # where the first change started from
-                    self.reputation.append({"block": e.block, "task": None, "round": None, "wad": str(e.args["oldRep"])})
-                ended = by_tx.get(e.tx_hash)
-                self.reputation.append({
-                    "block": e.block,
-                    "task": int(ended.args["taskId"]) if ended else None,
-                    "round": int(ended.args["round"]) if ended else None,
-                    "wad": str(e.args["newRep"]),
-                })  # fmt: skip
-            self._earned += sum(int(e.args["amount"]) for e in rounds if e.event == "RewardCredited")
-            self._paid += sum(int(e.args["amount"]) for e in withdrawn)
+            self._apply_rounds(logs, self._known)
+            for e in logs:
+                if e.event == "ReputationUpdated":
+                    if not self.reputation:  # where the first change started from
+                        self.reputation.append({"block": e.block, "task": None, "round": None, "wad": str(e.args["oldRep"])})
+                    ended = by_tx.get(e.tx_hash)
+                    self.reputation.append({
+                        "block": e.block,
+                        "task": int(ended.args["taskId"]) if ended else None,
+                        "round": int(ended.args["round"]) if ended else None,
+                        "wad": str(e.args["newRep"]),
+                    })  # fmt: skip
+                elif e.event == "RewardCredited":
+                    self._earned += int(e.args["amount"])
+                elif e.event == "Withdrawn":
+                    self._paid += int(e.args["amount"])
             self.account["paid_wei"], self.account["earned_wei"] = str(self._paid), str(self._earned)
+        return any(e.event not in ("RoundFinalized", "RoundVoided") for e in logs)
 
     def _round(self, task: int, e: "ChainLog") -> None:
         rounds = self.rounds.setdefault(task, deque(maxlen=self.keep))
