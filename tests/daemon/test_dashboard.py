@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import logging
 import os
 import re
 import shutil
@@ -176,6 +177,27 @@ def test_pages_and_status_answer_only_requests_that_name_the_daemon_by_address()
     assert headers["X-Content-Type-Options"] == "nosniff"
     assert rebound == [400, 400, 400]
     assert metrics == 200  # scrapers name their targets as they like; metrics are not the page's
+
+
+def test_history_keeps_the_last_entries_of_the_log_only():
+    history = History("0x" + "11" * 20, keep=3)
+    root = logging.getLogger("fedledger")
+    level = root.level
+    root.setLevel(logging.INFO)
+    try:
+        with history.listening():
+            for i in range(10):
+                logging.getLogger("fedledger.protocol").info("task 1 round %d: committed to update bafk%d", i, i)
+                logging.getLogger("fedledger.daemon").warning("protocol loop: outage %d", i)
+            logging.getLogger("fedledger.daemon").info("not an action")  # the daemon's info lines are not actions
+        logging.getLogger("fedledger.daemon").warning("after: not kept")
+    finally:
+        root.setLevel(level)
+
+    seen = history.snapshot()
+    assert [e["text"] for e in seen["actions"]] == [f"task 1 round {i}: committed to update bafk{i}" for i in (7, 8, 9)]
+    assert [e["text"] for e in seen["errors"]] == [f"protocol loop: outage {i}" for i in (7, 8, 9)]
+    assert all(e["level"] == "warning" and e["source"] == "fedledger.daemon" for e in seen["errors"])
 
 
 HOSTILE = '<img src=x onerror="document.title=\'pwned\'"><b>bold</b>'

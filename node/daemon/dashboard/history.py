@@ -15,7 +15,8 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 import trio
 
@@ -117,12 +118,10 @@ class History:
     ) -> None:
         """Follow the chain until cancelled. `tasks` is the daemon's view of its joined tasks
         (id -> round, phase...), read here in trio's thread and never written."""
-        tap = _LogTap(self)
-        logging.getLogger("fedledger").addHandler(tap)
         self._from_block = from_block
         self._scanned = max(self._scanned, from_block - 1)
         failing = False
-        try:
+        with self.listening():
             while True:
                 joined = {t: dict(v) for t, v in list(tasks.items())}
                 self._read_peers(peers, p2p)
@@ -130,17 +129,26 @@ class History:
                     await trio.to_thread.run_sync(self.refresh, client, joined)
                     await trio.to_thread.run_sync(self.evaluate, worker)
                     failing = False
-                except Exception as exc:  # the protocol loop reports outages; here, one debug line per spell
+                except Exception as exc:  # an outage or a bug: one line per spell, the page goes on with what it has
                     if not failing:
-                        log.debug("dashboard history not updated: %s: %s", type(exc).__name__, exc)
+                        log.warning("dashboard history not updated: %s: %s", type(exc).__name__, exc)
                     failing = True
                 # Sooner when the protocol loop sees a task move: the page then shows the new round
                 # with its committee and the last round's model, not a second later.
                 with trio.move_on_after(interval):
                     while _moves(tasks) == _moves(joined):
                         await trio.sleep(0.05)
+
+    @contextmanager
+    def listening(self) -> Iterator[None]:
+        """Keep the daemon's log lines meanwhile: the protocol's actions (its info lines) and
+        every warning and error."""
+        tap, root = _LogTap(self), logging.getLogger("fedledger")
+        root.addHandler(tap)
+        try:
+            yield
         finally:
-            logging.getLogger("fedledger").removeHandler(tap)
+            root.removeHandler(tap)
 
     def _read_peers(self, peers: "PeerDirectory", p2p: "P2PNode") -> None:
         listed = []
