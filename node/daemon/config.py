@@ -89,7 +89,7 @@ path = "data.npz"              # .npz with arrays x and y, a .csv (label in the 
 format = "auto"                # auto | npz | csv | images
 
 [status]
-listen = "127.0.0.1:0"         # JSON status at /status, Prometheus metrics at /metrics
+listen = "127.0.0.1:0"         # live dashboard at /, JSON status at /status, Prometheus metrics at /metrics
 
 [training]
 # seed = 1234                  # fixes the seed of every round's local training (reproducible runs); default random
