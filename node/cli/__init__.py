@@ -25,7 +25,7 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     return [exc]
 
 
-def _cause(exc: BaseException) -> BaseException:
+def root_cause(exc: BaseException) -> BaseException:
     """The error to report: the first leaf of a group that is not trio's cancellation of its
     siblings (the sibling cancelled because this one failed)."""
     leaves = _leaves(exc)
@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (KeyboardInterrupt, SystemExit, Exception, BaseExceptionGroup) as raised:
-        exc = _cause(raised)
+        exc = root_cause(raised)
         if isinstance(exc, KeyboardInterrupt):
             print("fedledger: interrupted", file=sys.stderr)
             return 130

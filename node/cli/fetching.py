@@ -1,9 +1,12 @@
 """Content by CID for the commands that read a task's files (`verify`, `model get`, `task show`):
-the local blockstore (`--repo`), else the registered nodes that hold it, over libp2p.
+the local blockstore, else the registered nodes that hold it, over libp2p.
 
 This is the daemon's own fetch (`node.daemon.peers.libp2p_fetch`: verified block by block,
-bounded in size and time) run from a throwaway identity, so a command needs no registration,
-only the peers' content. libp2p and trio load only when the content is not local.
+bounded in size and time). A node serves registered peers only, so a command that must fetch
+speaks with the identity of the operator's own registered node (`--node DIR`, the node's data
+directory, whose blockstore it also reads and fills); without one it uses a throwaway identity
+that other nodes refuse, which still reads what the local blockstore holds. libp2p and trio load
+only when the content is not local.
 """
 
 from __future__ import annotations
@@ -13,34 +16,59 @@ from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
 from node.cli.args import _ipfs_dir
+from node.errors import ConfigError, StorageError
 
 T = TypeVar("T")
 
 
 def local_store(args: argparse.Namespace):
-    """The blockstore named by --repo (default $FEDLEDGER_HOME/ipfs)."""
+    """The blockstore named by --repo, else the --node directory's, else $FEDLEDGER_HOME/ipfs."""
     from node.storage import EmbeddedStorage
 
+    node_dir = getattr(args, "node", None)
+    if node_dir and not args.repo:
+        return EmbeddedStorage(Path(node_dir) / "ipfs")
     return EmbeddedStorage(_ipfs_dir(args))
+
+
+def _node_dir(args: argparse.Namespace) -> Path | None:
+    node_dir = getattr(args, "node", None)
+    if node_dir is None:
+        return None
+    path = Path(node_dir)
+    if not (path / "p2p").is_dir():
+        raise ConfigError(f"{path} is not a node's data directory: it has no p2p/ identity (see `fedledger node init`)")
+    return path
 
 
 def with_peers(args: argparse.Namespace, client, work: Callable[..., T]) -> T:
     """`work(fetch)` in a worker thread, `fetch(cid, holders, max_bytes=None) -> bytes` being the
     local copy else the holders' (then a few other registered peers'); what is fetched is kept
     in the local store."""
+    import logging
     import tempfile
 
     import trio
 
+    from node.cli import root_cause
+
+
     from node.daemon.peers import PeerDirectory, libp2p_fetch
     from node.p2p.node import P2PConfig, P2PNode
 
+    # A command's output is its result or one error line; libp2p logs every failed dial at error
+    # level to a logger that does not propagate and has no handler (it set it so on import),
+    # which Python's last-resort handler would print to stderr.
+    for name in ("", "libp2p"):
+        logging.getLogger(name).addHandler(logging.NullHandler())
+
     store = local_store(args)
     directory = PeerDirectory(client)
+    node_dir = _node_dir(args)
 
     async def main() -> T:
-        with tempfile.TemporaryDirectory(prefix="fedledger-fetch-") as identity_dir:
-            p2p = P2PNode(P2PConfig(Path(identity_dir)), store, directory.is_registered)
+        with tempfile.TemporaryDirectory(prefix="fedledger-fetch-") as throwaway:
+            p2p = P2PNode(P2PConfig(node_dir or Path(throwaway)), store, directory.is_registered)
             async with trio.open_nursery() as nursery:
                 await nursery.start(p2p.run)
                 fetch = libp2p_fetch(store, p2p, directory)
@@ -49,7 +77,15 @@ def with_peers(args: argparse.Namespace, client, work: Callable[..., T]) -> T:
                 finally:
                     nursery.cancel_scope.cancel()
 
-    return trio.run(main)
+    try:
+        try:
+            return trio.run(main)
+        except BaseExceptionGroup as group:  # the nursery's: what failed, not the group around it
+            raise root_cause(group) from None
+    except StorageError as exc:
+        if node_dir is None and "not a registered peer" in str(exc):
+            raise StorageError(f"{exc} (nodes serve registered nodes only: give --node DIR, your node's directory)") from None
+        raise
 
 
 def fetch_one(args: argparse.Namespace, client, cid: str, holders: Sequence[str], max_bytes: int | None = None) -> bytes:

@@ -145,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--rpc", metavar="URL", help="override the deployment's RPC URL")
     c.add_argument("--repo", metavar="DIR", help="blockstore to read the spec from (default $FEDLEDGER_HOME/ipfs); "
                    "else the task owner's node supplies it")  # fmt: skip
+    c.add_argument("--node", metavar="DIR", help="your registered node's data directory: its libp2p identity asks the "
+                   "peers (they serve registered nodes only) and its blockstore is read and filled")  # fmt: skip
     c.add_argument("--json", action="store_true", help="print JSON (schema: docs/cli.md)")
     c.set_defaults(func=_lazy("node.cli.tasks:cmd_task_show"))
 
@@ -168,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--round", required=True, type=_positive_int)
     p.add_argument("--rpc", metavar="URL")
     p.add_argument("--repo", metavar="DIR", help="blockstore to read and fill (default $FEDLEDGER_HOME/ipfs); peers supply the rest")
+    p.add_argument("--node", metavar="DIR", help="your registered node's data directory: its libp2p identity asks the "
+                   "peers (they serve registered nodes only) and its blockstore is read and filled")  # fmt: skip
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_lazy("node.cli.chain:cmd_verify"))
 
@@ -181,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--rpc", metavar="URL")
     g.add_argument("--repo", metavar="DIR", help="blockstore to read and fill (default $FEDLEDGER_HOME/ipfs); peers supply the rest")
     g.add_argument("--max-bytes", type=_positive_int, metavar="N", help="refuse a model larger than N bytes (default 256 MiB)")
+    g.add_argument("--node", metavar="DIR", help="your registered node's data directory: its libp2p identity asks the "
+                   "peers (they serve registered nodes only) and its blockstore is read and filled")  # fmt: skip
     g.set_defaults(func=_lazy("node.cli.tasks:cmd_model_get"))
 
     p = sub.add_parser("rewards", help="rewards credited to an account")
