@@ -265,6 +265,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every runnable command under `parser`, as its words: [("simulate",), ("task", "create"), ...]."""
+    subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subparsers:
+        return [prefix]
+    return [leaf for name, sub in subparsers[0].choices.items() for leaf in commands(sub, prefix + (name,))]
+
+
 def _name_leaves(parser: argparse.ArgumentParser) -> None:
     """Give every command its own parser as `args.command_parser`, so an unknown option is
     reported by the command it was given to (`fedledger task list: error: ...`), whose --help

@@ -30,17 +30,19 @@ def _text(raw: bytes) -> str:
 
 
 def _known_task(client, task: int) -> Any:
-    if not 1 <= task <= client.task_count():
-        raise ConfigError(f"unknown task {task} (tasks on this deployment: {client.task_count()})")
+    count = client.task_count()
+    if not 1 <= task <= count:
+        raise ConfigError(f"unknown task {task} (tasks on this deployment: {count})")
     return client.task_info(task)
 
 
-def task_summary(client, task: int) -> dict[str, Any]:
-    """A task's row of `task list`, and the first keys of `status` and `task show`."""
+def task_summary(client, task: int, known: bool = False) -> dict[str, Any]:
+    """A task's row of `task list`, and the first keys of `status` and `task show`; `known`: the
+    caller has the id from the chain's task count."""
     from node.chain.client import Phase
     from node.taskspec import RULE_NAMES
 
-    info = _known_task(client, task)
+    info = client.task_info(task) if known else _known_task(client, task)
     last = min(info.current_round, info.rounds)  # the contract says rounds + 1 once finished
     phase = "finished" if info.finished else Phase(client.round_state(task, last).phase).name.lower()
     cid, model_round = client.global_model(task)
@@ -98,7 +100,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_task_list(args: argparse.Namespace) -> int:
     client = _client(args)
-    rows = [task_summary(client, t) for t in range(1, client.task_count() + 1)]
+    rows = [task_summary(client, t, known=True) for t in range(1, client.task_count() + 1)]
     if args.json:
         _print_json(rows)
         return 0

@@ -9,23 +9,14 @@ an expected failure prints `fedledger: error: ...` and exits 1; a usage error pr
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import pytest
 
-from node.cli.parser import build_parser
+from node.cli.parser import build_parser, commands
 
 UNREACHABLE = "http://127.0.0.1:9"  # the discard port: nothing listens, the connection is refused at once
 ADDRESS = "0x" + "22" * 20
-
-
-def leaf_commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
-    """Every runnable command path, e.g. ("task", "create")."""
-    subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    if not subparsers:
-        return [prefix]
-    return [leaf for name, sub in subparsers[0].choices.items() for leaf in leaf_commands(sub, prefix + (name,))]
 
 
 def bad_inputs(tmp) -> dict[tuple[str, ...], list[str]]:
@@ -68,15 +59,15 @@ def assert_one_line(proc, status: int = 1) -> str:
 
 
 def test_every_subcommand_has_a_bad_input(tmp_path):
-    commands = set(leaf_commands(build_parser()))
+    runnable = set(commands(build_parser()))
 
-    missing = commands - set(bad_inputs(tmp_path))
+    missing = runnable - set(bad_inputs(tmp_path))
 
     assert not missing, f"give these commands a bad input in bad_inputs(): {sorted(missing)}"
 
 
 @pytest.mark.slow  # a process per command, some of which load torch before they fail
-@pytest.mark.parametrize("command", leaf_commands(build_parser()), ids=" ".join)
+@pytest.mark.parametrize("command", commands(build_parser()), ids=" ".join)
 def test_a_bad_input_is_one_line_and_a_failure(cli, tmp_path, command):
     args = bad_inputs(tmp_path)[command]
 
@@ -85,7 +76,7 @@ def test_a_bad_input_is_one_line_and_a_failure(cli, tmp_path, command):
     assert assert_one_line(proc).startswith("fedledger: error: ")
 
 
-@pytest.mark.parametrize("command", leaf_commands(build_parser()), ids=" ".join)
+@pytest.mark.parametrize("command", commands(build_parser()), ids=" ".join)
 def test_a_usage_error_is_one_line_with_status_2(cli, tmp_path, command):
     args = bad_inputs(tmp_path)[command]
 
