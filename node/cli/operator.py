@@ -79,7 +79,7 @@ def cmd_node_join(args: argparse.Namespace) -> int:
         raise ConfigError(f"task {task} is finished ({info.rounds} rounds): there is nothing left to join")
     why = config.policy.refuse_task(info, task_min_stake(client, task))
     spec_note = "its spec is checked against the node's limits and data when the daemon starts working on it"
-    spec = _local_spec(config, info.spec_cid)
+    spec = startup.local_spec(config, info.spec_cid)
     if why is None and spec is not None:
         spec_note = f"its spec (model {spec.model}, {spec.epochs} epochs) fits this node"
         why = config.policy.refuse_spec(spec)
@@ -97,18 +97,3 @@ def cmd_node_join(args: argparse.Namespace) -> int:
           f"{spec_note}; (re)start the daemon to work on it")  # fmt: skip
     return 0
 
-
-def _local_spec(config, cid: str):
-    """The task's spec if this node's own blockstore holds it (a node learns it from peers only
-    once registered); None otherwise, or if it does not parse (the daemon will skip the task)."""
-    if config.storage_backend != "embedded" or not (config.data_dir / "ipfs").is_dir():
-        return None
-    from node.errors import FedLedgerError
-    from node.storage import EmbeddedStorage
-    from node.taskspec import SPEC_MAX_BYTES, TaskSpec
-
-    try:
-        store = EmbeddedStorage(config.data_dir / "ipfs")
-        return TaskSpec.from_bytes(store.get(cid, max_bytes=SPEC_MAX_BYTES)) if store.has(cid) else None
-    except (FedLedgerError, ValueError):
-        return None

@@ -149,11 +149,8 @@ class Daemon:
             log.info("joined no task ([tasks] join and owners are empty in %s) and --exit-when-done is set: "
                      "nothing to do, exiting (join one with `fedledger node join --config %s --task T`)", cfg.path, cfg.path)  # fmt: skip
             return None
+        startup.check_joined(chain.client, cfg, self._data)
         startup.check_balance(chain.client, self.account.address, cfg.path)
-        count = chain.client.task_count()
-        for task in cfg.policy.join:
-            if task > count:
-                log.warning("task %d is in [tasks] join but does not exist yet (%d tasks); waiting for it", task, count)
         return chain.client
 
     def _ensure_registered(self, client: FedLedgerClient, peer_id: str, addrs: list[str]) -> None:

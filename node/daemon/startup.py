@@ -21,7 +21,9 @@ from node.chain.accounts import TESTNET_CHAIN_ID
 from node.chain.client import FedLedgerClient
 from node.chain.deployment import Deployment
 from node.chain.providers import rpc_web3
+from node.daemon.config import NodeConfig
 from node.errors import ChainError, ConfigError, FedLedgerError
+from node.taskspec import TaskSpec
 from node.training.data import Dataset
 from node.training.localdata import load_local_data
 from node.units import ETHER
@@ -115,6 +117,21 @@ def model_shape(model: str) -> tuple[int, int]:
     return layers[0].in_features, layers[-1].out_features
 
 
+def check_joined(client: FedLedgerClient, config: NodeConfig, data: Dataset) -> None:
+    """Joined tasks as far as they can be seen before registering: one that does not exist yet
+    is waited for (a warning); one whose spec this node's own store holds must fit its data."""
+    count = client.task_count()
+    for task in config.policy.join:
+        if task > count:
+            log.warning("task %d is in [tasks] join but does not exist yet (%d tasks); waiting for it", task, count)
+            continue
+        info = client.task_info(task)
+        spec = None if info.finished else local_spec(config, info.spec_cid)
+        why = data_misfit(data, config.data_path, spec.model) if spec is not None else None
+        if why is not None:
+            raise DataMismatch(f"task {task} cannot use this node's data: {why}")
+
+
 def data_misfit(data: Dataset, source: Path, model: str) -> str | None:
     """Why the data cannot train `model` (None: it can)."""
     try:
@@ -158,3 +175,18 @@ def unserved(owner: str, owner_is_node: bool, exc: Exception) -> str:
         f"--repo NODE_DIR/ipfs` (a running node's store), or run a node on the store this one was created "
         f"from [{str(exc)[:160]}]"
     )
+
+
+def local_spec(config: NodeConfig, cid: str) -> TaskSpec | None:
+    """The task's spec if this node's own blockstore holds it (a node learns it from peers only
+    once registered); None otherwise, or if it does not parse (the daemon will skip the task)."""
+    if config.storage_backend != "embedded" or not (config.data_dir / "ipfs").is_dir():
+        return None
+    from node.storage import EmbeddedStorage
+    from node.taskspec import SPEC_MAX_BYTES
+
+    try:
+        store = EmbeddedStorage(config.data_dir / "ipfs")
+        return TaskSpec.from_bytes(store.get(cid, max_bytes=SPEC_MAX_BYTES)) if store.has(cid) else None
+    except (FedLedgerError, ValueError):
+        return None

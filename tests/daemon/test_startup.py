@@ -19,7 +19,7 @@ from node.storage import EmbeddedStorage
 from node.taskspec import TaskSpec
 from node.training import load_digits_split
 from tests.conftest import run_cli
-from tests.daemon.federation import PASSWORD, build_federation
+from tests.daemon.federation import PASSWORD, build_federation, committed_count
 
 pytestmark = pytest.mark.slow
 
@@ -85,9 +85,10 @@ def test_init_fund_join_run(anvil, tmp_path):
     assert "joined no task" in proc.stderr and "nothing to do" in proc.stderr
     assert not client.node_info(address)[0]
 
-    task = create_task(client, tmp_path / "creator-ipfs")
+    task = create_task(client, config.parent / "ipfs")  # `task create --repo node1/ipfs`
     proc = run_cli("node", "join", "--config", str(config), "--task", str(task))
     assert proc.returncode == 0 and proc.stdout.startswith(f"joined task {task}"), proc.stderr
+    assert "its spec (model digits-mlp, 1 epochs) fits this node" in proc.stdout
     after = config.read_text()
     changed = [(a, b) for a, b in zip(text.splitlines(), after.splitlines()) if a != b]
     assert changed == [("join = []                      # task ids to work on, e.g. [1, 4]",
@@ -99,27 +100,24 @@ def test_init_fund_join_run(anvil, tmp_path):
     assert "max_rounds" in one_line(run_cli("node", "join", "--config", str(config), "--task", str(task)))
     assert config.read_text() == stricter  # a refused join leaves the file alone
 
+    # The joined task's spec is in the node's own store: data that does not fit its model stops
+    # the daemon before it registers.
+    config.write_text(after)
+    np.savez(config.parent / "data.npz", x=np.zeros((20, 30), np.float32), y=np.arange(20) % 10)
+    line = one_line(run_cli("node", "run", "--config", str(config), env=ENV, timeout=120))
+    assert f"task {task} cannot use this node's data" in line and "30 features" in line and "takes 64" in line, line
+    assert not client.node_info(address)[0]
 
-@pytest.mark.parametrize(
-    "data, message",
-    [
-        (b"PK\x03\x04 not really a zip", "not a readable .npz"),
-        (None, "does not exist"),
-    ],
-)
-def test_bad_data_stops_the_daemon_before_it_registers(anvil, tmp_path, data, message):
+
+def test_bad_data_stops_the_daemon_before_it_registers(anvil, tmp_path):
     client = deploy(tmp_path, anvil.url)
     config, address = new_node(tmp_path, anvil)
     run_cli("node", "fund", "--config", str(config), "--dev-account", "1")
-    path = config.parent / "data.npz"
-    if data is None:
-        path.unlink()
-    else:
-        path.write_bytes(data)
+    (config.parent / "data.npz").write_bytes(b"PK\x03\x04 not really a zip")
 
     line = one_line(run_cli("node", "run", "--config", str(config), env=ENV, timeout=120))
 
-    assert message in line and "allow_pickle" not in line, line
+    assert "not a readable .npz" in line and "allow_pickle" not in line, line
     assert not client.node_info(address)[0]
 
 
@@ -159,11 +157,12 @@ def test_fund_is_refused_off_the_testnet(tmp_path):
         proc.wait()
 
 
-def test_data_that_does_not_fit_the_joined_task_stops_the_daemon(anvil, tmp_path):
+def test_data_that_does_not_fit_the_joined_task_stops_the_daemon_before_it_acts(anvil, tmp_path):
     fed = build_federation(tmp_path, anvil.url, n_nodes=2, rounds=1)
-    node = fed.nodes[0]  # its store holds the task's spec
+    node = fed.nodes[1]  # registered, but the task's spec is only in node 0's store: checked once fetched
     np.savez(node.directory / "data.npz", x=np.zeros((20, 30), np.float32), y=np.arange(20) % 10)
     try:
+        fed.nodes[0].start()
         node.start()
         node.proc.wait(timeout=90)
     finally:
@@ -174,7 +173,7 @@ def test_data_that_does_not_fit_the_joined_task_stops_the_daemon(anvil, tmp_path
     assert last.startswith("fedledger: error: task 1 cannot use this node's data"), node.text()[-3000:]
     assert "30 features" in last and "takes 64" in last
     assert "Traceback" not in node.text()
-    assert fed.client.round_state(1, 1).commit_count == 0
+    assert committed_count(fed, node.address) == 0
 
 
 def test_a_task_nobody_serves_is_one_clear_line(anvil, tmp_path):
@@ -187,7 +186,7 @@ def test_a_task_nobody_serves_is_one_clear_line(anvil, tmp_path):
         fed.nodes[0].start()  # a registered peer that answers "not found"
         node.start()
         fed.wait(lambda: "no registered node serves" in node.text(), timeout=60, what="the waiting task's line")
-        time.sleep(20)  # several more tries of the fetch, backing off
+        time.sleep(12)  # more tries of the fetch, backing off
     finally:
         fed.stop_all()
 
