@@ -145,3 +145,26 @@ def test_unknown_keys_are_errors_with_a_suggestion(tmp_path, old, new, message):
 def test_missing_config_points_at_init(tmp_path):
     with pytest.raises(ConfigError, match="fedledger node init"):
         load_config(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize(
+    "tasks, expected",
+    [
+        ("[tasks]\njoin = [2]  # mine\nmax_rounds = 5\n", "[tasks]\njoin = [2, 7] # mine\nmax_rounds = 5\n"),  # no room: one space
+        ("[tasks]\njoin = [\n  2,\n  3,\n]\nmax_rounds = 5\n", "[tasks]\njoin = [2, 3, 7]\nmax_rounds = 5\n"),
+        ("[tasks]\nmax_rounds = 5\n", "[tasks]\njoin = [7]\nmax_rounds = 5\n"),
+        ("", "\n[tasks]\njoin = [7]\n"),
+    ],
+)
+def test_add_join_edits_only_the_join_line(tmp_path, tasks, expected):
+    from node.daemon.config import add_join
+
+    head = '# my node\n[chain]\nrpc = "x"  # the chain\n[data]\npath = "d.npz"\n'
+    path = tmp_path / "node.toml"
+    path.write_text(head + tasks)
+
+    joined = add_join(path, 7)
+
+    assert path.read_text() == head + expected
+    assert joined == load_config(path).policy.join and 7 in joined
+    assert add_join(path, 7) == joined and path.read_text() == head + expected  # already joined: unchanged
