@@ -52,6 +52,8 @@ def describe(exc: BaseException) -> str | None:
         return f"the contract refused: {describe_revert(load_artifact('FedLedger')['abi'], exc.data) or exc}"
     if web3_exceptions is not None and isinstance(exc, web3_exceptions.Web3Exception):
         return f"the chain refused: {exc}"
+    if isinstance(exc, UnicodeDecodeError):  # a task owner's CID or a file that is not text
+        return f"not UTF-8 text where text was expected ({exc.reason} at byte {exc.start})"
     if isinstance(exc, OSError):  # a file the user named: unreadable, missing, or a full disk
         where = f" {exc.filename}:" if exc.filename else ""
         return f"{where} {exc.strerror or exc}".strip()
