@@ -2,10 +2,11 @@
 
 Each check that fails is one line naming what is wrong and what to do, and the daemon exits
 with status 1: the chain answers and holds the deployment's contract, the node's training
-data reads and fits the model of every joined task whose spec is at hand, and the account
-holds its stake (if it still has to register) plus gas. A fresh node cannot fetch a spec from
-its peers before it registers (a block server answers registered peers only), so its data is
-checked against a task's model when the daemon first judges the task, before it acts in it.
+data reads and fits the model of every joined task whose spec its own store holds, and the
+account holds its stake (if it still has to register) plus gas. A fresh node cannot fetch a
+spec from its peers before it registers (a block server answers registered peers only), so
+otherwise its data is checked against a task's model when the daemon first judges the task
+(service.py), before it acts in it.
 """
 
 from __future__ import annotations
