@@ -218,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backend(g)
     g.set_defaults(func=_lazy("node.cli.local:cmd_ipfs_get"))
 
-    p = sub.add_parser("node", help="the node daemon: init a node directory, run it")
+    p = sub.add_parser("node", help="the node daemon: init a node directory, fund it (testnet), join tasks, run it, unstake")
     nsub = p.add_subparsers(dest="node_command", metavar="ACTION", required=True)
     n = nsub.add_parser("init", help="create a node directory: node.toml, an encrypted keystore")
     n.add_argument("--dir", required=True, metavar="DIR")
