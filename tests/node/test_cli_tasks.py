@@ -125,6 +125,17 @@ def test_model_get_fetches_the_models_from_a_daemon(federation, tmp_path):
     assert "give --node DIR" in assert_one_line(stranger) and not (tmp_path / "x").exists()
 
 
+def test_verify_fetches_the_round_from_a_daemon(federation, tmp_path):
+    fed, _ = federation
+
+    proc = run_cli("verify", *task_args(fed), "--round", "1", "--repo", str(tmp_path / "empty"),
+                   "--node", str(fed.nodes[2].directory), "--json")  # fmt: skip
+
+    assert proc.returncode == 0, proc.stderr
+    verdict = json.loads(proc.stdout)
+    assert verdict["match"] is True and len(verdict["participants"]) == 3
+
+
 def test_a_round_that_does_not_exist_is_one_line(federation, tmp_path):
     fed, _ = federation
 
