@@ -151,6 +151,7 @@ class Daemon:
             return None
         startup.check_joined(chain.client, cfg, self._data)
         startup.check_balance(chain.client, self.account.address, cfg.path)
+        log.info("training data: %s", startup.describe_data(self._data, cfg.data_path))  # after the checks: a failure is one line
         return chain.client
 
     def _ensure_registered(self, client: FedLedgerClient, peer_id: str, addrs: list[str]) -> None:

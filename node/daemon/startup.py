@@ -102,10 +102,11 @@ def check_balance(client: FedLedgerClient, address: str, config_path: Path) -> N
 def load_data(path: Path, fmt: str) -> Dataset:
     """The node's training data, read in full now: a bad file stops the daemon at start-up, not
     hours later when the node is first drawn."""
-    data = load_local_data(path, fmt)
-    log.info("training data: %s, %d samples of %d features, labels %d-%d",
-             path, len(data), data.x.shape[1], int(data.y.min()), int(data.y.max()))  # fmt: skip
-    return data
+    return load_local_data(path, fmt)
+
+
+def describe_data(data: Dataset, path: Path) -> str:
+    return f"{path}, {len(data)} samples of {data.x.shape[1]} features, labels {int(data.y.min())}-{int(data.y.max())}"
 
 
 def model_shape(model: str) -> tuple[int, int]:
@@ -126,7 +127,10 @@ def check_joined(client: FedLedgerClient, config: NodeConfig, data: Dataset) -> 
         if task > count:
             log.warning("task %d is in [tasks] join but does not exist yet (%d tasks); waiting for it", task, count)
             continue
-        info = client.task_info(task)
+        try:
+            info = client.task_info(task)
+        except (FedLedgerError, ValueError, TypeError, KeyError):  # a hostile task's record: judged, with one
+            continue  # line, by the protocol loop, which skips it and goes on with the other tasks
         spec = None if info.finished else local_spec(config, info.spec_cid)
         why = data_misfit(data, config.data_path, spec.model) if spec is not None else None
         if why is not None:
@@ -134,11 +138,11 @@ def check_joined(client: FedLedgerClient, config: NodeConfig, data: Dataset) -> 
 
 
 def data_misfit(data: Dataset, source: Path, model: str) -> str | None:
-    """Why the data cannot train `model` (None: it can)."""
+    """Why the data cannot train `model` (None: it can, or `model` is none the node knows)."""
     try:
         features, classes = model_shape(model)
-    except ValueError as exc:  # an unknown model: the task's own problem, judged elsewhere
-        return str(exc)
+    except ValueError:  # an unknown model: the task's own fault, not the node's; the task is skipped
+        return None
     if data.x.shape[1] != features:
         return f"{source} has {data.x.shape[1]} features per sample, the task's model {model} takes {features}"
     top = int(data.y.max())
