@@ -98,3 +98,42 @@ def test_expected_races_are_debug(logs):
     assert is_expected_race(ContractRevert("attest", "FedLedgerWrongPhase", (), "wrong phase"))
     assert is_expected_race(ContractRevert("drawCommittee", None, (), "execution reverted"))
     assert not is_expected_race(ContractRevert("reveal", "FedLedgerCommitmentMismatch", (), "mismatch"))
+
+
+@pytest.mark.slow  # an anvil process
+def test_only_the_node_whose_advance_moved_the_round_says_it_advanced(tmp_path):
+    """'commit phase expired; advanced' was logged by every node that sent `advance`, although
+    only the first one moved the round: the others' transactions were no-ops (#17)."""
+    from node.chain import deploy_fedledger, dev_account
+    from node.chain.anvil import Anvil
+    from node.chain.client import Phase
+    from node.chain.providers import rpc_web3
+    from node.daemon.journal import Journal
+    from node.protocol import ProtocolNode
+    from node.storage import EmbeddedStorage
+    from node.taskspec import TaskParams
+
+    with Anvil(accounts=4) as anvil:
+        w3 = rpc_web3(anvil.url)
+        owner, _ = deploy_fedledger(w3, dev_account(0), 10**18)
+        members = [owner.as_account(dev_account(i)) for i in (1, 2, 3)]
+        for i, c in enumerate(members):
+            c.register(f"peer{i}", [], 10**18)
+        params = TaskParams(rounds=3, committee_size=3, min_stake_wei=10**18, commit_timeout=5)
+        task, _ = owner.as_account(dev_account(0)).create_task("bafkreimodel", "bafkreispec", params, 10**18)
+        members[0].draw_committee(task)
+        assert owner.round_state(task, 1).phase == Phase.COMMIT
+        w3.provider.make_request("evm_increaseTime", [60])
+        w3.provider.make_request("evm_mine", [])
+        nodes = [
+            ProtocolNode(c, Journal(tmp_path / f"j{i}.db"), EmbeddedStorage(tmp_path / f"s{i}"), trainer=None, fetch=None)
+            for i, c in enumerate(members[:2])
+        ]  # fmt: skip
+
+        first = nodes[0]._advance(task, 1, "commit")
+        second = nodes[1]._advance(task, 1, "commit")
+
+        assert first == f"task {task} round 1: commit phase expired; advanced"
+        assert second is None  # its transaction changed nothing: said at debug level only
+        assert owner.round_state(task, 1).phase != Phase.COMMIT
+        assert members[2].advance(task)["logs"] == []  # a late advance goes through and does nothing
