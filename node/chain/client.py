@@ -515,16 +515,19 @@ class FedLedgerClient:
     def pending_rewards(self, account: str) -> int:
         return int(self._view(self.contract.functions.pendingRewards(to_checksum_address(account))))
 
-    def global_model(self, task_id: int) -> tuple[str, int]:
+    def global_model(self, task_id: int, errors: str = "strict") -> tuple[str, int]:
+        """(CID, round) of the task's latest global model. The CID is the task owner's or a
+        proposer's bytes: `errors="replace"` shows bytes that are not UTF-8 instead of raising."""
         cid, round_ = self._view(self.contract.functions.globalModel(task_id))
-        return bytes(cid).decode(), int(round_)
+        return bytes(cid).decode("utf-8", errors), int(round_)
 
     def task_count(self) -> int:
         return int(self._view(self.contract.functions.taskCount()))
 
-    def task_info(self, task_id: int) -> TaskInfo:
+    def task_info(self, task_id: int, errors: str = "strict") -> TaskInfo:
+        """The task's main parameters and progress; `errors` decodes its spec CID (see global_model)."""
         owner, rounds, k, rule, max_samples, current, remaining, spec = self._view(self.contract.functions.taskInfo(task_id))
-        return TaskInfo(owner, rounds, k, rule, max_samples, current, int(remaining), bytes(spec).decode())
+        return TaskInfo(owner, rounds, k, rule, max_samples, current, int(remaining), bytes(spec).decode("utf-8", errors))
 
     def round_state(self, task_id: int, round_: int) -> RoundState:
         raw = self._view(self.contract.functions.roundState(task_id, round_))

@@ -33,7 +33,7 @@ def _known_task(client, task: int) -> Any:
     count = client.task_count()
     if not 1 <= task <= count:
         raise ConfigError(f"unknown task {task} (tasks on this deployment: {count})")
-    return client.task_info(task)
+    return client.task_info(task, errors="replace")
 
 
 def task_summary(client, task: int, known: bool = False) -> dict[str, Any]:
@@ -42,10 +42,10 @@ def task_summary(client, task: int, known: bool = False) -> dict[str, Any]:
     from node.chain.client import Phase
     from node.taskspec import RULE_NAMES
 
-    info = client.task_info(task) if known else _known_task(client, task)
+    info = client.task_info(task, errors="replace") if known else _known_task(client, task)
     last = min(info.current_round, info.rounds)  # the contract says rounds + 1 once finished
     phase = "finished" if info.finished else Phase(client.round_state(task, last).phase).name.lower()
-    cid, model_round = client.global_model(task)
+    cid, model_round = client.global_model(task, errors="replace")
     return {
         "task": task,
         "owner": info.owner,
@@ -183,7 +183,7 @@ def cmd_model_get(args: argparse.Namespace) -> int:
     client = _client(args)
     info = _known_task(client, args.task)
     if args.round is None:
-        cid, round_ = client.global_model(args.task)  # the latest finalized (0: the initial model)
+        cid, round_ = client.global_model(args.task, errors="replace")  # the latest finalized (0: the initial model)
     else:
         models = _global_models(client, args.task, client.task_config(args.task))
         if args.round not in models:
