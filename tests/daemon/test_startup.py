@@ -21,7 +21,7 @@ from node.training import load_digits_split
 from tests.conftest import run_cli
 from tests.daemon.federation import PASSWORD, build_federation, committed_count
 
-pytestmark = pytest.mark.slow
+slow = pytest.mark.slow  # anvil, and CLI processes that load torch
 
 ENV = {"FEDLEDGER_PASSWORD": PASSWORD}
 
@@ -63,6 +63,7 @@ def create_task(client: FedLedgerClient, store_dir, rounds=2) -> int:
     return task
 
 
+@slow
 def test_init_fund_join_run(anvil, tmp_path):
     client = deploy(tmp_path, anvil.url)
     config, address = new_node(tmp_path, anvil)
@@ -108,6 +109,7 @@ def test_init_fund_join_run(anvil, tmp_path):
     assert not client.node_info(address)[0]
 
 
+@slow
 def test_bad_data_stops_the_daemon_before_it_registers(anvil, tmp_path):
     client = deploy(tmp_path, anvil.url)
     config, address = new_node(tmp_path, anvil)
@@ -120,6 +122,7 @@ def test_bad_data_stops_the_daemon_before_it_registers(anvil, tmp_path):
     assert not client.node_info(address)[0]
 
 
+@slow
 def test_misspelt_key_and_dead_chain_are_one_line(anvil, tmp_path):
     deploy(tmp_path, anvil.url)
     config, _ = new_node(tmp_path, anvil)
@@ -131,6 +134,7 @@ def test_misspelt_key_and_dead_chain_are_one_line(anvil, tmp_path):
     assert "cannot reach the chain" in one_line(run_cli("node", "run", "--config", str(config), env=ENV))
 
 
+@slow
 def test_fund_is_refused_off_the_testnet(tmp_path):
     port = free_port()
     proc = subprocess.Popen([str(anvil_binary()), "--port", str(port), "--chain-id", "1337"],
@@ -156,6 +160,7 @@ def test_fund_is_refused_off_the_testnet(tmp_path):
         proc.wait()
 
 
+@slow
 def test_data_that_does_not_fit_the_joined_task_stops_the_daemon_before_it_acts(anvil, tmp_path):
     fed = build_federation(tmp_path, anvil.url, n_nodes=2, rounds=1)
     node = fed.nodes[1]  # registered, but the task's spec is only in node 0's store: checked once fetched
@@ -175,6 +180,7 @@ def test_data_that_does_not_fit_the_joined_task_stops_the_daemon_before_it_acts(
     assert committed_count(fed, node.address) == 0
 
 
+@slow
 def test_a_task_nobody_serves_is_one_clear_line(anvil, tmp_path):
     fed = build_federation(tmp_path, anvil.url, n_nodes=2, rounds=1)
     orphan = create_task(fed.client, tmp_path / "creator-ipfs")  # created without a node's --repo
@@ -195,3 +201,23 @@ def test_a_task_nobody_serves_is_one_clear_line(anvil, tmp_path):
     spec_cid = fed.client.task_info(orphan).spec_cid
     noisy = [line for line in log.splitlines() if spec_cid in line and "no registered node serves" not in line]
     assert len(noisy) <= 2, noisy  # at most a coalesced count, not a line per attempt
+
+
+@pytest.mark.parametrize(
+    "features, top_label, message",
+    [
+        (64, 9, None),
+        (30, 9, "d.npz has 30 features per sample, the task's model digits-mlp takes 64"),
+        (64, 10, "d.npz has label 10, the task's model digits-mlp has 10 classes (labels 0-9)"),
+    ],
+)
+def test_data_misfit_names_features_and_classes(tmp_path, features, top_label, message):
+    from pathlib import Path
+
+    from node.daemon.startup import data_misfit
+    from node.training.data import Dataset
+
+    data = Dataset(np.zeros((top_label + 1, features), np.float32), np.arange(top_label + 1))
+
+    assert data_misfit(data, Path("d.npz"), "digits-mlp") == message
+    assert data_misfit(data, Path("d.npz"), "no-such-net") is None  # the task's fault: it is skipped, not the node stopped
