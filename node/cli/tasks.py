@@ -187,7 +187,7 @@ def cmd_model_get(args: argparse.Namespace) -> int:
     else:
         models = _global_models(client, args.task, client.task_config(args.task))
         if args.round not in models:
-            done = ", ".join(str(r) for r in sorted(models) if r) or "none"
+            done = sorted(r for r in models if r) or "none"  # worded as verify words it
             raise ConfigError(f"round {args.round} of task {args.task} is not finalized (finalized: {done})")
         cid, round_ = models[args.round], args.round
     # Who should hold it: the owner serves the initial model; the round's committee (whoever

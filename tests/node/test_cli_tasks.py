@@ -144,7 +144,7 @@ def test_a_round_that_does_not_exist_is_one_line(federation, tmp_path):
     status = assert_one_line(run_cli("status", "--deployment", str(fed.deployment), "--task", "9"))
 
     assert verify == "fedledger: error: round 7 of task 1 is not finalized (finalized: [1])"
-    assert model == "fedledger: error: round 7 of task 1 is not finalized (finalized: 1)"
+    assert model == "fedledger: error: round 7 of task 1 is not finalized (finalized: [1])"
     assert status.startswith("fedledger: error: unknown task 9")
     assert not (tmp_path / "m").exists()
 
