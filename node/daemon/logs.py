@@ -70,7 +70,7 @@ class CoalescingHandler(logging.StreamHandler):
             if count:
                 summary = logging.makeLogRecord(record.__dict__)
                 summary.msg, summary.args, summary.exc_info, summary.exc_text = (
-                    f"{key[2]} (repeated {count} times in {last - first:.0f} s)", None, None, None
+                    f"{key[2]} (repeated {count} time{'s' if count > 1 else ''} in {last - first:.0f} s)", None, None, None
                 )
                 summary.created = now
                 super().emit(summary)

@@ -86,7 +86,7 @@ def test_repeats_are_counted_at_close_and_different_levels_are_not_merged(logs):
 
     lines = [line.split(" ", 1)[1] for line in logs.getvalue().splitlines()]
     assert lines[0].startswith("INFO") and lines[1].startswith("WARNING")
-    assert lines[2].startswith("INFO") and lines[2].endswith("same text (repeated 1 times in 0 s)")
+    assert lines[2].startswith("INFO") and lines[2].endswith("same text (repeated 1 time in 0 s)")
     assert len(lines) == 3
 
 
