@@ -785,8 +785,8 @@ contract FedLedger {
     /// choose it. A block producer can still bias it (by ordering or withholding its own block),
     /// which matters only if the producer colludes with nodes. If more than 256 blocks pass,
     /// `blockhash` returns 0 and the round is reseeded from the current block (a caller could time
-    /// that; it only happens when nobody drew for ~50 minutes). Sampling: with at most 2K active
-    /// nodes, a scan of the whole active array from a seeded offset; otherwise up to
+    /// that; it only happens when nobody drew for ~50 minutes). Sampling: with at most SHUFFLE_LIMIT
+    /// frozen nodes, a seeded partial Fisher-Yates shuffle of them; otherwise up to
     /// TRIES_PER_SEAT * K seeded samples with replacement, skipping ineligible or repeated nodes.
     /// Either way O(K) gas, and the committee may be smaller than K when few nodes are eligible;
     /// with fewer than the task's minimum committee it reseeds if nodes registered since the seed
@@ -901,7 +901,7 @@ contract FedLedger {
         external
     {
         (Task storage task, Round storage r) = _syncedRound(taskId, round, Phase.Propose);
-        address designated = _designatedProposer(r, round);
+        address designated = _designatedProposer(r);
         if (msg.sender != designated) {
             if (block.timestamp <= r.deadline) revert FedLedgerNotProposer(msg.sender, designated, r.deadline);
             Node storage caller = _registered(msg.sender);
@@ -1071,7 +1071,7 @@ contract FedLedger {
     /// @return The designated proposer (zero before any reveal).
     function designatedProposer(uint256 taskId, uint256 round) external view returns (address) {
         _existingTask(taskId);
-        return _designatedProposer(_rounds[taskId][round], round);
+        return _designatedProposer(_rounds[taskId][round]);
     }
 
     /// @notice Returns a node's standing in a round.
@@ -1276,10 +1276,32 @@ contract FedLedger {
         }
     }
 
-    function _designatedProposer(Round storage r, uint256 round) private view returns (address) {
+    /// @dev The attempt-th revealed member (mod the reveal count) in draw order. Draw order comes
+    /// from the round's seed, fixed before anyone could act, so a member cannot make itself the
+    /// proposer by timing its reveal; withholding a reveal only passes the turn to the next drawn.
+    function _designatedProposer(Round storage r) private view returns (address) {
         uint256 n = r.revealCount;
         if (n == 0) return address(0);
-        return r.committee[r.order[(round + r.attempt) % n]];
+        // `order` (reveal order -> draw index) packs 32 indices per slot, the first in the lowest
+        // byte; read the slots whole rather than one SLOAD per entry.
+        uint8[MAX_COMMITTEE] storage order = r.order;
+        uint256 revealed = 0; // bit i: draw index i revealed
+        uint256 word;
+        for (uint256 i = 0; i < n; ++i) {
+            if (i % 32 == 0) {
+                assembly ("memory-safe") {
+                    word := sload(add(order.slot, shr(5, i)))
+                }
+            }
+            revealed |= 1 << ((word >> (8 * (i % 32))) & 0xff);
+        }
+        uint256 turn = r.attempt % n;
+        for (uint256 index = 0; ; ++index) {
+            if ((revealed >> index) & 1 == 0) continue;
+            if (turn == 0) return r.committee[index];
+            --turn;
+        }
+        return address(0); // unreachable: `revealed` has n set bits and turn < n
     }
 
     /// @dev Accepted: a strict majority of the voters agree. The voters are fixed when the proposal

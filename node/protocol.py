@@ -79,6 +79,12 @@ def node_seed(run_seed: int, index: int) -> int:
     return derive_seed("node", run_seed, index)
 
 
+def seeded_salt(seed: int) -> Callable[[int, int], bytes]:
+    """Commitment salts derived from a node's seed: for simulations only, where a run must be a
+    function of its seed. A real node's salts are secret random bytes (ProtocolNode's default)."""
+    return lambda task, round_: hashlib.sha256(f"fedledger/salt/{seed}/{task}/{round_}".encode()).digest()
+
+
 def train_seed(seed: int, task: int, round_: int) -> int:
     """The seed a node with `seed` trains round `round_` of `task` with."""
     return derive_seed("train", seed, task, round_)
@@ -319,7 +325,11 @@ class ProtocolNode:
         behaviour: Behaviour | None = None,
         observer: Observer | None = None,
         now: Callable[[], float] | None = None,
+        salt: Callable[[int, int], bytes] | None = None,
     ) -> None:
+        """`salt(task, round)` makes the commitment's salt; a secret random one by default. The
+        in-process simulator derives it from the node's seed, so that a run is a function of its
+        seed (the commitments go into the block hashes that seed the next draws)."""
         assert client.account is not None, "a protocol node sends transactions"
         self.client = client
         self.me = client.account.address
@@ -329,6 +339,7 @@ class ProtocolNode:
         self._trainers: dict[int, Trainer] = {}
         self.fetch = fetch
         self._now = now
+        self._salt = salt or (lambda task, round_: secrets.token_bytes(32))
         self.seed = seed if seed is not None else secrets.randbits(31)
         self.behaviour = behaviour or Behaviour()
         self.behaviour.joined(self)
@@ -461,7 +472,7 @@ class ProtocolNode:
             n = self.trainer(task).num_samples
             cid = self.storage.put(encode_update(delta, num_samples=n, task=task, round=r, base=view.base_cid))
             # Durable before the commitment leaves this process: a restart reveals this, and only this.
-            action = self.journal.intend(task, r, "commit", {"cid": cid, "num_samples": n, "salt": secrets.token_hex(32)})
+            action = self.journal.intend(task, r, "commit", {"cid": cid, "num_samples": n, "salt": self._salt(task, r).hex()})
         p = action.payload
         commitment = make_commitment(p["cid"], p["num_samples"], bytes.fromhex(p["salt"]), self.me)
         receipt = self.client.commit(task, r, commitment)

@@ -9,14 +9,18 @@ from node.errors import ChainError
 
 
 def embedded_web3(num_accounts: int = 10) -> Web3:
-    """A fresh in-process chain (py-evm), its first `num_accounts` dev accounts funded."""
+    """A fresh in-process chain (py-evm), its first `num_accounts` dev accounts funded.
+
+    Replayable (node/chain/replayable.py): block hashes, and so committee draws and proposers,
+    are the same in every run of the same calls."""
     # Imported here: py-evm takes a quarter of a second to load, and RPC commands never use it.
-    from eth_tester import EthereumTester, PyEVMBackend
+    from eth_tester import EthereumTester
     from web3.providers.eth_tester import EthereumTesterProvider
 
     from node.chain.accounts import DEV_HD_PATH, DEV_MNEMONIC
+    from node.chain.replayable import ReplayableBackend
 
-    backend = PyEVMBackend.from_mnemonic(DEV_MNEMONIC, num_accounts=num_accounts, hd_path=DEV_HD_PATH)
+    backend = ReplayableBackend.from_mnemonic(DEV_MNEMONIC, num_accounts=num_accounts, hd_path=DEV_HD_PATH)
     return Web3(EthereumTesterProvider(EthereumTester(backend)))
 
 

@@ -27,7 +27,7 @@ from node.chain.client import send_ether
 from node.chain.providers import embedded_web3, rpc_web3
 from node.daemon.journal import Journal
 from node.errors import ChainError, ConfigError, StorageError
-from node.protocol import Behaviour, Observer, ProtocolNode, node_seed
+from node.protocol import Behaviour, Observer, ProtocolNode, node_seed, seeded_salt
 from node.report import SimulationReport
 from node.sim.attacks import AttackBehaviour, Coalition, behaviour_for, parse_roles, protocol_colluders
 from node.sim.record import ChainRecorder
@@ -250,6 +250,7 @@ def run_simulation(
                     trainer=partial(trainer_for, data=train.subset(shards[i]), test=test),
                     fetch=partial(_fetch_for, stores[i], everyone),
                     seed=node_seed(config.seed, i),
+                    salt=seeded_salt(node_seed(config.seed, i)),
                     behaviour=behaviours[i],
                     observer=observer,
                 )

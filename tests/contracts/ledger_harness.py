@@ -34,6 +34,7 @@ from web3.exceptions import ContractCustomError, ContractLogicError
 from web3.types import TxReceipt
 
 from incentives.reputation import REPUTATION_ALPHA, REPUTATION_THRESHOLD
+from node.chain.replayable import ReplayableBackend
 from node.chain.embedded_calls import _abi_type, _normalize
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "contracts" / "artifacts"
@@ -111,37 +112,10 @@ def revert_data(exc: BaseException) -> bytes:
     return ast.literal_eval(message[len(prefix) :])
 
 
-class ReplayableBackend(PyEVMBackend):
-    """py-evm whose blocks are a function of their transactions alone, so a replayed sequence of
-    calls meets the same block hashes (and so the same committee draws).
-
-    Stock eth-tester stamps blocks with the wall clock and gives each a random mix hash
-    (prevrandao). Here the genesis lies in the future (2096), so every block is its parent's
-    timestamp + 1 (py-evm takes the later of that and now) unless the test travels in time, and
-    the mix hash is derived from the parent's hash.
-    """
-
-    GENESIS_TIMESTAMP = 4_000_000_000
-
-    def __init__(self) -> None:
-        params = PyEVMBackend.generate_genesis_params(overrides={"timestamp": self.GENESIS_TIMESTAMP})
-        super().__init__(genesis_parameters=params)
-
-    def mine_blocks(self, num_blocks: int = 1, coinbase: bytes = b"\x00" * 20) -> tuple[bytes, ...]:
-        hashes = []
-        for _ in range(num_blocks):
-            parent = self.chain.get_canonical_head()
-            kwargs: dict[str, Any] = {"coinbase": coinbase, "mix_hash": keccak(b"mix" + parent.hash)}
-            if self.chain.get_block().transactions and hasattr(self.chain.get_block().header, "blob_gas_used"):
-                kwargs["blob_gas_used"] = 0  # no blob transactions are ever sent here
-            hashes.append(self.chain.mine_block(**kwargs).hash)
-        return tuple(hashes)
-
-
 class Chain:
     """One eth-tester EVM with web3 in front, plus helpers to deploy, transact, travel and expect reverts.
 
-    `replayable=True` uses ReplayableBackend: the same calls give the same chain, byte for byte."""
+    `replayable=True` uses node.chain.replayable: the same calls give the same chain, byte for byte."""
 
     def __init__(self, replayable: bool = False) -> None:
         self.tester = EthereumTester(ReplayableBackend() if replayable else PyEVMBackend())

@@ -219,3 +219,47 @@ def test_task_params_state_a_sane_minimum_committee() -> None:
     for bad in (0, 9):
         with pytest.raises(ConfigError, match="minimum committee"):
             TaskParams(committee_size=8, min_committee=bad).validate()
+
+
+def test_reveal_timing_does_not_choose_the_proposer(chain: Chain, ledger: Contract, proto: Protocol, owner: str) -> None:
+    """M6: the proposer used to be the ((round + attempt) mod n)-th member to reveal, so any member
+    could make itself the proposer by timing its reveal. Now the role goes by draw order, which
+    the round's seed fixed before anyone could act."""
+    # Prepare: 5 drawn and committed; every reveal arrangement is tried from the same state
+    proto.register(chain.accounts[1:6])
+    task = proto.create_task(owner, TaskConfig(committee_size=5))
+    members = proto.draw(task)
+    proto.commit(task, members)
+    snapshot = chain.tester.take_snapshot()
+    # Execute: each member in turn reveals at every position, the others in draw order
+    designated: dict[tuple[str, int], str] = {}
+    for attacker in members:
+        others = [m for m in members if m != attacker]
+        for position in range(len(members)):
+            chain.tester.revert_to_snapshot(snapshot)
+            proto.reveal(task, [*others[:position], attacker, *others[position:]])
+            designated[attacker, position] = ledger.functions.designatedProposer(task, 1).call()
+    # Assert: whatever the order of reveals, the same member proposes: the first drawn
+    assert set(designated.values()) == {members[0]}
+
+
+def test_after_an_undecided_attempt_the_next_proposer_goes_by_draw_order(
+    chain: Chain, ledger: Contract, proto: Protocol, owner: str
+) -> None:
+    # Prepare: 4 drawn; the first drawn never reveals, the others reveal in reverse draw order
+    proto.register(chain.accounts[1:5])
+    task = proto.create_task(owner, TaskConfig(committee_size=4))
+    members = proto.draw(task)
+    proto.commit(task, members)
+    proto.reveal(task, members[:0:-1])
+    chain.travel(TIMEOUT + 1)
+    chain.send(ledger.functions.advance(task), owner)  # the reveal window closes without members[0]
+    # Execute: each attempt's proposal meets silence until its window closes
+    proposers = []
+    for _ in range(3):
+        proposers.append(ledger.functions.designatedProposer(task, 1).call())
+        proto.propose(task, [WAD] * 3)
+        chain.travel(TIMEOUT + 1)
+        chain.send(ledger.functions.advance(task), owner)
+    # Assert: the revealed members take their turns in draw order; the silent one is skipped
+    assert proposers == members[1:]

@@ -83,11 +83,12 @@ def test_a_trainer_killed_between_commit_and_reveal_resumes(anvil, tmp_path):
 
 
 def test_a_silent_proposer_is_taken_over_and_a_round_without_a_majority_ends_void_unslashed(anvil, tmp_path):
-    """Node 1 has no daemon: the test plays it by hand, committing and revealing, and arranges
-    to reveal second, which makes it the designated proposer of round 1 (reveal order index
-    (round + attempt) % n). Then it goes silent, as a killed proposer would. The live node takes
-    over, but its only voter is the silent node: no proposal can gather a strict majority, so
-    after 4 attempts the round is void, and nobody is slashed for it (#14 C2)."""
+    """Node 1 has no daemon: the test plays it by hand, committing and revealing, then it goes
+    silent, as a killed proposer would. The two revealed members take the proposer's turn in
+    draw order, attempt after attempt, so the silent node is the designated proposer of attempt
+    0 or 1. The live node takes over on its turns, but its only voter is the silent node: no
+    proposal can gather a strict majority, so after 4 attempts the round is void, and nobody is
+    slashed for it (#14 C2)."""
     fed = build_federation(tmp_path, anvil.url, n_nodes=2, rounds=1, propose_timeout=15, attest_timeout=15)
     live, silent = fed.nodes
     client = fed.client
@@ -105,7 +106,8 @@ def test_a_silent_proposer_is_taken_over_and_a_round_without_a_majority_ends_voi
         me.commit(fed.task, 1, make_commitment(cid, 10, salt, silent.address))
         fed.wait(lambda: client.round_state(fed.task, 1).reveal_count == 1, timeout=60, what="the live node's reveal")
         me.reveal(fed.task, 1, cid, 10, salt)
-        assert client.designated_proposer(fed.task, 1) == silent.address
+        first_drawn = client.committee(fed.task, 1)[0]
+        assert client.designated_proposer(fed.task, 1) == first_drawn  # attempt 0
         fed.wait(lambda: client.task_info(fed.task).finished, timeout=500, what="the round to end")
         assert live.proc.wait(timeout=60) == 0
     finally:

@@ -63,9 +63,9 @@ def test_attacks_run_against_daemons_and_report_like_the_in_process_run(tmp_path
 
 @pytest.mark.slow
 def test_a_bad_proposer_daemon_is_rejected_and_slashed_by_honest_daemons(tmp_path):
-    """3 daemons, one a bad proposer. The designated proposer of round r is the (r mod 3)-th to
-    reveal; daemons reveal in whatever order their clocks give, so which round is the cheat's turn
-    varies, but in 12 rounds it comes (missed with probability (2/3)^12 < 1%). Both honest voters
+    """3 daemons, one a bad proposer. The designated proposer of a round is its first drawn
+    member (anvil's block hashes seed the draw), so which round is the cheat's turn varies, but in
+    12 rounds it comes (missed with probability (2/3)^12 < 1%). Both honest voters
     disagree (a strict majority), the cheat is slashed, and every round finalizes the honest
     model. Two daemons are the fewest that go on after the slash: one proposes, one checks."""
     config = SimulationConfig(nodes=3, malicious=1, attack="bad-proposer", rounds=12, seed=5, chain="anvil",

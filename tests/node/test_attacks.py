@@ -247,7 +247,9 @@ def test_a_colluding_minority_that_slanders_and_cheats_gets_nowhere(tmp_path):
     from node.verify import verify_round
 
     w3 = embedded_web3(num_accounts=7)
-    config = SimulationConfig(nodes=6, malicious=2, attack="bad-proposer+slander", rounds=3, seed=4,
+    # seed 1: both colluders' turns to propose come (rounds 2 and 3; the replayable chain makes
+    # the draws, hence the turns, the same in every run)
+    config = SimulationConfig(nodes=6, malicious=2, attack="bad-proposer+slander", rounds=3, seed=1,
                               spec=TaskSpec(epochs=1))  # fmt: skip
     lines: list[str] = []
 
@@ -268,4 +270,9 @@ def test_a_colluding_minority_that_slanders_and_cheats_gets_nowhere(tmp_path):
     for r in range(1, config.rounds + 1):
         verdict = verify_round(client, lambda cid, holders=(), max_bytes=None: local_or_peers(cid, stores[0], stores, max_bytes), report.task_id, r)
         assert verdict.ok, verdict.differences
-    assert all(n.payout_wei > 0 for n in honest) and all(c.payout_wei < min(n.payout_wei for n in honest) for c in colluders)
+    # Every colluder ends the task poorer than every honest node, rewards and stake counted (they
+    # trained honestly, so their rewards alone can match an honest node's; their stakes are gone)
+    def worth(n) -> int:
+        return n.payout_wei + client.node_info(n.address)[1]
+
+    assert all(n.payout_wei > 0 for n in honest) and all(worth(c) < min(worth(n) for n in honest) for c in colluders)
