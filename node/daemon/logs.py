@@ -35,50 +35,60 @@ class _UTCFormatter(logging.Formatter):
 class CoalescingHandler(logging.StreamHandler):
     """A stream handler that prints each distinct message at most once per `window` seconds.
 
-    The count of swallowed repeats is printed, as the message followed by "(repeated N times
-    in T s)", when the window has passed and any record arrives, or when the handler flushes
-    its summaries at close. Memory is bounded by the number of distinct messages per window."""
+    Repeats are counted, not printed. The count comes out as the message followed by
+    "(repeated N times in T s)" just before the next line that is printed (so it stays next to
+    what it counts, before whatever happened next), when the window has passed, or at close.
+    Memory is bounded by the number of distinct messages per window."""
 
     def __init__(self, stream: IO[str] | None = None, window: float = COALESCE_WINDOW, clock=time.time) -> None:
         super().__init__(stream)
         self.window = window
         self.clock = clock
-        # (logger, level, text) -> [first printed at, repeats swallowed since, last repeat at, a record]
+        # (logger, level, text) -> [printed at, repeats not yet told, counted since, last repeat at, the record]
         self._recent: dict[tuple[str, int, str], list] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
         now = self.clock()
-        self._summarize(now, expired_only=True)
         try:
             key = (record.name, record.levelno, record.getMessage())
         except Exception:  # a bad format string: let the base class report it as usual
             super().emit(record)
             return
+        for old in [k for k, seen in self._recent.items() if now - seen[0] >= self.window]:
+            self._tell(old, now)
+            del self._recent[old]
         seen = self._recent.get(key)
         if seen is not None:
             seen[1] += 1
-            seen[2] = now
+            seen[3] = now
             return
-        self._recent[key] = [now, 0, now, record]
+        for old in self._recent:
+            self._tell(old, now)
+        self._recent[key] = [now, 0, now, now, record]
         super().emit(record)
 
-    def _summarize(self, now: float, expired_only: bool) -> None:
-        for key, (first, count, last, record) in list(self._recent.items()):
-            if expired_only and now - first < self.window:
-                continue
-            del self._recent[key]
-            if count:
-                summary = logging.makeLogRecord(record.__dict__)
-                summary.msg, summary.args, summary.exc_info, summary.exc_text = (
-                    f"{key[2]} (repeated {count} time{'s' if count > 1 else ''} in {last - first:.0f} s)", None, None, None
-                )
-                summary.created = now
-                super().emit(summary)
+    def _tell(self, key: tuple[str, int, str], now: float) -> None:
+        """Print how many repeats of `key` were swallowed since it was printed or last told."""
+        seen = self._recent[key]
+        count, since, last, record = seen[1], seen[2], seen[3], seen[4]
+        if not count:
+            return
+        summary = logging.makeLogRecord(record.__dict__)
+        times = f"{count} time{'s' if count > 1 else ''}"
+        summary.msg, summary.args, summary.exc_info, summary.exc_text = (
+            f"{key[2]} (repeated {times} in {last - since:.0f} s)", None, None, None
+        )
+        summary.created = now
+        super().emit(summary)
+        seen[1], seen[2] = 0, now
 
     def close(self) -> None:
         self.acquire()
         try:
-            self._summarize(self.clock(), expired_only=False)
+            now = self.clock()
+            for key in list(self._recent):
+                self._tell(key, now)
+            self._recent.clear()
         finally:
             self.release()
         super().close()

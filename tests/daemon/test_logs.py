@@ -62,15 +62,19 @@ def test_identical_messages_are_coalesced_with_a_count(logs):
     for _ in range(24):
         log.warning("could not fetch bafyX: refused")
         clock.now += 2
-    log.warning("something else")  # 48 s: still within the window, the repeats stay swallowed
+    log.warning("something else")  # the count comes out first, next to what it counts
+    log.warning("could not fetch bafyX: refused")  # 48 s: still within the window, swallowed
     clock.now += 20
-    log.info("later")  # 68 s: the window is over; the count comes out first
+    log.warning("could not fetch bafyX: refused")  # 68 s: the window is over; printed again
+    log.info("later")
 
     lines = [line.split(": ", 1)[1] for line in logs.getvalue().splitlines()]
     assert lines == [
         "could not fetch bafyX: refused",
-        "something else",
         "could not fetch bafyX: refused (repeated 23 times in 46 s)",
+        "something else",
+        "could not fetch bafyX: refused (repeated 1 time in 0 s)",
+        "could not fetch bafyX: refused",
         "later",
     ]
 
