@@ -82,6 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 130
         if isinstance(exc, SystemExit):
             raise exc from None
+        if isinstance(exc, BrokenPipeError):  # `fedledger task list | head`: the reader has all it wants
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+            return 141
         message = describe(exc)
         if message is not None:
             print(f"fedledger: error: {_one_line(message)}", file=sys.stderr)

@@ -37,6 +37,8 @@ def cmd_node_fund(args: argparse.Namespace) -> int:
     from node.daemon import startup
     from node.daemon.config import load_config
 
+    if args.dev_account < 0:
+        raise ConfigError(f"--dev-account must be 0 or more, not {args.dev_account}")
     config = load_config(args.config)
     address = keystore_address(config.keystore)
     w3 = rpc_web3(config.rpc)
@@ -51,8 +53,6 @@ def cmd_node_fund(args: argparse.Namespace) -> int:
         chain = startup.connect(config.rpc, config.deployment, None)
         stake, gas = startup.required_balance(chain.client, address)
         amount = stake + gas + ETHER
-    if args.dev_account < 0:
-        raise ConfigError(f"--dev-account must be 0 or more, not {args.dev_account}")
     funder = dev_account(args.dev_account)
     if int(w3.eth.get_balance(funder.address)) < amount:
         raise ConfigError(f"dev account {args.dev_account} ({funder.address}) holds less than {startup.eth(amount)} ETH")
