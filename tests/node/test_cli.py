@@ -226,3 +226,17 @@ def test_the_quick_start_prints_the_readmes_models(cli):
     assert [(r["round"], f"{r['test_accuracy']:.3f}", r["global_model_cid"]) for r in rounds] == [
         (int(r), acc, cid) for r, acc, cid in table
     ]
+
+
+@pytest.mark.parametrize(
+    ("unlocks", "now", "shown"),
+    [
+        (1_800_000_000, 1_800_000_000 - 2 * 86400 + 3, "2027-01-15 08:00:00 UTC (in 1 day, 23:59:57)"),
+        (1_800_000_000, 1_800_000_000 - 61, "2027-01-15 08:00:00 UTC (in 0:01:01)"),
+        (1_800_000_000, 1_800_000_000 + 5, "2027-01-15 08:00:00 UTC"),  # already unlocked: no countdown
+    ],
+)
+def test_unstake_says_when_on_the_chains_clock(unlocks, now, shown):
+    from node.cli.stake import _when
+
+    assert _when(unlocks, now) == shown
