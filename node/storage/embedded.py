@@ -10,7 +10,8 @@ ext4 a put pays for every directory it touches, and a 64 MB put (256 leaves)
 spread over 256 directories took about twice as long as over 16
 (`scripts/bench_storage.py`; 4 or 8 shards were slower again, as the two
 writing threads then queue on one directory's lock more often). A store in
-the old `blocks/<2 hex>/` layout is moved into the new one when it is opened.
+the old `blocks/<2 hex>/` layout is moved into the new one when it is opened
+(`node/storage/legacy.py`).
 
 Blocks are keyed by digest, not by CID text, because the same bytes are one
 block whatever CID version or codec names them (kubo's blockstore does the
@@ -34,15 +35,10 @@ syncfs for the renames made a durable 16 or 64 MB put 15-20% faster than
 fsyncing each of its shard directories. Blocks from `put_block` become visible
 to readers when the next `pin` commits them.
 
-Speed of a `put`: the leaves are independent, so the caller's thread and idle
-helper threads each take the next chunk, hash it and write it while it is
-still in cache (hashlib and file writes release the GIL); the internal nodes
-and the pin follow once every leaf is in. The helpers are daemon threads, one
-fewer than the CPUs the process may use (at most 3), started at the first put
-of more than one chunk and started afresh in a forked child; the caller never
-waits for a helper that has not started, so a busy machine costs no more than
-writing inline. A block costs a stat, an open(O_EXCL), a write, a close and a
-rename: no per-block mkdir, fsync or temporary-name retries.
+Speed of a `put`: the leaves are hashed and written by the caller's thread and idle helper
+threads (`node/storage/parallel.py`) while still in cache; the internal nodes and the pin
+follow once every leaf is in. A block costs a stat, an open(O_EXCL), a write, a close and a
+rename: no per-block mkdir, fsync or temporary-name retries (`node/storage/durable.py`).
 
 Concurrency: readers (`get`, `get_block`, `has`) take no lock, since a block
 file is never modified in place. Writers and `gc` share one lock per
@@ -52,16 +48,13 @@ yet. Two processes must not run `gc` on one directory while the other writes.
 
 from __future__ import annotations
 
-import ctypes
-import itertools
 import os
-import queue
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from node.errors import StorageError
+from node.storage import durable, parallel
 from node.storage.cid import CODEC_RAW, Cid, parse_cid, verify_block
 from node.storage.dagpb import decode_node
 from node.storage.unixfs import (
@@ -77,273 +70,11 @@ from node.storage.unixfs import (
     received_block,
     read_dag,
 )
+from node.storage.legacy import move_legacy_shards
+from node.storage.parallel import Shared
 
-# Temporary files start with a dot so no digest-named block can ever collide with one.
-_TMP_PREFIX = ".tmp-"
 # Shard directories under blocks/, named by the first hex digit of the digest (see the module doc).
 _SHARDS = 16
-# Helper threads for puts: at most this many, and one fewer than the CPUs the process may use.
-_MAX_HELPERS = 3
-# gc only sweeps temporary files older than this, so it never races a write in another process.
-_STALE_TMP_SECONDS = 3600.0
-# New files: created, never opened twice (O_EXCL), not inherited by child processes.
-_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-# Owner-only, as tempfile.mkstemp made them before.
-_FILE_MODE = 0o600
-
-
-def _is_hex(name: str) -> bool:
-    return bool(name) and all(c in "0123456789abcdef" for c in name)
-
-
-def _entries(directory: Path) -> list[Path]:
-    """The entries of `directory`; none if it is gone."""
-    try:
-        return list(directory.iterdir())
-    except FileNotFoundError:
-        return []
-
-
-def _sweep_if_stale(path: Path, now: float) -> None:
-    """Delete the temporary file `path` if it is stale: debris of a crashed write. Young ones may
-    belong to a writer in another process, and one already gone is fine."""
-    try:
-        if now - path.stat().st_mtime > _STALE_TMP_SECONDS:
-            path.unlink()
-    except FileNotFoundError:
-        pass
-
-
-def _discard(paths: list[str]) -> None:
-    for path in paths:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-
-
-def _fsync_dir(path: str | Path) -> None:
-    """Make renames inside `path` durable (a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-_LIBC: ctypes.CDLL | None | bool = False  # False: not looked up yet; None: no libc to call here
-_SYNC_FILE_RANGE: Callable[[int, int, int, int], int] | None | bool = False  # False: not looked up yet
-_SYNC_FILE_RANGE_WRITE = 2  # <fcntl.h>: start writeback of the range's dirty pages, do not wait
-
-
-def _libc() -> ctypes.CDLL | None:
-    global _LIBC
-    if _LIBC is False:
-        try:
-            _LIBC = ctypes.CDLL(None, use_errno=True)
-        except OSError:
-            _LIBC = None
-    return _LIBC  # type: ignore[return-value]
-
-
-def _syncfs(path: Path) -> bool:
-    """Flush every dirty page and inode of the filesystem holding `path` (Linux syncfs(2)).
-
-    Returns False where syncfs is not available or fails; the caller then fsyncs file by file.
-    """
-    libc = _libc()
-    if libc is None or not hasattr(libc, "syncfs"):
-        return False
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        return libc.syncfs(fd) == 0
-    finally:
-        os.close(fd)
-
-
-def _start_writeback(fd: int) -> None:
-    """Have the kernel start writing `fd`'s dirty pages to disk now, without waiting (Linux
-    sync_file_range(2)): the disk then works while the next chunks are hashed, and the one
-    syncfs at the end finds most of the data already written. Durability still comes from that
-    syncfs; this is only a head start, and a no-op where the call is missing."""
-    global _SYNC_FILE_RANGE
-    if _SYNC_FILE_RANGE is False:
-        libc = _libc()
-        function = getattr(libc, "sync_file_range", None) if libc is not None else None
-        if function is not None:
-            function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
-            function.restype = ctypes.c_int
-        _SYNC_FILE_RANGE = function
-    if _SYNC_FILE_RANGE is not None:
-        _SYNC_FILE_RANGE(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)  # type: ignore[operator]
-
-
-# --- temporary file names ----------------------------------------------------------------------
-
-# Unique per process (pid + random tag, renewed in a forked child) and per file (a counter), so
-# creating one is a single open(O_EXCL); a clash (debris of a dead process) just takes the next.
-_tmp_counter = itertools.count()
-_tmp_tag = ""
-
-
-def _new_tmp_tag() -> None:
-    global _tmp_tag
-    _tmp_tag = f"{_TMP_PREFIX}{os.getpid()}-{os.urandom(3).hex()}-"
-
-
-_new_tmp_tag()
-
-
-# --- helper threads ----------------------------------------------------------------------------
-
-
-class _Shared:
-    """The leaves of one put, claimed one at a time by the putting thread and any idle helper.
-
-    Helpers are an optimisation only: the putting thread works through the leaves itself and
-    then waits just for helpers that did claim one, so a helper that wakes late (or never, on a
-    busy machine) costs nothing. After the first error nothing more is claimed.
-    """
-
-    __slots__ = ("_active", "_fn", "_idle", "_lock", "_next", "_total", "error")
-
-    def __init__(self, total: int, fn: Callable[[int], None]) -> None:
-        self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)
-        self._fn: Callable[[int], None] | None = fn
-        self._next = 0
-        self._total = total
-        self._active = 0
-        self.error: BaseException | None = None
-
-    def _work(self, fn: Callable[[int], None]) -> None:
-        while True:
-            with self._lock:
-                if self.error is not None or self._next >= self._total:
-                    return
-                index = self._next
-                self._next += 1
-            try:
-                fn(index)
-            except BaseException as exc:  # re-raised by the putting thread
-                with self._lock:
-                    if self.error is None:
-                        self.error = exc
-                return
-
-    def help(self) -> None:
-        """Run by a helper thread: work alongside the putting thread, if anything is left."""
-        with self._lock:
-            fn = self._fn
-            if fn is None or self.error is not None or self._next >= self._total:
-                return
-            self._active += 1
-        try:
-            self._work(fn)
-        finally:
-            del fn  # before the putting thread may return: no reference to its bytes outlives the put
-            with self._lock:
-                self._active -= 1
-                if not self._active:
-                    self._idle.notify_all()
-
-    def run(self) -> None:
-        """Run by the putting thread: do the work, wait for helpers still busy, raise the first error."""
-        fn = self._fn
-        assert fn is not None
-        try:
-            self._work(fn)
-        finally:
-            with self._lock:
-                # An error (or an interrupt) also stops the helpers at their next claim.
-                if self.error is None and self._next < self._total:
-                    self.error = StorageError("put interrupted")
-                while self._active:
-                    self._idle.wait()
-                # Helpers that wake up later find nothing, and hold no reference to the caller's bytes.
-                self._fn = None
-        if self.error is not None:
-            raise self.error
-
-
-def _run_helper(jobs: queue.SimpleQueue) -> None:
-    while True:
-        shared = jobs.get()
-        shared.help()
-        del shared  # no reference to a finished put while waiting
-
-
-def _helper_count() -> int:
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    return max(0, min(cpus - 1, _MAX_HELPERS))
-
-
-class _Helpers:
-    """Daemon threads (one fewer than the CPUs, at most _MAX_HELPERS) that help puts hash and write
-    leaves. Started at the first put that can use them; a forked child starts its own."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._jobs: queue.SimpleQueue | None = None
-        self.threads: list[threading.Thread] = []
-
-    def _queue(self) -> queue.SimpleQueue | None:
-        jobs = self._jobs
-        if jobs is None:
-            with self._lock:
-                if self._jobs is None:
-                    fresh: queue.SimpleQueue = queue.SimpleQueue()
-                    for number in range(_helper_count()):
-                        thread = threading.Thread(
-                            target=_run_helper, args=(fresh,), name=f"blockstore-helper-{number}", daemon=True
-                        )
-                        try:
-                            thread.start()
-                        except RuntimeError:  # out of threads: puts work without (more) helpers
-                            break
-                        self.threads.append(thread)
-                    self._jobs = fresh
-                jobs = self._jobs
-        return jobs if self.threads else None
-
-    def share(self, shared: _Shared, extra: int) -> None:
-        """Offer `shared` to at most `extra` helpers."""
-        jobs = self._queue()
-        if jobs is not None:
-            for _ in range(min(extra, len(self.threads))):
-                jobs.put(shared)
-
-    def after_fork_in_child(self) -> None:
-        # The threads did not survive the fork, and the queue or lock may be in any state: start over.
-        self._lock = threading.Lock()
-        self._jobs = None
-        self.threads = []
-
-
-_HELPERS = _Helpers()
-
-
-def _after_fork_in_child() -> None:
-    _HELPERS.after_fork_in_child()
-    _new_tmp_tag()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 # --- the store ---------------------------------------------------------------------------------
@@ -385,45 +116,14 @@ class EmbeddedStorage:
         if fsync and created:
             # The new directories' own names durable too, so a durable block never sits in a lost one.
             for directory in (self.root.parent, self.root, self.blocks_dir):
-                _fsync_dir(directory)
-        legacy = sorted(n for n in present if len(n) == 2 and _is_hex(n) and os.path.isdir(f"{blocks}/{n}"))
-        if legacy:
-            self._move_legacy_shards(legacy)
+                durable.fsync_dir(directory)
+        move_legacy_shards(self.blocks_dir, present, self._shard_dirs, self._sync_dirs, fsync=fsync)
 
     # --- paths and raw file I/O ------------------------------------------------------------
 
     def _block_path(self, cid: Cid) -> Path:
         name = cid.digest.hex()
         return self.blocks_dir / name[:1] / name
-
-    def _move_legacy_shards(self, legacy: list[str]) -> None:
-        """Move the blocks of the old `blocks/<2 hex>/` layout into their new shards, then drop the
-        old directories. Each block is renamed (never copied), so a crash midway leaves every block
-        in one of the two places, and the next open finishes the move."""
-        moved: set[str] = set()
-        for name in legacy:
-            for path in _entries(self.blocks_dir / name):
-                if len(path.name) != 64 or not _is_hex(path.name):
-                    continue  # a temporary file (swept below once stale), or not ours (kept)
-                directory = self._shard_dirs[int(path.name[0], 16)]
-                try:
-                    os.replace(path, f"{directory}/{path.name}")
-                except FileNotFoundError:
-                    continue  # another process opening the store moved it first
-                moved.add(directory)
-        self._sync_dirs(moved)  # the blocks' new names are durable before the old ones can go
-        now = time.time()
-        for name in legacy:
-            old_dir = self.blocks_dir / name
-            for path in _entries(old_dir):
-                if path.name.startswith(_TMP_PREFIX):
-                    _sweep_if_stale(path, now)
-            try:
-                old_dir.rmdir()
-            except OSError:
-                pass  # gone already, or a foreign or a young temporary file keeps it (gc still sweeps it)
-        if self._fsync:
-            _fsync_dir(self.blocks_dir)
 
     def _pin_path(self, cid: Cid) -> Path:
         # Canonical CID text is [a-z2-7] or base58: safe as a file name, no path traversal.
@@ -435,9 +135,9 @@ class EmbeddedStorage:
         `fsync`: durable before this returns; `writeback`: written to disk from now on, durable at
         the next flush (`_commit`)."""
         for attempt in range(100):
-            tmp = f"{directory}/{_tmp_tag}{next(_tmp_counter)}"
+            tmp = durable.tmp_name(directory)
             try:
-                fd = os.open(tmp, _CREATE_FLAGS, _FILE_MODE)
+                fd = os.open(tmp, durable.CREATE_FLAGS, durable.FILE_MODE)
                 break
             except FileExistsError:
                 continue
@@ -446,7 +146,7 @@ class EmbeddedStorage:
                     raise
                 os.makedirs(directory, exist_ok=True)  # a shard directory removed behind our back
                 if self._fsync:
-                    _fsync_dir(os.path.dirname(directory))
+                    durable.fsync_dir(os.path.dirname(directory))
         else:
             raise StorageError(f"cannot create a temporary file in {directory}")
         try:
@@ -459,11 +159,11 @@ class EmbeddedStorage:
                 if fsync:
                     os.fsync(fd)
                 elif writeback:
-                    _start_writeback(fd)
+                    durable.start_writeback(fd)
             finally:
                 os.close(fd)
         except BaseException:
-            _discard([tmp])
+            durable.discard([tmp])
             raise
         return tmp
 
@@ -472,7 +172,7 @@ class EmbeddedStorage:
         try:
             os.replace(tmp, path)
         except BaseException:
-            _discard([tmp])
+            durable.discard([tmp])
             raise
 
     def _store_block(
@@ -497,9 +197,9 @@ class EmbeddedStorage:
 
     def _flush(self, tmps: list[str]) -> None:
         """Make the temporary files `tmps` durable: one syncfs, or one fsync each where it is missing."""
-        if tmps and not _syncfs(self.root):
+        if tmps and not durable.syncfs(self.root):
             for tmp in tmps:
-                _fsync_file(tmp)
+                durable.fsync_file(tmp)
 
     def _commit(self, pending: list[tuple[str, str]], extra: list[str] | None = None) -> None:
         """Make pending blocks (and the temporary files `extra`) durable in one flush, then rename the
@@ -516,7 +216,7 @@ class EmbeddedStorage:
                 os.replace(tmp, path)
                 renamed += 1
         except BaseException:
-            _discard([tmp for tmp, _ in pending[renamed:]])
+            durable.discard([tmp for tmp, _ in pending[renamed:]])
             pending.clear()
             raise
         pending.clear()
@@ -526,11 +226,11 @@ class EmbeddedStorage:
         commit instead of one per directory), else an fsync each (the helpers take some)."""
         if not self._fsync or not dirs:
             return
-        if len(dirs) > 1 and _syncfs(self.root):
+        if len(dirs) > 1 and durable.syncfs(self.root):
             return
         ordered = sorted(dirs)
-        shared = _Shared(len(ordered), lambda index: _fsync_dir(ordered[index]))
-        _HELPERS.share(shared, len(ordered) - 1)
+        shared = Shared(len(ordered), lambda index: durable.fsync_dir(ordered[index]))
+        parallel.HELPERS.share(shared, len(ordered) - 1)
         shared.run()
 
     def _read_raw(self, cid: Cid) -> bytes:
@@ -566,8 +266,8 @@ class EmbeddedStorage:
 
         # Each thread hashes a chunk and writes it while it is still in cache; hashlib and file
         # writes release the GIL, so with a free core two chunks are in flight at once.
-        shared = _Shared(count, store_leaf)
-        _HELPERS.share(shared, count - 1)
+        shared = Shared(count, store_leaf)
+        parallel.HELPERS.share(shared, count - 1)
         shared.run()
         for root, node in parent_blocks(level, cid_version):  # type: ignore[arg-type]  # all filled
             self._store_block(root.digest, node, touched, pending)
@@ -598,9 +298,9 @@ class EmbeddedStorage:
                 if pin_tmp:
                     os.replace(pin_tmp[0], pin_path)
                     pin_tmp.clear()
-                    _fsync_dir(self._pins)
+                    durable.fsync_dir(self._pins)
             except BaseException:
-                _discard([tmp for tmp, _ in pending] + pin_tmp)
+                durable.discard([tmp for tmp, _ in pending] + pin_tmp)
                 raise
         return str(root)
 
@@ -691,8 +391,8 @@ class EmbeddedStorage:
                 if not shard.is_dir():
                     continue
                 for path in shard.iterdir():
-                    if path.name.startswith(_TMP_PREFIX):
-                        _sweep_if_stale(path, now)
+                    if path.name.startswith(durable.TMP_PREFIX):
+                        durable.sweep_if_stale(path, now)
                         continue
                     try:
                         digest = bytes.fromhex(path.name)

@@ -354,16 +354,16 @@ def test_put_get_round_trips_random_bytes(data: bytes, version: int) -> None:
 @pytest.fixture
 def flushes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Counts the filesystem flushes of durable stores (the real syncfs still runs)."""
-    import node.storage.embedded as embedded
+    import node.storage.durable as durable
 
     calls: list[str] = []
-    real = embedded._syncfs
+    real = durable.syncfs
 
     def counting(path: Path) -> bool:
         calls.append(str(path))
         return real(path)
 
-    monkeypatch.setattr(embedded, "_syncfs", counting)
+    monkeypatch.setattr(durable, "syncfs", counting)
     return calls
 
 
@@ -380,11 +380,11 @@ def test_a_durable_put_flushes_once_for_the_whole_dag(tmp_path: Path, flushes: l
 def test_a_one_block_durable_put_fsyncs_its_one_directory_instead_of_the_filesystem(
     tmp_path: Path, flushes: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import node.storage.embedded as embedded
+    import node.storage.durable as durable
 
     dirs: list[str] = []
-    real_fsync_dir = embedded._fsync_dir
-    monkeypatch.setattr(embedded, "_fsync_dir", lambda path: (dirs.append(str(path)), real_fsync_dir(path))[1])
+    real_fsync_dir = durable.fsync_dir
+    monkeypatch.setattr(durable, "fsync_dir", lambda path: (dirs.append(str(path)), real_fsync_dir(path))[1])
     store = EmbeddedStorage(tmp_path / "durable", fsync=True)
     dirs.clear()
 
@@ -415,15 +415,15 @@ def test_received_blocks_become_visible_and_durable_at_the_pin(tmp_path: Path, f
 
 
 def test_without_syncfs_every_block_is_fsynced_instead(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import node.storage.embedded as embedded
+    import node.storage.durable as durable
 
-    monkeypatch.setattr(embedded, "_syncfs", lambda path: False)
+    monkeypatch.setattr(durable, "syncfs", lambda path: False)
     synced: list[int] = []
     real_fsync = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
     dirs: list[str] = []
-    real_fsync_dir = embedded._fsync_dir
-    monkeypatch.setattr(embedded, "_fsync_dir", lambda path: (dirs.append(str(path)), real_fsync_dir(path))[1])
+    real_fsync_dir = durable.fsync_dir
+    monkeypatch.setattr(durable, "fsync_dir", lambda path: (dirs.append(str(path)), real_fsync_dir(path))[1])
     store = EmbeddedStorage(tmp_path / "durable", fsync=True)
     dirs.clear()
 

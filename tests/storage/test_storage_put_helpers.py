@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+import node.storage.durable as durable
 import node.storage.embedded as embedded
+import node.storage.parallel as parallel
 from node.storage import EmbeddedStorage, cid_of
 
 C = 262144
@@ -30,17 +32,17 @@ def pattern(n: int, salt: int = 0) -> bytes:
     return (ramp * (n // 251 + 1))[:n]
 
 
-_TWO_HELPERS: embedded._Helpers | None = None
+_TWO_HELPERS: parallel.Helpers | None = None
 
 
 @pytest.fixture
-def helpers(monkeypatch: pytest.MonkeyPatch) -> embedded._Helpers:
+def helpers(monkeypatch: pytest.MonkeyPatch) -> parallel.Helpers:
     """Puts run with two helper threads whatever the CPU count (one shared set for this module)."""
     global _TWO_HELPERS
-    monkeypatch.setattr(embedded, "_helper_count", lambda: 2)
+    monkeypatch.setattr(parallel, "_helper_count", lambda: 2)
     if _TWO_HELPERS is None or not all(t.is_alive() for t in _TWO_HELPERS.threads):
-        _TWO_HELPERS = embedded._Helpers()
-    monkeypatch.setattr(embedded, "_HELPERS", _TWO_HELPERS)
+        _TWO_HELPERS = parallel.Helpers()
+    monkeypatch.setattr(parallel, "HELPERS", _TWO_HELPERS)
     return _TWO_HELPERS
 
 
@@ -69,7 +71,7 @@ def blocks_match_their_names(store: EmbeddedStorage) -> bool:
 @pytest.mark.parametrize("fsync", [False, True])
 @pytest.mark.parametrize("version", [0, 1])
 def test_a_shared_put_of_a_two_level_tree_gives_the_same_cids(
-    tmp_path: Path, helpers: embedded._Helpers, version: int, fsync: bool
+    tmp_path: Path, helpers: parallel.Helpers, version: int, fsync: bool
 ) -> None:
     # Prepare
     data = pattern(TWO_LEVEL)
@@ -84,7 +86,7 @@ def test_a_shared_put_of_a_two_level_tree_gives_the_same_cids(
     assert list(store.root.rglob(".tmp-*")) == []
 
 
-def test_helpers_really_take_leaves(tmp_path: Path, helpers: embedded._Helpers, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_helpers_really_take_leaves(tmp_path: Path, helpers: parallel.Helpers, monkeypatch: pytest.MonkeyPatch) -> None:
     # Prepare
     names = leaf_threads(monkeypatch)
     data = pattern(24 * C + 3, salt=1)
@@ -102,7 +104,7 @@ def test_helpers_really_take_leaves(tmp_path: Path, helpers: embedded._Helpers, 
 @pytest.mark.parametrize("fsync", [False, True])
 @pytest.mark.parametrize("failing", ["helper", "caller"])
 def test_a_failed_write_reaches_the_caller_and_leaves_no_partial_block(
-    tmp_path: Path, helpers: embedded._Helpers, monkeypatch: pytest.MonkeyPatch, failing: str, fsync: bool
+    tmp_path: Path, helpers: parallel.Helpers, monkeypatch: pytest.MonkeyPatch, failing: str, fsync: bool
 ) -> None:
     # Prepare: a leaf written by the chosen thread (a helper's third, the caller's first) gets half
     # its bytes in, then the disk fills. The caller is slowed when helpers are to fail, so they work.
@@ -140,7 +142,7 @@ def test_a_failed_write_reaches_the_caller_and_leaves_no_partial_block(
 
 
 def test_an_interrupted_put_stops_the_helpers_and_pins_nothing(
-    tmp_path: Path, helpers: embedded._Helpers, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, helpers: parallel.Helpers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Prepare: the calling thread is interrupted at its second leaf (as by Ctrl-C)
     real = embedded.leaf_block
@@ -165,7 +167,7 @@ def test_an_interrupted_put_stops_the_helpers_and_pins_nothing(
     assert store.pins() == [] and blocks_match_their_names(store)
 
 
-def test_put_holds_no_reference_to_the_callers_buffer(tmp_path: Path, helpers: embedded._Helpers) -> None:
+def test_put_holds_no_reference_to_the_callers_buffer(tmp_path: Path, helpers: parallel.Helpers) -> None:
     # A bytearray cannot be resized while any memoryview of it is alive (BufferError).
     store = EmbeddedStorage(tmp_path / "s", fsync=False)
     for salt in range(20):
@@ -176,14 +178,14 @@ def test_put_holds_no_reference_to_the_callers_buffer(tmp_path: Path, helpers: e
 
 
 def test_a_forked_child_starts_its_own_helpers(
-    tmp_path: Path, helpers: embedded._Helpers, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, helpers: parallel.Helpers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Prepare: helpers running in the parent
     names = leaf_threads(monkeypatch)
     parent_store = EmbeddedStorage(tmp_path / "parent", fsync=False)
     parent_store.put(pattern(6 * C, salt=1))
     parent_threads = list(helpers.threads)
-    parent_tag = embedded._tmp_tag
+    parent_tag = durable._tmp_tag
     assert parent_threads and all(t.is_alive() for t in parent_threads)
     names.clear()
 
@@ -196,14 +198,14 @@ def test_a_forked_child_starts_its_own_helpers(
             child = EmbeddedStorage(tmp_path / "child", fsync=False)
             data = pattern(8 * C, salt=2)
             cid = child.put(data)
-            fresh = embedded._HELPERS.threads
+            fresh = parallel.HELPERS.threads
             if child.get(cid) != data or cid != cid_of(data):
                 code = 11
             elif not fresh or any(t in parent_threads for t in fresh) or not all(t.is_alive() for t in fresh):
                 code = 12
             elif not any(n.startswith("blockstore-helper-") for n in names):
                 code = 13
-            elif embedded._tmp_tag == parent_tag:
+            elif durable._tmp_tag == parent_tag:
                 code = 14
             else:
                 code = 0
@@ -220,8 +222,8 @@ def test_a_forked_child_starts_its_own_helpers(
 
 def test_no_helpers_on_one_cpu_means_an_inline_put(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Prepare
-    monkeypatch.setattr(embedded, "_helper_count", lambda: 0)
-    monkeypatch.setattr(embedded, "_HELPERS", embedded._Helpers())
+    monkeypatch.setattr(parallel, "_helper_count", lambda: 0)
+    monkeypatch.setattr(parallel, "HELPERS", parallel.Helpers())
     names = leaf_threads(monkeypatch, main_delay=0)
     data = pattern(5 * C + 2, salt=4)
     store = EmbeddedStorage(tmp_path / "s", fsync=False)
@@ -231,7 +233,7 @@ def test_no_helpers_on_one_cpu_means_an_inline_put(tmp_path: Path, monkeypatch: 
 
     # Assert
     assert set(names) == {threading.main_thread().name} and len(names) == 6
-    assert embedded._HELPERS.threads == [] and store.get(cid) == data
+    assert parallel.HELPERS.threads == [] and store.get(cid) == data
 
 
 def test_a_removed_shard_directory_is_recreated(tmp_path: Path) -> None:
@@ -346,23 +348,23 @@ def test_an_unknown_cid_version_is_refused_before_anything_is_written(tmp_path: 
 
 
 def test_a_durable_put_orders_data_flush_renames_name_flush_then_the_pin(
-    tmp_path: Path, helpers: embedded._Helpers, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, helpers: parallel.Helpers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Prepare: record the flush, every rename and every directory fsync, from any thread
     events: list[tuple[str, str]] = []
     lock = threading.Lock()
-    real_syncfs, real_fsync_dir, real_replace = embedded._syncfs, embedded._fsync_dir, os.replace
+    real_syncfs, real_fsync_dir, real_replace = durable.syncfs, durable.fsync_dir, os.replace
     written_back: list[int] = []
-    real_writeback = embedded._start_writeback
+    real_writeback = durable.start_writeback
 
     def record(kind: str, what: str) -> None:
         with lock:
             events.append((kind, what))
 
-    monkeypatch.setattr(embedded, "_syncfs", lambda path: (record("syncfs", str(path)), real_syncfs(path))[1])
-    monkeypatch.setattr(embedded, "_fsync_dir", lambda path: (record("fsync_dir", str(path)), real_fsync_dir(path))[1])
+    monkeypatch.setattr(durable, "syncfs", lambda path: (record("syncfs", str(path)), real_syncfs(path))[1])
+    monkeypatch.setattr(durable, "fsync_dir", lambda path: (record("fsync_dir", str(path)), real_fsync_dir(path))[1])
     monkeypatch.setattr(os, "replace", lambda src, dst: (record("rename", str(dst)), real_replace(src, dst))[1])
-    monkeypatch.setattr(embedded, "_start_writeback", lambda fd: (written_back.append(fd), real_writeback(fd))[1])
+    monkeypatch.setattr(durable, "start_writeback", lambda fd: (written_back.append(fd), real_writeback(fd))[1])
     store = EmbeddedStorage(tmp_path / "s", fsync=True)
     events.clear()
     data = pattern(12 * C + 1, salt=10)
@@ -385,7 +387,7 @@ def test_a_durable_put_orders_data_flush_renames_name_flush_then_the_pin(
 
 
 def test_a_durable_put_works_without_sync_file_range(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(embedded, "_SYNC_FILE_RANGE", None)
+    monkeypatch.setattr(durable, "_SYNC_FILE_RANGE", None)
     store = EmbeddedStorage(tmp_path / "s", fsync=True)
 
     cid = store.put(pattern(5 * C, salt=11))
