@@ -454,6 +454,25 @@ class FedLedgerClient:
     def chain_id(self) -> int:
         return int(self.w3.eth.chain_id)
 
+    def balance_of(self, address: str) -> int:
+        """An account's balance in wei."""
+        return int(self.w3.eth.get_balance(to_checksum_address(address)))
+
+    def task_min_stake(self, task_id: int) -> int:
+        """The task's minimum stake, which is also what one slash in it takes (FedLedger._slash)."""
+        return int(self._view(self.contract.functions.taskParams(task_id))[1])
+
+    def draw_revert_reason(self, task_id: int) -> str | None:
+        """Why `drawCommittee(task_id)` sent now would revert (e.g. FedLedgerCommitteeTooSmall),
+        asked with a free eth_call on the pending block; None when it would not."""
+        sender = self.account.address if self.account is not None else None
+        try:
+            self.contract.functions.drawCommittee(task_id).call({"from": sender}, block_identifier="pending")
+        except ContractLogicError as exc:
+            data = exc.data if isinstance(exc.data, (str, bytes)) else None
+            return describe_revert(self.abi, data) or str(exc)
+        return None
+
     def protocol_gas(self, first_block: int, last_block: int) -> int:
         """Gas used by the transactions to this contract in blocks first_block..last_block whose
         function is one of ROUND_FUNCTIONS, whoever sent them and whether or not they reverted

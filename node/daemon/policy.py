@@ -74,11 +74,12 @@ class TaskPolicy:
         return None
 
 
-def task_min_stake(client: FedLedgerClient, task: int) -> int:
-    """The task's minimum stake, which is also what one slash in it takes (FedLedger._slash)."""
-    fn = client.contract.functions.taskParams(task)
-    return int(client._view(fn)[1])
 
 
 def _eth(wei: int) -> str:
     return format(Decimal(wei) / ETHER, "f")
+
+
+def task_min_stake(client: FedLedgerClient, task: int) -> int:
+    """The task's minimum stake, which is also what one slash in it takes."""
+    return client.task_min_stake(task)
