@@ -65,6 +65,7 @@ poll_interval = 1.0            # seconds between polls of the chain when idle
 # Which tasks this node works on. A task can slash the stake of the nodes that act in it (a
 # rejected proposal, a missing reveal), and anyone can create one: so the node joins NO task
 # until you list it here. It never draws, commits, proposes, attests or finalizes elsewhere.
+# `fedledger node join --config node.toml --task T` checks task T against the limits below and adds it.
 join = []                      # task ids to work on, e.g. [1, 4]
 owners = []                    # also work on every task created by these addresses ("0x...")
 # Limits every joined task must fit; a task over any of them is refused (one log line).
