@@ -34,7 +34,9 @@ from libp2p.tools.anyio_service import background_trio_service
 
 from node.abc import BlockStore
 from node.errors import ConfigError
-from node.p2p.blocks import BLOCKS_PROTOCOL, BlockFetcher, BlockServer, ProviderFault
+from node.p2p.block_fetcher import BlockFetcher
+from node.p2p.block_server import BlockServer
+from node.p2p.blocks import BLOCKS_PROTOCOL, ProviderFault
 from node.p2p.gossip import Announcement, accept, topic_for_task
 from node.p2p.identity import load_or_create_identity, peer_id_of
 from node.storage.unixfs import DEFAULT_MAX_FETCH_BYTES

@@ -19,7 +19,9 @@ from types import SimpleNamespace
 import pytest
 import trio
 
-from node.p2p.blocks import BlockFetcher, BlockServer, FetchError
+from node.p2p.block_fetcher import BlockFetcher
+from node.p2p.block_server import BlockServer
+from node.p2p.blocks import FetchError
 from node.storage import EmbeddedStorage
 from node.storage.cid import parse_cid
 from node.storage.dagpb import decode_node

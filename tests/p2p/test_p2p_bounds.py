@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from node.p2p import P2PConfig, P2PNode
-from node.p2p.blocks import _control, _libp2p_reader
+from node.p2p.blocks import control_message, libp2p_reader
 from node.storage import EmbeddedStorage
 from node.storage.cid import CODEC_DAG_PB, CODEC_RAW, Cid
 from node.storage.dagpb import encode_link, encode_node, encode_unixfs_file
@@ -66,8 +66,8 @@ def test_direct_offers_stay_bounded(tmp_path: Path) -> None:
                 # Execute
                 for _ in range(asks):
                     stream = await node._open_block_stream(a.peer_id)
-                    await stream.write(_control({"root": cid, "direct": True}))
-                    await _libp2p_reader(stream).read_frame(4096)
+                    await stream.write(control_message({"root": cid, "direct": True}))
+                    await libp2p_reader(stream).read_frame(4096)
                     await stream.close()
                 offers.append((await trio.to_thread.run_sync(a.call, "offers"))["offers"])
                 nursery.cancel_scope.cancel()
