@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from node.report import NodeRecord, RoundRecord, SimulationReport
-from node.sim import robustness, robustness_report
+from node.sim import robustness, robustness_explain
 from node.units import WAD
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,8 +26,8 @@ def test_scores_are_the_accepted_proposals_rounded_to_three_places():
 
 
 def test_rounds_to_threshold_follows_the_contracts_ema():
-    assert robustness_report.rounds_to_threshold(0.0) == 2  # 0.5 -> 0.3 -> 0.18
-    assert robustness_report.rounds_to_threshold(0.5) is None  # the EMA converges to the score
+    assert robustness_explain.rounds_to_threshold(0.0) == 2  # 0.5 -> 0.3 -> 0.18
+    assert robustness_explain.rounds_to_threshold(0.5) is None  # the EMA converges to the score
 
 
 def _fake_report(histories: dict[str, list[int]], payouts: dict[str, int], scores: dict[str, list]) -> SimulationReport:
