@@ -19,26 +19,22 @@ error), and counts what it did. Cleanup is the point of the context manager: lea
 on an exception, kills every process left in the namespaces, stops the router (its TUN devices
 vanish with it) and deletes the namespaces; `leftovers()` says what, if anything, survived.
 
+The router is its own standard-library-only script (node/sim/netns_router.py), so it starts in
+a fraction of a second; this module sets up the namespaces around it and drives it.
+
 Runbook (as root):
 
     .venv/bin/python -m pytest -q tests/daemon/test_netns.py    # daemons across namespaces
-    .venv/bin/python node/sim/netns.py router '<json>'          # the router alone; see _router
-
-This file imports only the standard library, so the router starts as a plain script in a
-fraction of a second.
+    .venv/bin/python node/sim/netns_router.py router '<json>'   # the router alone; see run_router
 """
 
 from __future__ import annotations
 
-import ctypes
-import heapq
 import json
 import os
-import random
 import re
 import secrets
 import select
-import selectors
 import shutil
 import signal
 import socket
@@ -50,14 +46,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-NETNS_DIR = Path("/run/netns")  # where `ip netns add` keeps its named namespaces
-CLONE_NEWNET = 0x40000000
-TUNSETIFF = 0x400454CA
-IFF_TUN = 0x0001
-IFF_NO_PI = 0x1000  # bare IP packets, no 4-byte packet-info header
+from node.children import parent_death_signal
+from node.sim import netns_router
+from node.sim.netns_router import NETNS_DIR, setns
+
 HOST_IFNAME = "fl0"  # every host namespace's interface to the router
 OUR_NETNS = re.compile(r"fl(\d+)x[0-9a-f]{4}-\d+")  # fl<pid of the test>x<tag>-<host>
-MAX_QUEUED = 20_000  # packets in flight in the router; beyond it, drop (a full queue, as a router would)
 
 
 class NetnsError(RuntimeError):
@@ -82,28 +76,6 @@ def missing_capability() -> str | None:
     return None
 
 
-def _setns(fd: int) -> None:
-    """Move the calling thread into the network namespace open at `fd` (os.setns needs 3.12)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
-
-
-def _open_tun(ifname: str) -> int:
-    """Create TUN device `ifname` in the calling thread's namespace; returns its (non-blocking) fd.
-    The device lives as long as the fd is open, wherever the process holding it moves."""
-    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)
-    try:
-        import fcntl
-
-        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", ifname.encode(), IFF_TUN | IFF_NO_PI))
-    except OSError:
-        os.close(fd)
-        raise
-    return fd
-
-
 def _in_netns(name: str, fn):
     """Run `fn()` in a short-lived thread moved into namespace `name`; returns its result.
 
@@ -114,7 +86,7 @@ def _in_netns(name: str, fn):
     def run() -> None:
         try:
             with open(NETNS_DIR / name) as ns:
-                _setns(ns.fileno())
+                setns(ns.fileno())
             box["value"] = fn()
         except BaseException as exc:  # handed to the caller's thread
             box["error"] = exc
@@ -125,105 +97,6 @@ def _in_netns(name: str, fn):
     if "error" in box:
         raise box["error"]  # type: ignore[misc]
     return box["value"]
-
-
-# -- the router process ------------------------------------------------------------------------
-
-
-def _router(spec: dict) -> int:
-    """The router's main loop. `spec`: {"delay": s, "loss": p, "seed": n, "ports": [{"netns": name
-    or null for this namespace, "ifname": ..., "addr": "a.b.c.d"}]}. Prints `ready` once every
-    TUN exists, then obeys one command per stdin line (`cut ADDR`, `restore ADDR`, `stats`),
-    answering one line each; exits when stdin closes."""
-    delay, loss = float(spec["delay"]), float(spec["loss"])
-    rng = random.Random(spec.get("seed"))
-    home = os.open("/proc/self/ns/net", os.O_RDONLY)
-    fds: list[int] = []
-    by_addr: dict[bytes, int] = {}  # destination address -> the fd of the TUN that reaches it
-    addr_of: dict[int, bytes] = {}
-    for port in spec["ports"]:
-        if port["netns"]:
-            with open(NETNS_DIR / port["netns"]) as ns:
-                _setns(ns.fileno())
-        try:
-            fd = _open_tun(port["ifname"])
-        finally:
-            if port["netns"]:
-                _setns(home)
-        addr = socket.inet_aton(port["addr"])
-        fds.append(fd)
-        by_addr[addr] = fd
-        addr_of[fd] = addr
-    cut: set[bytes] = set()
-    counts = {"forwarded": 0, "lost": 0, "cut": 0, "unroutable": 0, "overflow": 0}
-    queue: list[tuple[float, int, int, bytes]] = []  # (due, sequence, fd, packet): FIFO per due time
-    seq = 0
-    sel = selectors.DefaultSelector()
-    for fd in fds:
-        sel.register(fd, selectors.EVENT_READ, fd)
-    stdin = sys.stdin.fileno()
-    os.set_blocking(stdin, False)
-    sel.register(stdin, selectors.EVENT_READ, None)
-    pending = b""
-    print("ready", flush=True)
-    while True:
-        now = time.monotonic()
-        timeout = max(0.0, queue[0][0] - now) if queue else None
-        for key, _ in sel.select(timeout):
-            if key.data is None:
-                try:
-                    chunk = os.read(stdin, 4096)
-                except BlockingIOError:
-                    continue
-                if not chunk:
-                    return 0
-                pending += chunk
-                while b"\n" in pending:
-                    line, pending = pending.split(b"\n", 1)
-                    words = line.decode(errors="replace").split()
-                    if words[:1] == ["stats"]:
-                        reply = json.dumps(counts)
-                    elif len(words) == 2 and words[0] in ("cut", "restore"):
-                        try:
-                            addr = socket.inet_aton(words[1])
-                        except OSError:
-                            reply = f"error: bad address {words[1]!r}"
-                        else:
-                            (cut.add if words[0] == "cut" else cut.discard)(addr)
-                            reply = "ok"
-                    else:
-                        reply = f"error: unknown command {line[:80]!r}"
-                    print(reply, flush=True)
-                continue
-            src_fd = key.data
-            for _ in range(256):  # bounded, so one busy TUN cannot starve delivery
-                try:
-                    packet = os.read(src_fd, 65536)
-                except (BlockingIOError, InterruptedError):
-                    break
-                if len(packet) < 20 or packet[0] >> 4 != 4:
-                    counts["unroutable"] += 1  # IPv6 (router solicitations and the like): not routed
-                    continue
-                out = by_addr.get(packet[16:20])
-                if out is None:
-                    counts["unroutable"] += 1
-                elif addr_of[src_fd] in cut or packet[16:20] in cut:
-                    counts["cut"] += 1
-                elif rng.random() < loss:
-                    counts["lost"] += 1
-                elif len(queue) >= MAX_QUEUED:
-                    counts["overflow"] += 1
-                else:
-                    seq += 1
-                    heapq.heappush(queue, (time.monotonic() + delay, seq, out, packet))
-                    counts["forwarded"] += 1
-        now = time.monotonic()
-        while queue and queue[0][0] <= now:
-            _due, _seq, out, packet = heapq.heappop(queue)
-            try:
-                os.write(out, packet)
-            except OSError:  # the destination's queue is full or its interface is down: lost
-                counts["overflow"] += 1
 
 
 # -- the network, seen from the test -------------------------------------------------------------
@@ -329,9 +202,9 @@ class ImpairedNetwork:
         ports += [{"netns": h.netns, "ifname": HOST_IFNAME, "addr": h.addr} for h in self.hosts]
         spec = {"delay": self.delay, "loss": self.loss, "seed": self.seed, "ports": ports}
         self.router = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "router", json.dumps(spec)],
+            [sys.executable, str(Path(netns_router.__file__).resolve()), "router", json.dumps(spec)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            preexec_fn=_parent_death_signal(),
+            preexec_fn=parent_death_signal(),
         )  # fmt: skip
         line = self._read_line(timeout=20)
         if line != "ready":
@@ -479,26 +352,3 @@ def _alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state not in ("Z", "X")
-
-
-def _parent_death_signal():
-    """A preexec_fn that SIGTERMs the router if this process dies (node/children.py does the same
-    for daemons; repeated here so this file stays standard-library only)."""
-    parent = os.getpid()
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-
-    def preexec() -> None:
-        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return preexec
-
-
-if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] != "router":
-        sys.exit(f"usage: {sys.argv[0]} router SPEC_JSON")
-    try:
-        sys.exit(_router(json.loads(sys.argv[2])))
-    except (OSError, ValueError, KeyError) as exc:
-        sys.exit(f"netns router: {type(exc).__name__}: {exc}")

@@ -1,7 +1,8 @@
 """Daemons beyond loopback (#14, "Real networks"): each daemon in its own network namespace with its
 own address, every packet between them (and to anvil) delayed 50 ms and dropped with 1%
-probability, by the userspace router of node/sim/netns.py (this kernel has no sch_netem; the
-module docstring says why and how). The impairment is measured, not assumed.
+probability, by the userspace router of node/sim/netns_router.py, driven by node/sim/netns.py
+(this kernel has no sch_netem; the module docstrings say why and how). The impairment is
+measured, not assumed.
 
 Cleanup is asserted: the `network` fixture fails the test if a namespace, the router's TUN device,
 the router or a process in a namespace survives, whatever happened in the test.
