@@ -71,13 +71,9 @@ from node.storage.unixfs import (
     read_dag,
 )
 from node.storage.legacy import move_legacy_shards
-from node.storage.parallel import Shared
 
 # Shard directories under blocks/, named by the first hex digit of the digest (see the module doc).
 _SHARDS = 16
-
-
-# --- the store ---------------------------------------------------------------------------------
 
 
 class EmbeddedStorage:
@@ -229,7 +225,7 @@ class EmbeddedStorage:
         if len(dirs) > 1 and durable.syncfs(self.root):
             return
         ordered = sorted(dirs)
-        shared = Shared(len(ordered), lambda index: durable.fsync_dir(ordered[index]))
+        shared = parallel.Shared(len(ordered), lambda index: durable.fsync_dir(ordered[index]))
         parallel.HELPERS.share(shared, len(ordered) - 1)
         shared.run()
 
@@ -266,7 +262,7 @@ class EmbeddedStorage:
 
         # Each thread hashes a chunk and writes it while it is still in cache; hashlib and file
         # writes release the GIL, so with a free core two chunks are in flight at once.
-        shared = Shared(count, store_leaf)
+        shared = parallel.Shared(count, store_leaf)
         parallel.HELPERS.share(shared, count - 1)
         shared.run()
         for root, node in parent_blocks(level, cid_version):  # type: ignore[arg-type]  # all filled
