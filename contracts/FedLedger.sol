@@ -168,6 +168,7 @@ contract FedLedger {
         uint40 seedBlock; // block whose hash seeds the committee draw
         uint40 openedBlock; // block that opened the round (log scans start here)
         uint32 population; // active nodes when seedBlock was fixed: the only candidates of the draw
+        uint8 rejected; // bit a: attempt a ended rejected; its voters are judged at finalize (#16)
         // slot 1
         address proposer;
         uint64 available; // bit i: the proposer could fetch update i (reveal order); the others are neutral
@@ -181,8 +182,7 @@ contract FedLedger {
     struct Member {
         uint8 index1; // committee index + 1; 0 = not a member
         bool revealed;
-        uint8 vote; // 0 none, 1 agree, 2 disagree, 3 abstain (for attempt voteAttempt)
-        uint16 voteAttempt;
+        uint8 votes; // 2 bits per attempt (MAX_ATTEMPTS = 4): 0 none, 1 agree, 2 disagree, 3 abstain
         uint96 numSamples;
     }
 
@@ -955,9 +955,10 @@ contract FedLedger {
         Member storage m = _members[taskId][round][msg.sender];
         if (!m.revealed || msg.sender == r.proposer) revert FedLedgerNotAttester(taskId, round, msg.sender);
         uint16 attempt = r.attempt;
-        if (m.vote != 0 && m.voteAttempt == attempt) revert FedLedgerAlreadyAttested(msg.sender, attempt);
-        m.vote = vote;
-        m.voteAttempt = attempt;
+        uint256 votes = m.votes;
+        uint256 shift = 2 * uint256(attempt);
+        if ((votes >> shift) & 3 != 0) revert FedLedgerAlreadyAttested(msg.sender, attempt);
+        m.votes = uint8(votes | (uint256(vote) << shift)); // attempt < MAX_ATTEMPTS = 4: 8 bits hold them all
         if (vote == VOTE_AGREE) {
             r.agrees += 1;
         } else if (vote == VOTE_DISAGREE) {
@@ -1089,7 +1090,15 @@ contract FedLedger {
         returns (bool member, bytes32 commitment, bool revealed, uint8 vote, uint16 voteAttempt)
     {
         Member storage m = _members[taskId][round][node];
-        return (m.index1 != 0, _commitments[taskId][round][node], m.revealed, m.vote, m.voteAttempt);
+        uint256 votes = m.votes;
+        for (uint256 a = MAX_ATTEMPTS; a > 0; --a) {
+            uint256 v = (votes >> (2 * (a - 1))) & 3;
+            if (v != 0) {
+                (vote, voteAttempt) = (uint8(v), uint16(a - 1));
+                break;
+            }
+        }
+        return (m.index1 != 0, _commitments[taskId][round][node], m.revealed, vote, voteAttempt);
     }
 
     // ---------------------------------------------------------------- payments
@@ -1327,6 +1336,7 @@ contract FedLedger {
         uint256 attempt = r.attempt;
         if (slash) {
             emit ProposalRejected(taskId, round, proposer, attempt, r.agrees, r.disagrees);
+            r.rejected |= uint8(1 << attempt); // attempt < MAX_ATTEMPTS = 4
             _slash(proposer, taskId, round, task, SlashReason.RejectedProposal);
         } else {
             emit ProposalUndecided(taskId, round, proposer, attempt, r.agrees, r.disagrees);
@@ -1368,12 +1378,16 @@ contract FedLedger {
 
     /// @dev Reputation: rep := (rep * (WAD - alpha) + score * alpha) / WAD. The round pays
     /// share = rewardRemaining / (rounds - round + 1): proposerShareBps of it to the proposer,
-    /// attesterShareBps split equally among the agreeing attesters, the rest to the trainers in
-    /// proportion to score * newRep / WAD. Nodes whose (new) reputation is below the task threshold
-    /// get nothing; what nobody earns, and floor-division dust, stays in the pool. An update the
-    /// proposer marked unavailable is neutral: its sender's reputation is unchanged and it earns
-    /// nothing this round (neither as trainer nor as attester). Two passes over the revealed
-    /// updates: the weights need every new reputation before any payout is divided.
+    /// attesterShareBps to the attesters, per vote that matched its proposal's outcome (agree with
+    /// the accepted one, disagree with one of this round's rejected ones), the rest to the trainers
+    /// in proportion to score * newRep / WAD. Each agreement with a rejected proposal of the round
+    /// is one more EMA step at score 0, after the training step: an attester that agrees without
+    /// checking pays for it (#16, contracts/README.md "Paying attesters for checking"). Nodes whose
+    /// (new) reputation is below the task threshold get nothing; what nobody earns, and
+    /// floor-division dust, stays in the pool. An update the proposer marked unavailable is neutral
+    /// for training: no training step, nothing earned this round (neither as trainer nor as
+    /// attester); its sender's wrong votes still cost it. Two passes over the revealed updates: the
+    /// weights need every new reputation before any payout is divided.
     function _settle(
         uint256 taskId,
         uint256 round,
@@ -1384,27 +1398,28 @@ contract FedLedger {
     ) private {
         uint256 n = scores.length;
         uint256 threshold = task.reputationThreshold;
+        uint256 alpha = task.alpha;
         address[] memory senders = new address[](n);
         uint256[] memory weights = new uint256[](n);
-        bool[] memory agreed = new bool[](n);
+        uint256[] memory rightVotes = new uint256[](n);
         uint256 sumWeights = 0;
-        uint256 agreeing = 0;
-        uint16 attempt = r.attempt;
+        uint256 sumRight = 0;
+        uint256 attempt = r.attempt;
+        uint256 rejected = r.rejected;
         uint256 available = r.available;
         for (uint256 i = 0; i < n; ++i) {
             address sender = r.committee[r.order[i]];
             senders[i] = sender;
-            if ((available >> i) & 1 == 0) continue;
-            uint256 newRep = _updateReputation(sender, scores[i], task.alpha);
-            if (newRep < threshold) continue;
+            (uint256 right, uint256 wrong) = _judgeVotes(_members[taskId][round][sender].votes, attempt, rejected);
+            bool aggregated = (available >> i) & 1 != 0;
+            if (!aggregated && wrong == 0) continue;
+            uint256 newRep = _updateReputation(sender, aggregated, scores[i], wrong, alpha);
+            if (!aggregated || newRep < threshold) continue;
             uint256 weight = scores[i] * newRep / WAD;
             weights[i] = weight;
             sumWeights += weight;
-            Member storage m = _members[taskId][round][sender];
-            if (m.vote == VOTE_AGREE && m.voteAttempt == attempt) {
-                agreed[i] = true;
-                ++agreeing;
-            }
+            rightVotes[i] = right;
+            sumRight += right;
         }
 
         // The round's budget is fixed first (an equal part of what is left), then split; the
@@ -1420,19 +1435,47 @@ contract FedLedger {
         if (_nodes[proposer].reputation >= threshold) {
             paid += _credit(proposer, taskId, round, proposerCut);
         }
-        uint256 perAttester = agreeing == 0 ? 0 : attesterCut / agreeing;
+        uint256 perVote = sumRight == 0 ? 0 : attesterCut / sumRight;
         for (uint256 i = 0; i < n; ++i) {
             uint256 amount = sumWeights == 0 ? 0 : trainerCut * weights[i] / sumWeights;
-            if (agreed[i]) amount += perAttester;
+            // slither-disable-next-line divide-before-multiply
+            amount += perVote * rightVotes[i];
             paid += _credit(senders[i], taskId, round, amount);
         }
         task.rewardRemaining -= paid;
     }
 
-    function _updateReputation(address account, uint256 score, uint256 alpha) private returns (uint256 newRep) {
+    /// @dev A member's votes in a round judged by the outcomes: `right` counts its agreement with
+    /// the accepted attempt and its disagreements with rejected ones, `wrong` its agreements with
+    /// rejected ones. Undecided attempts and abstentions count neither way (nobody can tell who was
+    /// right), nor does disagreeing with the accepted proposal (it earns nothing already).
+    function _judgeVotes(uint256 votes, uint256 attempt, uint256 rejected)
+        private
+        pure
+        returns (uint256 right, uint256 wrong)
+    {
+        if ((votes >> (2 * attempt)) & 3 == VOTE_AGREE) right = 1;
+        if (rejected == 0) return (right, 0);
+        for (uint256 a = 0; a < attempt; ++a) {
+            if ((rejected >> a) & 1 == 0) continue;
+            uint256 v = (votes >> (2 * a)) & 3;
+            if (v == VOTE_DISAGREE) ++right;
+            else if (v == VOTE_AGREE) ++wrong;
+        }
+    }
+
+    /// @dev The training step (when the update was aggregated), then one step at score 0 per wrong vote.
+    function _updateReputation(address account, bool trained, uint256 score, uint256 wrong, uint256 alpha)
+        private
+        returns (uint256 newRep)
+    {
         Node storage node = _nodes[account];
         uint256 oldRep = node.reputation;
-        newRep = (oldRep * (WAD - alpha) + score * alpha) / WAD; // a convex mix: stays in [0, WAD]
+        newRep = oldRep;
+        if (trained) newRep = (newRep * (WAD - alpha) + score * alpha) / WAD; // a convex mix: stays in [0, WAD]
+        for (uint256 k = 0; k < wrong; ++k) {
+            newRep = newRep * (WAD - alpha) / WAD;
+        }
         node.reputation = uint64(newRep);
         emit ReputationUpdated(account, oldRep, newRep);
     }
