@@ -21,7 +21,7 @@ from aggregation.errors import AggregationError, InvalidUpdateError
 from aggregation.fixedpoint import to_fixed, to_float32
 from aggregation.rules import apply_rule, check_options
 from aggregation.scores import contribution_scores
-from aggregation.update import decode_model, decode_update, encode_model
+from aggregation.update import Update, decode_model, decode_update, encode_model
 
 DEFAULT_MAX_UPDATE_BYTES = 64 * 2**20
 
@@ -46,6 +46,7 @@ def aggregate_round(
     max_update_bytes: int = DEFAULT_MAX_UPDATE_BYTES,
     metadata: Mapping[str, str] | None = None,
     previous: Sequence[bytes] = (),
+    claims: Sequence[Mapping[str, str]] | None = None,
 ) -> AggregateResult:
     """Aggregate `updates` onto `base_model` with `rule` and score each update.
 
@@ -64,6 +65,12 @@ def aggregate_round(
     order; invalid or unavailable ones, e.g. ``b""``, are skipped): an update
     whose delta equals one of them is a replay and scores 0
     (`scores.contribution_scores`).
+
+    `claims`, one per update, is what the round says each file must state about itself: its
+    metadata values by key (the protocol gives task, round, base and the num_samples its
+    sender revealed on-chain). A file whose metadata differs, or lacks a claimed key, is
+    rejected like any invalid update: it was made for another round, or says more than its
+    sender claimed where everyone could see it.
     """
     options = _options(options, max_samples)
     check_options(rule, options)
@@ -74,9 +81,13 @@ def aggregate_round(
 
     fixed_updates: list[FixedUpdate | None] = []
     errors: list[str | None] = []
-    for data in updates:
+    if claims is not None and len(claims) != len(updates):
+        raise AggregationError(f"{len(claims)} claims for {len(updates)} updates")
+    for i, data in enumerate(updates):
         try:
             update = decode_update(data, expected=expected, max_bytes=max_update_bytes)
+            if claims is not None:
+                _check_claims(update, claims[i])
         except InvalidUpdateError as exc:
             fixed_updates.append(None)
             errors.append(str(exc))
@@ -111,6 +122,14 @@ def aggregate_round(
         accepted=[u is not None for u in fixed_updates],
         errors=errors,
     )
+
+
+def _check_claims(update: Update, claims: Mapping[str, str]) -> None:
+    for key, want in sorted(claims.items()):
+        got = str(update.num_samples) if key == "num_samples" else update.metadata.get(key)
+        if got != want:
+            shown = "nothing" if got is None else repr(got[:80])
+            raise InvalidUpdateError(f"update claims {key} {shown}, but the round says {want!r}")
 
 
 def _options(options: RuleOptions | None, max_samples: int | None) -> RuleOptions:

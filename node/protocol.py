@@ -184,6 +184,11 @@ def recompute_round(
                 blobs.append(fetch_update(fetch, u, holders, limit))
             except Exception as exc:
                 raise UnavailableError(f"update {u.cid} of {u.sender} is unavailable here ({exc})") from exc
+    # Each file must be for this round, on this base, with the sample count its sender revealed.
+    claims = [
+        {"task": str(task), "round": str(round_), "base": base_cid, "num_samples": str(u.num_samples)}
+        for u, b in zip(updates, blobs) if b is not None
+    ]  # fmt: skip
     result = aggregate_round(
         spec.rule,
         base,
@@ -191,6 +196,7 @@ def recompute_round(
         options=spec.rule_options(),
         max_update_bytes=spec.max_update_bytes,
         previous=previous,
+        claims=claims,
     )
     scores, errors = iter(result.scores_wad), iter(result.errors)
     return RoundResult(

@@ -155,3 +155,20 @@ def test_aggregate_files_rejects_oversized_files_without_reading_them_whole(tmp_
     # Assert
     assert result.accepted == [False]
     assert "over the limit of 1000" in (result.errors[0] or "")
+
+
+def test_an_update_must_say_what_the_round_claims_for_it() -> None:
+    # Prepare: three updates for task 1 round 1 on base "bafy"; the round's claims for each
+    base = encode_model(weights(1.0))
+    updates = [update(0.5, 2), update(0.25, 3), write_safetensors(weights(0.5))]  # the last states nothing
+    claims = [{"task": "1", "round": "1", "base": "bafy", "num_samples": n} for n in ("2", "4", "1")]
+
+    # Execute
+    result = aggregate_round("fedavg", base, updates, claims=claims)
+
+    # Assert: the first is as claimed; the second says 3 samples, not 4; the third says nothing
+    assert result.accepted == [True, False, False]
+    assert "num_samples '3'" in result.errors[1] and "base nothing" in result.errors[2]
+    assert result.model == aggregate_round("fedavg", base, updates[:1]).model
+    with pytest.raises(AggregationError, match="claims for"):
+        aggregate_round("fedavg", base, updates, claims=claims[:2])
