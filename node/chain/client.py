@@ -454,6 +454,12 @@ class FedLedgerClient:
     def chain_id(self) -> int:
         return int(self.w3.eth.chain_id)
 
+    def gas_price_cap(self) -> int:
+        """What a transaction may pay per gas at most: web3's default cap, twice the latest base
+        fee plus a 1 gwei tip (the gas price on a chain without base fees)."""
+        base = self.w3.eth.get_block("latest").get("baseFeePerGas")
+        return 2 * int(base) + 10**9 if base is not None else int(self.w3.eth.gas_price)
+
     def balance_of(self, address: str) -> int:
         """An account's balance in wei."""
         return int(self.w3.eth.get_balance(to_checksum_address(address)))
@@ -462,10 +468,12 @@ class FedLedgerClient:
         """The task's minimum stake, which is also what one slash in it takes (FedLedger._slash)."""
         return int(self._view(self.contract.functions.taskParams(task_id))[1])
 
-    def draw_revert_reason(self, task_id: int) -> str | None:
-        """Why `drawCommittee(task_id)` sent now would revert (e.g. FedLedgerCommitteeTooSmall),
-        asked with a free eth_call on the pending block; None when it would not."""
-        sender = self.account.address if self.account is not None else None
+    def draw_revert_reason(self, task_id: int, sender: str | None = None) -> str | None:
+        """Why `drawCommittee(task_id)` sent now by `sender` (default: this client's account)
+        would revert (e.g. FedLedgerCommitteeTooSmall), asked with a free eth_call on the pending
+        block; None when it would not."""
+        if sender is None and self.account is not None:
+            sender = self.account.address
         try:
             self.contract.functions.drawCommittee(task_id).call({"from": sender}, block_identifier="pending")
         except ContractLogicError as exc:

@@ -66,7 +66,6 @@ def cmd_node_fund(args: argparse.Namespace) -> int:
 def cmd_node_join(args: argparse.Namespace) -> int:
     from node.daemon import startup
     from node.daemon.config import add_join, load_config
-    from node.daemon.policy import task_min_stake
 
     config = load_config(args.config)
     task = args.task
@@ -77,7 +76,7 @@ def cmd_node_join(args: argparse.Namespace) -> int:
     info = client.task_info(task)
     if info.finished:
         raise ConfigError(f"task {task} is finished ({info.rounds} rounds): there is nothing left to join")
-    why = config.policy.refuse_task(info, task_min_stake(client, task))
+    why = config.policy.refuse_task(info, client.task_min_stake(task))
     spec_note = "its spec is checked against the node's limits and data when the daemon starts working on it"
     spec = startup.local_spec(config, info.spec_cid)
     if why is None and spec is not None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from node.chain.client import FedLedgerClient, TaskInfo
+from node.chain.client import TaskInfo
 from node.taskspec import TaskSpec
 from node.units import ETHER
 
@@ -79,7 +79,3 @@ class TaskPolicy:
 def _eth(wei: int) -> str:
     return format(Decimal(wei) / ETHER, "f")
 
-
-def task_min_stake(client: FedLedgerClient, task: int) -> int:
-    """The task's minimum stake, which is also what one slash in it takes."""
-    return client.task_min_stake(task)

@@ -27,10 +27,10 @@ from typing import Any, Sequence
 import requests
 import trio
 from eth_account.signers.local import LocalAccount
-from web3.exceptions import ContractLogicError, Web3Exception
+from web3.exceptions import Web3Exception
 
 from aggregation import AggregationError, decode_model
-from node.chain.client import ContractRevert, FedLedgerClient, Phase, describe_revert
+from node.chain.client import ContractRevert, FedLedgerClient, Phase
 from node.daemon.backoff import Backoff
 from node.daemon import startup
 from node.daemon.config import NodeConfig
@@ -41,7 +41,6 @@ from node.daemon.hints import (
 from node.daemon.journal import Journal
 from node.daemon.observability import Metrics, serve_status
 from node.daemon.peers import PeerDirectory, libp2p_fetch
-from node.daemon.policy import task_min_stake
 from node.errors import ChainError, ConfigError, StorageError
 from node.p2p.gossip import Announcement
 from node.p2p.node import P2PConfig, P2PNode
@@ -239,7 +238,7 @@ class Daemon:
             return NOT_CHOSEN
         if info.finished:
             return JOINED  # nothing left to do in it; it counts as done
-        why = policy.refuse_task(info, task_min_stake(client, task))
+        why = policy.refuse_task(info, client.task_min_stake(task))
         spec = self.worker.spec(task) if why is None else None
         if spec is not None:
             why = policy.refuse_spec(spec)
@@ -286,12 +285,9 @@ class Daemon:
         the chain with an eth_call on the pending block, so it is free (runs in a thread)."""
         if client.head_block() + 1 - seed_block > BLOCKHASH_WINDOW:
             return None  # the draw reseeds the round: cheap, and the only way forward
-        fn = client.contract.functions.drawCommittee(task)
-        try:
-            fn.call({"from": self.account.address}, block_identifier="pending")
-        except ContractLogicError as exc:  # e.g. FedLedgerCommitteeTooSmall: too few eligible nodes yet
-            data = exc.data if isinstance(exc.data, (str, bytes)) else None
-            return f"a draw now would revert ({describe_revert(client.abi, data) or exc})"
+        why = client.draw_revert_reason(task, self.account.address)  # e.g. too few eligible nodes yet
+        if why is not None:
+            return f"a draw now would revert ({why})"
         # An empty committee without a revert is a reseed (nodes joined since the seed was fixed):
         # cheap, it happens once per new registration, and the next draw seats them.
         return None

@@ -77,22 +77,21 @@ def required_balance(client: FedLedgerClient, address: str) -> tuple[int, int]:
     """(stake still to put up, gas reserve) in wei for the node at `address` to run."""
     registered = client.node_info(address)[0]
     stake = 0 if registered else client.min_stake()
-    # What a transaction may pay per gas (web3's default cap: twice the base fee plus the tip),
-    # rounded up to 0.0001 ETH: an estimate, said in a readable number.
-    base = int(client.w3.eth.get_block("latest").get("baseFeePerGas") or client.w3.eth.gas_price)
-    gas = GAS_RESERVE * (2 * base + 10**9)
+    # At what a transaction may pay per gas, rounded up to 0.0001 ETH: an estimate, said in a
+    # readable number.
+    gas = GAS_RESERVE * client.gas_price_cap()
     return stake, -(-gas // 10**14) * 10**14
 
 
 def check_balance(client: FedLedgerClient, address: str, config_path: Path) -> None:
     """ChainError unless `address` holds its stake (when unregistered) plus the gas reserve."""
     stake, gas = required_balance(client, address)
-    balance = int(client.w3.eth.get_balance(address))
+    balance = client.balance_of(address)
     if balance >= stake + gas:
         return
     missing = stake + gas - balance
     what = f"{eth(stake)} ETH of stake to register and ~{eth(gas)} ETH of gas" if stake else f"~{eth(gas)} ETH of gas"
-    if int(client.w3.eth.chain_id) == TESTNET_CHAIN_ID:
+    if client.chain_id() == TESTNET_CHAIN_ID:
         how = f"on this testnet: fedledger node fund --config {config_path} --dev-account 0"
     else:
         how = f"send at least {eth(missing)} ETH to {address}"
