@@ -4,7 +4,7 @@
 #   bash scripts/setup.sh
 #
 # Creates .venv (Python 3.11) with the pinned CPU torch and the project in
-# editable mode with its dev extra, and installs the pinned npm tools (solc-js,
+# editable mode, and installs the pinned npm tools (solc-js,
 # anvil, cast) with `npm ci`. A second run with nothing changed takes about a second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +27,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || ! .venv/bin/python -c
   echo "setup: installing Python dependencies (first time: about a minute)"
   # torch first and exactly pinned: an unpinned torch would pull a multi-GB CUDA build.
   .venv/bin/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e .
   touch "$stamp"
 fi
 
@@ -37,15 +37,4 @@ if [ ! -x node_modules/.bin/anvil ] || [ "$(cat node_modules/.fedledger-lock 2>/
   echo "setup: installing npm tools (solc, anvil, cast)"
   npm ci --no-audit --no-fund --loglevel=error
   echo "$lock_sum" > node_modules/.fedledger-lock
-fi
-
-# js-ipfs (a real IPFS RPC daemon) for the kubo-backend tests only: about 3 minutes
-# and 290 MB the first time, skipped while scripts/jsipfs/package-lock.json is unchanged.
-jsipfs_sum=$(sha256sum scripts/jsipfs/package-lock.json | cut -d' ' -f1)
-if [ ! -x scripts/jsipfs/node_modules/.bin/jsipfs ] || [ "$(cat scripts/jsipfs/node_modules/.fedledger-lock 2>/dev/null)" != "$jsipfs_sum" ]; then
-  echo "setup: installing js-ipfs for the storage tests (first time: about 3 minutes)"
-  # Not `npm ci`: it refuses this lock, whose optional electron-eval -> headless points at a
-  # git tarball that cannot be fetched here; `npm install` skips that optional and keeps the lock.
-  (cd scripts/jsipfs && npm install --no-save --no-audit --no-fund --loglevel=error)
-  echo "$jsipfs_sum" > scripts/jsipfs/node_modules/.fedledger-lock
 fi

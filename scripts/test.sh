@@ -8,6 +8,27 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+
+# Test-only tools, which the main job does not need: the dev extra (pytest, hypothesis, and
+# Flower with Ray for the parity tests and benchmarks), js-ipfs and Chromium.
+stamp=.venv/.fedledger-test
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || ! .venv/bin/python -c "import pytest, hypothesis, flwr" 2>/dev/null; then
+  echo "test: installing the test tools (pytest, hypothesis, flwr, ray; first time: about a minute)"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+  touch "$stamp"
+fi
+
+# js-ipfs (a real IPFS RPC daemon) for the kubo-backend tests only: about 3 minutes
+# and 290 MB the first time, skipped while scripts/jsipfs/package-lock.json is unchanged.
+jsipfs_sum=$(sha256sum scripts/jsipfs/package-lock.json | cut -d' ' -f1)
+if [ ! -x scripts/jsipfs/node_modules/.bin/jsipfs ] || [ "$(cat scripts/jsipfs/node_modules/.fedledger-lock 2>/dev/null)" != "$jsipfs_sum" ]; then
+  echo "test: installing js-ipfs for the storage tests (first time: about 3 minutes)"
+  # Not `npm ci`: it refuses this lock, whose optional electron-eval -> headless points at a
+  # git tarball that cannot be fetched here; `npm install` skips that optional and keeps the lock.
+  (cd scripts/jsipfs && npm install --no-save --no-audit --no-fund --loglevel=error)
+  echo "$jsipfs_sum" > scripts/jsipfs/node_modules/.fedledger-lock
+fi
+
 # Headless Chromium for the dashboard tests (tests/daemon/test_dashboard.py): Debian's package,
 # installed once, as root or through sudo (about 15 s here, the apt lists included).
 if ! command -v chromium >/dev/null 2>&1; then
