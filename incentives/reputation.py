@@ -14,7 +14,7 @@ divisions, so the results agree to the wei. Change both or neither.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from incentives.errors import ScoreOutOfRangeError, UnknownNodeError
@@ -88,6 +88,27 @@ def round_payouts(
     return [share * w // total for w in weights]
 
 
+def judge_votes(
+    node: str, agreeing: Collection[str], rejected: Sequence[Mapping[str, bool]] = ()
+) -> tuple[int, int]:
+    """Return (right, wrong): `node`'s votes in one round judged by their proposals' outcomes.
+
+    Right: agreeing with the accepted proposal (`node` in `agreeing`) and each disagreement with a
+    rejected one; wrong: each agreement with a rejected one. `rejected` holds, per rejected
+    proposal of the round, voter -> agreed (abstentions absent). Undecided proposals and
+    disagreeing with the accepted one count neither way (FedLedger `_judgeVotes`).
+    """
+    right = 1 if node in agreeing else 0
+    wrong = 0
+    for votes in rejected:
+        if node in votes:
+            if votes[node]:
+                wrong += 1
+            else:
+                right += 1
+    return right, wrong
+
+
 @dataclass(frozen=True)
 class LedgerState:
     """The slice of contract state one task's finalize reads and writes."""
@@ -109,17 +130,19 @@ def apply_finalize(
     agreeing: Collection[str] = (),
     params: TaskIncentives = TaskIncentives(),
     available: int | None = None,
+    rejected: Sequence[Mapping[str, bool]] = (),
 ) -> LedgerState:
     """Return the state after `finalize(task, round, cid, scores)`; `state` is not modified.
 
     `senders` is the round's reveal order (the contract's `roundUpdates`),
     `proposer` the accepted proposer and `agreeing` the attesters that agreed
-    with it. The round's share is split: proposer_share_bps to the proposer,
-    attester_share_bps equally among agreeing attesters, the rest to trainers
-    by score x new reputation; nobody below the threshold earns. On the last
-    round the pool's leftover is credited to `owner`. `available` is the proposal's bitmap
+    with it; `rejected` the votes on the round's rejected proposals (`judge_votes`). The
+    round's share is split: proposer_share_bps to the proposer, attester_share_bps equally
+    per right vote, the rest to trainers by score x new reputation; nobody below the threshold
+    earns. A new reputation is the training step, then one step at score 0 per wrong vote. On the
+    last round the pool's leftover is credited to `owner`. `available` is the proposal's bitmap
     over `senders` (bit i: update i was aggregated; None: all were); an update left out is
-    neutral: its sender's reputation does not move and it earns nothing this round.
+    neutral: no training step and nothing earned this round (wrong votes still cost).
     """
     if len(senders) != len(scores):
         raise ValueError(f"{len(scores)} scores for {len(senders)} updates")
@@ -136,15 +159,19 @@ def apply_finalize(
     reputations = dict(state.reputations)
     pending = dict(state.pending)
     new_reps: list[int] = []
+    right_votes: list[int] = []
     for sender, score, aggregated in zip(senders, scores, counted, strict=True):
         if sender not in reputations:
             raise UnknownNodeError(f"{sender} has no reputation; is it registered?")
+        right, wrong = judge_votes(sender, agreeing, rejected)
+        rep = reputations[sender]
         if aggregated:
-            reputations[sender] = ema(reputations[sender], score, params.alpha)
-        new_reps.append(reputations[sender])
-    paid_attesters = [
-        s for s, rep, c in zip(senders, new_reps, counted) if c and s in agreeing and rep >= params.threshold
-    ]
+            rep = ema(rep, score, params.alpha)
+        for _ in range(wrong):
+            rep = ema(rep, 0, params.alpha)
+        reputations[sender] = rep
+        new_reps.append(rep)
+        right_votes.append(right if aggregated and rep >= params.threshold else 0)
 
     proposer_cut = share * params.proposer_share_bps // BPS
     attester_cut = share * params.attester_share_bps // BPS
@@ -159,10 +186,10 @@ def apply_finalize(
 
     if proposer is not None and reputations.get(proposer, 0) >= params.threshold:
         credit(proposer, proposer_cut)
-    per_attester = attester_cut // len(paid_attesters) if paid_attesters else 0
+    per_vote = attester_cut // sum(right_votes) if any(right_votes) else 0
     payouts = round_payouts(trainer_cut, [s if c else 0 for s, c in zip(scores, counted)], new_reps, params.threshold)
-    for sender, payout in zip(senders, payouts, strict=True):
-        credit(sender, payout + (per_attester if sender in paid_attesters else 0))
+    for sender, payout, right in zip(senders, payouts, right_votes, strict=True):
+        credit(sender, payout + per_vote * right)
     remaining = state.reward_remaining - paid
 
     if round == rounds and remaining:

@@ -27,11 +27,12 @@ def predicted_credits(client: FedLedgerClient, task: int) -> dict[str, int] | No
         raise ChainError(f"task {task} round {r} is attesting, but no proposal of attempt {state.attempt} is logged")
     proposal = proposals[-1]
     senders = [u.sender for u in client.round_updates(task, r)]
-    agreeing = {
-        ev.args["node"]
-        for ev in client.logs("Attested", taskId=task, round=r)
-        if ev.args["attempt"] == state.attempt and ev.args["agree"]
-    }
+    attested = client.logs("Attested", taskId=task, round=r)
+    agreeing = {ev.args["node"] for ev in attested if ev.args["attempt"] == state.attempt and ev.args["agree"]}
+    rejected = [  # votes on this round's rejected proposals: judged at finalize too (#16)
+        {ev.args["node"]: bool(ev.args["agree"]) for ev in attested if ev.args["attempt"] == attempt}
+        for attempt in sorted({ev.args["attempt"] for ev in client.logs("ProposalRejected", taskId=task, round=r)})
+    ]
     config = client.task_config(task)
     params = TaskIncentives(
         alpha=int(config["alpha"]),
@@ -43,6 +44,6 @@ def predicted_credits(client: FedLedgerClient, task: int) -> dict[str, int] | No
     after = apply_finalize(
         before, owner=info.owner, rounds=info.rounds, round=r, senders=senders,
         scores=[int(s) for s in proposal.args["scores"]], proposer=proposal.args["proposer"], agreeing=agreeing,
-        params=params,
+        params=params, available=int(proposal.args["available"]), rejected=rejected,
     )  # fmt: skip
     return {account: wei for account, wei in after.pending.items() if wei}

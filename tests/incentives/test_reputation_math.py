@@ -15,6 +15,7 @@ from incentives.reputation import (
     LedgerState,
     apply_finalize,
     ema,
+    judge_votes,
     round_payouts,
     round_share,
 )
@@ -109,3 +110,32 @@ def test_finalize_conserves_the_pool(reward: int, scores: list[int], rounds: int
     if rnd == rounds:
         assert after.reward_remaining == 0
     assert before.pending == {}  # the input state is untouched
+
+
+def test_votes_are_judged_by_their_proposals_outcomes() -> None:
+    # Two rejected proposals then an accepted one: "c" checked each time, "l" agreed each time,
+    # "d" disagreed with everything, "s" stayed silent on the rejected ones.
+    agreeing = {"c", "l", "s"}
+    rejected = [{"c": False, "l": True, "d": False}, {"c": False, "l": True, "d": False}]
+    assert judge_votes("c", agreeing, rejected) == (3, 0)
+    assert judge_votes("l", agreeing, rejected) == (1, 2)
+    assert judge_votes("d", agreeing, rejected) == (2, 0)  # disagreeing with the accepted one: unpaid, not penalized
+    assert judge_votes("s", agreeing, rejected) == (1, 0)
+
+
+@given(scores=st.lists(WADS, min_size=2, max_size=2), lazy_first=st.booleans())
+def test_agreeing_without_checking_never_beats_checking(scores: list[int], lazy_first: bool) -> None:
+    # Prepare: a lazy and a checking attester with the same reputation and the same training score
+    score = scores[0]
+    lazy, checker = ("l", "c") if lazy_first else ("c", "l")
+    before = LedgerState({"l": WAD // 2, "c": WAD // 2, "p": WAD // 2}, reward_remaining=10**18)
+    # Execute: one rejected proposal (l agreed, c disagreed), then an accepted one both agreed with
+    after = apply_finalize(
+        before, owner="o", rounds=1, round=1, senders=[lazy, checker, "p"], scores=[score, score, scores[1]],
+        proposer="p", agreeing={"l", "c"}, rejected=[{"l": True, "c": False}],
+    )  # fmt: skip
+    # Assert: the checker ends strictly ahead in reputation (a zero-score step for the lazy one,
+    # unless both are at 0) and at least as well paid
+    assert after.reputations["c"] > after.reputations["l"] or after.reputations["c"] == 0
+    assert after.pending.get("c", 0) >= after.pending.get("l", 0)
+    assert after.pending.get("c", 0) > 0

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from mirror_chain import RegisteredLedger
 
 from incentives.outcome import MAX_ATTEMPTS, Outcome, outcome
 from incentives.reputation import WAD, LedgerState, TaskIncentives, apply_finalize
-from tests.contracts.ledger_harness import DRAW, PROPOSE, TIMEOUT, VOID, TaskConfig
+from tests.contracts.ledger_harness import DRAW, MIN_STAKE, PROPOSE, TIMEOUT, VOID, TaskConfig
 
 SCORES = st.one_of(
     st.sampled_from([0, 1, WAD // 5, WAD // 3, WAD // 2, WAD - 1, WAD]),
@@ -23,16 +25,21 @@ PARAMS = st.builds(
 )
 
 
+Plan = list[tuple[list[int], list[bool], int, list[bool] | None]]
+
+
 @st.composite
-def plans(draw: st.DrawFn) -> list[tuple[list[int], list[bool], int]]:
+def plans(draw: st.DrawFn) -> Plan:
     """Per round: a score per possible participant, whether each would agree (else stay silent),
-    and the proposal's availability bitmap (which updates the proposer could fetch)."""
+    the proposal's availability bitmap (which updates the proposer could fetch), and, when not
+    None, a poisoned proposal first, rejected, with the lazy voters (True) agreeing to it."""
     rounds = draw(st.integers(min_value=1, max_value=3))
     return [
         (
             draw(st.lists(SCORES, min_size=4, max_size=4)),
             draw(st.lists(st.booleans(), min_size=4, max_size=4)),
             draw(st.sampled_from([0b1111, 0b1111, 0b1011, 0b0001, 0])),
+            draw(st.none() | st.lists(st.booleans(), min_size=4, max_size=4)),
         )
         for _ in range(rounds)
     ]
@@ -47,7 +54,7 @@ def plans(draw: st.DrawFn) -> list[tuple[list[int], list[bool], int]]:
 )
 @given(plan=plans(), reward=st.integers(min_value=1, max_value=10**22), params=PARAMS)
 def test_mirror_equals_chain_after_every_finalize(
-    registered_ledger: RegisteredLedger, plan: list[tuple[list[int], list[bool], int]], reward: int, params: TaskIncentives
+    registered_ledger: RegisteredLedger, plan: Plan, reward: int, params: TaskIncentives
 ) -> None:
     # Prepare: a fresh task on a chain rewound to the warmed-up snapshot
     env = registered_ledger
@@ -65,9 +72,10 @@ def test_mirror_equals_chain_after_every_finalize(
         reward_remaining=reward,
     )
 
-    for rnd, (all_scores, agrees, bitmap) in enumerate(plan, start=1):
+    for rnd, (all_scores, agrees, bitmap, lazy) in enumerate(plan, start=1):
         # Execute: on chain (whoever is eligible is drawn) and in the mirror
-        if all(rep < params.threshold for rep in state.reputations.values()):
+        staked = [n for n in env.nodes if f.stakeOf(n).call() >= MIN_STAKE]  # rejected proposers are slashed
+        if all(state.reputations[n] < params.threshold for n in staked):
             # nobody above this task's threshold: the draw is refused and the round waits (no void)
             with env.chain.reverts(proto.ledger, "FedLedgerCommitteeTooSmall", 0, 1):
                 f.drawCommittee(task).transact({"from": env.owner})
@@ -79,6 +87,21 @@ def test_mirror_equals_chain_after_every_finalize(
         senders = proto.revealed(task)
         scores = all_scores[: len(senders)]
         available = bitmap & ((1 << len(senders)) - 1)
+        rejected: list[dict[str, bool]] = []
+        if lazy is not None and len(senders) > 1:
+            # A poisoned proposal: the lazy voters agree (fewer than half), then just enough
+            # checkers disagree to reject it at once; the proposer's slash goes to the pool.
+            proto.propose(task, scores, cid=b"bafk-poisoned", available=available)
+            bad_proposer, bad_voters = proto.state(task)["proposer"], proto.voters(task)
+            lazies = [v for v, yes in zip(bad_voters, lazy) if yes][: (len(bad_voters) - 1) // 2]
+            checkers = [v for v in bad_voters if v not in lazies][: len(bad_voters) // 2 + 1]
+            stake = f.stakeOf(bad_proposer).call()
+            proto.attest(task, lazies, agree=True)
+            proto.attest(task, checkers, agree=False)
+            assert proto.state(task)["attempt"] == 1
+            rejected.append({**dict.fromkeys(lazies, True), **dict.fromkeys(checkers, False)})
+            state = replace(state, reward_remaining=state.reward_remaining + stake - f.stakeOf(bad_proposer).call())
+        attempt = len(rejected)
         proto.propose(task, scores, available=available)
         proposer = proto.state(task)["proposer"]
         agreeing = [v for v, yes in zip(proto.voters(task), agrees) if yes]
@@ -101,7 +124,7 @@ def test_mirror_equals_chain_after_every_finalize(
             assert outcome(voters, len(agreeing), 0, window_closed=True) is Outcome.UNDECIDED
             env.chain.travel(TIMEOUT + 1)
             env.chain.send(f.advance(task), env.owner)
-            assert proto.state(task)["phase"] == PROPOSE and proto.state(task)["attempt"] == 1
+            assert proto.state(task)["phase"] == PROPOSE and proto.state(task)["attempt"] == attempt + 1
             proto.propose(task, scores, available=available)
             proposer = proto.state(task)["proposer"]
             agreeing = proto.voters(task)
@@ -109,7 +132,7 @@ def test_mirror_equals_chain_after_every_finalize(
         proto.finalize(task, scores)
         state = apply_finalize(
             state, owner=env.owner, rounds=len(plan), round=rnd, senders=senders, scores=scores,
-            proposer=proposer, agreeing=agreeing, params=params, available=available,
+            proposer=proposer, agreeing=agreeing, params=params, available=available, rejected=rejected,
         )  # fmt: skip
 
         # Assert: to the wei
