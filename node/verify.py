@@ -108,7 +108,7 @@ def round_record(client: FedLedgerClient, task: int, round_: int) -> FinalizedRo
 
 def verify_round(client: FedLedgerClient, fetch: Fetch, task: int, round_: int) -> Verdict:
     """Recompute `round_` of `task` from its on-chain inputs, fetched by CID through `fetch`: the
-    same recomputation every attester runs (node/protocol.py)."""
+    same recomputation every attester runs (node/protocol/recompute.py)."""
     record = round_record(client, task, round_)
     participants = [u.sender for u in record.updates]
     owner = client.task_info(task).owner

@@ -2,7 +2,7 @@
 
 Parts, each a task in one nursery: the status/metrics endpoint, the libp2p
 node (identity, block exchange, gossip), and the protocol loop that polls the
-chain and lets the node's `ProtocolNode` (node/protocol.py) act. Blocking web3 and torch calls run in worker
+chain and lets the node's `ProtocolNode` (node/protocol/node.py) act. Blocking web3 and torch calls run in worker
 threads (`trio.to_thread`); a worker thread fetching content from peers calls
 back into trio (`trio.from_thread`). SIGINT/SIGTERM cancel the nursery, so
 every part stops at its next checkpoint and the journal stays consistent.

@@ -1,49 +1,42 @@
-"""One node's part in a round: the only implementation of the protocol (SPEC §4).
+"""ProtocolNode, one node's part in a round: the state machine that drives the protocol (SPEC §4).
 
 `ProtocolNode.step(task)` reads the task's round from the chain and takes at
 most one action: draw the committee, train-pin-commit, reveal, propose,
-attest (by recomputing the round), finalize, or nudge an expired phase
-forward. Everything that runs the protocol drives this class:
-
-- the daemon (`node/daemon/service.py`) steps one node in a loop, with a
-  libp2p fetch and a durable journal;
-- the simulator (`node/sim/simulate.py`) steps N nodes on one chain, in one
-  process, with their blockstores as the network;
-- `fedledger verify` calls `recompute_round`, the recomputation every
-  attester runs.
+attest (by recomputing the round, node/protocol/recompute.py), finalize, or
+nudge an expired phase forward. The daemon (`node/daemon/service.py`) steps
+one node in a loop, with a libp2p fetch and a durable journal; the simulator
+(`node/sim/simulate.py`) steps N nodes on one chain, in one process, with
+their blockstores as the network.
 
 The chain is the source of truth for what has happened; the journal (written
 before every transaction) is the source of truth for what this node meant to
 do, so a restart after `kill -9` resumes with the same update and salt and
 never submits twice.
 
-A node's `Behaviour` decides what it publishes, proposes and votes; the
-honest one changes nothing. Attacks (`node/sim/attacks.py`) are behaviours,
-so the same attack runs in-process and in a daemon.
+A node's `Behaviour` (node/protocol/behaviour.py) decides what it publishes,
+proposes and votes; the honest one changes nothing.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import secrets
 import time
-from dataclasses import dataclass
-from functools import cached_property
-from typing import Callable, Mapping, Protocol, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 from eth_utils import to_checksum_address
 
-from aggregation import aggregate_round, decode_model, decode_update, encode_update
+from aggregation import encode_update
 from node.abc import Storage, Trainer
-from node.chain.client import (
-    ContractRevert, FedLedgerClient, Phase, RoundUpdate, all_available, make_commitment, proposal_hash,
-)  # fmt: skip
+from node.chain.client import FedLedgerClient
+from node.chain.client import ContractRevert, Phase, RoundUpdate, all_available, make_commitment, proposal_hash
 from node.daemon.journal import Journal
-from node.errors import ChainError, StorageError
-from node.storage.unixfs import OverLimit, cid_of
+from node.errors import ChainError
+from node.protocol.behaviour import Behaviour, Delta, Observer, RoundView
+from node.protocol.recompute import Fetch, RoundResult, UnavailableError, recompute_round
+from node.protocol.seeds import train_seed
 from node.taskspec import SPEC_MAX_BYTES, TaskSpec
 
 log = logging.getLogger("fedledger.protocol")
@@ -53,270 +46,6 @@ log = logging.getLogger("fedledger.protocol")
 HOLD_BEFORE_PROPOSE = "FEDLEDGER_TEST_HOLD_BEFORE_PROPOSE"
 
 ZERO32 = b"\x00" * 32
-
-Delta = dict[str, np.ndarray]
-
-class Fetch(Protocol):
-    """fetch(cid, holders, max_bytes=None) -> bytes: get content into local storage from whoever
-    holds it (holders are the on-chain addresses of nodes expected to have it). Content larger
-    than `max_bytes` raises OverLimit, and is refused while it arrives, not after; None: the
-    fetch's own default."""
-
-    def __call__(self, cid: str, holders: Sequence[str], max_bytes: int | None = None) -> bytes: ...
-
-
-# -- seeds -------------------------------------------------------------------------
-
-
-def derive_seed(*parts: object) -> int:
-    """A 31-bit seed from `parts`, the same on every machine and in every mode."""
-    text = "/".join(str(p) for p in ("fedledger", *parts))
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big") >> 1
-
-
-def node_seed(run_seed: int, index: int) -> int:
-    """The training seed of node `index` of a federation started from `run_seed` (simulations)."""
-    return derive_seed("node", run_seed, index)
-
-
-def seeded_salt(seed: int) -> Callable[[int, int], bytes]:
-    """Commitment salts derived from a node's seed: for simulations only, where a run must be a
-    function of its seed. A real node's salts are secret random bytes (ProtocolNode's default)."""
-    return lambda task, round_: hashlib.sha256(f"fedledger/salt/{seed}/{task}/{round_}".encode()).digest()
-
-
-def train_seed(seed: int, task: int, round_: int) -> int:
-    """The seed a node with `seed` trains round `round_` of `task` with."""
-    return derive_seed("train", seed, task, round_)
-
-
-# -- recomputing a round -------------------------------------------------------------
-
-
-class UnavailableError(StorageError):
-    """Raised when an update a proposal aggregated cannot be fetched here: this node cannot
-    check the proposal (it abstains; it must not disagree)."""
-
-
-@dataclass(frozen=True)
-class RoundResult:
-    """What recomputing a round gives: the new model's CID and bytes, one score per update
-    (in reveal order) and, per update, why it was rejected (None: accepted).
-
-    `available` is the bitmap of the updates aggregated (bit i: update i; None: all of them):
-    what a proposer could fetch, or the set an attester recomputed over. An update left out
-    scores 0 here and is neutral on-chain. `complete` is False when some update of the previous
-    round (the replay check's reference) could not be fetched: such a result may differ from a
-    better-informed node's, so it is never grounds for disagreeing, nor cached."""
-
-    cid: str
-    scores: list[int]
-    model: bytes
-    rejected: tuple[str | None, ...] = ()
-    available: int | None = None
-    complete: bool = True
-
-
-def fetch_each(
-    fetch: Fetch, updates: Sequence[RoundUpdate], holders: Sequence[str] = (), max_bytes: int | None = None
-) -> list[bytes]:
-    """Every update's bytes, in order; one that cannot be fetched is b"" (rejected, like any invalid one)."""
-    return [b if b is not None else b"" for b in fetch_available(fetch, updates, holders, max_bytes)]
-
-
-def fetch_update(fetch: Fetch, u: RoundUpdate, holders: Sequence[str], max_bytes: int | None) -> bytes:
-    """One update's bytes; b"" (invalid, scored 0 by every node alike) when its CID names more
-    than `max_bytes`, which is refused as it arrives. Unreachable: the fetch's error."""
-    try:
-        return fetch(u.cid, [u.sender, *holders], max_bytes=max_bytes)
-    except OverLimit as exc:  # the CID fixes the size: the same verdict on every node
-        log.warning("update %s of %s is over the task's limit (%s)", u.cid, u.sender, exc)
-        return b""
-
-
-def fetch_available(
-    fetch: Fetch, updates: Sequence[RoundUpdate], holders: Sequence[str] = (), max_bytes: int | None = None
-) -> list[bytes | None]:
-    """Every update's bytes, in order; None for one that cannot be fetched now (not a verdict on it)."""
-    blobs: list[bytes | None] = []
-    for u in updates:
-        try:
-            blobs.append(fetch_update(fetch, u, holders, max_bytes))
-        except Exception as exc:  # unreachable or corrupt here; someone else may well have it
-            log.warning("update %s of %s unavailable (%s)", u.cid, u.sender, exc)
-            blobs.append(None)
-    return blobs
-
-
-def recompute_round(
-    client: FedLedgerClient,
-    fetch: Fetch,
-    spec: TaskSpec,
-    task: int,
-    round_: int,
-    base_cid: str,
-    updates: Sequence[RoundUpdate],
-    holders: Sequence[str] = (),
-    available: int | None = None,
-) -> RoundResult:
-    """Round `round_` of `task` from its inputs: the base model, the revealed updates in reveal
-    order, and the previous round's updates (a replay of one of them scores 0). What a proposer
-    posts, what every attester checks, and what `fedledger verify` compares.
-
-    With `available` None (a proposer) every update is fetched and those that cannot be are left
-    out (their bits cleared). With a bitmap (an attester checking a proposal) exactly those
-    updates are aggregated, and one that cannot be fetched raises UnavailableError."""
-    limit = spec.max_update_bytes
-    base = fetch(base_cid, list(holders), max_bytes=limit)
-    previous = fetch_each(fetch, client.round_updates(task, round_ - 1), holders, limit) if round_ > 1 else []
-    blobs: list[bytes | None]
-    if available is None:
-        blobs = fetch_available(fetch, updates, holders, limit)
-    else:
-        if available < 0 or available >> len(updates):
-            raise ChainError(f"availability bitmap {available:#x} names updates beyond the {len(updates)} revealed")
-        blobs = []
-        for i, u in enumerate(updates):
-            if not available >> i & 1:
-                blobs.append(None)
-                continue
-            try:
-                blobs.append(fetch_update(fetch, u, holders, limit))
-            except Exception as exc:
-                raise UnavailableError(f"update {u.cid} of {u.sender} is unavailable here ({exc})") from exc
-    # Each file must be for this round, on this base, with the sample count its sender revealed.
-    claims = [
-        {"task": str(task), "round": str(round_), "base": base_cid, "num_samples": str(u.num_samples)}
-        for u, b in zip(updates, blobs) if b is not None
-    ]  # fmt: skip
-    result = aggregate_round(
-        spec.rule,
-        base,
-        [b for b in blobs if b is not None],
-        options=spec.rule_options(),
-        max_update_bytes=spec.max_update_bytes,
-        previous=previous,
-        claims=claims,
-    )
-    scores, errors = iter(result.scores_wad), iter(result.errors)
-    return RoundResult(
-        cid_of(result.model),
-        [next(scores) if b is not None else 0 for b in blobs],
-        result.model,
-        tuple(next(errors) if b is not None else "unavailable" for b in blobs),
-        available=sum(1 << i for i, b in enumerate(blobs) if b is not None),
-        complete=all(previous),
-    )
-
-
-# -- behaviours ------------------------------------------------------------------------
-
-
-class RoundView:
-    """What a node can know while it acts in a round, read lazily: the committee, its own
-    training, the updates revealed in the previous round, and its own earlier updates."""
-
-    def __init__(self, node: "ProtocolNode", task: int, round_: int) -> None:
-        self.node = node
-        self.task = task
-        self.round = round_
-        self.address = node.me
-        self.rng = np.random.default_rng(train_seed(node.seed, task, round_) ^ 0x5EED)
-
-    @cached_property
-    def base_cid(self) -> str:
-        return self.node.client.global_model(self.task)[0]
-
-    @cached_property
-    def base(self) -> dict[str, np.ndarray]:
-        """The global model this round trains from."""
-        node = self.node
-        blob = node.fetch(self.base_cid, [node.owner(self.task)], max_bytes=node.spec(self.task).max_update_bytes)
-        return decode_model(blob, node.spec(self.task).max_update_bytes)[0]
-
-    @cached_property
-    def trained(self) -> Delta:
-        """What this node's training produced this round (before its behaviour's say)."""
-        return self.node.train(self.task, self.round, self.base)
-
-    def decode(self, blob: bytes) -> Delta | None:
-        """An update's tensors if `blob` is a valid update of this task's model, else None."""
-        shapes = {k: v.shape for k, v in self.base.items()}
-        try:
-            update = decode_update(blob, expected=shapes, max_bytes=self.node.spec(self.task).max_update_bytes)
-        except Exception:  # invalid: nothing to learn from it
-            return None
-        return dict(update.tensors)
-
-    @cached_property
-    def committee(self) -> list[str]:
-        return self.node.client.committee(self.task, self.round)
-
-    @cached_property
-    def revealed_last_round(self) -> list[Delta]:
-        """The other nodes' updates revealed in the previous round, in reveal order (commit-reveal
-        hides this round's until every commitment is in)."""
-        if self.round <= 1:
-            return []
-        earlier = [u for u in self.node.client.round_updates(self.task, self.round - 1) if u.sender != self.address]
-        out = []
-        for blob in fetch_each(self.node.fetch, earlier, max_bytes=self.node.spec(self.task).max_update_bytes):
-            delta = self.decode(blob)
-            if delta is not None:
-                out.append(delta)
-        return out
-
-    @cached_property
-    def own_previous(self) -> Delta | None:
-        """The update this node published most recently before this round, if any."""
-        for r in range(self.round - 1, 0, -1):
-            action = self.node.journal.get(self.task, r, "commit")
-            if action is not None:
-                try:
-                    return self.decode(self.node.storage.get(action.payload["cid"]))
-                except Exception:  # no longer held locally
-                    return None
-        return None
-
-
-class Behaviour:
-    """An honest node: publishes what it trained, proposes what it computed, votes what it saw.
-    Attacks override one or more of these (node/sim/attacks.py)."""
-
-    role = "honest"
-
-    def joined(self, node: "ProtocolNode") -> None:
-        """Called once by the node this behaviour drives."""
-
-    def trainer(self, trainer: Trainer) -> Trainer:
-        """The trainer this node uses, built from its honest one (data poisoning wraps it)."""
-        return trainer
-
-    def publish(self, trained: Delta, view: RoundView) -> Delta:
-        """The delta to publish this round, given what training produced."""
-        return trained
-
-    def propose(self, honest: RoundResult, view: RoundView, updates: Sequence[RoundUpdate]) -> RoundResult:
-        """The proposal to post as proposer, given the honest recomputation."""
-        return honest
-
-    def vote(self, agree: bool, proposer: str, view: RoundView) -> bool:
-        """The attestation to send, given whether the proposal matches the recomputation."""
-        return agree
-
-
-class Observer:
-    """A public hook on what nodes do, for experiments and reports (no effect on the protocol).
-    Subclasses override what they want to see."""
-
-    def published(self, node: str, role: str, task: int, round_: int, trained: Delta, published: Delta) -> None:
-        """`node` (playing `role`) trained `trained` and published `published` for the round."""
-
-    def acted(self, node: "ProtocolNode", task: int, action: str) -> None:
-        """`node` took a protocol step on `task`; `action` says what it did (ProtocolNode.step)."""
-
-
-# -- the node -----------------------------------------------------------------------------
 
 
 class ProtocolNode:

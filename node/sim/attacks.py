@@ -1,6 +1,6 @@
 """Misbehaving nodes for simulation and robustness experiments.
 
-Every attack is a node `Behaviour` (node/protocol.py): a wrapper on the node's
+Every attack is a node `Behaviour` (node/protocol/behaviour.py): a wrapper on the node's
 trainer (`poison_data`, applied once when its trainer is built), on the update
 it publishes (`craft_update`, applied every round with what a colluding
 attacker could know), or on its proposer/attester policy (`bad-proposer`).

@@ -3,7 +3,7 @@
 Real contracts on a real EVM (embedded py-evm, or anvil over JSON-RPC), real
 content addressing (each node has its own blockstore; updates move between
 stores block by block, each block verified against its CID), real torch
-training. Each node is a `ProtocolNode` (node/protocol.py), the very code a
+training. Each node is a `ProtocolNode` (node/protocol/node.py), the very code a
 daemon runs; this module sets a federation up and steps its nodes in turn, in
 one process, with no sockets. Every phase ends as soon as all members have
 acted, so an honest run never waits on a timer.

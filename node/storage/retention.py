@@ -2,7 +2,7 @@
 
 Every update a node fetched or trained is pinned, and before this nothing was ever unpinned:
 a node ran out of disk at the pace of its federation. A round's updates are needed while the
-round runs and, for replay detection, during the next one (node/protocol.py `recompute_round`
+round runs and, for replay detection, during the next one (node/protocol/recompute.py `recompute_round`
 reads the previous round's updates); after that only the global models matter, and they are
 kept for good (anyone may ask any node for any round's model, SPEC §9 `model get`).
 

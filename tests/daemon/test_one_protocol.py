@@ -1,5 +1,5 @@
 """One round implementation: nodes stepped in this process and node daemons on anvil run the same
-code (node/protocol.py), so with the same seed they produce the same global models, and an attack
+code (node/protocol/), so with the same seed they produce the same global models, and an attack
 is a node behaviour that runs in either."""
 
 from __future__ import annotations
