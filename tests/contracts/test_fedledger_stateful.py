@@ -19,6 +19,11 @@ every step it checks, from the chain's own views:
   attempt stays under MAX_ATTEMPTS (it never wraps);
 - a finalized round had a strict majority of its attesters agreeing (silence and ties never
   finalize); a proposal is rejected (its proposer slashed) only by a strict majority disagreeing;
+- every finalize moves reputations and credits exactly as the mirror (`incentives.apply_finalize`)
+  says from the votes seen: attesters are paid per vote on the winning side of a proposal of the
+  round (agree with the accepted one, disagree with a rejected one), and each agreement with a
+  rejected proposal is a zero-score reputation step (#16; a lazy attester that agrees with
+  everything is drawn in the challenge window);
 - no stake leaves while a slash is pending.
 
 Run: .venv/bin/pytest tests/contracts/test_fedledger_stateful.py -m "not slow"   (8 sequences)
@@ -45,6 +50,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from eth_tester.exceptions import TransactionFailed
 from ledger_harness import MIN_STAKE, TIMEOUT, WAD, Chain, DirectContract, TaskConfig, commitment, revert_data
+from incentives.reputation import LedgerState, TaskIncentives, apply_finalize
 from web3.exceptions import ContractLogicError
 from web3.logs import DISCARD
 
@@ -89,6 +95,9 @@ class LedgerMachine(RuleBasedStateMachine):
         self.nodes = self.chain.accounts[1 : 1 + NODES]
         self.everyone = self.owners + self.nodes
         self.thresholds: dict[int, int] = {}  # task -> reputation threshold
+        self.incentives: dict[int, TaskIncentives] = {}  # task -> what its finalize pays (the mirror's view)
+        self.votes: dict[tuple[int, int], dict[int, dict[str, bool]]] = {}  # (task, round) -> attempt -> voter -> agreed
+        self.rejected: dict[tuple[int, int], set[int]] = {}  # (task, round) -> attempts rejected
         self.min_committees: dict[int, int] = {}  # task -> minimum committee
         self.secrets: dict[tuple[int, int, str], tuple[bytes, int, bytes]] = {}  # (task, round, node) -> reveal
         self.proposals: dict[tuple[int, int], tuple[bytes, list[int]]] = {}  # (task, round) -> pending proposal
@@ -110,8 +119,12 @@ class LedgerMachine(RuleBasedStateMachine):
                     assert len(args["members"]) >= self.min_committees[args["taskId"]], "committee too small"
         if fn == "attest":
             for name, args in events:
+                key = (args["taskId"], args["round"])
+                if name == "Attested":
+                    self.votes.setdefault(key, {}).setdefault(args["attempt"], {})[args["node"]] = args["agree"]
                 if name == "ProposalRejected":  # only a vote can reject, and only a majority's
                     assert args["disagrees"] * 2 > args["disagrees"] + args["agrees"], "minority rejected"
+                    self.rejected.setdefault(key, set()).add(args["attempt"])
         return events
 
     def open_round(self, task: int) -> tuple[int, tuple | None]:
@@ -155,10 +168,30 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def do_finalize(self, t: int, rnd: int) -> None:
         cid, scores = self.proposals.get((t, rnd), (b"bafk-none", []))
-        if self.send("finalize", (t, rnd, cid, scores), self.owners[1]) is not None:
-            assert self.v.globalModel(t) == [cid, rnd]
-            state = self.v.roundState(t, rnd)
-            assert state[5] * 2 > state[4], "finalized without a strict majority agreeing"
+        info, state = self.v.taskInfo(t), self.v.roundState(t, rnd)
+        senders = self.v.roundUpdates(t, rnd)[0] if info[5] == rnd else []
+        watched = [*senders, state[12]]  # the proposer may be an outside (fallback) one
+        before = LedgerState({n: self.v.reputationOf(n) for n in watched}, reward_remaining=info[6])
+        events = self.send("finalize", (t, rnd, cid, scores), self.owners[1])
+        if events is None:
+            return
+        assert self.v.globalModel(t) == [cid, rnd]
+        assert state[5] * 2 > state[4], "finalized without a strict majority agreeing"
+        # The mirror, from the votes the machine saw: reputations and credits to the wei
+        attempt, votes = state[8], self.votes.get((t, rnd), {})
+        agreeing = {n for n, agreed in votes.get(attempt, {}).items() if agreed}
+        rejected = [votes.get(a, {}) for a in sorted(self.rejected.get((t, rnd), ())) if a < attempt]
+        after = apply_finalize(
+            before, owner=info[0], rounds=info[1], round=rnd, senders=senders, scores=scores, proposer=state[12],
+            agreeing=agreeing, params=self.incentives[t], available=state[14], rejected=rejected,
+        )  # fmt: skip
+        credited: dict[str, int] = {}
+        for name, args in events:
+            if name == "RewardCredited":
+                credited[args["account"]] = credited.get(args["account"], 0) + args["amount"]
+        assert credited == after.pending, "finalize paid other than the mirror"
+        assert {n: self.v.reputationOf(n) for n in watched} == after.reputations, "reputations differ from the mirror"
+        STATS["finalize after a rejection"] = STATS.get("finalize after a rejection", 0) + bool(rejected)
 
     # ------------------------------------------------------------ nodes
 
@@ -218,6 +251,7 @@ class LedgerMachine(RuleBasedStateMachine):
                             proposer_share_bps=shares[0], attester_share_bps=shares[1], min_committee=min(m, k))  # fmt: skip
         assert self.send("createTask", (config.args(),), self.owners[o], 10**18 + 7) is not None
         self.thresholds[self.v.taskCount()] = threshold
+        self.incentives[self.v.taskCount()] = TaskIncentives(config.alpha, threshold, shares[0], shares[1])
         self.min_committees[self.v.taskCount()] = min(m, k)
 
     @rule(data=st.data(), phases=st.integers(1, 6))
@@ -231,7 +265,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def drive_a_whole_round(self, data: st.DataObject) -> None:
-        self.drive(data, 6)
+        self.drive(data, 8)  # draw to finalize, through one retried proposal (rejected or undecided)
 
     def _drive_phase(self, t: int, data: st.DataObject) -> None:
         rnd, state = self.open_round(t)
@@ -258,10 +292,13 @@ class LedgerMachine(RuleBasedStateMachine):
             revealed = self.v.roundUpdates(t, rnd)[0]
             silent = data.draw(st.sampled_from([None, *revealed]), label="silent")
             unable = data.draw(st.sampled_from([None, *revealed]), label="cannot fetch")  # abstains
+            lazy = data.draw(st.sampled_from([None, *revealed]), label="agrees unchecked")
             for m in revealed:
                 if m != state[12] and m != silent:
                     if m == unable:
                         self.send("abstain", (t, rnd), m)
+                    elif m == lazy:
+                        self.send("attest", (t, rnd, True), m)
                     else:
                         self.do_attest(t, rnd, m)
                     after = self.open_round(t)[1]  # None: that vote ended the task's last round
@@ -371,6 +408,8 @@ def test_protocol_state_machine_thorough() -> None:
     # the sequences reach every part of the protocol, not just its entry points
     for fn in ("commit", "reveal", "propose", "attest", "finalize", "withdraw", "withdrawStake"):
         assert STATS.get(fn, 0) > 0, f"no sequence got a successful {fn}"
+    if examples >= 500:  # ~1 sequence in 50 finalizes a round after a rejected proposal
+        assert STATS.get("finalize after a rejection", 0) > 0, "no sequence judged the votes on a rejected proposal"
 
 
 def test_direct_contract_makes_the_chain_web3_makes() -> None:
