@@ -8,7 +8,7 @@ there. Run: .venv/bin/python -m pytest -q tests/contracts/test_fedledger_atteste
 
 from __future__ import annotations
 
-from ledger_harness import MIN_STAKE, REPUTATION_ALPHA, REWARD, WAD, Chain, Protocol, TaskConfig
+from ledger_harness import MIN_STAKE, REPUTATION_ALPHA, REWARD, TIMEOUT, VOID, WAD, Chain, Protocol, TaskConfig
 from web3.contract import Contract
 
 POISONED = b"bafk-poisoned-model"
@@ -83,3 +83,30 @@ def test_each_vote_on_the_winning_side_is_paid_and_an_agreement_with_a_rejected_
         lazy: by_member[lazy],
     }
     assert {m: f.pendingRewards(m).call() for m in members} == expected
+
+
+def test_agreeing_with_a_rejected_proposal_costs_even_when_the_round_ends_void(
+    chain: Chain, ledger: Contract, proto: Protocol, owner: str
+) -> None:
+    # Prepare: attempt 0's poisoned proposal is rejected (the lazy attester agreed with it), then
+    # the next proposals meet silence until the round is void: nothing is finalized, nobody paid
+    proto.register(chain.accounts[1:6])
+    task = proto.create_task(owner, TaskConfig(committee_size=5))
+    members = proto.draw(task)
+    proto.commit(task, members)
+    proto.reveal(task, members)
+    first, second, lazy, checker, other = members
+    f = ledger.functions
+    before = {m: f.reputationOf(m).call() for m in members}
+    proto.propose(task, [WAD] * 5, cid=POISONED)
+    proto.attest(task, [lazy], agree=True)
+    proto.attest(task, [checker, other, second], agree=False)
+    # Execute
+    for _ in range(f.MAX_ATTEMPTS().call() - 1):
+        proto.propose(task, [WAD] * 5)
+        chain.travel(TIMEOUT + 1)
+        chain.send(f.advance(task), owner)
+    # Assert: void, and only the lazy attester's reputation moved: one zero-score step
+    assert proto.state(task, 1)["phase"] == VOID
+    after = {m: f.reputationOf(m).call() for m in members}
+    assert after == {**before, lazy: before[lazy] * (WAD - REPUTATION_ALPHA) // WAD}
