@@ -140,6 +140,12 @@ def cmd_task_create(args: argparse.Namespace) -> int:
     model_cid = store.put(encode_model(initial_weights(args.model, args.seed)))
     spec_cid = store.put(spec.to_bytes())
     task_id, receipt = client.create_task(model_cid, spec_cid, params, args.reward)
+    if not (_ipfs_dir(args).parent / "node.toml").is_file():
+        # Nodes fetch the initial model and the spec from registered nodes' stores only: one
+        # outside any node directory is served by nobody, and the task would wait forever.
+        print(f"fedledger: note: task {task_id}'s initial model and spec are in {_ipfs_dir(args)}, which no node "
+              "serves; copy them into a node's store (fedledger ipfs get/add --repo NODE_DIR/ipfs) or create "
+              "tasks with --repo NODE_DIR/ipfs", file=sys.stderr)  # fmt: skip
     if args.json:
         _print_json({"task": task_id, "model_cid": model_cid, "spec_cid": spec_cid, "block": receipt["blockNumber"]})
     else:

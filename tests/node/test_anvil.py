@@ -166,6 +166,8 @@ def test_task_create_then_status_on_anvil(cli, anvil, keystore, tmp_path):
 
     assert proc.returncode == 0, proc.stderr
     task = int(proc.stdout.strip())
+    # $FEDLEDGER_HOME/ipfs is no node's store: said at once, not found out by waiting daemons
+    assert proc.stderr.count("\n") == 1 and "which no node serves" in proc.stderr
     status = json.loads(cli("status", "--deployment", str(dep), "--task", str(task), "--json").stdout)
     assert status["phase"] == "draw" and status["round"] == 1 and status["committee_size"] == 2
     assert status["reward_remaining_wei"] == str(15 * 10**17) and status["global_model_round"] == 0
