@@ -8,7 +8,8 @@ says what `finalize` will credit each account, before anyone sends it.
 from __future__ import annotations
 
 from incentives.reputation import LedgerState, TaskIncentives, apply_finalize
-from node.chain.client import FedLedgerClient, Phase
+from node.chain.client import FedLedgerClient
+from node.chain.types import Phase
 from node.errors import ChainError
 
 

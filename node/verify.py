@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from node.chain.client import FedLedgerClient, RoundUpdate
+from node.chain.client import FedLedgerClient
+from node.chain.types import RoundUpdate
 from node.errors import ConfigError
 from node.protocol import Fetch, recompute_round
 from node.taskspec import SPEC_MAX_BYTES, TaskSpec

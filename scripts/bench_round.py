@@ -114,7 +114,7 @@ def cpu_seconds(pid: int) -> float | None:
 
 def bench_daemons(n_nodes: int, rounds: int, workdir: Path, poll_interval: float, env: dict[str, str]) -> dict[str, object]:
     from node.chain.anvil import Anvil
-    from node.chain.client import Phase
+    from node.chain.types import Phase
     from node.sim.federation import FederationConfig, build_federation
     from node.taskspec import TaskSpec
 

@@ -47,7 +47,7 @@ def describe(exc: BaseException) -> str | None:
     web3_exceptions = sys.modules.get("web3.exceptions")
     if web3_exceptions is not None and isinstance(exc, web3_exceptions.ContractLogicError):
         from node.chain.artifacts import load_artifact
-        from node.chain.client import describe_revert
+        from node.chain.reverts import describe_revert
 
         return f"the contract refused: {describe_revert(load_artifact('FedLedger')['abi'], exc.data) or exc}"
     if web3_exceptions is not None and isinstance(exc, web3_exceptions.Web3Exception):

@@ -32,7 +32,7 @@ def keystore_address(path: Path) -> str:
 
 def cmd_node_fund(args: argparse.Namespace) -> int:
     from node.chain.accounts import TESTNET_CHAIN_ID, dev_account
-    from node.chain.client import send_ether
+    from node.chain.sends import send_ether
     from node.chain.providers import rpc_web3
     from node.daemon import startup
     from node.daemon.config import load_config

@@ -39,7 +39,7 @@ def _known_task(client, task: int) -> Any:
 def task_summary(client, task: int, known: bool = False) -> dict[str, Any]:
     """A task's row of `task list`, and the first keys of `status` and `task show`; `known`: the
     caller has the id from the chain's task count."""
-    from node.chain.client import Phase
+    from node.chain.types import Phase
     from node.taskspec import RULE_NAMES
 
     info = client.task_info(task, errors="replace") if known else _known_task(client, task)

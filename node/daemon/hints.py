@@ -49,7 +49,7 @@ from dataclasses import dataclass
 
 import trio
 
-from node.chain.client import Phase
+from node.chain.types import Phase
 from node.errors import CIDError
 from node.p2p.gossip import PHASE_KINDS, Announcement
 from node.storage.cid import parse_cid

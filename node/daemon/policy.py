@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from node.chain.client import TaskInfo
+from node.chain.types import TaskInfo
 from node.taskspec import TaskSpec
 from node.units import ETHER
 

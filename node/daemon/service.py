@@ -30,7 +30,8 @@ from eth_account.signers.local import LocalAccount
 from web3.exceptions import Web3Exception
 
 from aggregation import AggregationError, decode_model
-from node.chain.client import ContractRevert, FedLedgerClient, Phase
+from node.chain.client import FedLedgerClient
+from node.chain.types import ContractRevert, Phase
 from node.daemon.backoff import Backoff
 from node.daemon import startup
 from node.daemon.config import NodeConfig

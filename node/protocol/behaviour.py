@@ -14,7 +14,7 @@ import numpy as np
 
 from aggregation import decode_model, decode_update
 from node.abc import Trainer
-from node.chain.client import RoundUpdate
+from node.chain.types import RoundUpdate
 from node.protocol.recompute import RoundResult, fetch_each
 from node.protocol.seeds import train_seed
 

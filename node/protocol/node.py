@@ -31,7 +31,7 @@ from eth_utils import to_checksum_address
 from aggregation import encode_update
 from node.abc import Storage, Trainer
 from node.chain.client import FedLedgerClient
-from node.chain.client import ContractRevert, Phase, RoundUpdate, all_available, make_commitment, proposal_hash
+from node.chain.types import ContractRevert, Phase, RoundUpdate, all_available, make_commitment, proposal_hash
 from node.daemon.journal import Journal
 from node.errors import ChainError
 from node.protocol.behaviour import Behaviour, Delta, Observer, RoundView

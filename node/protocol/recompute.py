@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 from aggregation import aggregate_round
-from node.chain.client import FedLedgerClient, RoundUpdate
+from node.chain.client import FedLedgerClient
+from node.chain.types import RoundUpdate
 from node.errors import ChainError, StorageError
 from node.storage.unixfs import OverLimit, cid_of
 from node.taskspec import TaskSpec

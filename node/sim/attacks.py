@@ -29,7 +29,7 @@ from eth_utils import is_checksum_address
 
 from aggregation import encode_update
 from node.abc import Trainer
-from node.chain.client import RoundUpdate
+from node.chain.types import RoundUpdate
 from node.errors import ConfigError
 from node.protocol import Behaviour, ProtocolNode, RoundResult, RoundView, train_seed
 from node.sim.kinds import KNOWN_KINDS, MODEL_ATTACKS, PROTOCOL_ATTACKS

@@ -35,7 +35,7 @@ from web3.exceptions import Web3Exception
 
 from node.chain import Deployment, FedLedgerClient, deploy_fedledger, dev_account
 from node.chain.anvil import Anvil
-from node.chain.client import send_ether
+from node.chain.sends import send_ether
 from node.chain.providers import rpc_web3
 from node.children import parent_death_signal
 from node.daemon.init import init_node_dir

@@ -11,7 +11,8 @@ import time
 from typing import Callable, Sequence
 
 from aggregation import decode_model
-from node.chain.client import BlockActivity, ChainLog, FedLedgerClient
+from node.chain.client import FedLedgerClient
+from node.chain.types import BlockActivity, ChainLog
 from node.errors import ChainError
 from node.report import NodeRecord, RoundRecord
 from node.taskspec import TaskSpec

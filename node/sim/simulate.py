@@ -23,7 +23,7 @@ from web3 import Web3
 from aggregation import encode_model
 from node.chain import FedLedgerClient, deploy_fedledger, dev_account
 from node.chain.anvil import Anvil
-from node.chain.client import send_ether
+from node.chain.sends import send_ether
 from node.chain.providers import embedded_web3, rpc_web3
 from node.daemon.journal import Journal
 from node.errors import ChainError, ConfigError, StorageError

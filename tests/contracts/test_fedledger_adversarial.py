@@ -185,7 +185,7 @@ def test_the_first_node_up_does_not_train_alone() -> None:
     # Prepare: a task made as the node makes them (TaskParams' defaults: K = 4, minimum 3), and
     # only one node registered: it used to draw a committee of one and aggregate unchecked.
     from node.chain import deploy_fedledger, dev_account
-    from node.chain.client import ContractRevert
+    from node.chain.types import ContractRevert
     from node.chain.providers import embedded_web3
     from node.taskspec import TaskParams
 

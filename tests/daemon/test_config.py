@@ -6,7 +6,7 @@ import pytest
 
 from dataclasses import replace
 
-from node.chain.client import TaskInfo
+from node.chain.types import TaskInfo
 from node.daemon.config import load_config, write_template
 from node.daemon.policy import TaskPolicy
 from node.errors import ConfigError

@@ -11,7 +11,7 @@ import numpy as np
 
 from aggregation import decode_model, encode_update
 from node.chain.anvil import Anvil
-from node.chain.client import Phase, make_commitment
+from node.chain.types import Phase, make_commitment
 from node.protocol import HOLD_BEFORE_PROPOSE
 from node.storage import EmbeddedStorage
 from tests.conftest import run_cli

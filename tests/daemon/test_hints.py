@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import trio
 
-from node.chain.client import Phase
+from node.chain.types import Phase
 from node.daemon.hints import Prefetcher, RoundView, Seen, StepFilter, Wakeup, announcement_for, ring_neighbours
 from node.p2p.gossip import Announcement
 from node.storage import cid_of

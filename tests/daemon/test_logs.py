@@ -95,7 +95,7 @@ def test_repeats_are_counted_at_close_and_different_levels_are_not_merged(logs):
 
 
 def test_expected_races_are_debug(logs):
-    from node.chain.client import ContractRevert
+    from node.chain.types import ContractRevert
     from node.daemon.service import is_expected_race
 
     assert is_expected_race(ContractRevert("commit", "FedLedgerWrongRound", (1, 2, 3), "wrong round"))
@@ -110,7 +110,7 @@ def test_only_the_node_whose_advance_moved_the_round_says_it_advanced(tmp_path):
     only the first one moved the round: the others' transactions were no-ops (#17)."""
     from node.chain import deploy_fedledger, dev_account
     from node.chain.anvil import Anvil
-    from node.chain.client import Phase
+    from node.chain.types import Phase
     from node.chain.providers import rpc_web3
     from node.daemon.journal import Journal
     from node.protocol import ProtocolNode

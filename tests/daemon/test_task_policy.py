@@ -16,7 +16,8 @@ import time
 import pytest
 
 from node.chain.anvil import Anvil
-from node.chain.client import FedLedgerClient, Phase, make_commitment
+from node.chain.client import FedLedgerClient
+from node.chain.types import Phase, make_commitment
 from node.chain import dev_account
 from node.chain.providers import rpc_web3
 from node.daemon.config import write_template

@@ -11,7 +11,9 @@ from web3 import Web3
 
 from node.chain import ChainLog, ContractRevert, MemberInfo, Phase, deploy_fedledger, dev_account
 from node.chain.anvil import Anvil
-from node.chain.client import EMBEDDED_GAS_LIMIT, decode_revert, make_commitment, send_ether
+from node.chain.reverts import decode_revert
+from node.chain.sends import EMBEDDED_GAS_LIMIT, send_ether
+from node.chain.types import make_commitment
 from node.chain.embedded_calls import EmbeddedCaller
 from node.chain.providers import embedded_web3
 from node.errors import ChainError

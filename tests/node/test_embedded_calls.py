@@ -6,7 +6,8 @@ import pytest
 from web3.exceptions import ContractLogicError
 
 from node.chain import deploy_fedledger, dev_account
-from node.chain.client import EMBEDDED_GAS_LIMIT, make_commitment
+from node.chain.sends import EMBEDDED_GAS_LIMIT
+from node.chain.types import make_commitment
 from node.chain.embedded_calls import EmbeddedCaller
 from node.chain.providers import embedded_web3
 from node.errors import ChainError

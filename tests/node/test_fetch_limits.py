@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from node.chain.client import RoundUpdate
+from node.chain.types import RoundUpdate
 from node.errors import StorageError
 from node.protocol import fetch_available, fetch_each
 from node.storage.unixfs import OverLimit

@@ -24,7 +24,8 @@ from aggregation import decode_model
 from node.daemon.peers import _cid_text
 
 if TYPE_CHECKING:
-    from node.chain.client import ChainLog, FedLedgerClient
+    from node.chain.client import FedLedgerClient
+    from node.chain.types import ChainLog
     from node.daemon.peers import PeerDirectory
     from node.p2p.node import P2PNode
     from node.protocol import ProtocolNode
