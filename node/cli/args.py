@@ -28,24 +28,22 @@ def _eth_to_wei(text: str) -> int:
     return _scaled_decimal(text, "an amount of ETH", Decimal(0), None, WAD)
 
 
-def _positive_int(text: str) -> int:
+def _int_at_least(low: int, text: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be at least {low}: {text!r}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    return _int_at_least(1, text)
 
 
 def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0: {text!r}")
-    return value
+    return _int_at_least(0, text)
 
 
 def _ipfs_dir(args: argparse.Namespace) -> Path:
