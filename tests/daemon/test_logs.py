@@ -96,7 +96,7 @@ def test_repeats_are_counted_at_close_and_different_levels_are_not_merged(logs):
 
 def test_expected_races_are_debug(logs):
     from node.chain.types import ContractRevert
-    from node.daemon.service import is_expected_race
+    from node.daemon.loop import is_expected_race
 
     assert is_expected_race(ContractRevert("commit", "FedLedgerWrongRound", (1, 2, 3), "wrong round"))
     assert is_expected_race(ContractRevert("attest", "FedLedgerWrongPhase", (), "wrong phase"))
