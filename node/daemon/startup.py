@@ -6,7 +6,7 @@ data reads and fits the model of every joined task whose spec its own store hold
 account holds its stake (if it still has to register) plus gas. A fresh node cannot fetch a
 spec from its peers before it registers (a block server answers registered peers only), so
 otherwise its data is checked against a task's model when the daemon first judges the task
-(service.py), before it acts in it.
+(loop.py), before it acts in it.
 """
 
 from __future__ import annotations

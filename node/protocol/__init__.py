@@ -9,7 +9,7 @@
   behaviours), what may watch it (`Observer`), and what it knows meanwhile (`RoundView`);
 - `seeds.py`: training seeds and simulated salts, derived the same way in every mode.
 
-Everything that runs the protocol drives `ProtocolNode`: the daemon (node/daemon/service.py)
+Everything that runs the protocol drives `ProtocolNode`: the daemon (node/daemon/loop.py)
 steps one node in a loop; the simulator (node/sim/simulate.py) steps N nodes on one chain in one
 process. The names below are re-exported so that `from node.protocol import X` names the
 protocol's public surface.

@@ -3,7 +3,7 @@
 `ProtocolNode.step(task)` reads the task's round from the chain and takes at
 most one action: draw the committee, train-pin-commit, reveal, propose,
 attest (by recomputing the round, node/protocol/recompute.py), finalize, or
-nudge an expired phase forward. The daemon (`node/daemon/service.py`) steps
+nudge an expired phase forward. The daemon (`node/daemon/loop.py`) steps
 one node in a loop, with a libp2p fetch and a durable journal; the simulator
 (`node/sim/simulate.py`) steps N nodes on one chain, in one process, with
 their blockstores as the network.
