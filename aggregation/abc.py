@@ -27,12 +27,21 @@ class Float32Backed(Mapping[str, NDArray[np.int64]]):
     FixedPointRangeError when it is converted or read.
     """
 
-    def __init__(self, floats: Mapping[str, NDArray[np.float32]]) -> None:
+    def __init__(self, floats: Mapping[str, NDArray[np.float32]], integers: Mapping[str, NDArray[np.int64]] | None = None) -> None:
         for key, array in floats.items():
             if np.asarray(array).dtype != np.float32:
                 raise AggregationError(f"tensor {key!r} must be float32, got {np.asarray(array).dtype}")
         self.floats: Mapping[str, NDArray[np.float32]] = dict(floats)
-        self._fixed: dict[str, NDArray[np.int64]] = {}
+        # Integer buffers' deltas are already on their own (integer) grid.
+        self._fixed: dict[str, NDArray[np.int64]] = dict(integers or {})
+        self._keys = sorted({*self.floats, *self._fixed})
+
+    def subset(self, keys: frozenset[str] | set[str]) -> Float32Backed:
+        """The float32 tensors among `keys`, sharing this mapping's conversions."""
+        part = Float32Backed({k: v for k, v in self.floats.items() if k in keys})
+        part._fixed = self._fixed
+        part._keys = sorted(part.floats)
+        return part
 
     def __getitem__(self, key: str) -> NDArray[np.int64]:
         fixed = self._fixed.get(key)
@@ -43,10 +52,10 @@ class Float32Backed(Mapping[str, NDArray[np.int64]]):
         return fixed
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.floats)
+        return iter(self._keys)
 
     def __len__(self) -> int:
-        return len(self.floats)
+        return len(self._keys)
 
 
 @dataclass(frozen=True)
@@ -55,11 +64,21 @@ class FixedUpdate:
 
     tensors: Mapping[str, NDArray[np.int64]]  # int64 delta per state-dict key
     num_samples: int  # the sender's claim, >= 1; rules cap it themselves
+    # Integer buffers (see aggregation.dtypes): aggregated by the rule like the
+    # rest, but left out of whatever measures the parameters (Multi-Krum's
+    # distances, clipping norms, contribution scores).
+    integer_keys: frozenset[str] = frozenset()
 
     @classmethod
-    def from_float32(cls, tensors: Mapping[str, NDArray[np.float32]], num_samples: int) -> FixedUpdate:
-        """An update whose fixed-point tensors are its float32 ones, converted when first read."""
-        return cls(tensors=Float32Backed(tensors), num_samples=num_samples)
+    def from_float32(cls, tensors: Mapping[str, NDArray[np.float32] | NDArray[np.int64]], num_samples: int) -> FixedUpdate:
+        """An update whose fixed-point tensors are its float32 ones, converted when first read; int64 ones are integer buffers."""
+        integers = {k: v for k, v in tensors.items() if np.asarray(v).dtype == np.int64}
+        floats = {k: v for k, v in tensors.items() if k not in integers}
+        return cls(tensors=Float32Backed(floats, integers), num_samples=num_samples, integer_keys=frozenset(integers))
+
+    def parameter_keys(self) -> list[str]:
+        """The sorted keys of the float parameters: what distances, norms and scores measure."""
+        return [k for k in sorted(self.tensors) if k not in self.integer_keys]
 
 
 def _is_int(value: object) -> bool:

@@ -16,12 +16,12 @@ from typing import Mapping, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from aggregation.abc import FixedUpdate, RuleOptions
+from aggregation.abc import Float32Backed, FixedUpdate, RuleOptions
+from aggregation.dtypes import FLOATS, fixed_of, from_fixed, layout
 from aggregation.errors import AggregationError, InvalidUpdateError
-from aggregation.fixedpoint import to_fixed, to_float32
 from aggregation.rules import apply_rule, check_options
 from aggregation.scores import contribution_scores
-from aggregation.update import Update, decode_model, decode_update, encode_model
+from aggregation.update import Update, check_integer_deltas, decode_model, decode_update, encode_model
 
 DEFAULT_MAX_UPDATE_BYTES = 64 * 2**20
 
@@ -56,7 +56,9 @@ def aggregate_round(
     update is read.
 
     The base model is trusted but validated (InvalidModelError) and defines the
-    expected keys and shapes. Each update that fails validation is rejected on
+    expected keys, shapes and dtypes (`aggregation.dtypes`: float32 deltas for
+    float parameters, int64 ones for integer buffers; each new value is cast
+    back to its tensor's own dtype). Each update that fails validation is rejected on
     its own (score 0, reason in `errors`); the rest are aggregated. With no
     valid update the new model is the base, re-encoded canonically.
     `metadata` is written into the new model file.
@@ -77,7 +79,9 @@ def aggregate_round(
     # The base is ours, not a peer's: its own length is the only size bound.
     base_weights, _ = decode_model(base_model, max_bytes=len(base_model))
     expected = {name: array.shape for name, array in base_weights.items()}
-    base_fixed = {name: to_fixed(array) for name, array in base_weights.items()}
+    dtypes = layout(base_weights)
+    base_fixed = {name: fixed_of(array, dtypes[name]) for name, array in base_weights.items()}
+    parameters = frozenset(name for name, code in dtypes.items() if code in FLOATS)
 
     fixed_updates: list[FixedUpdate | None] = []
     errors: list[str | None] = []
@@ -85,7 +89,8 @@ def aggregate_round(
         raise AggregationError(f"{len(claims)} claims for {len(updates)} updates")
     for i, data in enumerate(updates):
         try:
-            update = decode_update(data, expected=expected, max_bytes=max_update_bytes)
+            update = decode_update(data, expected=expected, max_bytes=max_update_bytes, dtypes=dtypes)
+            check_integer_deltas(update.tensors, base_fixed, dtypes)
             if claims is not None:
                 _check_claims(update, claims[i])
         except InvalidUpdateError as exc:
@@ -107,21 +112,36 @@ def aggregate_round(
     # Adding in fixed point and converting once keeps the model exact:
     # |base| + |delta| < 2**40, far inside int64 and float64's exact range.
     new_fixed: dict[str, NDArray[np.int64]] = {name: base_fixed[name] + delta[name] for name in sorted(base_fixed)}
-    model = encode_model({name: to_float32(q) for name, q in new_fixed.items()}, metadata)
+    model = encode_model({name: from_fixed(q, dtypes[name]) for name, q in new_fixed.items()}, metadata)
     earlier = []
     for data in previous:
         try:
-            old = decode_update(data, expected=expected, max_bytes=max_update_bytes)
+            old = decode_update(data, expected=expected, max_bytes=max_update_bytes, dtypes=dtypes)
         except InvalidUpdateError:
             continue
-        earlier.append(FixedUpdate.from_float32(old.tensors, old.num_samples).tensors)
-    scores = contribution_scores([None if u is None else u.tensors for u in fixed_updates], delta, earlier)
+        earlier.append(_parameters(FixedUpdate.from_float32(old.tensors, old.num_samples).tensors, parameters))
+    # Scores measure the parameters: integer buffers (a batch counter) say
+    # nothing about a contribution, and leaving them out means two updates that
+    # differ only there are still caught as copies.
+    scores = contribution_scores(
+        [None if u is None else _parameters(u.tensors, parameters) for u in fixed_updates],
+        _parameters(delta, parameters),
+        earlier,
+    )
     return AggregateResult(
         model=model,
         scores_wad=scores,
         accepted=[u is not None for u in fixed_updates],
         errors=errors,
     )
+
+
+def _parameters(tensors: Mapping[str, NDArray[np.int64]], keys: frozenset[str]) -> Mapping[str, NDArray[np.int64]]:
+    if len(keys) == len(tensors):
+        return tensors
+    if isinstance(tensors, Float32Backed):
+        return tensors.subset(keys)
+    return {k: v for k, v in tensors.items() if k in keys}
 
 
 def _check_claims(update: Update, claims: Mapping[str, str]) -> None:

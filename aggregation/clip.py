@@ -24,8 +24,8 @@ from aggregation.fixedpoint import FRACTION_BITS, SCALE_BITS, exact_gram, scale_
 
 
 def squared_norm(update: FixedUpdate) -> int:
-    """The exact squared L2 norm of an update's fixed-point values, over all its tensors."""
-    return exact_gram([list(update.tensors.values())])[0][0]
+    """The exact squared L2 norm of an update's fixed-point values, over all its parameters (not its integer buffers)."""
+    return exact_gram([[update.tensors[k] for k in update.parameter_keys()]])[0][0]
 
 
 def clip_factor(norm_squared: int, clip: float) -> int | None:
@@ -46,5 +46,5 @@ def clip_update(update: FixedUpdate, clip: float) -> FixedUpdate:
     factor = clip_factor(squared_norm(update), clip)
     if factor is None:
         return update
-    tensors = {key: scale_toward_zero(q, factor) for key, q in update.tensors.items()}
-    return FixedUpdate(tensors=tensors, num_samples=update.num_samples)
+    tensors = {key: q if key in update.integer_keys else scale_toward_zero(q, factor) for key, q in update.tensors.items()}
+    return FixedUpdate(tensors=tensors, num_samples=update.num_samples, integer_keys=update.integer_keys)

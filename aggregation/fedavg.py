@@ -38,5 +38,10 @@ def aggregate(updates: Sequence[FixedUpdate], options: RuleOptions, /) -> dict[s
         # Straight from the float32 values: the same integers, without an
         # int64 copy of every update.
         floats = [t.floats for t in sources if isinstance(t, Float32Backed)]
-        return {key: weighted_mean_float32([f[key] for f in floats], weights) for key in keys}
+        return {
+            key: weighted_mean_float32([f[key] for f in floats], weights)
+            if key in floats[0]
+            else weighted_mean([t[key] for t in sources], weights)
+            for key in keys
+        }
     return {key: weighted_mean([t[key] for t in sources], weights) for key in keys}

@@ -28,8 +28,8 @@ from aggregation.fixedpoint import exact_gram, weighted_mean
 
 
 def squared_distances(updates: Sequence[FixedUpdate]) -> list[list[int]]:
-    """Exact pairwise squared Euclidean distances between the updates (all keys together)."""
-    keys = sorted(updates[0].tensors)
+    """Exact pairwise squared Euclidean distances between the updates (all parameters together; integer buffers do not count)."""
+    keys = updates[0].parameter_keys()
     gram = exact_gram([[u.tensors[key] for key in keys] for u in updates])
     n = len(updates)
     return [[gram[i][i] + gram[j][j] - 2 * gram[i][j] for j in range(n)] for i in range(n)]

@@ -29,10 +29,13 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from aggregation.errors import EncodeError, InvalidUpdateError
+from aggregation.dtypes import FILE_DTYPES, ITEMSIZE, MODEL_DTYPES
 
-# Only float32 is accepted: updates and models are float32 by SPEC section 5,
-# and one dtype keeps the fixed-point conversion exact (see fixedpoint.py).
+# By default only float32 is read or written; a caller that knows the model
+# asks for more (`accept`): update.py lets a model hold the dtypes of
+# aggregation.dtypes and an update their deltas (F32 and I64).
 DTYPE = "F32"
+F32_ONLY = frozenset({DTYPE})
 _LE_F32 = np.dtype("<f4")
 _ITEMSIZE = 4
 
@@ -48,13 +51,15 @@ METADATA_KEY = "__metadata__"
 _HEADER_ALIGN = 8
 
 
-def write_safetensors(tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None) -> bytes:
-    """Serialize float32 `tensors` (and optional string `metadata`) canonically.
+def write_safetensors(
+    tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None, *, accept: frozenset[str] = F32_ONLY
+) -> bytes:
+    """Serialize `tensors` (float32, or the dtype codes in `accept`) and optional string `metadata` canonically.
 
     Tensors are laid out in sorted name order with contiguous offsets; the
     header is JSON with sorted keys and no whitespace, padded with spaces to a
     multiple of 8 (the alignment the reference writer uses, so memory-mapped
-    readers can view the data in place); data is little-endian float32.
+    readers can view the data in place); data is little-endian.
     An empty or absent `metadata` writes no ``__metadata__`` entry.
     """
     header: dict[str, Any] = {}
@@ -69,14 +74,16 @@ def write_safetensors(tensors: Mapping[str, np.ndarray], metadata: Mapping[str, 
         if not isinstance(name, str) or not name or name == METADATA_KEY:
             raise EncodeError(f"invalid tensor name {name!r}")
         array = np.asarray(tensors[name])
-        if array.dtype != np.float32:
+        code = DTYPE if array.dtype == np.float32 else _code(array.dtype, accept)
+        if code is None:
             # No silent casts: a float64 or int tensor reaching the writer is
             # a bug upstream, and casting would hide a precision change.
-            raise EncodeError(f"tensor {name!r} has dtype {array.dtype}, expected float32")
-        data = np.ascontiguousarray(array, dtype=_LE_F32).tobytes()
+            expected = "float32" if accept == F32_ONLY else "one of " + ", ".join(sorted(accept))
+            raise EncodeError(f"tensor {name!r} has dtype {array.dtype}, expected {expected}")
+        data = np.ascontiguousarray(array, dtype=FILE_DTYPES[code]).tobytes()
         header[name] = {
             "data_offsets": [offset, offset + len(data)],
-            "dtype": DTYPE,
+            "dtype": code,
             "shape": [int(d) for d in array.shape],
         }
         chunks.append(data)
@@ -87,6 +94,13 @@ def write_safetensors(tensors: Mapping[str, np.ndarray], metadata: Mapping[str, 
     raw = text.encode("ascii")
     raw += b" " * (-len(raw) % _HEADER_ALIGN)
     return b"".join([struct.pack("<Q", len(raw)), raw, *chunks])
+
+
+def _code(dtype: np.dtype, accept: frozenset[str]) -> str | None:
+    for code in accept:
+        if MODEL_DTYPES.get(code) == dtype:
+            return code
+    return None
 
 
 def _reject(message: str) -> InvalidUpdateError:
@@ -186,7 +200,7 @@ def _parse_metadata(value: Any) -> dict[str, str]:
 _ENTRY_KEYS = frozenset({"dtype", "shape", "data_offsets"})
 
 
-def _parse_entry(name: str, entry: Any, max_bytes: int) -> tuple[int, int, str, tuple[int, ...]]:
+def _parse_entry(name: str, entry: Any, max_bytes: int, accept: frozenset[str]) -> tuple[int, int, str, tuple[int, ...], str]:
     # Exact type checks: bool is a subclass of int, and JSON `true` is not a
     # dimension. Numbers have at most MAX_DIGITS digits (_WELL_NESTED), so the
     # products below stay small whatever the shape.
@@ -195,8 +209,12 @@ def _parse_entry(name: str, entry: Any, max_bytes: int) -> tuple[int, int, str, 
     if type(entry) is not dict or len(entry) != 3 or not _ENTRY_KEYS.issubset(entry):
         raise _reject(f"tensor {_short(name)} must have exactly dtype, shape and data_offsets")
     dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-    if dtype != DTYPE:
-        raise _reject(f"tensor {_short(name)} has dtype {_short(dtype)}, only {DTYPE} is accepted")
+    if dtype == DTYPE:
+        itemsize = _ITEMSIZE
+    elif type(dtype) is str and dtype in accept:
+        itemsize = ITEMSIZE[dtype]
+    else:
+        raise _reject(f"tensor {_short(name)} has dtype {_short(dtype)}, only {', '.join(sorted(accept))} is accepted")
     if type(shape) is not list or len(shape) > MAX_RANK:
         raise _reject(f"tensor {_short(name)} shape must be a list of at most {MAX_RANK} non-negative integers")
     # Bound the product of the non-zero dimensions too: a zero-size tensor of
@@ -210,7 +228,7 @@ def _parse_entry(name: str, entry: Any, max_bytes: int) -> tuple[int, int, str, 
             nonzero *= dim
         else:
             empty = True
-    if nonzero * _ITEMSIZE > max_bytes:
+    if nonzero * itemsize > max_bytes:
         raise _reject(f"tensor {_short(name)} shape {shape} is larger than the size limit")
     if type(offsets) is not list or len(offsets) != 2 or type(offsets[0]) is not int or type(offsets[1]) is not int:
         raise _reject(f"tensor {_short(name)} data_offsets must be a list of two integers")
@@ -219,13 +237,15 @@ def _parse_entry(name: str, entry: Any, max_bytes: int) -> tuple[int, int, str, 
         raise _reject(f"tensor {_short(name)} has invalid data_offsets {offsets}")
     # The byte span must be exactly what the shape needs, before anything is
     # allocated: a header cannot make the reader allocate more than the file.
-    if end - begin != (0 if empty else nonzero * _ITEMSIZE):
-        raise _reject(f"tensor {_short(name)} data_offsets {offsets} disagree with shape {shape} x {_ITEMSIZE} bytes")
-    return begin, end, name, tuple(shape)
+    if end - begin != (0 if empty else nonzero * itemsize):
+        raise _reject(f"tensor {_short(name)} data_offsets {offsets} disagree with shape {shape} x {itemsize} bytes")
+    return begin, end, name, tuple(shape), dtype
 
 
-def read_safetensors(data: bytes, max_bytes: int) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Parse untrusted safetensors `data` into float32 tensors and metadata.
+def read_safetensors(
+    data: bytes, max_bytes: int, *, accept: frozenset[str] = F32_ONLY
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Parse untrusted safetensors `data` into tensors (float32, or the dtype codes in `accept`) and metadata.
 
     Raises InvalidUpdateError, with a message saying what is wrong, unless the
     file is exactly a valid float32 safetensors file of at most `max_bytes`:
@@ -233,7 +253,7 @@ def read_safetensors(data: bytes, max_bytes: int) -> tuple[dict[str, np.ndarray]
     Never unpickles, never allocates more than ``len(data)`` for tensor values,
     and runs in time linear in ``len(data)`` (plus sorting the tensor names).
     """
-    tensors, metadata, _ = read_safetensors_values(data, max_bytes)
+    tensors, metadata, _ = read_safetensors_values(data, max_bytes, accept=accept)
     return tensors, metadata
 
 
@@ -256,11 +276,14 @@ def _cyclic_gc_paused() -> Iterator[None]:
         gc.enable()
 
 
-def read_safetensors_values(data: bytes, max_bytes: int) -> tuple[dict[str, np.ndarray], dict[str, str], np.ndarray]:
+def read_safetensors_values(
+    data: bytes, max_bytes: int, *, accept: frozenset[str] = F32_ONLY
+) -> tuple[dict[str, np.ndarray], dict[str, str], np.ndarray | None]:
     """As `read_safetensors`, plus the flat float32 array all the tensors are views of.
 
     A caller can check every value in one vectorized pass over that array
-    rather than one numpy call per tensor.
+    rather than one numpy call per tensor. A file with any tensor that is not
+    F32 has no such array: None, and each tensor is a copy of its own.
     """
     if len(data) > max_bytes:
         raise _reject(f"file is {len(data)} bytes, over the limit of {max_bytes}")
@@ -273,14 +296,14 @@ def read_safetensors_values(data: bytes, max_bytes: int) -> tuple[dict[str, np.n
         raise _reject(f"header length {header_len} is larger than the file ({len(data)} bytes)")
     buffer = memoryview(data)[8 + header_len :]
     metadata: dict[str, str] = {}
-    layout: list[tuple[int, int, str, tuple[int, ...]]] = []
+    layout: list[tuple[int, int, str, tuple[int, ...], str]] = []
     with _cyclic_gc_paused():
         header = _parse_header(bytes(data[8 : 8 + header_len]))
         for name, entry in header.items():
             if name == METADATA_KEY:
                 metadata = _parse_metadata(entry)
             else:
-                layout.append(_parse_entry(name, entry, max_bytes))
+                layout.append(_parse_entry(name, entry, max_bytes, accept))
         del header
     # Walking the tensors in offset order, each must start where the previous
     # one ended and the last must end at the end of the file: no gap could
@@ -288,7 +311,7 @@ def read_safetensors_values(data: bytes, max_bytes: int) -> tuple[dict[str, np.n
     # canonical file is already in this order, which sort() sees in one pass.
     layout.sort()
     position = 0
-    for begin, end, name, _ in layout:
+    for begin, end, name, _, _ in layout:
         if begin < position:
             raise _reject(f"tensor {_short(name)} overlaps the previous tensor at offset {begin}")
         if begin > position:
@@ -299,11 +322,27 @@ def read_safetensors_values(data: bytes, max_bytes: int) -> tuple[dict[str, np.n
     if position < len(buffer):
         raise _reject(f"{len(buffer) - position} trailing bytes after the last tensor")
 
+    if accept != F32_ONLY and any(entry[4] != DTYPE for entry in layout):
+        return _read_mixed(buffer, layout), metadata, None
     # One copy of the whole data buffer into native float32 (independent of
     # `data`, writable); every tensor is a view of its own disjoint span.
     values = np.frombuffer(buffer, dtype=_LE_F32).astype(np.float32)
     tensors = {}
-    for begin, end, name, shape in layout:
+    for begin, end, name, shape, _ in layout:
         view = values[begin // _ITEMSIZE : end // _ITEMSIZE]
         tensors[name] = view if len(shape) == 1 else view.reshape(shape)
     return dict(sorted(tensors.items())), metadata, values
+
+
+def _read_mixed(buffer: memoryview, layout: list[tuple[int, int, str, tuple[int, ...], str]]) -> dict[str, np.ndarray]:
+    # A tensor's span may start at any byte (a hostile file need not align
+    # them): each is copied out on its own, aligned, writable, native order.
+    tensors = {}
+    for begin, end, name, shape, code in layout:
+        itemsize = ITEMSIZE[code]
+        array = np.frombuffer(buffer, dtype=FILE_DTYPES[code], count=(end - begin) // itemsize, offset=begin)
+        if code == "BOOL" and array.size and int(array.view(np.uint8).max()) > 1:
+            # numpy would keep a byte 2 as a "True" unequal to True: two readers could disagree.
+            raise _reject(f"tensor {_short(name)} is BOOL with a byte other than 0 or 1")
+        tensors[name] = array.astype(MODEL_DTYPES[code]).reshape(shape)
+    return dict(sorted(tensors.items()))
