@@ -112,6 +112,23 @@ def test_rounding_to_float16_and_bfloat16_is_ieee_nearest_even_from_the_exact_va
     np.testing.assert_array_equal(brain, torch.from_numpy(exact).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16))
 
 
+# sha256 of each round's new model and scores (repr of the list): the same on every machine.
+PINNED = {
+    ("batchnorm", "fedavg"): "2f8b21b706e0a011e803c737a3edffdfb60915057a7d6adccd13a385850c67d0",
+    ("batchnorm", "median"): "365e5a94cfd1e555b71918021e7fdc1e2c63ba1c8d7abda7fc93d528572a2818",
+    ("batchnorm", "multi-krum"): "1c9b0afa94cbb727621d86bd03b27dd9a52bffb8d047df2c278c4e8d7001cae1",
+    ("batchnorm", "trimmed-mean"): "05100e47c347fb99f606871e074eedb85304145b02446884d0c8b63da6b82999",
+    ("bfloat16", "fedavg"): "a9bb47eac674a7211fbbefa3d34fc8b97ab492b746340b36a5a136dfebe525da",
+    ("bfloat16", "median"): "e00fa33dff9ff06202b65f957d21216dc166d664ad9e53bfe4f2b58bc497ed30",
+    ("bfloat16", "multi-krum"): "75e05c5ae070862cdfd48169c06cb8e063d49f4c2ea2b5c2c6112aa3db591a02",
+    ("bfloat16", "trimmed-mean"): "b262712239b6cbc0df7b21124f7cd63d765c22e310ac714bd6fdc6f7bf11480a",
+    ("float16", "fedavg"): "652f1117211bedb8c71dd732c41cb9dea0357210351018af71c2927ebf2751c3",
+    ("float16", "median"): "90d29b86b6c1644f019e5615525586bce1f13841d7d01fda351648c354c76c4f",
+    ("float16", "multi-krum"): "37b13a59efb4d83feb28dfb87198672811189985d2e5a30d0f5382a8c95b976f",
+    ("float16", "trimmed-mean"): "3dcd5c7b60f0c6b090799d1bde10d5d89c3e211be5731d47461fc3d52517a48f",
+}
+
+
 @pytest.mark.parametrize("kind", sorted(MODELS))
 @pytest.mark.parametrize("rule", sorted(RULES))
 def test_models_beyond_float32_aggregate_under_every_rule_the_same_bytes_every_time(
@@ -130,6 +147,9 @@ def test_models_beyond_float32_aggregate_under_every_rule_the_same_bytes_every_t
     # Assert
     assert len({(r.model, tuple(r.scores_wad)) for r in runs}) == 1
     result = runs[0]
+    digest = hashlib.sha256(result.model)
+    digest.update(repr(result.scores_wad).encode())
+    assert digest.hexdigest() == PINNED[(kind, rule)]
     assert result.errors == [None] * 5
     assert sum(result.scores_wad) > 0
     before, _ = decode_model(base, 2**20)
