@@ -46,6 +46,9 @@ log = logging.getLogger("fedledger.daemon")
 
 
 class Daemon:
+    """One node's daemon: storage, the libp2p node, the protocol worker, gossip and the task loop,
+    wired into one trio service (`run`)."""
+
     def __init__(
         self, config: NodeConfig, account: LocalAccount, exit_when_done: bool = False, behaviour: Behaviour | None = None
     ) -> None:

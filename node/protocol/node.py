@@ -49,6 +49,8 @@ ZERO32 = b"\x00" * 32
 
 
 class ProtocolNode:
+    """One node's part in every round of its tasks: `step(task)` takes at most one action."""
+
     def __init__(
         self,
         client: FedLedgerClient,
