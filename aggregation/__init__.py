@@ -3,7 +3,8 @@
 Data flows one way: `node` imports this package, never the reverse.
 bytes -> `update` (strict decoding) -> `fixedpoint` (exact integers) ->
 (optional `clip`) -> a rule from `rules` (fedavg, median, trimmed_mean,
-krum) -> `scores` -> canonical model bytes, all driven by `api`.
+krum) -> `scores` -> canonical model bytes, all driven by `api`. `dtypes`
+says how each tensor dtype is carried and rounded back (docs/formats.md).
 """
 
 from aggregation.api import AggregateResult, aggregate_files, aggregate_round
@@ -17,10 +18,13 @@ from aggregation.errors import (
     WeightOverflowError,
 )
 from aggregation.abc import RuleOptions
+from aggregation.dtypes import BFLOAT16, MODEL_DTYPES, layout, model_delta
 from aggregation.rules import OPTIONS, RULES, apply_rule, check_options, get_rule
 from aggregation.update import Update, decode_model, decode_update, encode_model, encode_update
 
 __all__ = [
+    "BFLOAT16",
+    "MODEL_DTYPES",
     "OPTIONS",
     "RULES",
     "AggregateResult",
@@ -42,4 +46,6 @@ __all__ = [
     "encode_model",
     "encode_update",
     "get_rule",
+    "layout",
+    "model_delta",
 ]

@@ -178,8 +178,9 @@ def model_delta(trained: Mapping[str, np.ndarray], base: Mapping[str, np.ndarray
     """The update a sender publishes: per tensor, trained minus base in its delta dtype.
 
     Float parameters: the float32 difference of the exact float32 values (one
-    IEEE rounding; exact whenever the two values are within 2**13 of each other
-    in ulps of the larger). Integer buffers: the exact int64 difference.
+    IEEE rounding; for float16 exact unless one value is below 2**-6 in
+    magnitude and the other more than 2**13 times larger). Integer buffers:
+    the exact int64 difference.
     """
     delta: dict[str, np.ndarray] = {}
     for name, before in base.items():

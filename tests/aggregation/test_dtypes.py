@@ -349,3 +349,22 @@ def test_torch_batchnorm_and_half_precision_state_dicts_federate_and_load_back_s
     assert state["1.weight"].dtype == torch.float16 and state["2.weight"].dtype == torch.bfloat16
     assert not torch.equal(state["2.weight"], torch.from_numpy(np.zeros(1)))
     assert arrays_from_state_dict(state)["2.weight"].tobytes() == model["2.weight"].tobytes()
+
+
+def test_clipping_scales_the_parameters_and_leaves_the_batch_counter_alone() -> None:
+    # Prepare: counters move by 7 and 9; a clip far below the parameters' norm.
+    rng = np.random.default_rng(8)
+    base = batchnorm_model(rng)
+    updates = []
+    for step in (7, 9):
+        trained = trained_like(base, rng)
+        trained["bn.num_batches_tracked"] = np.array(40 + step, np.int64)
+        updates.append(encode_update(model_delta(trained, base), num_samples=1, task=1, round=1, base="b"))
+
+    # Execute
+    clipped = decode_model(aggregate_round("fedavg", encode_model(base), updates, options=RuleOptions(clip=1e-3)).model, 2**20)[0]
+
+    # Assert
+    assert int(clipped["bn.num_batches_tracked"]) == 48
+    moved = np.concatenate([(clipped[k] - base[k]).ravel() for k in base if base[k].dtype == np.float32])
+    assert 0 < np.linalg.norm(moved.astype(np.float64)) <= 1e-3 * 1.001
