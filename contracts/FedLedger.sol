@@ -1350,6 +1350,7 @@ contract FedLedger {
         r.abstains = 0;
         r.voters = 0;
         if (attempt + 1 >= MAX_ATTEMPTS) {
+            if (r.rejected != 0) _judgeVoidRound(taskId, round, task, r);
             _closeRound(taskId, round, task, r, Phase.Void);
             return;
         }
@@ -1461,6 +1462,20 @@ contract FedLedger {
             uint256 v = (votes >> (2 * a)) & 3;
             if (v == VOTE_DISAGREE) ++right;
             else if (v == VOTE_AGREE) ++wrong;
+        }
+    }
+
+    /// @dev A round that ends void pays nobody, but an agreement with one of its rejected proposals
+    /// still costs its zero-score step: else a lazy attester escapes whenever the round fails. One
+    /// pass over the revealed members, only when a proposal of the round was rejected.
+    function _judgeVoidRound(uint256 taskId, uint256 round, Task storage task, Round storage r) private {
+        uint256 n = r.revealCount;
+        uint256 rejected = r.rejected;
+        uint256 alpha = task.alpha;
+        for (uint256 i = 0; i < n; ++i) {
+            address member = r.committee[r.order[i]];
+            (, uint256 wrong) = _judgeVotes(_members[taskId][round][member].votes, MAX_ATTEMPTS, rejected);
+            if (wrong != 0) _updateReputation(member, false, 0, wrong, alpha);
         }
     }
 

@@ -196,3 +196,25 @@ def apply_finalize(
         pending[owner] = pending.get(owner, 0) + remaining
         remaining = 0
     return LedgerState(reputations=reputations, pending=pending, reward_remaining=remaining)
+
+
+def apply_void(
+    state: LedgerState,
+    *,
+    owner: str,
+    rounds: int,
+    round: int,
+    senders: Sequence[str] = (),
+    rejected: Sequence[Mapping[str, bool]] = (),
+    params: TaskIncentives = TaskIncentives(),
+) -> LedgerState:
+    """Return the state after round `round` ends void (FedLedger `_judgeVoidRound`, `_closeRound`).
+
+    Nobody is paid and no update counts; each agreement with one of the round's rejected
+    proposals still costs its zero-score step. On the last round the pool goes to `owner`.
+    That is `apply_finalize` with no proposer, no agreement and nothing aggregated.
+    """
+    return apply_finalize(
+        state, owner=owner, rounds=rounds, round=round, senders=senders, scores=[0] * len(senders),
+        params=params, available=0, rejected=rejected,
+    )  # fmt: skip

@@ -11,6 +11,8 @@ from __future__ import annotations
 from ledger_harness import MIN_STAKE, REPUTATION_ALPHA, REWARD, TIMEOUT, VOID, WAD, Chain, Protocol, TaskConfig
 from web3.contract import Contract
 
+from incentives.reputation import LedgerState, apply_void
+
 POISONED = b"bafk-poisoned-model"
 
 
@@ -110,3 +112,9 @@ def test_agreeing_with_a_rejected_proposal_costs_even_when_the_round_ends_void(
     assert proto.state(task, 1)["phase"] == VOID
     after = {m: f.reputationOf(m).call() for m in members}
     assert after == {**before, lazy: before[lazy] * (WAD - REPUTATION_ALPHA) // WAD}
+    # ... as the mirror says
+    mirrored = apply_void(
+        LedgerState(before), owner=owner, rounds=2, round=1, senders=f.roundUpdates(task, 1).call()[0],
+        rejected=[{lazy: True, checker: False, other: False, second: False}],
+    )  # fmt: skip
+    assert mirrored.reputations == after

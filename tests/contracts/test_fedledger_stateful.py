@@ -50,7 +50,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from eth_tester.exceptions import TransactionFailed
 from ledger_harness import MIN_STAKE, TIMEOUT, WAD, Chain, DirectContract, TaskConfig, commitment, revert_data
-from incentives.reputation import LedgerState, TaskIncentives, apply_finalize
+from incentives.reputation import LedgerState, TaskIncentives, apply_finalize, apply_void
 from web3.exceptions import ContractLogicError
 from web3.logs import DISCARD
 
@@ -119,18 +119,36 @@ class LedgerMachine(RuleBasedStateMachine):
                     assert len(args["members"]) >= self.min_committees[args["taskId"]], "committee too small"
         if fn == "attest":
             for name, args in events:
-                key = (args["taskId"], args["round"])
+                key = (args.get("taskId"), args.get("round"))
                 if name == "Attested":
                     self.votes.setdefault(key, {}).setdefault(args["attempt"], {})[args["node"]] = args["agree"]
                 if name == "ProposalRejected":  # only a vote can reject, and only a majority's
                     assert args["disagrees"] * 2 > args["disagrees"] + args["agrees"], "minority rejected"
                     self.rejected.setdefault(key, set()).add(args["attempt"])
+        for name, args in events:  # after the votes that ended the round are recorded
+            if name == "RoundVoided":
+                self.check_void(args["taskId"], args["round"], events)
         return events
 
     def open_round(self, task: int) -> tuple[int, tuple | None]:
         info = self.v.taskInfo(task)
         rnd = info[5]
         return rnd, (self.v.roundState(task, rnd) if rnd <= info[1] else None)
+
+    def check_void(self, t: int, rnd: int, events: list) -> None:
+        """A void round moves reputations exactly as the mirror says: a zero-score step per
+        agreement with one of its rejected proposals, nothing else."""
+        moved = {args["node"]: args["oldRep"] for name, args in events if name == "ReputationUpdated"}
+        senders = self.v.roundUpdates(t, rnd)[0]
+        assert set(moved) <= set(senders), "a void round moved a non-member's reputation"
+        before = LedgerState({n: moved.get(n, self.v.reputationOf(n)) for n in senders})
+        votes = self.votes.get((t, rnd), {})
+        rejected = [votes.get(a, {}) for a in sorted(self.rejected.get((t, rnd), ()))]
+        after = apply_void(
+            before, owner="", rounds=self.v.taskInfo(t)[1], round=rnd, senders=senders, rejected=rejected, params=self.incentives[t]
+        )  # fmt: skip
+        assert {n: self.v.reputationOf(n) for n in senders} == after.reputations, "void round differs from the mirror"
+        STATS["void after a rejection"] = STATS.get("void after a rejection", 0) + bool(rejected)
 
     def check_credits(self, events: list) -> None:
         """No reward to a node under the paying task's threshold (reputations as after the call)."""

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from mirror_chain import RegisteredLedger
 
 from incentives.outcome import MAX_ATTEMPTS, Outcome, outcome
-from incentives.reputation import WAD, LedgerState, TaskIncentives, apply_finalize
+from incentives.reputation import WAD, LedgerState, TaskIncentives, apply_finalize, apply_void
 from tests.contracts.ledger_harness import DRAW, MIN_STAKE, PROPOSE, TIMEOUT, VOID, TaskConfig
 
 SCORES = st.one_of(
@@ -115,8 +115,7 @@ def test_mirror_equals_chain_after_every_finalize(
                     break
                 proto.propose(task, scores, available=available)
             assert proto.state(task, rnd)["phase"] == VOID
-            if rnd == len(plan):
-                state = apply_finalize(state, owner=env.owner, rounds=len(plan), round=rnd, senders=[], scores=[])
+            state = apply_void(state, owner=env.owner, rounds=len(plan), round=rnd, senders=senders, params=params)
             continue
         if outcome(voters, len(agreeing), 0) is not Outcome.ACCEPTED:
             # Silence is not consent: the window closes undecided, nobody is slashed, and the
