@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import safetensors.numpy
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aggregation import InvalidModelError, RuleOptions, aggregate_round, decode_model, encode_model, encode_update
 from aggregation.dtypes import (
@@ -266,11 +268,13 @@ def test_hostile_updates_to_a_mixed_dtype_model_score_zero_and_the_round_goes_on
         ({"w": np.array([1, np.nan], np.float16)}, "non-finite"),
         ({"w": np.array([1, 200], np.float16)}, "128"),
         ({"w": bf16(np.array([np.inf, 0], np.float32))}, "non-finite"),
+        ({"n": np.array([2**62], "<i8")}, "I64 range"),
     ],
 )
 def test_a_base_model_with_non_finite_or_huge_half_precision_values_is_invalid(tensors: dict, message: str) -> None:
     # Prepare: written as anyone can write it (encode_model would refuse).
-    data = raw_update({k: ("BF16" if v.dtype == BFLOAT16 else "F16", list(v.shape), v.tobytes()) for k, v in tensors.items()})
+    codes = {np.dtype("<f2"): "F16", np.dtype("<i8"): "I64", BFLOAT16: "BF16"}
+    data = raw_update({k: (codes[v.dtype], list(v.shape), v.tobytes()) for k, v in tensors.items()})
 
     # Execute / Assert
     with pytest.raises(InvalidModelError, match=message):
@@ -368,3 +372,35 @@ def test_clipping_scales_the_parameters_and_leaves_the_batch_counter_alone() -> 
     assert int(clipped["bn.num_batches_tracked"]) == 48
     moved = np.concatenate([(clipped[k] - base[k]).ravel() for k in base if base[k].dtype == np.float32])
     assert 0 < np.linalg.norm(moved.astype(np.float64)) <= 1e-3 * 1.001
+
+
+INTEGER_CODES = {"U8": np.uint8, "I8": np.int8, "BOOL": np.bool_, "I16": np.int16}
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    code=st.sampled_from(sorted(INTEGER_CODES)),
+    rule=st.sampled_from(sorted(RULES)),
+    data=st.data(),
+)
+def test_any_valid_integer_deltas_keep_the_buffer_in_its_range_under_every_rule(code: str, rule: str, data: st.DataObject) -> None:
+    # Prepare: a base at the edges of the dtype's range and deltas anywhere inside it.
+    dtype = np.dtype(INTEGER_CODES[code])
+    low, high = (0, 1) if code == "BOOL" else (int(np.iinfo(dtype).min), int(np.iinfo(dtype).max))
+    base_values = data.draw(st.lists(st.integers(low, high), min_size=3, max_size=3))
+    base = {"w": np.zeros(2, np.float32), "b": np.array(base_values).astype(dtype)}
+    count = data.draw(st.integers(1, 6))
+    updates = []
+    for k in range(count):
+        target = data.draw(st.lists(st.integers(low, high), min_size=3, max_size=3))
+        delta = {"w": np.array([k, 1], np.float32) / 8, "b": np.array(target, np.int64) - np.array(base_values, np.int64)}
+        updates.append(encode_update(delta, num_samples=data.draw(st.integers(1, 50)), task=1, round=1, base="b"))
+
+    # Execute
+    result = aggregate_round(rule, encode_model(base), updates, options=RULES[rule])
+
+    # Assert: every update is valid and the new buffer is a value of its dtype, in range.
+    assert result.errors == [None] * count
+    model, _ = decode_model(result.model, 2**20)
+    assert model["b"].dtype == dtype
+    assert low <= int(model["b"].astype(np.int64).min()) and int(model["b"].astype(np.int64).max()) <= high
