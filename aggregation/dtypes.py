@@ -75,7 +75,7 @@ _BY_NUMPY = {dtype: code for code, dtype in MODEL_DTYPES.items()}
 
 def code_of(array: np.ndarray) -> str:
     """The safetensors dtype code of `array`; EncodeError for a dtype the format does not carry."""
-    code = _BY_NUMPY.get(np.asarray(array).dtype)
+    code = _BY_NUMPY.get(np.asarray(array).dtype.newbyteorder("="))  # the file's byte order is the writer's business
     if code is None:
         raise EncodeError(f"dtype {np.asarray(array).dtype} is not carried; supported: {', '.join(MODEL_DTYPES)}")
     return code

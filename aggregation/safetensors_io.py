@@ -74,7 +74,8 @@ def write_safetensors(
         if not isinstance(name, str) or not name or name == METADATA_KEY:
             raise EncodeError(f"invalid tensor name {name!r}")
         array = np.asarray(tensors[name])
-        code = DTYPE if array.dtype == np.float32 else _code(array.dtype, accept)
+        native = array.dtype.newbyteorder("=")
+        code = DTYPE if native == np.float32 else _code(native, accept)
         if code is None:
             # No silent casts: a float64 or int tensor reaching the writer is
             # a bug upstream, and casting would hide a precision change.
