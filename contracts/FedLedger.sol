@@ -1489,6 +1489,9 @@ contract FedLedger {
         newRep = oldRep;
         if (trained) newRep = (newRep * (WAD - alpha) + score * alpha) / WAD; // a convex mix: stays in [0, WAD]
         for (uint256 k = 0; k < wrong; ++k) {
+            // Each step is floored as the mirror floors it (Slither's divide-before-multiply,
+            // accepted: see contracts/README.md).
+            // slither-disable-next-line divide-before-multiply
             newRep = newRep * (WAD - alpha) / WAD;
         }
         node.reputation = uint64(newRep);
