@@ -24,7 +24,8 @@ class Float32Backed(Mapping[str, NDArray[np.int64]]):
     rule sees int64 as usual; a rule that can work from the float32 values
     (FedAvg, see `fixedpoint.weighted_mean_float32`) reads `floats` instead and
     never makes the int64 copy. A value out of the fixed-point range raises
-    FixedPointRangeError when it is converted or read.
+    FixedPointRangeError when it is converted or read. Integer buffers'
+    deltas (`integers`) are int64 already and are served as they are.
     """
 
     def __init__(self, floats: Mapping[str, NDArray[np.float32]], integers: Mapping[str, NDArray[np.int64]] | None = None) -> None:
