@@ -1401,8 +1401,9 @@ contract FedLedger {
         uint256 threshold = task.reputationThreshold;
         uint256 alpha = task.alpha;
         address[] memory senders = new address[](n);
-        uint256[] memory weights = new uint256[](n);
-        uint256[] memory rightVotes = new uint256[](n);
+        // weight << 8 | right votes, one word per update (weight <= WAD, right <= MAX_ATTEMPTS):
+        // a second array would cost every finalize its allocation
+        uint256[] memory earned = new uint256[](n);
         uint256 sumWeights = 0;
         uint256 sumRight = 0;
         uint256 attempt = r.attempt;
@@ -1417,9 +1418,8 @@ contract FedLedger {
             uint256 newRep = _updateReputation(sender, aggregated, scores[i], wrong, alpha);
             if (!aggregated || newRep < threshold) continue;
             uint256 weight = scores[i] * newRep / WAD;
-            weights[i] = weight;
+            earned[i] = (weight << 8) | right;
             sumWeights += weight;
-            rightVotes[i] = right;
             sumRight += right;
         }
 
@@ -1438,9 +1438,10 @@ contract FedLedger {
         }
         uint256 perVote = sumRight == 0 ? 0 : attesterCut / sumRight;
         for (uint256 i = 0; i < n; ++i) {
-            uint256 amount = sumWeights == 0 ? 0 : trainerCut * weights[i] / sumWeights;
+            uint256 e = earned[i];
+            uint256 amount = sumWeights == 0 ? 0 : trainerCut * (e >> 8) / sumWeights;
             // slither-disable-next-line divide-before-multiply
-            amount += perVote * rightVotes[i];
+            amount += perVote * (e & 0xff);
             paid += _credit(senders[i], taskId, round, amount);
         }
         task.rewardRemaining -= paid;
