@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from aggregation import decode_model, decode_update
+from aggregation import decode_model, decode_update, layout
 from node.abc import Trainer
 from node.chain.types import RoundUpdate
 from node.protocol.recompute import RoundResult, fetch_each
@@ -55,7 +55,9 @@ class RoundView:
         """An update's tensors if `blob` is a valid update of this task's model, else None."""
         shapes = {k: v.shape for k, v in self.base.items()}
         try:
-            update = decode_update(blob, expected=shapes, max_bytes=self.node.spec(self.task).max_update_bytes)
+            update = decode_update(
+                blob, expected=shapes, max_bytes=self.node.spec(self.task).max_update_bytes, dtypes=layout(self.base)
+            )
         except Exception:  # invalid: nothing to learn from it
             return None
         return dict(update.tensors)

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from aggregation.torch_state import arrays_from_state_dict, state_dict_from_arrays
+
 
 def _digits_mlp() -> nn.Module:
     # 64 -> 128 -> 64 -> 10: about 17k parameters, ~93% on digits in a few epochs.
@@ -25,11 +27,13 @@ def build_model(name: str) -> nn.Module:
 
 
 def state_to_numpy(model: nn.Module) -> dict[str, np.ndarray]:
-    return {k: v.detach().cpu().numpy().astype(np.float32, copy=True) for k, v in model.state_dict().items()}
+    """The model's state dict as arrays, each tensor keeping its dtype (float32, float16, bfloat16,
+    and integer buffers such as BatchNorm's num_batches_tracked): see docs/formats.md."""
+    return arrays_from_state_dict(model.state_dict())
 
 
 def load_numpy(model: nn.Module, weights: dict[str, np.ndarray]) -> None:
-    model.load_state_dict({k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in weights.items()})
+    model.load_state_dict(state_dict_from_arrays(weights))
 
 
 def initial_weights(name: str, seed: int) -> dict[str, np.ndarray]:

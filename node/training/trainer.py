@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from aggregation import model_delta
 from node.training.data import Dataset
 from node.training.model import build_model, load_numpy, state_to_numpy
 
@@ -53,7 +54,8 @@ class TorchTrainer:
         return len(self.data)
 
     def train(self, global_weights: Mapping[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
-        """Train from `global_weights`; the delta is trained minus global, in float32."""
+        """Train from `global_weights`; the delta is trained minus global (`aggregation.model_delta`:
+        float32 for float parameters, int64 for integer buffers)."""
         threads = torch.get_num_threads()
         # One thread: for models this small it is the fastest (no fork-join per tiny matmul, no
         # fight over 2 cores between nodes), and a machine's core count then cannot change the
@@ -80,8 +82,7 @@ class TorchTrainer:
                 opt.zero_grad()
                 loss_fn(model(x[batch]), y[batch]).backward()
                 opt.step()
-        trained = state_to_numpy(model)
-        return {k: (trained[k] - np.asarray(global_weights[k], dtype=np.float32)).astype(np.float32) for k in trained}
+        return model_delta(state_to_numpy(model), global_weights)
 
     def evaluate(self, weights: Mapping[str, np.ndarray]) -> float:
         return accuracy(self.model_name, weights, self.test)
