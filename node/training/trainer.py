@@ -82,7 +82,9 @@ class TorchTrainer:
                 opt.zero_grad()
                 loss_fn(model(x[batch]), y[batch]).backward()
                 opt.step()
-        return model_delta(state_to_numpy(model), global_weights)
+        trained = state_to_numpy(model)
+        delta = model_delta(trained, global_weights)
+        return {k: delta[k] for k in trained}  # in the state dict's order, which attacks' draws follow
 
     def evaluate(self, weights: Mapping[str, np.ndarray]) -> float:
         return accuracy(self.model_name, weights, self.test)
