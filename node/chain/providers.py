@@ -5,7 +5,8 @@ from __future__ import annotations
 import requests
 from web3 import Web3
 
-from node.errors import ChainError
+from node.chain.deployment import Deployment
+from node.errors import ChainError, ConfigError
 
 
 def embedded_web3(num_accounts: int = 10) -> Web3:
@@ -36,3 +37,18 @@ def rpc_web3(url: str, timeout: float = 30.0) -> Web3:
     except (requests.RequestException, OSError, ValueError) as exc:
         raise ChainError(f"cannot reach the chain at {url}: {type(exc).__name__}") from None
     return w3
+
+
+def deployed_contract(rpc: str, deployment: Deployment, deployment_path: object) -> tuple[Web3, str]:
+    """web3 on `rpc` and the deployment's FedLedger address, once the chain has answered as the
+    deployment's chain and holds code at that address; one-line ChainError/ConfigError otherwise."""
+    w3 = rpc_web3(rpc)  # ChainError naming the URL when nothing answers
+    chain_id = int(w3.eth.chain_id)
+    if chain_id != deployment.chain_id:
+        raise ConfigError(f"{rpc} is chain {chain_id}, the deployment {deployment_path} is on {deployment.chain_id}")
+    address = deployment.contracts["FedLedger"]
+    if not w3.eth.get_code(address):
+        raise ChainError(
+            f"no FedLedger contract at {address} on {rpc}: was the chain restarted since {deployment_path} was written?"
+        )
+    return w3, address

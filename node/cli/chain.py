@@ -48,20 +48,14 @@ def _rpc_for(args: argparse.Namespace, deployment: Any) -> str:
 
 def _client(args: argparse.Namespace, sending: bool = False):
     from node.chain import Deployment, FedLedgerClient
-    from node.chain.providers import rpc_web3
+    from node.chain.providers import deployed_contract
 
     deployment = Deployment.load(args.deployment)
-    w3 = rpc_web3(_rpc_for(args, deployment))
-    chain_id = w3.eth.chain_id
-    if chain_id != deployment.chain_id:
-        raise ConfigError(f"the chain answers with chain id {chain_id}, the deployment says {deployment.chain_id}")
+    w3, address = deployed_contract(_rpc_for(args, deployment), deployment, args.deployment)
     if not sending:
         # web3's validation middleware asks the chain id twice per eth_call, to check transaction
-        # fields a read never has: a third of a query's requests (checked just above, once).
+        # fields a read never has: a third of a query's requests (checked once, just above).
         w3.middleware_onion.remove("validation")
-    address = deployment.contracts["FedLedger"]
-    if not w3.eth.get_code(address):
-        raise ChainError(f"no contract at {address} on this chain; was it restarted since the deploy?")
     account = None
     if sending:
         from node.keys import signer

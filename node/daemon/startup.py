@@ -21,9 +21,9 @@ from eth_account.signers.local import LocalAccount
 from node.chain.accounts import TESTNET_CHAIN_ID
 from node.chain.client import FedLedgerClient
 from node.chain.deployment import Deployment
-from node.chain.providers import rpc_web3
+from node.chain.providers import deployed_contract
 from node.daemon.config import NodeConfig
-from node.errors import ChainError, ConfigError, FedLedgerError
+from node.errors import ChainError, FedLedgerError
 from node.taskspec import TaskSpec
 from node.training.data import Dataset
 from node.training.localdata import load_local_data
@@ -50,20 +50,12 @@ class Chain:
 def connect(rpc: str, deployment_path: Path, account: LocalAccount | None) -> Chain:
     """The deployment's contract on the chain at `rpc`: reachable, the same chain, code there."""
     deployment = Deployment.load(deployment_path)
-    w3 = rpc_web3(rpc)  # ChainError naming the URL when nothing answers
-    chain_id = int(w3.eth.chain_id)
-    if chain_id != deployment.chain_id:
-        raise ConfigError(f"{rpc} is chain {chain_id}, the deployment {deployment_path} is on {deployment.chain_id}")
+    w3, address = deployed_contract(rpc, deployment, deployment_path)
     # web3 validates every call and transaction against the chain ID, which it asks the node
     # for each time: a third of a view's CPU here, and of the protocol loop's (measured). The
     # ID was just checked and does not change under a running daemon, so keep it.
     w3.provider.cacheable_requests = {"eth_chainId"}
     w3.provider.cache_allowed_requests = True
-    address = deployment.contracts["FedLedger"]
-    if not w3.eth.get_code(address):
-        raise ChainError(
-            f"no FedLedger contract at {address} on {rpc}: was the chain restarted since {deployment_path} was written?"
-        )
     return Chain(FedLedgerClient(w3, address, account), deployment, deployment.block_number or 0)
 
 
