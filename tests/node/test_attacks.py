@@ -11,7 +11,7 @@ import pytest
 
 from node.sim.attacks import ATTACKS, AttackContext, craft_update, parse_roles, poison_data
 from node.chain import FedLedgerClient
-from proposer_turns import run_until_rejected
+from proposer_turns import rejected_rounds, run_until_rejected
 from node.errors import ConfigError
 from node.sim.simulate import SimulationConfig, node_roles, run_simulation
 from node.taskspec import TaskSpec
@@ -226,7 +226,7 @@ def test_one_node_replays_its_update_and_proposes_a_model_of_its_own():
     assert cheat.role == "free-rider-stale+bad-proposer"
     (line,) = [line for line in lines if "rejected" in line]
     assert cheat.address in line
-    rejected = int(line.split()[1].rstrip(":"))
+    (rejected,) = rejected_rounds(lines)
     reps = cheat.reputation_history_wad
     assert reps[1] > reps[0]  # round 1: an honest update
     for r in range(2, rejected + 1):

@@ -8,7 +8,7 @@ import pytest
 
 from node.chain import FedLedgerClient, dev_account
 from node.chain.providers import embedded_web3
-from proposer_turns import run_until_rejected
+from proposer_turns import rejected_rounds, run_until_rejected
 from node.errors import ConfigError
 from node.storage import EmbeddedStorage
 from node.sim.simulate import SimulationConfig, run_simulation
@@ -149,7 +149,7 @@ def test_a_bad_proposer_is_rejected_slashed_and_every_round_still_finalizes_corr
     assert client.node_info(cheat.address)[1] == 0  # slashed by the task's minimum stake (= its stake)
     # ... and up to that round the models are exactly those of an all-honest run (it trains
     # honestly); after it, with no stake left, it no longer sits on committees.
-    rejected_in = int(line.split()[1].rstrip(":"))
+    (rejected_in,) = rejected_rounds(lines)
     got = [r.global_model_cid for r in report.rounds]
     assert got[:rejected_in] == [r.global_model_cid for r in reference.rounds][:rejected_in]
     assert cheat.address not in client.committee(report.task_id, 4)
