@@ -8,9 +8,12 @@ client, the torch trainer behind `Trainer`).
 
 from __future__ import annotations
 
-from typing import Mapping, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Mapping, Protocol, runtime_checkable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from node.apps.native import Evaluation
 
 
 @runtime_checkable
@@ -64,8 +67,9 @@ class Trainer(Protocol):
 
     num_samples: int
 
-    def train(self, global_weights: Mapping[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
-        """Train from `global_weights` and return the float32 delta per state-dict key."""
+    def train(self, global_weights: Mapping[str, np.ndarray], seed: int, round: int = 0) -> dict[str, np.ndarray]:
+        """Train from `global_weights` in round `round` with the seed `seed`, and return the delta
+        per state-dict key (`aggregation.model_delta`)."""
 
-    def evaluate(self, weights: Mapping[str, np.ndarray]) -> float:
-        """Accuracy of `weights` on this trainer's evaluation data, in [0, 1]."""
+    def evaluate(self, weights: Mapping[str, np.ndarray]) -> "Evaluation":
+        """The app's metrics of `weights` on this node's held-out data (node/apps/native.py)."""

@@ -52,6 +52,12 @@ class TaskSpec:
     f: int | None = None  # multi-krum: assumed Byzantine updates
     m: int | None = None  # multi-krum: updates averaged
     clip: float | None = None  # any rule: L2 norm bound applied to each update first
+    # The app (#15): a REF to the user's code (file.py:attr or package.module:attr: a Flower
+    # ClientApp or a FedLedger app); None: the built-in app `model` names.
+    app: str | None = None
+    run_config: dict[str, int | float | str | bool] | None = None  # Flower's context.run_config
+    # The model every update must fit: [name, shape, dtype] per tensor, in state-dict order.
+    params: list[list] | None = None
 
     def check(self) -> None:
         """ConfigError unless every field has its type and range, the rule is known and its
@@ -69,12 +75,44 @@ class TaskSpec:
             raise ConfigError(f"task spec: lr must be a number in (0, {MAX_LR:g}], not {str(self.lr)[:64]}")
         if not math.isfinite(self.lr):
             raise ConfigError("task spec: lr must be finite")
+        self._check_app()
         if not isinstance(self.rule, str) or self.rule not in RULE_IDS:
             raise ConfigError(f"unknown rule {self.rule!r}; known: {', '.join(RULE_IDS)}")
         try:
             check_options(self.rule, self.rule_options())
         except AggregationError as exc:
             raise ConfigError(str(exc)) from None
+
+    def _check_app(self) -> None:
+        if self.app is not None and (not isinstance(self.app, str) or not 0 < len(self.app) <= 256 or ":" not in self.app):
+            raise ConfigError(f"task spec: app must be a REF (file.py:attr or package.module:attr), not {str(self.app)[:64]!r}")
+        if self.run_config is not None:
+            if not isinstance(self.run_config, dict) or len(self.run_config) > 256:
+                raise ConfigError("task spec: run_config must be an object of at most 256 keys")
+            for key, value in self.run_config.items():
+                if not isinstance(value, (int, float, str, bool)) or len(key) > 64 or len(str(value)) > 256:
+                    raise ConfigError(f"task spec: run_config {str(key)[:64]!r} must be a number, string or boolean")
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise ConfigError(f"task spec: run_config {key!r} must be finite")
+        if self.params is not None:
+            from aggregation.dtypes import MODEL_DTYPES
+
+            if not isinstance(self.params, list) or not 0 < len(self.params) <= 4096:
+                raise ConfigError("task spec: params must be a list of at most 4096 [name, shape, dtype]")
+            for entry in self.params:
+                ok = (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str) and 0 < len(entry[0]) <= 256
+                      and isinstance(entry[1], list) and len(entry[1]) <= 8
+                      and all(_is_int(d) and 0 <= d < 2**31 for d in entry[1]) and entry[2] in MODEL_DTYPES)  # fmt: skip
+                if not ok:
+                    raise ConfigError(f"task spec: each params entry must be [name, shape, dtype], not {str(entry)[:80]}")
+            if len({e[0] for e in self.params}) != len(self.params):
+                raise ConfigError("task spec: params names must be distinct")
+
+    def pinned(self) -> dict[str, tuple[tuple[int, ...], str]] | None:
+        """The model's tensors the spec pins, by name: (shape, dtype); None if it pins none."""
+        if self.params is None:
+            return None
+        return {name: (tuple(shape), dtype) for name, shape, dtype in self.params}
 
     def rule_options(self) -> "RuleOptions":
         """The options every verifier passes to the rule: part of the content-addressed spec,

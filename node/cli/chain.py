@@ -104,7 +104,8 @@ def cmd_task_create(args: argparse.Namespace) -> int:
     client = _client(args, sending=True)  # before torch loads: a wrong deployment fails in a second
     from aggregation import encode_model
     from node.storage import EmbeddedStorage
-    from node.training import MODELS, initial_weights
+    from node.apps.builtin import BUILTIN_APPS as MODELS
+    from node.training import initial_weights
 
     if args.model not in MODELS:
         raise ConfigError(f"unknown model {args.model!r}; known: {', '.join(sorted(MODELS))}")

@@ -196,7 +196,7 @@ class ProtocolNode:
         key = (task, r)
         if key not in self._trained:
             self._trained = {k: v for k, v in self._trained.items() if k[1] >= r - 1}
-            self._trained[key] = self.trainer(task).train(base, seed=train_seed(self.seed, task, r))
+            self._trained[key] = self.trainer(task).train(base, seed=train_seed(self.seed, task, r), round=r)
         return self._trained[key]
 
     def _commit(self, task: int, r: int) -> str:

@@ -35,6 +35,7 @@ from node.protocol import Behaviour, ProtocolNode, RoundResult, RoundView, train
 from node.sim.kinds import KNOWN_KINDS, MODEL_ATTACKS, PROTOCOL_ATTACKS
 from node.storage.unixfs import cid_of
 from node.taskspec import TaskSpec
+from node.apps.native import Evaluation
 from node.training.data import Dataset
 from node.training.localdata import load_local_data
 from node.training.trainer import trainer_for
@@ -234,10 +235,10 @@ class PoisonedTrainer:
     def num_samples(self) -> int:
         return self.inner.num_samples
 
-    def train(self, global_weights: Mapping[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
-        return self.inner.train(global_weights, seed)
+    def train(self, global_weights: Mapping[str, np.ndarray], seed: int, round: int = 0) -> dict[str, np.ndarray]:
+        return self.inner.train(global_weights, seed, round)
 
-    def evaluate(self, weights: Mapping[str, np.ndarray]) -> float:
+    def evaluate(self, weights: Mapping[str, np.ndarray]) -> Evaluation:
         return self.inner.evaluate(weights)
 
 
@@ -311,7 +312,7 @@ class TeamMember:
         assert self._spec_of is not None, "the coalition's node has not joined yet"
         if task not in self._trainers:
             self._trainers[task] = trainer_for(self._spec_of(task), self.data)
-        return self._trainers[task].train(base, seed=train_seed(self.seed, task, r))
+        return self._trainers[task].train(base, seed=train_seed(self.seed, task, r), round=r)
 
 
 class DaemonAttack(AttackBehaviour):

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import tempfile
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
 
 from web3 import Web3
 
@@ -34,7 +36,8 @@ from node.sim.record import ChainRecorder
 from node.storage import EmbeddedStorage
 from node.storage.unixfs import DEFAULT_MAX_FETCH_BYTES, dag_blocks_bound, read_dag
 from node.taskspec import MAX_COMMITTEE, RULE_IDS, TaskParams, TaskSpec
-from node.training import initial_weights, load_digits_split, partition, trainer_for
+from node.apps.resolve import initial_model, misfit, node_trainer, pin_of
+from node.training import load_digits_split
 from node.units import ETHER
 
 
@@ -57,6 +60,10 @@ class SimulationConfig:
     # attack experiments compare; the contract tests and `task create` exercise the split.
     proposer_share_bps: int = 0
     attester_share_bps: int = 0
+    # The initial model (#15): a REF to a callable returning an nn.Module, or a .safetensors file;
+    # neither: the app's own (node/apps/resolve.py:initial_model).
+    model_ref: str | None = None
+    initial_model: str | None = None
 
     def validate(self) -> None:
         if self.nodes < 1:
@@ -96,6 +103,7 @@ class SimulationConfig:
             "seed": self.seed,
             "chain": self.chain,
             "alpha": self.alpha,
+            "app": self.spec.app or self.spec.model,
         }
 
 
@@ -160,14 +168,28 @@ def federation_params(
 
 
 def publish_task(
-    chain: FedLedgerClient, store: EmbeddedStorage, spec: TaskSpec, params: TaskParams, model_seed: int, reward_wei: int
+    chain: FedLedgerClient, store: EmbeddedStorage, spec: TaskSpec, params: TaskParams, model_seed: int, reward_wei: int,
+    initial: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[int, str, dict]:
-    """Content-address the initial model and the spec in `store`, then create the task on-chain.
+    """Content-address the initial model (`initial`, or the app's built under `model_seed`) and
+    the spec, pinned to the model's tensors, in `store`, then create the task on-chain.
     Returns (task id, initial model CID, receipt)."""
-    model_cid = store.put(encode_model(initial_weights(spec.model, model_seed)))
+    weights = dict(initial) if initial is not None else initial_model(spec, model_seed)
+    spec = pinned_spec(spec, weights)
+    model_cid = store.put(encode_model(weights))
     spec_cid = store.put(spec.to_bytes())
     task_id, receipt = chain.create_task(model_cid, spec_cid, params, reward_wei)
     return task_id, model_cid, receipt
+
+
+def pinned_spec(spec: TaskSpec, weights: Mapping[str, np.ndarray]) -> TaskSpec:
+    """`spec` with the initial model's tensors pinned; ConfigError if it pins others already."""
+    if spec.params is None:
+        return replace(spec, params=pin_of(weights))
+    why = misfit(weights, spec)
+    if why is not None:
+        raise ConfigError(f"the initial model does not fit the task spec: {why}")
+    return spec
 
 
 def _connect(config: SimulationConfig, stack: ExitStack) -> tuple[Web3, str | None]:
@@ -221,9 +243,8 @@ def run_simulation(
         chain, receipt = deploy_fedledger(w3, owner, config.stake_wei)
         deployed_at = int(receipt["blockNumber"])
 
-        # Data: a shared test split for reporting, private shards for training.
-        train, test = load_digits_split(seed=config.seed)
-        shards = partition(train, config.nodes, config.alpha, config.seed)
+        initial = initial_model(spec, config.seed, model_ref=config.model_ref, initial_file=config.initial_model,
+                                node_config=sim_node_config(config, 0))  # fmt: skip
         # A simulation's stores are scratch space: content addressing and per-block verification
         # are real, durability across power loss (fsync) is not what is being simulated.
         stores = [EmbeddedStorage(workdir / f"node{i}", fsync=False) for i in range(config.nodes)]
@@ -232,7 +253,7 @@ def run_simulation(
 
         params = federation_params(config.nodes, config.rounds, spec, config.stake_wei,
                                    config.proposer_share_bps, config.attester_share_bps)  # fmt: skip
-        task_id, model_cid, receipt = publish_task(chain, owner_store, spec, params, config.seed, config.reward_wei)
+        task_id, model_cid, receipt = publish_task(chain, owner_store, spec, params, config.seed, config.reward_wei, initial)
         task_block = int(receipt["blockNumber"])
         progress(f"task {task_id}: {config.nodes} nodes x {config.rounds} rounds, rule {config.rule}")
 
@@ -247,7 +268,7 @@ def run_simulation(
                     client,
                     journal,
                     stores[i],
-                    trainer=partial(trainer_for, data=train.subset(shards[i]), test=test),
+                    trainer=partial(node_trainer, node_config=sim_node_config(config, i)),
                     fetch=partial(_fetch_for, stores[i], everyone),
                     seed=node_seed(config.seed, i),
                     salt=seeded_salt(node_seed(config.seed, i)),
@@ -259,6 +280,7 @@ def run_simulation(
             if isinstance(behaviour, AttackBehaviour):  # colluders share their data: see Coalition
                 behaviour.coalition.members = [n for n, b in zip(nodes, behaviours) if b.role == behaviour.role]
 
+        _train, test = load_digits_split(seed=config.seed)  # the shared test split reported on
         recorder = ChainRecorder(
             chain, task_id, [a.address for a in accounts], spec, test,
             model_bytes=partial(_fetch_for, owner_store, everyone), start_block=task_block,
@@ -283,7 +305,7 @@ def run_simulation(
             config=config.to_json(),
             initial_accuracy=initial_acc,
             rounds=recorder.records,
-            nodes=recorder.node_records(roles, [len(s) for s in shards]),
+            nodes=recorder.node_records(roles, [n.trainer(task_id).num_samples for n in nodes]),
             chain_id=chain.chain_id(),
             rpc=rpc_url if config.chain == "rpc" else None,
             contracts={"FedLedger": chain.address},
@@ -291,6 +313,17 @@ def run_simulation(
             task_id=task_id,
             owner=owner.address,
         )
+
+
+def sim_node_config(config: SimulationConfig, i: int) -> dict[str, int | float | str | bool]:
+    """Node `i`'s node config, as Flower's simulation sets it (partition-id, num-partitions),
+    with the split FedLedger's bundled datasets deal (IID or Dirichlet, from the seed)."""
+    node_config: dict[str, int | float | str | bool] = {
+        "partition-id": i, "num-partitions": config.nodes, "partition-seed": config.seed,
+    }  # fmt: skip
+    if config.alpha is not None:
+        node_config["partition-alpha"] = config.alpha
+    return node_config
 
 
 def _fetch_for(

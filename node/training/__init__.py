@@ -1,11 +1,10 @@
 """Local training: datasets, partitions across nodes, the model, and a torch trainer."""
 
 from node.training.data import Dataset, dirichlet_partition, iid_partition, load_digits_split, partition
-from node.training.model import MODELS, build_model, initial_weights
+from node.training.model import build_model, initial_weights
 from node.training.trainer import TorchTrainer, accuracy, trainer_for
 
 __all__ = [
-    "MODELS",
     "Dataset",
     "TorchTrainer",
     "accuracy",

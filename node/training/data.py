@@ -9,21 +9,13 @@ Dir(alpha); small alpha means each node sees few classes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from node.apps.native import Dataset
 
-@dataclass(frozen=True)
-class Dataset:
-    x: np.ndarray  # float32, (n, features)
-    y: np.ndarray  # int64 class labels, (n,)
+__all__ = ["Dataset"]
 
-    def __len__(self) -> int:
-        return int(self.y.shape[0])
 
-    def subset(self, idx: np.ndarray) -> "Dataset":
-        return Dataset(self.x[idx], self.y[idx])
 
 
 def load_digits_split(test_fraction: float = 0.2, seed: int = 0) -> tuple[Dataset, Dataset]:

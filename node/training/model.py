@@ -1,8 +1,6 @@
-"""Models a task can name. The task spec says which; every node builds the same one."""
+"""A model's state as the arrays that travel, and the task's initial model."""
 
 from __future__ import annotations
-
-from typing import Callable
 
 import numpy as np
 import torch
@@ -11,19 +9,11 @@ from torch import nn
 from aggregation.torch_state import arrays_from_state_dict, state_dict_from_arrays
 
 
-def _digits_mlp() -> nn.Module:
-    # 64 -> 128 -> 64 -> 10: about 17k parameters, ~93% on digits in a few epochs.
-    return nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10))
-
-
-MODELS: dict[str, Callable[[], nn.Module]] = {"digits-mlp": _digits_mlp}
-
-
 def build_model(name: str) -> nn.Module:
-    try:
-        return MODELS[name]()
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}") from None
+    """A fresh model of the built-in app `name`."""
+    from node.apps.builtin import builtin_app
+
+    return builtin_app(name).model()
 
 
 def state_to_numpy(model: nn.Module) -> dict[str, np.ndarray]:
@@ -37,10 +27,16 @@ def load_numpy(model: nn.Module, weights: dict[str, np.ndarray]) -> None:
 
 
 def initial_weights(name: str, seed: int) -> dict[str, np.ndarray]:
-    """The task's round-0 model: torch's default init under a fixed seed."""
+    """The round-0 model of built-in app `name`: torch's default init under a fixed seed."""
+    return seeded_state(lambda: build_model(name), seed)
+
+
+def seeded_state(make, seed: int) -> dict[str, np.ndarray]:
+    """The state of the module `make()` builds with torch's generator seeded with `seed` (and the
+    caller's generator state restored after)."""
     gen_state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)
-        return state_to_numpy(build_model(name))
+        return state_to_numpy(make())
     finally:
         torch.random.set_rng_state(gen_state)

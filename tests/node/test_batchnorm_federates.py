@@ -13,7 +13,8 @@ from node.chain.providers import embedded_web3
 from node.sim.simulate import SimulationConfig, local_or_peers, run_simulation
 from node.storage import EmbeddedStorage
 from node.taskspec import TaskSpec
-from node.training import model as models
+from node.apps import FedApp
+from node.apps import builtin
 
 
 def _digits_bn() -> nn.Module:
@@ -22,7 +23,7 @@ def _digits_bn() -> nn.Module:
 
 def test_a_batchnorm_model_federates_with_its_integer_counter(monkeypatch, tmp_path) -> None:
     # Prepare: a model with BatchNorm, known to every node of an in-process federation
-    monkeypatch.setitem(models.MODELS, "digits-bn", _digits_bn)
+    monkeypatch.setitem(builtin.BUILTIN_APPS, "digits-bn", FedApp(_digits_bn, builtin.DIGITS_MLP.load_data))
     w3 = embedded_web3(num_accounts=4)
     config = SimulationConfig(nodes=3, rounds=2, seed=3, spec=TaskSpec(model="digits-bn", epochs=1))
 

@@ -1,0 +1,137 @@
+"""From a task spec to what a node runs: the app, its trainer on this node's data, the
+task's initial model, and the pin of the model's tensors every update must fit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+import numpy as np
+
+from node.apps.builtin import BUILTIN_APPS, builtin_app
+from node.apps.native import FedApp, NodeConfig
+from node.apps.refs import load_ref
+from node.errors import ConfigError
+
+if TYPE_CHECKING:
+    from node.abc import Trainer
+    from node.taskspec import TaskSpec
+
+
+def is_flower_app(obj: Any) -> bool:
+    """Whether `obj` is a Flower ClientApp (flwr is imported only if the object comes from it)."""
+    if not type(obj).__module__.startswith("flwr"):
+        return False
+    from flwr.clientapp import ClientApp
+
+    return isinstance(obj, ClientApp)
+
+
+def app_of(spec: "TaskSpec", ref: str | None = None, base_dir: Path | None = None) -> Any:
+    """The app a node runs for `spec`: `ref` (the node's own `[app] ref`) if given, else the
+    spec's app REF, else the built-in app `spec.model` names. A FedApp or a Flower ClientApp."""
+    ref = ref or spec.app
+    if ref is None:
+        return builtin_app(spec.model)
+    if ref in BUILTIN_APPS:
+        return BUILTIN_APPS[ref]
+    obj = load_ref(ref, base_dir)
+    if isinstance(obj, FedApp) or is_flower_app(obj):
+        return obj
+    raise ConfigError(f"app {ref} is a {type(obj).__name__}, not a FedLedger FedApp or a Flower ClientApp")
+
+
+def node_trainer(spec: "TaskSpec", node_config: NodeConfig, ref: str | None = None, base_dir: Path | None = None) -> "Trainer":
+    """This node's trainer for a task: the app on the data its `node_config` gives it."""
+    from node.training.trainer import trainer_for
+
+    app = app_of(spec, ref, base_dir)
+    if isinstance(app, FedApp):
+        train, test = app.load_data(node_config)
+        return trainer_for(spec, train, test, app=app)
+    from node.apps.flower import FlowerTrainer
+
+    return FlowerTrainer(app, spec, node_config)
+
+
+def initial_model(
+    spec: "TaskSpec",
+    seed: int,
+    *,
+    model_ref: str | None = None,
+    initial_file: str | Path | None = None,
+    node_config: NodeConfig | None = None,
+    base_dir: Path | None = None,
+) -> dict[str, np.ndarray]:
+    """The task's round-0 model, from (first given wins) a safetensors file, a REF to a callable
+    that returns an nn.Module (built under `seed`), or the app: a FedApp's model built under
+    `seed`, or a Flower app's own initial parameters (NumPyClient.get_parameters)."""
+    from node.training.model import seeded_state
+
+    if initial_file is not None:
+        return load_safetensors(Path(initial_file), spec.max_update_bytes)
+    if model_ref is not None:
+        make = load_ref(model_ref, base_dir)
+        if not callable(make):
+            raise ConfigError(f"--model {model_ref} is a {type(make).__name__}, not a callable that returns an nn.Module")
+        return seeded_state(lambda: _module_of(make, model_ref), seed)
+    app = app_of(spec, base_dir=base_dir)
+    if isinstance(app, FedApp):
+        return seeded_state(app.model, seed)
+    from node.apps.flower import FlowerTrainer
+
+    return FlowerTrainer(app, spec, dict(node_config or {})).initial_weights(seed)
+
+
+def _module_of(make: Any, ref: str) -> Any:
+    from torch import nn
+
+    try:
+        module = make()
+    except Exception as exc:
+        raise ConfigError(f"--model {ref} raised {type(exc).__name__}: {str(exc)[:200]}") from None
+    if not isinstance(module, nn.Module):
+        raise ConfigError(f"--model {ref} returned a {type(module).__name__}, not an nn.Module")
+    return module
+
+
+def load_safetensors(path: Path, max_bytes: int) -> dict[str, np.ndarray]:
+    """Tensors named as the state dict, from a .safetensors file (its size checked first)."""
+    from aggregation import AggregationError, decode_model
+
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ConfigError(f"--initial-model {path}: {exc.strerror}") from None
+    if size > max_bytes:
+        raise ConfigError(f"--initial-model {path} is {size} bytes, more than the task's max_update_bytes {max_bytes}")
+    try:
+        weights, _meta = decode_model(path.read_bytes(), max_bytes)
+    except (AggregationError, ValueError) as exc:
+        raise ConfigError(f"--initial-model {path}: not a model file: {str(exc)[:200]}") from None
+    return weights
+
+
+def pin_of(weights: Mapping[str, np.ndarray]) -> list[list]:
+    """[name, shape, dtype] of every tensor, in order: what a task spec pins (`TaskSpec.params`)."""
+    from aggregation.dtypes import code_of
+
+    return [[name, list(array.shape), code_of(array)] for name, array in weights.items()]
+
+
+def misfit(weights: Mapping[str, np.ndarray], spec: "TaskSpec") -> str | None:
+    """Why `weights` do not fit the tensors `spec` pins (None: they fit, or it pins none)."""
+    pinned = spec.pinned()
+    if pinned is None:
+        return None
+    from aggregation.dtypes import code_of
+
+    if list(weights) != list(pinned):
+        missing = [n for n in pinned if n not in weights][:3]
+        extra = [n for n in weights if n not in pinned][:3]
+        return f"the model's tensors are not the task's (missing {missing}, unexpected {extra})"
+    for name, array in weights.items():
+        shape, dtype = pinned[name]
+        if tuple(array.shape) != shape or code_of(array) != dtype:
+            return f"tensor {name} is {code_of(array)}{list(array.shape)}, the task pins {dtype}{list(shape)}"
+    return None
