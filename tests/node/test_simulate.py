@@ -195,7 +195,7 @@ def test_cli_simulate_writes_the_report(cli, tmp_path):
     assert set(summary) >= {"config", "rounds", "nodes", "deployment"}
     assert summary["config"] == {
         "nodes": 3, "malicious": 0, "attack": None, "rounds": 2, "rule": "fedavg", "seed": 7,
-        "chain": "embedded", "alpha": None,
+        "chain": "embedded", "alpha": None, "app": "digits-mlp",
     }
     assert [r["round"] for r in summary["rounds"]] == [1, 2]
     for r in summary["rounds"]:
