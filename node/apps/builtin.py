@@ -13,7 +13,9 @@ from typing import Callable
 
 from torch import nn
 
+from node.apps.mnist import load_mnist_split, mnist_cnn
 from node.apps.native import FedApp, NodeConfig
+from node.apps.resnet import resnet18
 from node.errors import ConfigError
 from node.training.data import Dataset, load_digits_split, partition
 
@@ -90,7 +92,22 @@ DIGITS_MLP = FedApp(
     num_classes=10,
 )
 
-BUILTIN_APPS: dict[str, FedApp] = {"digits-mlp": DIGITS_MLP}
+MNIST_CNN = FedApp(
+    model=mnist_cnn,
+    load_data=bundled_or_local(load_mnist_split, lambda: MNIST_CNN),
+    input_shape=(1, 28, 28),
+    num_classes=10,
+)
+
+# ResNet-18 on the same MNIST split: ~11.2M parameters, for scale tests.
+RESNET18 = FedApp(
+    model=resnet18,
+    load_data=bundled_or_local(load_mnist_split, lambda: RESNET18),
+    input_shape=(1, 28, 28),
+    num_classes=10,
+)
+
+BUILTIN_APPS: dict[str, FedApp] = {"digits-mlp": DIGITS_MLP, "mnist-cnn": MNIST_CNN, "resnet18": RESNET18}
 
 
 def builtin_app(name: str) -> FedApp:

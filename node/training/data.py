@@ -23,8 +23,13 @@ def load_digits_split(test_fraction: float = 0.2, seed: int = 0) -> tuple[Datase
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    x = (digits.data / 16.0).astype(np.float32)
-    y = digits.target.astype(np.int64)
+    return stratified_split(Dataset((digits.data / 16.0).astype(np.float32), digits.target.astype(np.int64)), test_fraction, seed)
+
+
+def stratified_split(data: Dataset, test_fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    """(train, test): `test_fraction` of each class, drawn from `seed`, held out; both in the
+    original order."""
+    x, y = data.x, data.y
     rng = np.random.default_rng(seed)
     test_idx: list[np.ndarray] = []
     for label in np.unique(y):
