@@ -154,7 +154,7 @@ class FlowerTrainer:
         return {"server-round": round, "seed": seed, **self.hyper}
 
     def _message_content(self, weights: Weights, config: Mapping[str, Any]) -> RecordDict:
-        arrays = ArrayRecord({name: Array(np.ascontiguousarray(a)) for name, a in weights.items()})
+        arrays = ArrayRecord({name: Array(np.asarray(a)) for name, a in weights.items()})
         return RecordDict({"arrays": arrays, "config": ConfigRecord(dict(config))})
 
     def _send(self, message_type: str, content: RecordDict, round: int, seed: int, what: str) -> RecordDict:
@@ -227,7 +227,8 @@ class FlowerTrainer:
                 raise ConfigError(f"{self.name}: tensor {name} came back with shape {list(after.shape)}, not {list(before.shape)}")
             if after.dtype != before.dtype:
                 if code_of(before) in ("F32", "F16") and after.dtype.kind == "f":
-                    after = after.astype(before.dtype)
+                    with np.errstate(over="ignore"):  # an overflow is caught below as infinite
+                        after = after.astype(before.dtype)
                 else:
                     raise ConfigError(f"{self.name}: tensor {name} came back as {after.dtype}, not {before.dtype}")
             out[name] = self._check_array(name, after)
