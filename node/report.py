@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,9 @@ from node.units import WAD
 class RoundRecord:
     round: int
     global_model_cid: str
-    test_accuracy: float
+    test_accuracy: float | None  # node/sim/evaluation.py: ModelEvaluation.accuracy
     gas_used: int
+    metrics: dict[str, float] = field(default_factory=dict)  # the nodes' evaluations, weighted by examples
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,7 @@ class NodeRecord:
 @dataclass
 class SimulationReport:
     config: dict[str, Any]
-    initial_accuracy: float
+    initial_accuracy: float | None
     rounds: list[RoundRecord]
     nodes: list[NodeRecord]
     chain_id: int
@@ -42,6 +44,7 @@ class SimulationReport:
     block_number: int
     task_id: int
     owner: str
+    initial_metrics: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """summary.json; large integers are decimal strings, as everywhere in our JSON."""
@@ -49,11 +52,13 @@ class SimulationReport:
             "config": self.config,
             "task_id": self.task_id,
             "initial_accuracy": self.initial_accuracy,
+            "initial_metrics": self.initial_metrics,
             "rounds": [
                 {
                     "round": r.round,
                     "global_model_cid": r.global_model_cid,
                     "test_accuracy": r.test_accuracy,
+                    "metrics": r.metrics,
                     "gas_used": r.gas_used,
                 }
                 for r in self.rounds
@@ -81,10 +86,14 @@ class SimulationReport:
         }
 
     def table(self) -> str:
-        lines = ["", "round  test accuracy  gas used  global model"]
-        lines.append(f"{0:>5}  {self.initial_accuracy:>13.3f}  {'-':>8}  (initial)")
+        """The rounds (accuracy and loss: the nodes' own evaluations, weighted by their examples)
+        and the nodes."""
+        lines = ["", "round  accuracy    loss   gas used  global model"]
+        first = self.initial_metrics
+        lines.append(f"{0:>5}  {_cell(first.get('accuracy', self.initial_accuracy), 8)}  {_cell(first.get('loss'), 6)}  {'-':>9}  (initial)")
         for r in self.rounds:
-            lines.append(f"{r.round:>5}  {r.test_accuracy:>13.3f}  {r.gas_used:>8,}  {r.global_model_cid}")
+            acc = r.metrics.get("accuracy", r.test_accuracy)
+            lines.append(f"{r.round:>5}  {_cell(acc, 8)}  {_cell(r.metrics.get('loss'), 6)}  {r.gas_used:>9,}  {r.global_model_cid}")
         lines += ["", "node                                        role              reputation  payout (ETH)"]
         for n in self.nodes:
             lines.append(f"{n.address}  {n.role:<16}  {n.reputation_wad / WAD:>10.4f}  {n.payout_wei / WAD:>12.6f}")
@@ -108,7 +117,8 @@ class SimulationReport:
         written: list[Path] = []
         fig, ax = plt.subplots(figsize=(6, 4))
         xs = [0] + [r.round for r in self.rounds]
-        ax.plot(xs, [self.initial_accuracy] + [r.test_accuracy for r in self.rounds], marker="o")
+        ys = [self.initial_accuracy] + [r.test_accuracy for r in self.rounds]
+        ax.plot(xs, [math.nan if y is None else y for y in ys], marker="o")
         ax.set(xlabel="round", ylabel="test accuracy", title="Global model accuracy", ylim=(0, 1))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
@@ -131,6 +141,10 @@ class SimulationReport:
         ax.set(ylabel="ETH", title="Rewards credited per node")
         written.append(_save(fig, out / "payouts.png"))
         return written
+
+
+def _cell(value: float | None, width: int) -> str:
+    return f"{'-':>{width}}" if value is None else f"{value:>{width}.3f}"
 
 
 def _save(fig: Any, path: Path) -> Path:

@@ -56,23 +56,33 @@ def partition_keys(config: NodeConfig) -> tuple[int, int, int, float | None]:
     return part, parts, seed, None if alpha is None else float(alpha)
 
 
-def bundled_or_local(
-    bundled: Callable[[int], tuple[Dataset, Dataset]], app_shape: Callable[[], FedApp]
-) -> Callable[[NodeConfig], tuple[Dataset, Dataset]]:
-    """A `load_data` that reads `data-path` (with `data-format`) when the node config names one,
-    and else deals this node's partition of `bundled(split_seed)`."""
+class BundledData:
+    """A `load_data` that reads `data-path` (with `data-format`; held-out data from `test-path`,
+    else the training data itself) when the node config names one, and else deals this node's
+    partition of `bundled(partition-seed)`."""
 
-    def load(config: NodeConfig) -> tuple[Dataset, Dataset]:
+    def __init__(self, bundled: Callable[[int], tuple[Dataset, Dataset]], app: Callable[[], FedApp]) -> None:
+        self.bundled, self.app = bundled, app
+
+    def __call__(self, config: NodeConfig) -> tuple[Dataset, Dataset]:
         path = config.get("data-path")
         if path is not None:
             from node.training.localdata import load_for_app
 
-            data = load_for_app(str(path), str(config.get("data-format", "auto")), app_shape())
-            return data, data
-        train, test = bundled(config_int(config, "partition-seed", 0))
+            fmt = str(config.get("data-format", "auto"))
+            data = load_for_app(str(path), fmt, self.app())
+            test = config.get("test-path")
+            return data, data if test is None else load_for_app(str(test), fmt, self.app())
+        train, test = self.bundled(config_int(config, "partition-seed", 0))
         return partition_of(train, test, config)
 
-    return load
+    def central(self, config: NodeConfig) -> Dataset:
+        """The whole test split the nodes' held-out parts come from, which simulations report on."""
+        return self.bundled(config_int(config, "partition-seed", 0))[1]
+
+
+def bundled_or_local(bundled: Callable[[int], tuple[Dataset, Dataset]], app: Callable[[], FedApp]) -> BundledData:
+    return BundledData(bundled, app)
 
 
 @lru_cache(maxsize=4)

@@ -3,6 +3,7 @@ task's initial model, and the pin of the model's tensors every update must fit."
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -27,9 +28,16 @@ def is_flower_app(obj: Any) -> bool:
     return isinstance(obj, ClientApp)
 
 
-def app_of(spec: "TaskSpec", ref: str | None = None, base_dir: Path | None = None) -> Any:
+def app_of(spec: "TaskSpec", ref: str | None = None, base_dir: Path | None = None, *, trust_spec: bool = True) -> Any:
     """The app a node runs for `spec`: `ref` (the node's own `[app] ref`) if given, else the
-    spec's app REF, else the built-in app `spec.model` names. A FedApp or a Flower ClientApp."""
+    spec's app REF, else the built-in app `spec.model` names. A FedApp or a Flower ClientApp.
+
+    A daemon passes `trust_spec=False`: a spec comes from whoever created the task, and importing
+    the module it names would run that module's code, so a daemon runs only its own `[app] ref`
+    or a built-in app (the spec's pinned tensors check that the two agree)."""
+    if ref is None and spec.app is not None and spec.app not in BUILTIN_APPS and not trust_spec:
+        raise ConfigError(f"the task's app is {spec.app}, code this node does not run unless told: "
+                          "set [app] ref in node.toml to your copy of it")  # fmt: skip
     ref = ref or spec.app
     if ref is None:
         return builtin_app(spec.model)
@@ -41,11 +49,13 @@ def app_of(spec: "TaskSpec", ref: str | None = None, base_dir: Path | None = Non
     raise ConfigError(f"app {ref} is a {type(obj).__name__}, not a FedLedger FedApp or a Flower ClientApp")
 
 
-def node_trainer(spec: "TaskSpec", node_config: NodeConfig, ref: str | None = None, base_dir: Path | None = None) -> "Trainer":
+def node_trainer(
+    spec: "TaskSpec", node_config: NodeConfig, ref: str | None = None, base_dir: Path | None = None, *, trust_spec: bool = True
+) -> "Trainer":
     """This node's trainer for a task: the app on the data its `node_config` gives it."""
     from node.training.trainer import trainer_for
 
-    app = app_of(spec, ref, base_dir)
+    app = app_of(spec, ref, base_dir, trust_spec=trust_spec)
     if isinstance(app, FedApp):
         train, test = app.load_data(node_config)
         return trainer_for(spec, train, test, app=app)
@@ -135,3 +145,13 @@ def misfit(weights: Mapping[str, np.ndarray], spec: "TaskSpec") -> str | None:
         if tuple(array.shape) != shape or code_of(array) != dtype:
             return f"tensor {name} is {code_of(array)}{list(array.shape)}, the task pins {dtype}{list(shape)}"
     return None
+
+
+def pinned_spec(spec: "TaskSpec", weights: Mapping[str, np.ndarray]) -> "TaskSpec":
+    """`spec` with the initial model's tensors pinned; ConfigError if it pins others already."""
+    if spec.params is None:
+        return replace(spec, params=pin_of(weights))
+    why = misfit(weights, spec)
+    if why is not None:
+        raise ConfigError(f"the initial model does not fit the task spec: {why}")
+    return spec

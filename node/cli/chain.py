@@ -8,7 +8,7 @@ import sys
 from decimal import Decimal
 from typing import Any
 
-from node.cli.args import _ipfs_dir, _print_json
+from node.cli.args import _ipfs_dir, _print_json, app_fields
 from node.errors import ChainError, ConfigError
 from node.units import WAD
 
@@ -104,11 +104,9 @@ def cmd_task_create(args: argparse.Namespace) -> int:
     client = _client(args, sending=True)  # before torch loads: a wrong deployment fails in a second
     from aggregation import encode_model
     from node.storage import EmbeddedStorage
-    from node.apps.builtin import BUILTIN_APPS as MODELS
-    from node.training import initial_weights
+    from node.apps.resolve import app_of, initial_model, pinned_spec
 
-    if args.model not in MODELS:
-        raise ConfigError(f"unknown model {args.model!r}; known: {', '.join(sorted(MODELS))}")
+    fields, model_ref = app_fields(args)
     params = TaskParams(
         rounds=args.rounds,
         committee_size=args.committee,
@@ -130,9 +128,12 @@ def cmd_task_create(args: argparse.Namespace) -> int:
     store = EmbeddedStorage(_ipfs_dir(args))
     spec = spec_for_rule(
         args.rule, args.committee, trim=args.trim, f=args.f, m=args.m, clip=args.clip,
-        model=args.model, epochs=args.epochs, max_samples=args.max_samples,
+        epochs=args.epochs, max_samples=args.max_samples, **fields,
     )  # fmt: skip
-    model_cid = store.put(encode_model(initial_weights(args.model, args.seed)))
+    app_of(spec)  # the app imports and is one, before anything is stored or sent
+    weights = initial_model(spec, args.seed, model_ref=model_ref, initial_file=args.initial_model)
+    spec = pinned_spec(spec, weights)
+    model_cid = store.put(encode_model(weights))
     spec_cid = store.put(spec.to_bytes())
     task_id, receipt = client.create_task(model_cid, spec_cid, params, args.reward)
     if not (_ipfs_dir(args).parent / "node.toml").is_file():

@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from node.cli.args import _ipfs_dir, _print_json
+from node.cli.args import _ipfs_dir, _print_json, app_fields
 from node.errors import ConfigError
 from node.units import WAD
 
@@ -20,6 +20,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.in_process and args.chain != "anvil":
         raise ConfigError("--in-process only applies to --chain anvil: the embedded chain and --rpc always run in-process")
     daemons = args.chain == "anvil" and not args.in_process
+    fields, model_ref = app_fields(args)
     config = SimulationConfig(
         nodes=args.nodes,
         malicious=args.malicious,
@@ -30,8 +31,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         chain="rpc" if args.rpc else args.chain,
         rpc=args.rpc,
         alpha=args.alpha,
-        spec=spec_for_rule(args.rule, args.nodes, trim=args.trim, f=args.f, m=args.m, clip=args.clip, epochs=args.epochs),
-    )
+        spec=spec_for_rule(args.rule, args.nodes, trim=args.trim, f=args.f, m=args.m, clip=args.clip,
+                           epochs=args.epochs, **fields),
+        model_ref=model_ref,
+        initial_model=args.initial_model,
+    )  # fmt: skip
     quiet = args.json
     progress = (lambda line: None) if quiet else (lambda line: print(line, flush=True))
     workdir = Path(args.workdir) if args.workdir else None

@@ -83,8 +83,7 @@ def cmd_node_join(args: argparse.Namespace) -> int:
         spec_note = f"its spec (model {spec.model}, {spec.epochs} epochs) fits this node"
         why = config.policy.refuse_spec(spec)
         if why is None:
-            data = startup.load_data(config.data_path, config.data_format) if config.data_path.exists() else None
-            why = startup.data_misfit(data, config.data_path, spec.model) if data is not None else None
+            why = startup.app_problem(config, spec) or startup.data_misfit(config, spec)
     if why is not None:
         raise ConfigError(f"task {task} does not fit this node ({why}); {config.path} is unchanged")
     if task in config.policy.join:

@@ -43,6 +43,22 @@ def _add_rule_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clip", type=float, metavar="NORM", help="clip every update to this L2 norm first")
 
 
+def _add_app_options(p: argparse.ArgumentParser, required_model: bool = False) -> None:
+    """What the task trains (#15): the app, its initial model, its run config, local training."""
+    p.add_argument("--app", metavar="REF", help="the app: a built-in one (digits-mlp, mnist-cnn, resnet18) or your "
+                   "code, path/to/file.py:attr or package.module:attr, holding a Flower ClientApp or a FedApp "
+                   "(default digits-mlp)")  # fmt: skip
+    p.add_argument("--model", metavar="REF", help="the initial model: a built-in app's name, or REF to a callable "
+                   "that returns an nn.Module, built under --seed (default: the app's own model)")  # fmt: skip
+    p.add_argument("--initial-model", metavar="FILE", help="the initial model as a .safetensors file, tensors named as "
+                   "the state dict")  # fmt: skip
+    p.add_argument("--run-config", metavar="'KEY=VALUE ...'", help="the app's context.run_config, as `flwr run` takes it")
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="local minibatch size (task spec, default 32)")
+    p.add_argument("--lr", type=float, default=0.05, help="local learning rate (task spec, default 0.05)")
+    p.add_argument("--max-update-bytes", type=_positive_int, metavar="N",
+                   help="largest update or model file the task accepts (task spec, default 64 MiB)")  # fmt: skip
+
+
 def _add_signing(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keystore", metavar="FILE", help="encrypted eth-account keystore to sign with")
     p.add_argument("--password-file", metavar="FILE", help="file holding the keystore password")
@@ -85,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=7, help="seed for data split, init and training (default 7)")
     p.add_argument("--alpha", type=float, help="Dirichlet label skew across nodes (default: IID)")
     p.add_argument("--epochs", type=_positive_int, default=5, help="local epochs per round (default 5)")
+    _add_app_options(p)
     _add_rule_options(p)
     p.add_argument("--workdir", metavar="DIR", help="keep the nodes' directories (blockstores; with daemons also "
                    "node.toml, keystore, data shard and log) in DIR (default: a temporary directory)")  # fmt: skip
@@ -112,13 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
     c = tsub.add_parser("create", help="create a task and deposit its reward pool; prints the task id")
     c.add_argument("--deployment", required=True, metavar="FILE")
     c.add_argument("--rpc", metavar="URL", help="override the deployment's RPC URL")
-    c.add_argument("--model", required=True, metavar="NAME", help="model architecture, e.g. digits-mlp")
     c.add_argument("--rounds", required=True, type=_positive_int)
     c.add_argument("--committee", required=True, type=_positive_int, metavar="K", help="committee size per round (<= 64)")
     c.add_argument("--rule", required=True, help="aggregation rule: fedavg, median, trimmed-mean, multi-krum")
     c.add_argument("--reward", required=True, type=_eth_to_wei, metavar="ETH", help="reward pool deposited now")
     c.add_argument("--epochs", type=_positive_int, default=5, help="local epochs per round (task spec)")
     c.add_argument("--max-samples", type=_positive_int, default=2**20, help="per-update sample cap (task spec)")
+    _add_app_options(c)
     _add_rule_options(c)
     c.add_argument("--seed", type=int, default=0, help="seed of the initial model's weights")
     c.add_argument("--min-stake", type=_eth_to_wei, metavar="ETH", help="stake for a committee seat (default: the deployment's minimum)")

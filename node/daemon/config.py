@@ -39,11 +39,24 @@ class NodeConfig:
     listen: tuple[str, ...]  # libp2p listen multiaddrs (loopback unless told otherwise)
     storage_backend: str  # embedded | kubo
     kubo_api: str | None  # kubo RPC multiaddr when storage_backend == "kubo"
-    data_path: Path  # the node's private training data
+    data_path: Path | None  # the node's private training data (None: the app loads its own)
     data_format: str  # auto | npz | csv | images
     status_listen: str  # host:port of the JSON status endpoint and /metrics
     poll_interval: float = 1.0  # seconds between chain polls when idle
     train_seed: int | None = None  # [training] seed: fixes this node's training seeds; None = random
+    test_path: Path | None = None  # [data] test: held-out data the node evaluates models on
+    app_ref: str | None = None  # [app] ref: this node's copy of the task's app (file.py:attr, package.module:attr)
+    app_node_config: dict[str, Any] = field(default_factory=dict)  # [app.node_config]: Flower's context.node_config
+
+    def node_config(self) -> dict[str, Any]:
+        """What the app gets as its node config: [app.node_config], with the [data] files as
+        data-path, data-format and test-path (the built-in apps read those)."""
+        out = dict(self.app_node_config)
+        if self.data_path is not None:
+            out.update({"data-path": str(self.data_path), "data-format": self.data_format})
+        if self.test_path is not None:
+            out["test-path"] = str(self.test_path)
+        return out
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -88,6 +101,12 @@ backend = "embedded"           # embedded (in data_dir) | kubo
 [data]
 path = "data.npz"              # .npz with arrays x and y, a .csv (label in the last column), or a folder of images per class
 format = "auto"                # auto | npz | csv | images
+# test = "test.npz"            # held-out data the node evaluates each new global model on; default: the training data
+
+# [app]                        # the task's app, when it is not a built-in one (see README, "Bring your own model")
+# ref = "my_app.py:app"        # a Flower ClientApp or a FedLedger app, relative to this file
+# [app.node_config]            # what the app reads as context.node_config
+# partition-id = 0
 
 [status]
 listen = "127.0.0.1:0"         # live dashboard at /, JSON status at /status, Prometheus metrics at /metrics
@@ -106,7 +125,8 @@ KNOWN_KEYS: dict[str, tuple[str, ...]] = {
               "max_batch_size", "max_update_bytes"),
     "p2p": ("listen",),
     "storage": ("backend", "kubo_api"),
-    "data": ("path", "format"),
+    "data": ("path", "format", "test"),
+    "app": ("ref", "node_config"),
     "status": ("listen",),
     "training": ("seed",),
 }  # fmt: skip
@@ -200,6 +220,11 @@ def load_config(path: str | Path) -> NodeConfig:
     data_format = _get(d, "format", str, f"{path} [data]", "auto")
     if data_format not in ("auto", "npz", "csv", "images"):
         raise ConfigError(f"{path} [data]: format must be auto, npz, csv or images, not {data_format!r}")
+    app_ref, app_node_config = _app(tables["app"], f"{path} [app]")
+    # The built-in apps train on [data]; an app of one's own may load its data itself.
+    data_file = _get(d, "path", str, f"{path} [data]", None if app_ref else ...)
+    data_path = rel(data_file) if data_file else None
+    test_path = _get(d, "test", str, f"{path} [data]", None)
     status_listen = _get(st, "listen", str, f"{path} [status]", "127.0.0.1:0")
     host, _, port = status_listen.rpartition(":")
     if not host or not port.isdigit() or int(port) > 65535:
@@ -223,12 +248,32 @@ def load_config(path: str | Path) -> NodeConfig:
         listen=tuple(listen),
         storage_backend=backend,
         kubo_api=kubo_api,
-        data_path=rel(_get(d, "path", str, f"{path} [data]")),
+        data_path=data_path,
+        test_path=rel(test_path) if test_path else None,
+        app_ref=app_ref,
+        app_node_config=app_node_config,
         data_format=data_format,
         status_listen=status_listen,
         poll_interval=float(poll),
         train_seed=train_seed,
     )
+
+
+def _app(table: dict[str, Any], where: str) -> tuple[str | None, dict[str, Any]]:
+    """[app] ref (checked to be a REF, not imported yet) and [app.node_config] (scalars only)."""
+    from node.apps.refs import split_ref
+
+    ref = _get(table, "ref", str, where, None)
+    if ref is not None:
+        try:
+            split_ref(ref)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: ref: {exc}") from None
+    node_config = _get(table, "node_config", dict, where, {})
+    for key, value in node_config.items():
+        if isinstance(value, (dict, list)) or not isinstance(value, (str, int, float, bool)):
+            raise ConfigError(f"{where}.node_config: {key} must be a string, number or boolean")
+    return ref, dict(node_config)
 
 
 def _wei(table: dict[str, Any], key: str, where: str, default: int) -> int:

@@ -30,7 +30,6 @@ from node.daemon.observability import Metrics
 from node.daemon.peers import PeerDirectory
 from node.errors import ChainError, ConfigError, StorageError
 from node.protocol import ProtocolNode
-from node.training.data import Dataset
 
 log = logging.getLogger("fedledger.daemon")
 
@@ -72,14 +71,13 @@ class TaskLoop:
         self._draw_later: dict[int, tuple[int, float]] = {}
         self.worker: ProtocolNode | None = None
         self.peers: PeerDirectory | None = None
-        self._data: Dataset | None = None  # the node's training data, read at start-up
 
-    async def run(self, client: FedLedgerClient, worker: ProtocolNode, peers: PeerDirectory, data: Dataset | None) -> None:
+    async def run(self, client: FedLedgerClient, worker: ProtocolNode, peers: PeerDirectory) -> None:
         """Step every task, then wait for a peer's announcement or the poll interval, whichever is first.
 
         The chain is read before every step, so an announcement only decides when we look; an
         iteration woken by one skips the tasks it cannot have changed (`StepFilter`)."""
-        self.worker, self.peers, self._data = worker, peers, data
+        self.worker, self.peers = worker, peers
         policy, rng, failures = Backoff(base=0.5, cap=10.0), random.Random(), 0
         steps = StepFilter()
         hinted = False  # this iteration was woken by an announcement, not by the poll timer or our own action
@@ -216,8 +214,10 @@ class TaskLoop:
         spec = self.worker.spec(task) if why is None else None
         if spec is not None:
             why = policy.refuse_spec(spec)
-        if why is None and spec is not None and self._data is not None:
-            why = startup.data_misfit(self._data, self.config.data_path, spec.model)
+        if why is None and spec is not None:
+            why = startup.app_problem(self.config, spec)
+        if why is None and spec is not None:
+            why = startup.data_misfit(self.config, spec)
             if why is not None and task in policy.join:  # the operator asked for it: a setup error, not a refusal
                 raise startup.DataMismatch(f"task {task} cannot use this node's data: {why}")
         if why is not None:

@@ -39,7 +39,8 @@ from node.p2p.node import P2PConfig, P2PNode
 from node.protocol import Behaviour, ProtocolNode
 from node.storage import open_storage
 from node.taskspec import TaskSpec
-from node.training import TorchTrainer, trainer_for
+from node.abc import Trainer
+from node.apps.resolve import node_trainer
 from node.training.data import Dataset
 
 log = logging.getLogger("fedledger.daemon")
@@ -106,14 +107,14 @@ class Daemon:
         cfg = self.config
         chain = startup.connect(cfg.rpc, cfg.deployment, self.account)
         self._deployed_at = chain.deployed_at
-        self._data = startup.load_data(cfg.data_path, cfg.data_format)
+        self._data = startup.load_data(cfg)
         if self.loop.exit_when_done and not cfg.policy.joins_any:
             log.info("joined no task ([tasks] join and owners are empty in %s) and --exit-when-done is set: "
                      "nothing to do, exiting (join one with `fedledger node join --config %s --task T`)", cfg.path, cfg.path)  # fmt: skip
             return None
-        startup.check_joined(chain.client, cfg, self._data)
+        startup.check_joined(chain.client, cfg)
         startup.check_balance(chain.client, self.account.address, cfg.path)
-        log.info("training data: %s", startup.describe_data(self._data, cfg.data_path))  # after the checks: a failure is one line
+        log.info("training data: %s", startup.describe_data(self._data, cfg))  # after the checks: a failure is one line
         return chain.client
 
     def _ensure_registered(self, client: FedLedgerClient, peer_id: str, addrs: list[str]) -> None:
@@ -126,8 +127,9 @@ class Daemon:
             log.info("updating registered peer info to %s %s", peer_id, addrs)
             client.update_peer_info(peer_id, addrs)
 
-    def _trainer_for(self, spec: TaskSpec) -> TorchTrainer:
-        return trainer_for(spec, self._data)  # read and checked at start-up
+    def _trainer_for(self, spec: TaskSpec) -> Trainer:
+        cfg = self.config  # the data was read at start-up, and fitted to the task when it was judged
+        return node_trainer(spec, cfg.node_config(), cfg.app_ref, cfg.path.parent, trust_spec=False)
 
     # -- run ----------------------------------------------------------------------
 
@@ -161,7 +163,7 @@ class Daemon:
                 nursery.start_soon(self._watch_signals, nursery.cancel_scope)
                 self.gossip.start(nursery, client, self.p2p, self.peers, self._deployed_at)
                 nursery.start_soon(self.history.run, client, self.worker, self.loop.tasks, self.peers, self.p2p, self._deployed_at)
-                await self.loop.run(client, self.worker, self.peers, self._data)
+                await self.loop.run(client, self.worker, self.peers)
                 nursery.cancel_scope.cancel()
         finally:
             self.metrics.set("up", 0)

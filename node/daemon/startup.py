@@ -23,7 +23,7 @@ from node.chain.client import FedLedgerClient
 from node.chain.deployment import Deployment
 from node.chain.providers import deployed_contract
 from node.daemon.config import NodeConfig
-from node.errors import ChainError, FedLedgerError
+from node.errors import ChainError, ConfigError, FedLedgerError
 from node.taskspec import TaskSpec
 from node.training.data import Dataset
 from node.training.localdata import load_local_data
@@ -90,29 +90,24 @@ def check_balance(client: FedLedgerClient, address: str, config_path: Path) -> N
     raise ChainError(f"{address} holds {eth(balance)} ETH but needs {what}: {eth(missing)} ETH missing; {how}")
 
 
-def load_data(path: Path, fmt: str) -> Dataset:
-    """The node's training data, read in full now: a bad file stops the daemon at start-up, not
-    hours later when the node is first drawn."""
-    return load_local_data(path, fmt)
+def load_data(config: NodeConfig) -> Dataset | None:
+    """The node's [data] file, read in full now: a bad file stops the daemon at start-up, not
+    hours later when the node is first drawn (each task's app then fits it to its model)."""
+    if config.data_path is None:
+        return None
+    return load_local_data(config.data_path, config.data_format)
 
 
-def describe_data(data: Dataset, path: Path) -> str:
-    return f"{path}, {len(data)} samples of {data.x.shape[1]} features, labels {int(data.y.min())}-{int(data.y.max())}"
+def describe_data(data: Dataset | None, config: NodeConfig) -> str:
+    if data is None:
+        return f"loaded by the app {config.app_ref} from [app.node_config]"
+    shape = "x".join(map(str, data.x.shape[1:]))
+    return f"{config.data_path}, {len(data)} samples of {shape} values, labels {int(data.y.min())}-{int(data.y.max())}"
 
 
-def model_shape(model: str) -> tuple[int, int]:
-    """(input features, classes) of a model the task spec can name."""
-    from torch import nn
-
-    from node.training.model import build_model
-
-    layers = [m for m in build_model(model).modules() if isinstance(m, nn.Linear)]
-    return layers[0].in_features, layers[-1].out_features
-
-
-def check_joined(client: FedLedgerClient, config: NodeConfig, data: Dataset) -> None:
+def check_joined(client: FedLedgerClient, config: NodeConfig) -> None:
     """Joined tasks as far as they can be seen before registering: one that does not exist yet
-    is waited for (a warning); one whose spec this node's own store holds must fit its data."""
+    is waited for (a warning); one whose spec this node's own store holds must fit its app and data."""
     count = client.task_count()
     for task in config.policy.join:
         if task > count:
@@ -123,23 +118,41 @@ def check_joined(client: FedLedgerClient, config: NodeConfig, data: Dataset) -> 
         except (FedLedgerError, ValueError, TypeError, KeyError):  # a hostile task's record: judged, with one
             continue  # line, by the protocol loop, which skips it and goes on with the other tasks
         spec = None if info.finished else local_spec(config, info.spec_cid)
-        why = data_misfit(data, config.data_path, spec.model) if spec is not None else None
-        if why is not None:
+        if spec is None:
+            continue
+        if app_problem(config, spec) is None and (why := data_misfit(config, spec)) is not None:
             raise DataMismatch(f"task {task} cannot use this node's data: {why}")
 
 
-def data_misfit(data: Dataset, source: Path, model: str) -> str | None:
-    """Why the data cannot train `model` (None: it can, or `model` is none the node knows)."""
+def app_problem(config: NodeConfig, spec: TaskSpec) -> str | None:
+    """Why this node has no app for `spec` (the task's fault or a missing [app] ref: the task is
+    refused, the daemon goes on); None: it has one."""
+    from node.apps.resolve import app_of
+
     try:
-        features, classes = model_shape(model)
-    except ValueError:  # an unknown model: the task's own fault, not the node's; the task is skipped
-        return None
-    if data.x.shape[1] != features:
-        return f"{source} has {data.x.shape[1]} features per sample, the task's model {model} takes {features}"
-    top = int(data.y.max())
-    if top >= classes:
-        return f"{source} has label {top}, the task's model {model} has {classes} classes (labels 0-{classes - 1})"
+        app_of(spec, config.app_ref, config.path.parent, trust_spec=False)
+    except ConfigError as exc:
+        return str(exc)
     return None
+
+
+def data_misfit(config: NodeConfig, spec: TaskSpec) -> str | None:
+    """Why this node's app and data cannot train `spec`'s task: the data does not fit the app's
+    model, or the app's model is not the tensors the task pins (None: they can). A task whose
+    app the node lacks is judged by `app_problem` first."""
+    from node.apps.native import FedApp
+    from node.apps.resolve import app_of, misfit
+    from node.training.model import seeded_state
+
+    try:
+        app = app_of(spec, config.app_ref, config.path.parent, trust_spec=False)
+        if not isinstance(app, FedApp):  # a Flower app's tensors are known once it trains; each reply is checked
+            return None
+        app.load_data(config.node_config())
+        why = misfit(seeded_state(app.model, 0), spec)
+    except ConfigError as exc:
+        return str(exc)
+    return None if why is None else f"the app's model does not fit the task: {why}"
 
 
 def cause(group: BaseExceptionGroup) -> BaseException:

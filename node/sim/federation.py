@@ -13,6 +13,7 @@ multi-process tests and scripts/bench_round.py build their federations here too.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cached_property, partial
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import requests
@@ -47,10 +48,16 @@ from node.protocol import node_seed
 from node.reproducible import PINNED_KERNELS
 from node.sim.attacks import protocol_colluders, write_behaviour_file
 from node.sim.record import ChainRecorder, rounds_done
-from node.sim.simulate import SimulationConfig, federation_params, node_roles, publish_task
+from node.sim.evaluation import Evaluator
+from node.sim.simulate import (
+    SimulationConfig, central_test, federation_params, node_roles, partition_config, publish_task,
+)  # fmt: skip
+from node.apps.native import Dataset, FedApp
+from node.apps.refs import split_ref
+from node.apps.resolve import app_of, node_trainer
+from node.sim.record import describe
 from node.storage import EmbeddedStorage
 from node.taskspec import TaskSpec
-from node.training import Dataset, load_digits_split, partition
 from node.units import ETHER
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # holds the `node` package the daemons run
@@ -255,11 +262,23 @@ def _edit(text: str, old: str, new: str, path: Path) -> str:
     return text.replace(old, new, 1)
 
 
-def _shards(train: Dataset, config: FederationConfig) -> list[np.ndarray]:
+def _data_of(app: FedApp, node_config: dict[str, Any]) -> tuple[Dataset, Dataset]:
     try:
-        return partition(train, config.nodes, config.alpha, config.data_seed)
+        return app.load_data(node_config)
     except ValueError as exc:
-        raise ConfigError(f"cannot deal the data to {config.nodes} nodes: {exc}") from None
+        raise ConfigError(f"cannot deal the data to {node_config['num-partitions']} nodes: {exc}") from None
+
+
+def _app_table(text: str, spec: TaskSpec, node_config: dict[str, Any], path: Path) -> str:
+    """node.toml with [app] ref (the spec's, made absolute) and the node's [app.node_config],
+    in place of [data]."""
+    assert spec.app is not None
+    where, attr = split_ref(spec.app)
+    ref = f"{Path(where).resolve()}:{attr}" if where.endswith(".py") else spec.app
+    values = "\n".join(f"{k} = {json.dumps(v)}" for k, v in node_config.items())
+    start = text.index("[data]")
+    end = text.index("[status]")
+    return text[:start] + f"[app]\nref = {json.dumps(ref)}\n\n[app.node_config]\n{values}\n\n" + text[end:]
 
 
 def build_federation(root: str | Path, rpc: str, config: FederationConfig, progress: Progress = _quiet) -> Federation:
@@ -282,20 +301,26 @@ def build_federation(root: str | Path, rpc: str, config: FederationConfig, progr
     deployment.save(dep_path)
     fed = Federation(root, rpc, dep_path, owner=owner.address, deployed_at=int(receipt["blockNumber"]))
 
-    train, _test = load_digits_split(seed=config.data_seed)
-    shards = _shards(train, config)
+    app = app_of(spec)
     for i in range(config.nodes):
         made = init_node_dir(root / f"node{i}", config.password, rpc=rpc)
-        shard = train.subset(shards[i])
-        np.savez(made.directory / "data.npz", x=shard.x, y=shard.y)
+        node_config = partition_config(config.nodes, i, config.data_seed, config.alpha)
+        if isinstance(app, FedApp):  # the node's shard and held-out part, as an operator's files
+            shard, held_out = _data_of(app, node_config)
+            np.savez(made.directory / "data.npz", x=shard.x, y=shard.y)
+            np.savez(made.directory / "test.npz", x=held_out.x, y=held_out.y)
+            text = _edit(made.config.read_text(), '# test = "test.npz"', 'test = "test.npz"', made.config)
+        else:  # a Flower app reads its partition from the node config, as under Flower's simulation
+            shard, text = None, _app_table(made.config.read_text(), spec, node_config, made.config)
+        made.config.write_text(text)
         send_ether(w3, owner, made.address, config.funding_wei)
         account = load_keystore(str(made.keystore), config.password)
         ledger.as_account(account).register(made.peer_id, [], config.stake_wei)
         role = config.roles[i] if i < len(config.roles) else "honest"
         node = NodeDaemon(i, made.directory, made.address, root / f"node{i}.log", config.password,
-                          config.log_level, num_samples=len(shard), role=role)  # fmt: skip
+                          config.log_level, num_samples=0 if shard is None else len(shard), role=role)  # fmt: skip
         fed.nodes.append(node)
-        progress(f"node {i}: {made.address}, {len(shard)} samples, directory {made.directory}")
+        progress(f"node {i}: {made.address}, {node.num_samples or 'its app'}'s samples, directory {made.directory}")
 
     params = federation_params(
         config.nodes, config.rounds, spec, config.stake_wei, config.proposer_share_bps, config.attester_share_bps,
@@ -338,6 +363,23 @@ def _write_behaviours(fed: Federation, config: FederationConfig) -> None:
             if m.role == node.role and m is not node and config.run_seed is not None
         ]
         write_behaviour_file(node.behaviour, node.role, colluders, team)
+
+
+def _evaluator(fed: Federation, spec: TaskSpec, config: SimulationConfig) -> Evaluator:
+    """The report's evaluation of a model: each node's app on that node's held-out data, as its
+    daemon evaluates it (read here from the node's directory), and the app's central test split."""
+    from node.daemon.config import load_config
+
+    trainers: list[Any] = []
+
+    def evaluators() -> list[Any]:
+        if not trainers:
+            for n in fed.nodes:
+                cfg = load_config(n.config)
+                trainers.append(node_trainer(spec, cfg.node_config(), cfg.app_ref, cfg.path.parent))
+        return [t.evaluate for t in trainers]
+
+    return Evaluator(evaluators, central_test(spec, partition_config(config.nodes, 0, config.seed, config.alpha)))
 
 
 # -- `simulate --chain anvil` ------------------------------------------------------------------
@@ -416,16 +458,15 @@ def run_daemon_simulation(
         )
         fed = build_federation(root, anvil.url, fed_config, progress)
         stack.callback(fed.stop_all)  # runs before anvil stops: the daemons leave while their chain is up
-        _train, test = load_digits_split(seed=config.seed)
         stores = [EmbeddedStorage(n.directory / "ipfs", fsync=False) for n in fed.nodes]
         recorder = ChainRecorder(
-            fed.client, fed.task, [n.address for n in fed.nodes], spec, test,
+            fed.client, fed.task, [n.address for n in fed.nodes], spec, _evaluator(fed, spec, config),
             model_bytes=partial(_model_bytes, stores), start_block=fed.task_block,
             total_rounds=config.rounds, progress=progress,
         )  # fmt: skip
-        initial_acc = recorder.accuracy_of(fed.initial_model_cid)
+        initial = recorder.evaluation_of(fed.initial_model_cid)
         progress(f"task {fed.task}: {config.nodes} daemons x {config.rounds} rounds, rule {spec.rule}")
-        progress(f"round 0: initial model {fed.initial_model_cid}, test accuracy {initial_acc:.3f}")
+        progress(f"round 0: initial model {fed.initial_model_cid}, {describe(initial)}")
 
         fed.start()
         for n in fed.nodes:
@@ -448,7 +489,8 @@ def run_daemon_simulation(
             time.sleep(0.1)
         return SimulationReport(
             config={**config.to_json(), "daemons": True},
-            initial_accuracy=initial_acc,
+            initial_accuracy=initial.accuracy,
+            initial_metrics=initial.metrics,
             rounds=recorder.records,
             nodes=nodes,
             chain_id=chain_id,

@@ -8,7 +8,9 @@ the nodes.
 from __future__ import annotations
 
 import time
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
 
 from aggregation import decode_model
 from node.chain.client import FedLedgerClient
@@ -16,9 +18,16 @@ from node.chain.types import BlockActivity, ChainLog
 from node.errors import ChainError
 from node.report import NodeRecord, RoundRecord
 from node.taskspec import TaskSpec
-from node.training import Dataset, accuracy
+from node.sim.evaluation import ModelEvaluation
 
 Progress = Callable[[str], None]
+
+
+def describe(evaluation: ModelEvaluation) -> str:
+    """A model's evaluation for a progress line: test accuracy, and the nodes' loss if reported."""
+    acc = "-" if evaluation.accuracy is None else f"{evaluation.accuracy:.3f}"
+    loss = evaluation.metrics.get("loss")
+    return f"test accuracy {acc}" + ("" if loss is None else f", loss {loss:.3f}")
 
 
 def rounds_done(client: FedLedgerClient, task: int) -> int:
@@ -37,13 +46,13 @@ class ChainRecorder:
         task: int,
         addresses: Sequence[str],
         spec: TaskSpec,
-        test: Dataset,
+        evaluate: Callable[[Mapping[str, np.ndarray]], ModelEvaluation],
         model_bytes: Callable[[str], bytes],
         start_block: int,
         total_rounds: int,
         progress: Progress,
     ) -> None:
-        self.client, self.task, self.spec, self.test = client, task, spec, test
+        self.client, self.task, self.spec, self.evaluate = client, task, spec, evaluate
         self.addresses = list(addresses)
         self.model_bytes = model_bytes
         self.total_rounds = total_rounds
@@ -75,9 +84,9 @@ class ChainRecorder:
                         return block.number, self.client.global_model(self.task)[0], True, events
         raise ChainError(f"round {r} of task {self.task} ended without a RoundFinalized or RoundVoided event")
 
-    def accuracy_of(self, cid: str) -> float:
+    def evaluation_of(self, cid: str) -> ModelEvaluation:
         model, _meta = decode_model(self.model_bytes(cid), self.spec.max_update_bytes)
-        return accuracy(self.spec.model, model, self.test)
+        return self.evaluate(model)
 
     def catch_up(self) -> int:
         """Record every round that ended since the last call; returns how many rounds are recorded."""
@@ -91,8 +100,10 @@ class ChainRecorder:
                                   f"({ev.args['agrees']} agree, {ev.args['disagrees']} disagree); proposer slashed")  # fmt: skip
                 elif ev.event == "RewardCredited" and ev.args["account"] in self.payouts:
                     self.payouts[ev.args["account"]] += int(ev.args["amount"])
-            acc = self.accuracy_of(cid)
-            self.records.append(RoundRecord(round=r, global_model_cid=cid, test_accuracy=acc, gas_used=gas))
+            evaluation = self.evaluation_of(cid)
+            acc = evaluation.accuracy
+            self.records.append(RoundRecord(round=r, global_model_cid=cid, test_accuracy=acc, gas_used=gas,
+                                            metrics=evaluation.metrics))  # fmt: skip
             for a in self.addresses:
                 self.history[a].append(client.reputation_of(a, block=end))
             scores = {} if voided else self._accepted_scores(r, cid, events)
@@ -100,10 +111,10 @@ class ChainRecorder:
                 self.scores[a].append(scores.get(a))
             now = time.monotonic()
             if voided:
-                self.progress(f"round {r}/{self.total_rounds}: void (no eligible node), test accuracy {acc:.3f}")
+                self.progress(f"round {r}/{self.total_rounds}: void (no eligible node), {describe(evaluation)}")
             else:
                 updates = len(client.round_updates(self.task, r))
-                self.progress(f"round {r}/{self.total_rounds}: {updates} updates, test accuracy {acc:.3f}, "
+                self.progress(f"round {r}/{self.total_rounds}: {updates} updates, {describe(evaluation)}, "
                               f"gas {gas:,}, {now - self._last_time:.1f} s")  # fmt: skip
             self._last_block, self._last_time = end, now
         return len(self.records)

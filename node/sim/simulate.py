@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import tempfile
 from contextlib import ExitStack
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -32,12 +32,13 @@ from node.errors import ChainError, ConfigError, StorageError
 from node.protocol import Behaviour, Observer, ProtocolNode, node_seed, seeded_salt
 from node.report import SimulationReport
 from node.sim.attacks import AttackBehaviour, Coalition, behaviour_for, parse_roles, protocol_colluders
-from node.sim.record import ChainRecorder
+from node.sim.record import ChainRecorder, describe
 from node.storage import EmbeddedStorage
 from node.storage.unixfs import DEFAULT_MAX_FETCH_BYTES, dag_blocks_bound, read_dag
 from node.taskspec import MAX_COMMITTEE, RULE_IDS, TaskParams, TaskSpec
-from node.apps.resolve import initial_model, misfit, node_trainer, pin_of
-from node.training import load_digits_split
+from node.apps.native import Dataset, FedApp
+from node.apps.resolve import app_of, initial_model, node_trainer, pinned_spec
+from node.sim.evaluation import Evaluator
 from node.units import ETHER
 
 
@@ -182,16 +183,6 @@ def publish_task(
     return task_id, model_cid, receipt
 
 
-def pinned_spec(spec: TaskSpec, weights: Mapping[str, np.ndarray]) -> TaskSpec:
-    """`spec` with the initial model's tensors pinned; ConfigError if it pins others already."""
-    if spec.params is None:
-        return replace(spec, params=pin_of(weights))
-    why = misfit(weights, spec)
-    if why is not None:
-        raise ConfigError(f"the initial model does not fit the task spec: {why}")
-    return spec
-
-
 def _connect(config: SimulationConfig, stack: ExitStack) -> tuple[Web3, str | None]:
     if config.chain == "embedded":
         return embedded_web3(num_accounts=config.nodes + 1), None
@@ -227,6 +218,9 @@ def run_simulation(
     """
     config.validate()
     spec = config.spec
+    # The app imports and gives a model before any chain or store is touched.
+    initial = initial_model(spec, config.seed, model_ref=config.model_ref, initial_file=config.initial_model,
+                            node_config=sim_node_config(config, 0))  # fmt: skip
     with ExitStack() as stack:
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fedledger-sim-")))
@@ -243,8 +237,6 @@ def run_simulation(
         chain, receipt = deploy_fedledger(w3, owner, config.stake_wei)
         deployed_at = int(receipt["blockNumber"])
 
-        initial = initial_model(spec, config.seed, model_ref=config.model_ref, initial_file=config.initial_model,
-                                node_config=sim_node_config(config, 0))  # fmt: skip
         # A simulation's stores are scratch space: content addressing and per-block verification
         # are real, durability across power loss (fsync) is not what is being simulated.
         stores = [EmbeddedStorage(workdir / f"node{i}", fsync=False) for i in range(config.nodes)]
@@ -280,14 +272,14 @@ def run_simulation(
             if isinstance(behaviour, AttackBehaviour):  # colluders share their data: see Coalition
                 behaviour.coalition.members = [n for n, b in zip(nodes, behaviours) if b.role == behaviour.role]
 
-        _train, test = load_digits_split(seed=config.seed)  # the shared test split reported on
+        evaluate = Evaluator(lambda: [n.trainer(task_id).evaluate for n in nodes], central_test(spec, sim_node_config(config, 0)))
         recorder = ChainRecorder(
-            chain, task_id, [a.address for a in accounts], spec, test,
+            chain, task_id, [a.address for a in accounts], spec, evaluate,
             model_bytes=partial(_fetch_for, owner_store, everyone), start_block=task_block,
             total_rounds=config.rounds, progress=progress,
         )  # fmt: skip
-        progress(f"round 0: initial model {model_cid}, test accuracy {recorder.accuracy_of(model_cid):.3f}")
-        initial_acc = recorder.accuracy_of(model_cid)
+        initial = recorder.evaluation_of(model_cid)
+        progress(f"round 0: initial model {model_cid}, {describe(initial)}")
         while recorder.catch_up() < config.rounds:
             # One pass: every node takes the actions open to it, in node order (so the reveal
             # order, hence the proposer rotation, does not depend on the committee's seed).
@@ -303,7 +295,8 @@ def run_simulation(
 
         return SimulationReport(
             config=config.to_json(),
-            initial_accuracy=initial_acc,
+            initial_accuracy=initial.accuracy,
+            initial_metrics=initial.metrics,
             rounds=recorder.records,
             nodes=recorder.node_records(roles, [n.trainer(task_id).num_samples for n in nodes]),
             chain_id=chain.chain_id(),
@@ -315,14 +308,24 @@ def run_simulation(
         )
 
 
+def central_test(spec: TaskSpec, node_config: Mapping[str, object]) -> tuple[FedApp, Dataset] | None:
+    """A built-in app's whole test split, which a simulation reports its test accuracy on (None
+    for an app that has none: the nodes' weighted accuracy is reported instead)."""
+    app = app_of(spec)
+    central = getattr(app.load_data, "central", None) if isinstance(app, FedApp) else None
+    return None if central is None else (app, central(node_config))
+
+
 def sim_node_config(config: SimulationConfig, i: int) -> dict[str, int | float | str | bool]:
+    return partition_config(config.nodes, i, config.seed, config.alpha)
+
+
+def partition_config(nodes: int, i: int, seed: int, alpha: float | None) -> dict[str, int | float | str | bool]:
     """Node `i`'s node config, as Flower's simulation sets it (partition-id, num-partitions),
-    with the split FedLedger's bundled datasets deal (IID or Dirichlet, from the seed)."""
-    node_config: dict[str, int | float | str | bool] = {
-        "partition-id": i, "num-partitions": config.nodes, "partition-seed": config.seed,
-    }  # fmt: skip
-    if config.alpha is not None:
-        node_config["partition-alpha"] = config.alpha
+    with the split FedLedger's bundled datasets deal (IID or Dirichlet(alpha), from the seed)."""
+    node_config: dict[str, int | float | str | bool] = {"partition-id": i, "num-partitions": nodes, "partition-seed": seed}
+    if alpha is not None:
+        node_config["partition-alpha"] = alpha
     return node_config
 
 
