@@ -180,7 +180,7 @@ BAD_APPS = {
     "too few arrays": (numpy_app(lambda p: (p[:2], 5, {})), "fit returned 2 arrays for the model's 3"),
     "wrong shape": (numpy_app(lambda p: ([p[0].T, p[1], p[2]], 5, {})), "tensor w came back with shape [3, 2], not [2, 3]"),
     "NaN": (numpy_app(nan_first), "tensor w holds NaN or infinite values"),
-    "infinite in float16": (numpy_app(lambda p: ([p[0] + 1e6, p[1], p[2]], 5, {})), "tensor w holds NaN"),
+    "infinite in float16": (numpy_app(lambda p: ([p[0].astype(np.float32) + 1e6, p[1], p[2]], 5, {})), "tensor w holds NaN"),
     "integer for float": (numpy_app(lambda p: ([p[0].astype(np.int64), p[1], p[2]], 5, {})), "tensor w came back as int64, not float16"),
     "fit returns a pair": (numpy_app(lambda p: (p, 5)), "fit raised TypeError"),
     "no examples": (numpy_app(lambda p: (p, 0, {})), "num-examples of the train reply must be an integer in [1,"),
