@@ -178,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deployment", required=True, metavar="FILE")
     p.add_argument("--task", required=True, type=_positive_int)
     p.add_argument("--rpc", metavar="URL")
+    p.add_argument("--node", metavar="DIR", help="also evaluate the newest global model with the app of the node in DIR "
+                   "(its node.toml) on its held-out data; the model comes from its blockstore or its peers")  # fmt: skip
+    p.add_argument("--repo", metavar="DIR", help="with --node: another blockstore to read the model from")
     p.add_argument("--json", action="store_true", help="print JSON with the same keys in every phase (schema: docs/cli.md)")
     p.set_defaults(func=_lazy("node.cli.tasks:cmd_status"))
 

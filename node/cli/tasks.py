@@ -11,6 +11,7 @@ against their CIDs.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import tempfile
 from dataclasses import asdict
@@ -83,7 +84,9 @@ def task_status(client, task: int) -> dict[str, Any]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    status = task_status(_client(args), args.task)
+    client = _client(args)
+    status = task_status(client, args.task)
+    status["evaluation"] = evaluate_latest(args, client, args.task) if args.node else None
     if args.json:
         _print_json(status)
         return 0
@@ -92,10 +95,35 @@ def cmd_status(args: argparse.Namespace) -> int:
             value = ", ".join(f"{a} {int(w) / WAD:.6f} ETH" for a, w in value.items()) or "-"
         elif isinstance(value, list):
             value = ", ".join(value) or "-"
+        elif key == "evaluation" and value is not None:
+            metrics = ", ".join(f"{k} {v:.4f}" for k, v in value["metrics"].items())
+            value = f"round {value['round']}: {metrics or 'no metrics'} on {value['num_examples']} held-out samples"
         elif value is None:
             value = "-"
         print(f"{key:<22} {value}")
     return 0
+
+
+def evaluate_latest(args: argparse.Namespace, client, task: int) -> dict[str, Any]:
+    """The task's newest global model evaluated by the app of the node in `--node DIR` on that
+    node's held-out data ([data] test, else its training data), as its daemon evaluates it."""
+    from aggregation import AggregationError, decode_model
+    from node.apps.resolve import node_trainer
+    from node.daemon.config import load_config
+    from node.taskspec import SPEC_MAX_BYTES, TaskSpec
+
+    config = load_config(Path(args.node) / "node.toml")
+    info = client.task_info(task)
+    spec = TaskSpec.from_bytes(fetch_one(args, client, info.spec_cid, [info.owner], max_bytes=SPEC_MAX_BYTES))
+    cid, round_ = client.global_model(task, errors="replace")
+    holders = [info.owner] + (client.committee(task, round_) if round_ else [])
+    try:
+        weights, _meta = decode_model(fetch_one(args, client, cid, holders, max_bytes=spec.max_update_bytes), spec.max_update_bytes)
+    except AggregationError as exc:
+        raise ConfigError(f"task {task} round {round_}: the global model {cid} is not a model file: {exc}") from None
+    trainer = node_trainer(spec, config.node_config(), config.app_ref, config.path.parent, trust_spec=False)
+    evaluation = trainer.evaluate(weights)
+    return {"round": round_, "cid": cid, "num_examples": evaluation.num_examples, "metrics": dict(evaluation.metrics)}
 
 
 def cmd_task_list(args: argparse.Namespace) -> int:
@@ -173,6 +201,9 @@ def cmd_task_show(args: argparse.Namespace) -> int:
     if spec is None:
         print(f"{'spec':<22} unavailable: {error}")
     else:
+        if spec.get("params") is not None:  # a model's every tensor would be pages: its size instead
+            sizes = [math.prod(shape) for _name, shape, _dtype in spec["params"]]
+            spec["params"] = f"{len(sizes)} tensors, {sum(sizes):,} values"
         print(f"{'spec':<22} " + ", ".join(f"{k} {v}" for k, v in spec.items() if v is not None))
     for m in models:
         print(f"{'round ' + str(m['round']) + ' model':<22} {m['cid']}")

@@ -19,6 +19,7 @@ fallback: a lost announcement costs latency, never correctness.
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import time
 from typing import Any
@@ -40,6 +41,7 @@ from node.protocol import Behaviour, ProtocolNode
 from node.storage import open_storage
 from node.taskspec import TaskSpec
 from node.abc import Trainer
+from node.apps.native import Evaluation
 from node.apps.resolve import node_trainer
 from node.training.data import Dataset
 
@@ -66,11 +68,14 @@ class Daemon:
             ("peers", "gauge", "Registered peers known from the chain."),
             ("announcements_total", "counter", "Gossip announcements, by direction (sent, received) and kind."),
             ("prefetched_total", "counter", "Announced updates and proposals fetched before the protocol needed them."),
+            ("model_metric", "gauge", "The app's evaluation of the newest global model on this node's held-out data, by task and metric."),
+            ("model_evaluated_round", "gauge", "The round of the newest global model evaluated, by task."),
         ):
             self.metrics.describe(name, kind, text)
         self.gossip = DaemonGossip(self.metrics)
         self.loop = TaskLoop(config, account, self.metrics, self.gossip, exit_when_done)
         self.history = History(account.address)  # what the dashboard plots (GET /), bounded
+        self.history.on_evaluated = self._evaluated
         self.p2p: P2PNode | None = None
         self.peers: PeerDirectory | None = None
         self.worker: ProtocolNode | None = None
@@ -95,8 +100,28 @@ class Daemon:
             ],
             "peers": len(self.peers.by_address) if self.peers else 0,
             "last_error": self.loop.last_error,
+            "evaluation": self.evaluations(),
             "dashboard": self.history.snapshot(),
         }
+
+    def _evaluated(self, task: int, round_: int, evaluation: Evaluation) -> None:
+        """/metrics: the newest evaluated round of each task, and its metrics."""
+        if round_ < self.metrics.get("model_evaluated_round", {"task": str(task)}):
+            return
+        self.metrics.set("model_evaluated_round", round_, {"task": str(task)})
+        for name, value in evaluation.metrics.items():
+            if math.isfinite(value):
+                self.metrics.set("model_metric", value, {"task": str(task), "metric": name[:64]})
+
+    def evaluations(self) -> dict[str, Any]:
+        """Per task, the newest global model this node evaluated: round, CID, examples, metrics."""
+        out: dict[str, Any] = {}
+        for task, entry in self.history.snapshot()["tasks"].items():
+            done = [r for r in entry["rounds"] if r.get("metrics") is not None]
+            if done:
+                last = max(done, key=lambda r: r["round"])
+                out[task] = {k: last[k] for k in ("round", "cid", "num_examples", "metrics")}
+        return out
 
     # -- setup --------------------------------------------------------------------
 

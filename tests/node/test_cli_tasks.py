@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 import pytest
 
 from aggregation import decode_model
@@ -21,7 +23,7 @@ pytestmark = pytest.mark.slow
 STATUS_KEYS = [
     "task", "owner", "rule", "rounds", "round", "phase", "finished", "committee_size", "reward_remaining_wei",
     "global_model_cid", "global_model_round", "committee", "commits", "reveals", "proposal_attempt",
-    "phase_deadline", "predicted_credits_wei",
+    "phase_deadline", "predicted_credits_wei", "evaluation",
 ]  # fmt: skip
 
 
@@ -75,6 +77,22 @@ def test_status_json_has_the_same_keys_live_and_finished(federation):
     assert finished["global_model_round"] == 1 and finished["phase_deadline"] is None
     assert sorted(finished["committee"]) == sorted(n.address for n in fed.nodes)
     assert finished["commits"] == finished["reveals"] == 3 and finished["predicted_credits_wei"] == {}
+    assert live["evaluation"] is None and finished["evaluation"] is None  # only with --node
+
+
+def test_status_evaluates_the_newest_model_with_a_nodes_app_and_held_out_data(federation, tmp_path):
+    fed, _ = federation
+    node = fed.nodes[2]
+
+    status = cli_json("status", *task_args(fed), "--node", str(node.directory))
+    text = run_cli("status", *task_args(fed), "--node", str(node.directory))
+
+    evaluation = status["evaluation"]
+    held_out = np.load(node.directory / "test.npz")["y"]
+    assert evaluation["round"] == 1 and evaluation["cid"] == fed.client.global_model(fed.task)[0]
+    assert evaluation["num_examples"] == len(held_out) > 0
+    assert 0.5 < evaluation["metrics"]["accuracy"] <= 1 and evaluation["metrics"]["loss"] > 0
+    assert text.returncode == 0 and "accuracy" in text.stdout and f"{len(held_out)} held-out samples" in text.stdout
 
 
 def test_task_list_marks_the_finished_task(federation, tmp_path):

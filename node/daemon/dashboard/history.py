@@ -12,6 +12,7 @@ for an hour. Everything read here is shown, never trusted: the page renders it a
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -24,6 +25,7 @@ from aggregation import decode_model
 from node.daemon.peers import _cid_text
 
 if TYPE_CHECKING:
+    from node.apps.native import Evaluation
     from node.chain.client import FedLedgerClient
     from node.chain.types import ChainLog
     from node.daemon.peers import PeerDirectory
@@ -74,7 +76,8 @@ class History:
             "stake_wei": None, "reputation_wad": None, "pending_wei": None, "paid_wei": "0", "earned_wei": "0",
         }  # fmt: skip
         self.reputation: deque[dict[str, Any]] = deque(maxlen=keep)  # {block, task, round, wad}
-        self.rounds: dict[int, deque[dict[str, Any]]] = {}  # task -> {round, cid, block, voided, accuracy, reward_wei}
+        # task -> {round, cid, block, voided, accuracy, metrics, num_examples, reward_wei}
+        self.rounds: dict[int, deque[dict[str, Any]]] = {}
         self.committees: dict[int, dict[str, Any]] = {}  # task -> {round, members}
         self.actions: deque[dict[str, Any]] = deque(maxlen=keep)
         self.errors: deque[dict[str, Any]] = deque(maxlen=keep)
@@ -87,6 +90,8 @@ class History:
         self._account_stale, self._account_read = True, 0.0  # read at once, then on this node's events
         self._head = -1
         self._evaluated: set[tuple[int, int]] = set()  # (task, round) whose accuracy was tried
+        # Called with (task, round, Evaluation) after each evaluation: the daemon's /metrics gauges.
+        self.on_evaluated: Callable[[int, int, "Evaluation"], None] | None = None
 
     # -- what the page gets ----------------------------------------------------------
 
@@ -269,12 +274,14 @@ class History:
             "cid": None if voided else _cid_text(e.args["cid"])[:200],
             "voided": voided,
             "accuracy": None,
+            "metrics": None,
+            "num_examples": None,
             "reward_wei": None,
         })  # fmt: skip
 
     def evaluate(self, worker: "ProtocolNode") -> None:
-        """The accuracy of each newly finalized global model on this node's own data, when this
-        node holds the model (it proposed or checked it): no fetch is made for the dashboard.
+        """The app's evaluation of each newly finalized global model on this node's held-out data,
+        when this node holds the model (it proposed or checked it): no fetch is made for it.
         Tried once per round; runs in a worker thread."""
         with self.lock:
             todo = [
@@ -284,10 +291,16 @@ class History:
         # Newest first, a few per pass: a restart with a long history must not hold up training.
         for _block, task, entry in sorted(todo, key=lambda x: x[0], reverse=True)[:EVALUATE_PER_PASS]:
             self._evaluated.add((task, entry["round"]))
-            score = _accuracy(worker, task, entry["cid"])
-            if score is not None:
-                with self.lock:
-                    entry["accuracy"] = score
+            evaluation = _evaluation(worker, task, entry["cid"])
+            if evaluation is None:
+                continue
+            accuracy = evaluation.accuracy
+            with self.lock:
+                entry["accuracy"] = round(accuracy, 4) if accuracy is not None and 0.0 <= accuracy <= 1.0 else None
+                entry["metrics"] = {k: round(v, 6) for k, v in evaluation.metrics.items() if math.isfinite(v)}
+                entry["num_examples"] = evaluation.num_examples
+            if self.on_evaluated is not None:
+                self.on_evaluated(task, entry["round"], evaluation)
         if len(self._evaluated) > 4 * self.keep:  # forget rounds that left every series
             with self.lock:
                 kept = {(t, e["round"]) for t, rounds in self.rounds.items() for e in rounds}
@@ -303,17 +316,13 @@ def _spans(first: int, last: int) -> list[tuple[int, int]]:
     return [(a, min(a + SCAN_BLOCKS - 1, last)) for a in range(first, last + 1, SCAN_BLOCKS)]
 
 
-def _accuracy(worker: "ProtocolNode", task: int, cid: str) -> float | None:
+def _evaluation(worker: "ProtocolNode", task: int, cid: str) -> "Evaluation | None":
     if not worker.storage.has(cid):
         return None
     try:
         spec = worker.spec(task)
-        evaluate: Callable[[Any], float] | None = getattr(worker.trainer(task), "evaluate", None)
-        if evaluate is None:
-            return None
         weights, _meta = decode_model(worker.storage.get(cid, max_bytes=spec.max_update_bytes), spec.max_update_bytes)
-        score = float(evaluate(weights))
-    except Exception as exc:  # bad data (hostile or ours) costs the plot a point, nothing more
-        log.debug("no accuracy for task %d model %s: %s: %s", task, cid, type(exc).__name__, exc)
+        return worker.trainer(task).evaluate(weights)
+    except Exception as exc:  # bad data (hostile or ours) or an app's failure costs the plot a point, nothing more
+        log.debug("no evaluation for task %d model %s: %s: %s", task, cid, type(exc).__name__, exc)
         return None
-    return round(score, 4) if 0.0 <= score <= 1.0 else None
