@@ -207,17 +207,25 @@ def test_a_task_nobody_serves_is_one_clear_line(anvil, tmp_path):
     "features, top_label, message",
     [
         (64, 9, None),
-        (30, 9, "d.npz has 30 features per sample, the task's model digits-mlp takes 64"),
-        (64, 10, "d.npz has label 10, the task's model digits-mlp has 10 classes (labels 0-9)"),
+        (30, 9, "d.npz: samples have 30 features, the app's model takes 64 (input shape (64,))"),
+        (64, 10, "d.npz: labels go up to 10, the app's model has 10 classes (labels 0-9)"),
     ],
 )
 def test_data_misfit_names_features_and_classes(tmp_path, features, top_label, message):
-    from pathlib import Path
+    from dataclasses import replace
 
-    from node.daemon.startup import data_misfit
-    from node.training.data import Dataset
+    from node.daemon.config import load_config
+    from node.daemon.startup import app_problem, data_misfit
+    from node.taskspec import TaskSpec
 
-    data = Dataset(np.zeros((top_label + 1, features), np.float32), np.arange(top_label + 1))
+    np.savez(tmp_path / "d.npz", x=np.zeros((top_label + 1, features), np.float32), y=np.arange(top_label + 1))
+    (tmp_path / "node.toml").write_text('[chain]\nrpc = "http://127.0.0.1:1"\n[data]\npath = "d.npz"\n')
+    config = load_config(tmp_path / "node.toml")
+    spec = TaskSpec(model="digits-mlp")
 
-    assert data_misfit(data, Path("d.npz"), "digits-mlp") == message
-    assert data_misfit(data, Path("d.npz"), "no-such-net") is None  # the task's fault: it is skipped, not the node stopped
+    why = data_misfit(config, spec)
+
+    assert why == (None if message is None else f"{tmp_path}/{message}")
+    # A task whose app this node does not have is the task's fault: refused, not a stopped node.
+    assert "unknown model 'no-such-net'" in app_problem(config, TaskSpec(model="no-such-net"))
+    assert "set [app] ref" in app_problem(config, replace(spec, app="evil.py:app"))

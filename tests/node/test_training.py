@@ -92,7 +92,9 @@ def test_training_improves_accuracy_and_is_reproducible(digits):
 
 
 def test_unknown_model_is_named():
-    with pytest.raises(ValueError, match="unknown model 'resnet'"):
+    from node.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown model 'resnet'; known: digits-mlp, mnist-cnn, resnet18"):
         build_model("resnet")
 
 
