@@ -21,6 +21,7 @@ from web3.exceptions import Web3Exception
 from aggregation import AggregationError, decode_model
 from node.chain.client import FedLedgerClient
 from node.chain.types import ContractRevert, Phase
+from node.apps.resolve import misfit
 from node.daemon import startup
 from node.daemon.backoff import Backoff
 from node.daemon.config import NodeConfig
@@ -226,7 +227,11 @@ class TaskLoop:
             return REFUSED
         assert spec is not None
         base_cid, _ = client.global_model(task)
-        decode_model(self.worker.fetch(base_cid, [info.owner]), spec.max_update_bytes)
+        base, _meta = decode_model(self.worker.fetch(base_cid, [info.owner]), spec.max_update_bytes)
+        if (why := misfit(base, spec)) is not None:  # the owner's model is not the one its spec pins
+            self.reasons[task] = f"its global model {base_cid} is not the model its spec pins: {why}"
+            log.warning("task %d refused: %s", task, self.reasons[task])
+            return REFUSED
         log.info("task %d joined (owner %s, %d rounds)", task, info.owner, info.rounds)
         return JOINED
 
