@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cached_property, partial
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import requests
@@ -50,11 +50,11 @@ from node.sim.attacks import protocol_colluders, write_behaviour_file
 from node.sim.record import ChainRecorder, rounds_done
 from node.sim.evaluation import Evaluator
 from node.sim.simulate import (
-    SimulationConfig, central_test, federation_params, node_roles, partition_config, publish_task,
+    SimulationConfig, central_test, federation_params, node_roles, partition_config, publish_task, sim_node_config,
 )  # fmt: skip
 from node.apps.native import Dataset, FedApp
 from node.apps.refs import split_ref
-from node.apps.resolve import app_of, node_trainer
+from node.apps.resolve import app_of, initial_model, node_trainer
 from node.sim.record import describe
 from node.storage import EmbeddedStorage
 from node.taskspec import TaskSpec
@@ -99,6 +99,8 @@ class FederationConfig:
     # Node i's training seed is node_seed(run_seed, i), as in the in-process simulation; None: random.
     run_seed: int | None = None
     roles: tuple[str, ...] = ()  # node i plays roles[i] (node/sim/attacks.py); missing: honest
+    # The round-0 model (simulate's --model REF or --initial-model); None: the app's own under model_seed.
+    initial: Mapping[str, np.ndarray] | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -329,7 +331,7 @@ def build_federation(root: str | Path, rpc: str, config: FederationConfig, progr
     )  # fmt: skip
     store = EmbeddedStorage(root / "node0" / "ipfs")  # node 0 serves the initial model and the spec
     fed.task, fed.initial_model_cid, receipt = publish_task(
-        ledger, store, spec, params, config.model_seed, config.reward_wei
+        ledger, store, spec, params, config.model_seed, config.reward_wei, config.initial
     )
     fed.task_block = int(receipt["blockNumber"])
     for node in fed.nodes:
@@ -431,6 +433,9 @@ def run_daemon_simulation(
     if config.chain != "anvil":
         raise ConfigError(f"daemons run on their own anvil (--chain anvil), not on the {config.chain} chain")
     spec = config.spec
+    # The app imports and gives a model before anvil starts, as in the in-process simulation.
+    initial = initial_model(spec, config.seed, model_ref=config.model_ref, initial_file=config.initial_model,
+                            node_config=sim_node_config(config, 0))  # fmt: skip
     with ExitStack() as stack:
         stack.enter_context(_sigterm_unwinds())
         if workdir is None:
@@ -455,6 +460,7 @@ def run_daemon_simulation(
             attester_share_bps=config.attester_share_bps,
             run_seed=config.seed,
             roles=tuple(node_roles(config)),
+            initial=initial,
         )
         fed = build_federation(root, anvil.url, fed_config, progress)
         stack.callback(fed.stop_all)  # runs before anvil stops: the daemons leave while their chain is up
