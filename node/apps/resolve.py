@@ -61,7 +61,7 @@ def node_trainer(
         return trainer_for(spec, train, test, app=app)
     from node.apps.flower import FlowerTrainer
 
-    return FlowerTrainer(app, spec, node_config)
+    return FlowerTrainer(app, spec, node_config, ref)
 
 
 def initial_model(
@@ -155,3 +155,14 @@ def pinned_spec(spec: "TaskSpec", weights: Mapping[str, np.ndarray]) -> "TaskSpe
     if why is not None:
         raise ConfigError(f"the initial model does not fit the task spec: {why}")
     return spec
+
+
+def model_file(spec: "TaskSpec", weights: Mapping[str, np.ndarray]) -> bytes:
+    """The initial model's file; ConfigError if it is larger than the task lets a node read."""
+    from aggregation import encode_model
+
+    data = encode_model(dict(weights))
+    if len(data) > spec.max_update_bytes:
+        raise ConfigError(f"the initial model is {len(data):,} bytes, more than the task's max_update_bytes "
+                          f"{spec.max_update_bytes:,}: raise it with --max-update-bytes")  # fmt: skip
+    return data

@@ -102,9 +102,8 @@ def cmd_task_create(args: argparse.Namespace) -> int:
     if args.reward <= 0:
         raise ConfigError("--reward must be more than 0 ETH: the pool is what the task pays")
     client = _client(args, sending=True)  # before torch loads: a wrong deployment fails in a second
-    from aggregation import encode_model
     from node.storage import EmbeddedStorage
-    from node.apps.resolve import app_of, initial_model, pinned_spec
+    from node.apps.resolve import app_of, initial_model, model_file, pinned_spec
 
     fields, model_ref = app_fields(args)
     params = TaskParams(
@@ -133,7 +132,7 @@ def cmd_task_create(args: argparse.Namespace) -> int:
     app_of(spec)  # the app imports and is one, before anything is stored or sent
     weights = initial_model(spec, args.seed, model_ref=model_ref, initial_file=args.initial_model)
     spec = pinned_spec(spec, weights)
-    model_cid = store.put(encode_model(weights))
+    model_cid = store.put(model_file(spec, weights))
     spec_cid = store.put(spec.to_bytes())
     task_id, receipt = client.create_task(model_cid, spec_cid, params, args.reward)
     if not (_ipfs_dir(args).parent / "node.toml").is_file():

@@ -22,7 +22,6 @@ import numpy as np
 
 from web3 import Web3
 
-from aggregation import encode_model
 from node.chain import FedLedgerClient, deploy_fedledger, dev_account
 from node.chain.anvil import Anvil
 from node.chain.sends import send_ether
@@ -37,7 +36,7 @@ from node.storage import EmbeddedStorage
 from node.storage.unixfs import DEFAULT_MAX_FETCH_BYTES, dag_blocks_bound, read_dag
 from node.taskspec import MAX_COMMITTEE, RULE_IDS, TaskParams, TaskSpec
 from node.apps.native import Dataset, FedApp
-from node.apps.resolve import app_of, initial_model, node_trainer, pinned_spec
+from node.apps.resolve import app_of, initial_model, model_file, node_trainer, pinned_spec
 from node.sim.evaluation import Evaluator
 from node.units import ETHER
 
@@ -177,7 +176,7 @@ def publish_task(
     Returns (task id, initial model CID, receipt)."""
     weights = dict(initial) if initial is not None else initial_model(spec, model_seed)
     spec = pinned_spec(spec, weights)
-    model_cid = store.put(encode_model(weights))
+    model_cid = store.put(model_file(spec, weights))
     spec_cid = store.put(spec.to_bytes())
     task_id, receipt = chain.create_task(model_cid, spec_cid, params, reward_wei)
     return task_id, model_cid, receipt
