@@ -67,8 +67,9 @@ NUM_EXAMPLES = "num-examples"  # the MetricRecord key Flower's strategies weight
 class FlowerTrainer:
     """Implements `node.abc.Trainer` for a Flower `ClientApp` (see the module's docstring)."""
 
-    def __init__(self, app: Any, spec: "TaskSpec", node_config: NodeConfig) -> None:
-        self.name = f"app {spec.app or type(app).__name__}"
+    def __init__(self, app: Any, spec: "TaskSpec", node_config: NodeConfig, ref: str | None = None) -> None:
+        # Errors name the REF the node runs (its own [app] ref), which may differ from the spec's.
+        self.name = f"app {ref or spec.app or type(app).__name__}"
         if not isinstance(app, ClientApp):
             raise ConfigError(f"{self.name} is a {type(app).__name__}, not a Flower ClientApp")
         self.app = app
