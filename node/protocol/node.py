@@ -33,7 +33,7 @@ from node.abc import Storage, Trainer
 from node.chain.client import FedLedgerClient
 from node.chain.types import ContractRevert, Phase, RoundUpdate, all_available, make_commitment, proposal_hash
 from node.daemon.journal import Journal
-from node.errors import ChainError
+from node.errors import ChainError, ConfigError
 from node.protocol.behaviour import Behaviour, Delta, Observer, RoundView
 from node.protocol.recompute import Fetch, RoundResult, UnavailableError, recompute_round
 from node.protocol.seeds import train_seed
@@ -85,6 +85,9 @@ class ProtocolNode:
         self._owners: dict[int, str] = {}
         self._results: dict[tuple[int, int, str, str], RoundResult] = {}
         self._trained: dict[tuple[int, int], Delta] = {}
+        # (task, round) -> why this node's app could not train that round: it sits the round out
+        # instead of failing the same way at every poll.
+        self._refused: dict[tuple[int, int], str] = {}
         self.last_action: str | None = None
 
     # -- reads ----------------------------------------------------------------------
@@ -140,8 +143,10 @@ class ProtocolNode:
             return None
         me = self.client.member_info(task, r)
         if state.phase == Phase.COMMIT:
-            if me.member and me.commitment == ZERO32:
-                return self._commit(task, r)
+            if me.member and me.commitment == ZERO32 and (task, r) not in self._refused:
+                did = self._commit(task, r)
+                if did is not None:
+                    return did
             return self._advance(task, r, "commit") if expired() else None
         if state.phase == Phase.REVEAL:
             if me.member and me.commitment != ZERO32 and not me.revealed:
@@ -199,11 +204,15 @@ class ProtocolNode:
             self._trained[key] = self.trainer(task).train(base, seed=train_seed(self.seed, task, r), round=r)
         return self._trained[key]
 
-    def _commit(self, task: int, r: int) -> str:
+    def _commit(self, task: int, r: int) -> str | None:
         action = self.journal.get(task, r, "commit")
         if action is None:
             view = RoundView(self, task, r)
-            delta = self.behaviour.publish(view.trained, view)
+            try:
+                trained = view.trained
+            except ConfigError as exc:  # the app raised, or sent back what no update may carry
+                return self._refuse(task, r, str(exc))
+            delta = self.behaviour.publish(trained, view)
             if self.observer is not None:
                 self.observer.published(self.me, self.behaviour.role, task, r, view.trained, delta)
             n = self.trainer(task).num_samples
@@ -215,6 +224,14 @@ class ProtocolNode:
         receipt = self.client.commit(task, r, commitment)
         self.journal.mark_done(task, r, "commit", receipt["transactionHash"].hex())
         return self._did(f"task {task} round {r}: committed to update {p['cid']}")
+
+    def _refuse(self, task: int, r: int, why: str) -> None:
+        """Sit round `r` out, said once: the app failed deterministically (same seed, same base), so
+        retrying at every poll would only repeat the line. The round goes on without this node
+        once its commit phase ends; the next round trains afresh."""
+        self._refused = {k: v for k, v in self._refused.items() if k[1] >= r - 1}
+        self._refused[(task, r)] = why
+        log.warning("task %d round %d: the app failed: %s; not committing this round", task, r, why)
 
     def _reveal(self, task: int, r: int) -> str | None:
         action = self.journal.get(task, r, "commit")
