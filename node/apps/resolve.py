@@ -41,6 +41,12 @@ def app_of(spec: "TaskSpec", ref: str | None = None, base_dir: Path | None = Non
     ref = ref or spec.app
     if ref is None:
         return builtin_app(spec.model)
+    return app_at(ref, base_dir)
+
+
+def app_at(ref: str, base_dir: Path | None = None) -> Any:
+    """The app `ref` names (a built-in app's name, or a REF imported now): a FedApp or a Flower
+    ClientApp, else ConfigError."""
     if ref in BUILTIN_APPS:
         return BUILTIN_APPS[ref]
     obj = load_ref(ref, base_dir)

@@ -133,6 +133,7 @@ class Daemon:
         chain = startup.connect(cfg.rpc, cfg.deployment, self.account)
         self._deployed_at = chain.deployed_at
         self._data = startup.load_data(cfg)
+        startup.check_app(cfg)
         if self.loop.exit_when_done and not cfg.policy.joins_any:
             log.info("joined no task ([tasks] join and owners are empty in %s) and --exit-when-done is set: "
                      "nothing to do, exiting (join one with `fedledger node join --config %s --task T`)", cfg.path, cfg.path)  # fmt: skip

@@ -124,6 +124,19 @@ def check_joined(client: FedLedgerClient, config: NodeConfig) -> None:
             raise DataMismatch(f"task {task} cannot use this node's data: {why}")
 
 
+def check_app(config: NodeConfig) -> None:
+    """The node's own [app] ref imports and names an app: a typo or a broken module stops the
+    daemon at start-up with one line, not at the first task that needs it."""
+    if config.app_ref is None:
+        return
+    from node.apps.resolve import app_at
+
+    try:
+        app_at(config.app_ref, config.path.parent)
+    except ConfigError as exc:
+        raise ConfigError(f"{config.path} [app] ref: {exc}") from None
+
+
 def app_problem(config: NodeConfig, spec: TaskSpec) -> str | None:
     """Why this node has no app for `spec` (the task's fault or a missing [app] ref: the task is
     refused, the daemon goes on); None: it has one."""
