@@ -63,10 +63,15 @@ class ProtocolNode:
         observer: Observer | None = None,
         now: Callable[[], float] | None = None,
         salt: Callable[[int, int], bytes] | None = None,
+        sit_out_app_failures: bool = True,
     ) -> None:
         """`salt(task, round)` makes the commitment's salt; a secret random one by default. The
         in-process simulator derives it from the node's seed, so that a run is a function of its
-        seed (the commitments go into the block hashes that seed the next draws)."""
+        seed (the commitments go into the block hashes that seed the next draws).
+
+        `sit_out_app_failures`: a round the app cannot train (ConfigError) is sat out with one log
+        line, as a daemon must; False raises it instead, for the in-process simulator, whose chain
+        never times a round out: there the app's line is the run's one error line."""
         assert client.account is not None, "a protocol node sends transactions"
         self.client = client
         self.me = client.account.address
@@ -77,6 +82,7 @@ class ProtocolNode:
         self.fetch = fetch
         self._now = now
         self._salt = salt or (lambda task, round_: secrets.token_bytes(32))
+        self.sit_out_app_failures = sit_out_app_failures
         self.seed = seed if seed is not None else secrets.randbits(31)
         self.behaviour = behaviour or Behaviour()
         self.behaviour.joined(self)
@@ -211,6 +217,8 @@ class ProtocolNode:
             try:
                 trained = view.trained
             except ConfigError as exc:  # the app raised, or sent back what no update may carry
+                if not self.sit_out_app_failures:
+                    raise
                 return self._refuse(task, r, str(exc))
             delta = self.behaviour.publish(trained, view)
             if self.observer is not None:

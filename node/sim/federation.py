@@ -405,6 +405,20 @@ def _sigterm_unwinds() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+APP_FAILED = "the app failed: "  # ProtocolNode's line when a node sits a round out (node/protocol/node.py)
+
+
+def _app_failed(fed: Federation) -> bool:
+    """ConfigError with a daemon's line if its app failed to train a round: the simulation's nodes
+    run one app, and the round would wait out its commit timeout (an hour) for the node."""
+    for n in fed.nodes:
+        text = n.text()
+        if APP_FAILED in text:
+            line = next(line for line in text.splitlines() if APP_FAILED in line)
+            raise ConfigError(f"node {n.index}: {line.split(': ', 1)[-1].strip()}")
+    return False
+
+
 def _model_bytes(stores: list[EmbeddedStorage], cid: str) -> bytes:
     """The global model from whichever daemon's blockstore holds it (its proposer always does)."""
     for store in stores:
@@ -480,7 +494,8 @@ def run_daemon_simulation(
         try:
             while recorder.catch_up() < config.rounds:
                 done = len(recorder.records)
-                fed.wait(lambda: rounds_done(fed.client, fed.task) > done, round_timeout, f"round {done + 1} to finish", 0.25)
+                fed.wait(lambda: _app_failed(fed) or rounds_done(fed.client, fed.task) > done, round_timeout,
+                         f"round {done + 1} to finish", 0.25)  # fmt: skip
             nodes = recorder.node_records([n.role for n in fed.nodes], [n.num_samples for n in fed.nodes])
             chain_id = fed.client.chain_id()
         except DaemonError as exc:

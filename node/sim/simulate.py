@@ -265,6 +265,7 @@ def run_simulation(
                     salt=seeded_salt(node_seed(config.seed, i)),
                     behaviour=behaviours[i],
                     observer=observer,
+                    sit_out_app_failures=False,  # nothing times a round out here: the app's error ends the run
                 )
             )
         for behaviour in behaviours:

@@ -143,3 +143,35 @@ def test_an_app_that_fails_in_a_round_is_refused_for_that_round_and_the_daemon_g
         assert evaluation["round"] >= 1 and 0.3 < evaluation["metrics"]["accuracy"] <= 1, status["evaluation"]
         match = re.search(r'^fedledger_model_metric\{[^}]*metric="accuracy"[^}]*\} (\S+)$', metrics, re.M)
         assert match and float(match.group(1)) == pytest.approx(evaluation["metrics"]["accuracy"], abs=1e-6), metrics
+
+
+RAISING_APP = '''
+import numpy as np
+from flwr.client import NumPyClient
+from flwr.clientapp import ClientApp
+
+
+class Client(NumPyClient):
+    def get_parameters(self, config):
+        return [np.zeros((3, 2), np.float32)]
+
+    def fit(self, parameters, config):
+        raise RuntimeError("the GPU caught fire")
+
+    def evaluate(self, parameters, config):
+        return 1.0, 5, {"accuracy": 0.1}
+
+
+app = ClientApp(client_fn=lambda context: Client().to_client())
+'''
+
+
+@pytest.mark.parametrize("chain", [(), ("--chain", "anvil")], ids=["in-process", "daemons"])
+def test_an_app_whose_fit_raises_ends_simulate_with_one_line(tmp_path, chain):
+    (tmp_path / "raising.py").write_text(RAISING_APP)
+
+    proc = run_cli("simulate", *chain, "--nodes", "2", "--rounds", "1", "--app", "raising.py:app", cwd=tmp_path, timeout=180)
+
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("fedledger: error: "), proc.stderr[-3000:]
+    assert "raising.py:app: fit raised RuntimeError: the GPU caught fire" in proc.stderr, proc.stderr

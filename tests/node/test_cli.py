@@ -216,7 +216,7 @@ def test_the_quick_start_prints_the_readmes_models(cli):
     """The README's quick-start table is what `fedledger simulate` prints, to the CID: the aggregation
     is exact and simulate pins torch's kernels, so this holds on any x86-64 machine."""
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    table = re.findall(r"^ +(\d) +(0\.\d{3}) +[\d,]+ +(bafk\w+)$", readme, re.M)
+    table = re.findall(r"^ +(\d) +(0\.\d{3}) +\d\.\d{3} +[\d,]+ +(bafk\w+)$", readme, re.M)
     assert [int(r) for r, _, _ in table] == [1, 2, 3]
 
     proc = cli("simulate", "--json")
