@@ -18,8 +18,8 @@ ConfigRecord carries `server-round`, `seed` (this node's seed for the round) and
 `local-epochs`, `batch-size` and `lr`. `context.state` lasts as long as the trainer, as a
 Flower node's context lasts a run.
 
-Names. A legacy app exchanges unnamed lists. Trained lists map positionally onto the global
-weights' names (Flower's convention: the state dict's order). Its initial parameters
+Names. A legacy app exchanges unnamed lists, sent and read in the order `spec.params` pins
+(Flower's convention: the state dict's order; a decoded model file is sorted). Its initial parameters
 (`get_parameters`) take the names `spec.params` pins, in order, or else `param_0000`,
 `param_0001`, ... A Message-API app's tensors are named by its ArrayRecord's keys.
 
@@ -95,14 +95,15 @@ class FlowerTrainer:
         self.round = round
         config = self._config(round, seed)
         if self.legacy:
-            ins = FitIns(ndarrays_to_parameters(list(global_weights.values())), config)
+            names = self._positions(global_weights)
+            ins = FitIns(ndarrays_to_parameters([global_weights[n] for n in names]), config)
             content = self._send(MessageType.TRAIN, compat.fitins_to_recorddict(ins, keep_input=False), round, seed, "fit")
             res = self._read("fit", lambda: compat.recorddict_to_fitres(content, keep_input=False))
             self._status("fit", res.status)
             arrays = self._read("fit", lambda: parameters_to_ndarrays(res.parameters))
             if len(arrays) != len(global_weights):
                 raise ConfigError(f"{self.name}: fit returned {len(arrays)} arrays for the model's {len(global_weights)}")
-            trained = dict(zip(global_weights, arrays))
+            trained = dict(zip(names, arrays))
             num_examples = res.num_examples
         else:
             content = self._send(MessageType.TRAIN, self._message_content(global_weights, config), round, seed, "train")
@@ -118,7 +119,7 @@ class FlowerTrainer:
         seed = self.round  # evaluation is seeded too, so it reads the same on every run
         config = self._config(self.round, seed)
         if self.legacy:
-            ins = EvaluateIns(ndarrays_to_parameters(list(weights.values())), config)
+            ins = EvaluateIns(ndarrays_to_parameters([weights[n] for n in self._positions(weights)]), config)
             content = self._send(MessageType.EVALUATE, compat.evaluateins_to_recorddict(ins, keep_input=False), self.round, seed, "evaluate")
             res = self._read("evaluate", lambda: compat.recorddict_to_evaluateres(content))
             self._status("evaluate", res.status)
@@ -150,6 +151,12 @@ class FlowerTrainer:
         return weights
 
     # -- messages -------------------------------------------------------------------------------
+
+    def _positions(self, weights: Weights) -> list[str]:
+        """The names in the order a legacy app's lists follow: the order the spec pins (the
+        state dict's, as the task's creator built it), not the sorted order of a decoded model file."""
+        pinned = self.spec.pinned()
+        return list(pinned) if pinned is not None and set(pinned) == set(weights) else list(weights)
 
     def _config(self, round: int, seed: int) -> dict[str, Any]:
         return {"server-round": round, "seed": seed, **self.hyper}

@@ -142,7 +142,7 @@ def misfit(weights: Mapping[str, np.ndarray], spec: "TaskSpec") -> str | None:
         return None
     from aggregation.dtypes import code_of
 
-    if list(weights) != list(pinned):
+    if set(weights) != set(pinned):  # by name: a decoded model file lists its tensors sorted
         missing = [n for n in pinned if n not in weights][:3]
         extra = [n for n in weights if n not in pinned][:3]
         return f"the model's tensors are not the task's (missing {missing}, unexpected {extra})"
