@@ -6,8 +6,9 @@ of the nodes' held-out parts), whose accuracy the robustness experiment judges."
 from __future__ import annotations
 
 import math
+from functools import partial
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -36,23 +37,33 @@ def weighted_metrics(evaluations: Sequence[Evaluation]) -> dict[str, float]:
 
 class Evaluator:
     """Evaluates models for a report: `evaluators()` gives each node's `evaluate`; `central`,
-    when given, is the app and the test split whose accuracy is the report's test accuracy."""
+    when given, is the app and the test split whose accuracy is the report's test accuracy.
+    `map(f, items)` runs the evaluations (the nodes', then the central one; results in order):
+    a thread pool's map runs them at once, the simulator's choice when its apps are thread-safe."""
 
     def __init__(
         self,
         evaluators: Callable[[], Sequence[Callable[[Mapping[str, np.ndarray]], Evaluation]]],
         central: tuple[FedApp, Dataset] | None = None,
+        map: Callable[[Callable[[Any], Any], Sequence[Any]], Iterable[Any]] | None = None,
     ) -> None:
         self.evaluators = evaluators
         self.central = central
+        self.map = map
 
     def __call__(self, weights: Mapping[str, np.ndarray]) -> ModelEvaluation:
         from node.training.trainer import accuracy
 
-        evaluations = [evaluate(weights) for evaluate in self.evaluators()]
-        metrics = weighted_metrics(evaluations)
+        evaluators = list(self.evaluators())  # here, in the caller's thread: may build trainers
+        jobs: list[Callable[[], Any]] = [partial(evaluate, weights) for evaluate in evaluators]
         if self.central is not None:
-            central: float | None = accuracy(self.central[0], weights, self.central[1])
-        else:
-            central = metrics.get("accuracy")
+            jobs.append(partial(accuracy, self.central[0], weights, self.central[1]))
+        results = [job() for job in jobs] if self.map is None else list(self.map(_call, jobs))
+        evaluations: list[Evaluation] = results[: len(evaluators)]
+        metrics = weighted_metrics(evaluations)
+        central: float | None = results[-1] if self.central is not None else metrics.get("accuracy")
         return ModelEvaluation(central, metrics, sum(e.num_examples for e in evaluations))
+
+
+def _call(job: Callable[[], Any]) -> Any:
+    return job()

@@ -11,7 +11,9 @@ acted, so an honest run never waits on a timer.
 
 from __future__ import annotations
 
+import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import partial
@@ -22,13 +24,17 @@ import numpy as np
 
 from web3 import Web3
 
+from node.abc import Trainer
 from node.chain import FedLedgerClient, deploy_fedledger, dev_account
 from node.chain.anvil import Anvil
 from node.chain.sends import send_ether
 from node.chain.providers import embedded_web3, rpc_web3
 from node.daemon.journal import Journal
 from node.errors import ChainError, ConfigError, StorageError
+from node.chain.types import Phase
 from node.protocol import Behaviour, Observer, ProtocolNode, node_seed, seeded_salt
+from node.protocol.behaviour import RoundView
+from node.protocol.node import ZERO32
 from node.report import SimulationReport
 from node.sim.attacks import AttackBehaviour, Coalition, behaviour_for, parse_roles, protocol_colluders
 from node.sim.record import ChainRecorder, describe
@@ -38,6 +44,7 @@ from node.taskspec import MAX_COMMITTEE, RULE_IDS, TaskParams, TaskSpec
 from node.apps.native import Dataset, FedApp
 from node.apps.resolve import app_of, initial_model, model_file, node_trainer, pinned_spec
 from node.sim.evaluation import Evaluator
+from node.training.trainer import TorchTrainer, one_torch_thread
 from node.units import ETHER
 
 
@@ -130,18 +137,24 @@ def local_or_peers(
     limit = DEFAULT_MAX_FETCH_BYTES if max_bytes is None else max_bytes
     if local.has(cid):
         return local.get(cid, max_bytes=limit)
+    sources: dict[int, tuple[EmbeddedStorage, list[str]]] = {}  # id(peer) -> (peer, its blocks we need)
 
     def get_block(block_cid: str) -> bytes:
+        # Unverified: read_dag hashes every block it is given, once; none enters `local` before
+        # the whole DAG has passed.
         for peer in peers:
             try:
-                data = peer.get_block(block_cid)
+                data = peer.get_block(block_cid, verify=False)
             except StorageError:
                 continue
-            local.put_block(block_cid, data)  # verifies the block against its CID
+            if peer is not local:
+                sources.setdefault(id(peer), (peer, []))[1].append(block_cid)
             return data
         raise StorageError(f"no peer holds block {block_cid}")
 
     data = read_dag(cid, get_block, max_size=limit, max_blocks=dag_blocks_bound(limit))
+    for peer, blocks in sources.values():
+        local.adopt_blocks(peer, blocks)  # verified above: linked (or copied), not hashed again
     local.pin(cid)
     return data
 
@@ -272,7 +285,17 @@ def run_simulation(
             if isinstance(behaviour, AttackBehaviour):  # colluders share their data: see Coalition
                 behaviour.coalition.members = [n for n, b in zip(nodes, behaviours) if b.role == behaviour.role]
 
-        evaluate = Evaluator(lambda: [n.trainer(task_id).evaluate for n in nodes], central_test(spec, sim_node_config(config, 0)))
+        # Training and evaluation run on every core: one torch thread per call, as many calls at
+        # once as there are cores. Chain and store access stay in this thread (web3 and py-evm
+        # are not thread-safe); the pool runs only the pure training and evaluation calls.
+        stack.enter_context(one_torch_thread())
+        pool = stack.enter_context(ThreadPoolExecutor(_workers(), thread_name_prefix="fedledger-sim"))
+
+        def evaluations(fn, jobs):  # a pool's map when every node's app can share the process
+            return pool.map(fn, jobs) if all(_thread_safe(n.trainer(task_id)) for n in nodes) else map(fn, jobs)
+
+        evaluate = Evaluator(lambda: [n.trainer(task_id).evaluate for n in nodes], central_test(spec, sim_node_config(config, 0)),
+                             map=evaluations)  # fmt: skip
         recorder = ChainRecorder(
             chain, task_id, [a.address for a in accounts], spec, evaluate,
             model_bytes=partial(_fetch_for, owner_store, everyone), start_block=task_block,
@@ -284,6 +307,7 @@ def run_simulation(
             # One pass: every node takes the actions open to it, in node order (so the reveal
             # order, hence the proposer rotation, does not depend on the committee's seed).
             acted = False
+            train_ahead(chain, task_id, nodes, pool)
             for node in nodes:
                 while action := node.step(task_id):
                     acted = True
@@ -306,6 +330,53 @@ def run_simulation(
             task_id=task_id,
             owner=owner.address,
         )
+
+
+def train_ahead(chain: FedLedgerClient, task: int, nodes: Sequence[ProtocolNode], pool: ThreadPoolExecutor) -> None:
+    """In a commit phase, train every seated node that has yet to commit, at once in `pool`, into
+    the node's own per-round cache (`ProtocolNode.train`): its commit step then finds the delta
+    made. The same call with the same base and seed as the step would make, so the same bytes.
+
+    Bases are read here (chain and stores: this thread only); only the training runs in the pool.
+    Apps that are not thread-safe (a Flower app seeds the process's generators) train in turn, in
+    their steps. A failed training is left for the step, which repeats it and reports its error."""
+    info = chain.task_info(task)
+    if info.finished:
+        return
+    r = info.current_round
+    if chain.round_state(task, r).phase != Phase.COMMIT:
+        return
+    jobs: list[tuple[ProtocolNode, Mapping[str, np.ndarray]]] = []
+    bases: dict[str, Mapping[str, np.ndarray]] = {}  # one decoded copy per base model, shared read-only
+    for node in nodes:
+        if (task, r) in node._trained or (task, r) in node._refused or node.journal.get(task, r, "commit") is not None:
+            continue
+        me = node.client.member_info(task, r)
+        if not me.member or me.commitment != ZERO32:
+            continue
+        if not _thread_safe(node.trainer(task)):
+            return
+        view = RoundView(node, task, r)
+        if view.base_cid not in bases:
+            bases[view.base_cid] = view.base
+        jobs.append((node, bases[view.base_cid]))
+    if len(jobs) < 2:
+        return
+    for future in [pool.submit(node.train, task, r, base) for node, base in jobs]:
+        future.exception()  # wait; an error is raised again by the node's own step
+
+
+def _thread_safe(trainer: Trainer) -> bool:
+    """Whether `trainer` may train beside others in this process: a native app's trainer (its
+    training draws from its round seed only, its evaluation from nothing), poisoned data or not."""
+    return isinstance(getattr(trainer, "inner", trainer), TorchTrainer)
+
+
+def _workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def central_test(spec: TaskSpec, node_config: Mapping[str, object]) -> tuple[FedApp, Dataset] | None:

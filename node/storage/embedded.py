@@ -52,6 +52,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Iterable
 
 from node.errors import StorageError
 from node.storage import durable, parallel
@@ -359,12 +360,39 @@ class EmbeddedStorage:
         with self._lock:
             self._store_block(parsed.digest, data, self._unsynced_dirs, self._pending)
 
-    def get_block(self, cid: str) -> bytes:
-        """One block's bytes, verified against `cid` (for serving peers)."""
+    def get_block(self, cid: str, *, verify: bool = True) -> bytes:
+        """One block's bytes, verified against `cid` (for serving peers). `verify=False` is for a
+        reader that hashes every block itself (`read_dag`): hashing here too would do it twice."""
         parsed = parse_cid(cid)
         data = self._read_raw(parsed)
-        verify_block(parsed, data)
+        if verify:
+            verify_block(parsed, data)
         return data
+
+    def adopt_blocks(self, peer: "EmbeddedStorage", cids: Iterable[str]) -> None:
+        """Hold `cids`, blocks of `peer` that the caller read from it and verified (the in-process
+        network of node/sim/simulate.py). Each is a hard link to the peer's file where both stores
+        share a filesystem and neither fsyncs: no copy to write, and one file's data to delete at
+        the end. Sharing the file is safe because a block file is never written in place, only
+        created (a temporary file renamed over the name) or unlinked. Otherwise a copy."""
+        link = not self._fsync and not peer._fsync
+        with self._lock:
+            for cid in cids:
+                parsed = parse_cid(cid)
+                digest = parsed.digest
+                directory = self._shard_dirs[digest[0] >> 4]
+                path = f"{directory}/{digest.hex()}"
+                if link:
+                    try:
+                        os.link(peer._block_path(parsed), path)
+                        continue
+                    except FileExistsError:
+                        continue  # held already (a corrupt copy is caught on read, as in `_store_block`)
+                    except FileNotFoundError:
+                        raise StorageError(f"block {parsed} is not held by the peer") from None
+                    except OSError:
+                        link = False  # another filesystem, or no hard links: copy from here on
+                self._store_block(digest, peer._read_raw(parsed), self._unsynced_dirs, self._pending)
 
     def has_block(self, cid: str) -> bool:
         """Whether the single block `cid` is on disk."""

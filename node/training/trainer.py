@@ -3,7 +3,9 @@ through the task's app (node/apps/native.py), and the app's evaluation of a mode
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping
+import threading
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -15,6 +17,32 @@ from node.training.model import load_numpy, state_to_numpy
 
 if TYPE_CHECKING:
     from node.taskspec import TaskSpec
+
+
+_threads_lock = threading.Lock()
+_threads_users = 0  # callers inside `one_torch_thread`, in any thread
+_threads_saved = 0  # torch's thread count before the first of them came in
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """torch on one thread while any caller, in any thread, is inside; the count from before the
+    first caller is restored when the last one leaves. torch's count is process-wide (and OpenMP's
+    per calling thread, so each caller sets it in its own thread): a plain save-set-restore in two
+    threads at once could restore the wrong count, or leave another thread's training on two."""
+    global _threads_users, _threads_saved
+    with _threads_lock:
+        if _threads_users == 0:
+            _threads_saved = torch.get_num_threads()
+        _threads_users += 1
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        with _threads_lock:
+            _threads_users -= 1
+            if _threads_users == 0:
+                torch.set_num_threads(_threads_saved)
 
 
 def _app(app: FedApp | str) -> FedApp:
@@ -69,15 +97,11 @@ class TorchTrainer:
     def train(self, global_weights: Mapping[str, np.ndarray], seed: int, round: int = 0) -> dict[str, np.ndarray]:
         """Train from `global_weights`; the delta is trained minus global (`aggregation.model_delta`:
         float32 for float parameters, int64 for integer buffers)."""
-        threads = torch.get_num_threads()
         # One thread: for small models the fastest (no fork-join per tiny matmul, no fight over
         # 2 cores between nodes), and a machine's core count then cannot change the float sums,
         # so the same seed trains the same delta on any machine with the same kernels.
-        torch.set_num_threads(1)
-        try:
+        with one_torch_thread():
             return self._train(global_weights, seed, round)
-        finally:
-            torch.set_num_threads(threads)
 
     def _train(self, global_weights: Mapping[str, np.ndarray], seed: int, round: int) -> dict[str, np.ndarray]:
         model = self.app.model()
