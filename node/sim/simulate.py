@@ -307,12 +307,13 @@ def run_simulation(
             # One pass: every node takes the actions open to it, in node order (so the reveal
             # order, hence the proposer rotation, does not depend on the committee's seed).
             acted = False
-            train_ahead(chain, task_id, nodes, pool)
             for node in nodes:
                 while action := node.step(task_id):
                     acted = True
                     if observer is not None:
                         observer.acted(node, task_id, action)
+                    if DREW in action:  # the commit phase opens: train its members at once
+                        train_ahead(chain, task_id, nodes, pool)
             if not acted:
                 state = chain.round_state(task_id, chain.task_info(task_id).current_round)
                 raise ChainError(f"round {len(recorder.records) + 1}: no node can act in phase {state.phase.name}")
@@ -330,6 +331,9 @@ def run_simulation(
             task_id=task_id,
             owner=owner.address,
         )
+
+
+DREW = ": drew a committee"  # in the action a node's step returns when it draws a round's committee
 
 
 def train_ahead(chain: FedLedgerClient, task: int, nodes: Sequence[ProtocolNode], pool: ThreadPoolExecutor) -> None:
