@@ -1,0 +1,93 @@
+"""simulate trains a round's nodes and evaluates a model in a thread pool (#15): the same bytes as
+one node after another, torch's thread count safe when two threads train at once."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+
+import node.sim.simulate as simulate
+from node.apps.builtin import DIGITS_MLP
+from node.sim.evaluation import Evaluator
+from node.sim.simulate import SimulationConfig, run_simulation
+from node.taskspec import TaskSpec
+from node.training import TorchTrainer
+from node.training.model import initial_weights
+from node.training.trainer import one_torch_thread
+
+CONFIG = SimulationConfig(nodes=3, rounds=2, seed=5, spec=TaskSpec(epochs=1))
+
+
+def test_one_torch_thread_holds_across_threads_and_restores_after_the_last():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    inside: list[int] = []
+    both_in = threading.Barrier(2)
+
+    def work() -> None:
+        with one_torch_thread():
+            both_in.wait()
+            inside.append(torch.get_num_threads())
+            both_in.wait()  # neither leaves before the other has looked
+
+    try:
+        threads = [threading.Thread(target=work) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        after = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+    assert inside == [1, 1]
+    assert after == 2
+
+
+@pytest.mark.slow  # two simulations: ~10 s alone, 30 s on a loaded machine
+def test_simulate_trains_in_the_pool_and_gets_the_same_models_as_one_after_another(monkeypatch):
+    # Prepare: which threads train, in a run as simulate does it and in one with no training ahead.
+    names: list[str] = []
+    train = TorchTrainer.train
+
+    def recorded(self, *args, **kwargs):
+        names.append(threading.current_thread().name)
+        return train(self, *args, **kwargs)
+
+    monkeypatch.setattr(TorchTrainer, "train", recorded)
+
+    # Execute
+    parallel = run_simulation(CONFIG)
+    pooled = list(names)
+    names.clear()
+    monkeypatch.setattr(simulate, "train_ahead", lambda *args: None)
+    serial = run_simulation(CONFIG)
+
+    # Assert: every training ran in the pool, once per node and round; the same CIDs, scores, gas.
+    assert len(pooled) == CONFIG.nodes * CONFIG.rounds
+    assert all(name.startswith("fedledger-sim") for name in pooled)
+    assert names and not any(name.startswith("fedledger-sim") for name in names)
+    assert [r.global_model_cid for r in parallel.rounds] == [r.global_model_cid for r in serial.rounds]
+    assert [r.gas_used for r in parallel.rounds] == [r.gas_used for r in serial.rounds]
+    assert [(n.reputation_wad, n.payout_wei) for n in parallel.nodes] == [(n.reputation_wad, n.payout_wei) for n in serial.nodes]
+    assert [r.metrics for r in parallel.rounds] == [r.metrics for r in serial.rounds]
+
+
+def test_evaluator_in_a_pool_reports_what_it_reports_in_turn():
+    config = {"partition-seed": 3, "num-partitions": 3}
+    trainers = [
+        TorchTrainer(DIGITS_MLP, *DIGITS_MLP.load_data({**config, "partition-id": i})) for i in range(3)
+    ]
+    central = (DIGITS_MLP, DIGITS_MLP.load_data.central({**config, "partition-id": 0}))
+    weights = initial_weights("digits-mlp", 1)
+
+    in_turn = Evaluator(lambda: [t.evaluate for t in trainers], central)(weights)
+    with ThreadPoolExecutor(2) as pool:
+        pooled = Evaluator(lambda: [t.evaluate for t in trainers], central, map=pool.map)(weights)
+
+    assert pooled == in_turn
+    assert pooled.examples == sum(len(t.test) for t in trainers) > 0
+    assert pooled.accuracy is not None
