@@ -29,6 +29,7 @@ from web3.exceptions import Web3Exception
 from node.chain.artifacts import load_artifact
 from node.chain.sends import EMBEDDED_GAS_LIMIT, ClientSends
 from node.chain.types import CONTRACT
+from node.chain.views import ReadCache, RpcViews
 from node.errors import ChainError
 
 if TYPE_CHECKING:  # eth-account and py-evm are slow to import; a read-only client over RPC needs neither
@@ -56,6 +57,9 @@ class FedLedgerClient(ClientSends):
         self.account = account
         self._embedded = _is_embedded(w3)
         self._caller = None
+        # Views over RPC, sent raw; the read cache is shared with as_account twins (one chain, one look).
+        self._rpc_views = RpcViews(w3, self.address, self.abi)
+        self._read_cache = ReadCache()
         if self._embedded:
             from node.chain.embedded_calls import EmbeddedCaller
 

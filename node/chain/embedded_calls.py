@@ -17,43 +17,11 @@ import copy
 from typing import Any
 
 from eth.vm.spoof import SpoofTransaction
-from eth_abi import decode as abi_decode
-from eth_utils import to_canonical_address, to_checksum_address
+from eth_utils import to_canonical_address
 from web3 import Web3
 from web3.exceptions import ContractLogicError
 
-
-def _abi_type(entry: dict[str, Any]) -> str:
-    if entry["type"].startswith("tuple"):
-        return "(" + ",".join(_abi_type(c) for c in entry["components"]) + ")" + entry["type"][5:]
-    return str(entry["type"])
-
-
-def _normalize(value: Any, typ: str) -> Any:
-    """As web3 returns it: checksummed addresses, lists for arrays, tuples for structs."""
-    if typ.endswith("]"):
-        inner = typ[: typ.rindex("[")]
-        return [_normalize(v, inner) for v in value]
-    if typ.startswith("("):
-        inner_types = _split_tuple(typ[1:-1])
-        return tuple(_normalize(v, t) for v, t in zip(value, inner_types))
-    if typ == "address":
-        return to_checksum_address(value)
-    return value
-
-
-def _split_tuple(body: str) -> list[str]:
-    parts, depth, start = [], 0, 0
-    for i, ch in enumerate(body):
-        if ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            parts.append(body[start:i])
-            start = i + 1
-    parts.append(body[start:])
-    return [p for p in parts if p]
+from node.chain.views import _abi_type, decode_outputs
 
 
 class EmbeddedCaller:
@@ -129,6 +97,4 @@ class EmbeddedCaller:
             state.revert(snapshot)
         if computation.is_error:
             raise ContractLogicError(f"execution reverted: {computation.error!r}", data="0x" + computation.output.hex())
-        types = [_abi_type(o) for o in fn.abi["outputs"]]
-        decoded = [_normalize(v, t) for v, t in zip(abi_decode(types, computation.output), types)]
-        return decoded[0] if len(decoded) == 1 else decoded
+        return decode_outputs([_abi_type(o) for o in fn.abi["outputs"]], computation.output)

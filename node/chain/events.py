@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
 
     from node.chain.embedded_calls import EmbeddedCaller
+    from node.chain.views import ReadCache, RpcViews
 
 # The contract functions that do a round's work. Their gas is the round's gas, as the
 # in-process simulation counts it; registration and peer-info updates are not.
@@ -36,6 +37,8 @@ class ClientLogs:
     account: LocalAccount | None  # None: read-only
     _embedded: bool  # the in-process chain (eth-tester)
     _caller: EmbeddedCaller | None  # runs calls straight on py-evm (embedded chain only)
+    _rpc_views: RpcViews  # views as raw eth_calls (any other chain)
+    _read_cache: ReadCache  # views kept within a `cached_reads` scope
     _revealed: dict[tuple[int, int, str, bytes], str]
     _round_selectors: set[bytes] | None
     _event_names: dict[bytes, str]

@@ -4,7 +4,7 @@ eth_call) and what the node asks of the chain itself (head block, time, balances
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ContextManager
 
 from eth_utils import keccak, to_checksum_address
 from web3.exceptions import ContractLogicError
@@ -18,19 +18,43 @@ from node.errors import ChainError
 class ClientReads(ClientLogs):
     """What the contract and the chain hold, read without sending anything."""
 
-    def _view(self, fn: Any) -> Any:
-        """A view's result: straight from py-evm on the embedded chain, else an eth_call."""
+    def _view(self, name: str, *args: Any) -> Any:
+        """The contract's view `name`: straight from py-evm on the embedded chain, else an eth_call
+        sent raw (node/chain/views.py), kept while a `cached_reads` scope is open."""
         if self._caller is not None:
-            return self._caller.call(fn)
-        return fn.call()
+            return self._caller.call(getattr(self.contract.functions, name)(*args))
+        data = self._rpc_views.calldata(name, args)
+        hit, value = self._read_cache.get(data)
+        if hit:
+            return value
+        generation = self._read_cache.generation()
+        value = self._rpc_views.call(name, data)
+        self._read_cache.put(data, value, generation)
+        return value
+
+    def cached_reads(self) -> ContextManager[None]:
+        """While open, each view is asked of the chain once (see `ReadCache`); a transaction this
+        client sends drops what was kept. For one consistent look: the daemon's loop iteration."""
+        return self._read_cache.scope()
+
+    def _rpc(self, method: str, params: list[Any]) -> Any:
+        """A JSON-RPC result, sent through the provider without web3's middleware (see views.py)."""
+        response = self.w3.provider.make_request(method, params)  # type: ignore[arg-type]
+        if response.get("error") is not None or "result" not in response:
+            raise ChainError(f"{method} failed: {str(response.get('error'))[:300]}")
+        return response["result"]
 
     def head_block(self) -> int:
         """The latest block's number."""
-        return int(self.w3.eth.block_number)
+        if self._embedded:
+            return int(self.w3.eth.block_number)
+        return int(self._rpc("eth_blockNumber", []), 16)
 
     def head_timestamp(self) -> int:
         """The latest block's timestamp (unix seconds): the clock the contract's deadlines use."""
-        return int(self.w3.eth.get_block("latest")["timestamp"])
+        if self._embedded:
+            return int(self.w3.eth.get_block("latest")["timestamp"])
+        return int(self._rpc("eth_getBlockByNumber", ["latest", False])["timestamp"], 16)
 
     def chain_id(self) -> int:
         return int(self.w3.eth.chain_id)
@@ -47,7 +71,7 @@ class ClientReads(ClientLogs):
 
     def task_min_stake(self, task_id: int) -> int:
         """The task's minimum stake, which is also what one slash in it takes (FedLedger._slash)."""
-        return int(self._view(self.contract.functions.taskParams(task_id))[1])
+        return int(self._view("taskParams", task_id)[1])
 
     def draw_revert_reason(self, task_id: int, sender: str | None = None) -> str | None:
         """Why `drawCommittee(task_id)` sent now by `sender` (default: this client's account)
@@ -64,10 +88,9 @@ class ClientReads(ClientLogs):
 
     def reputation_of(self, node: str, block: int | None = None) -> int:
         """The node's reputation (wad) now, or as of the end of `block`."""
-        fn = self.contract.functions.reputationOf(to_checksum_address(node))
         if block is None:
-            return int(self._view(fn))
-        return int(fn.call(block_identifier=block))
+            return int(self._view("reputationOf", to_checksum_address(node)))
+        return int(self.contract.functions.reputationOf(to_checksum_address(node)).call(block_identifier=block))
 
     def member_info(self, task_id: int, round_: int, node: str | None = None) -> MemberInfo:
         """`node`'s standing in a round; node defaults to this client's account."""
@@ -76,37 +99,37 @@ class ClientReads(ClientLogs):
                 raise ChainError("member_info needs a node address: this client has no account")
             node = self.account.address
         member, commitment, revealed, vote, attempt = self._view(
-            self.contract.functions.memberInfo(task_id, round_, to_checksum_address(node))
+            "memberInfo", task_id, round_, to_checksum_address(node)
         )
         return MemberInfo(bool(member), bytes(commitment), bool(revealed), int(vote), int(attempt))
 
     def pending_rewards(self, account: str) -> int:
-        return int(self._view(self.contract.functions.pendingRewards(to_checksum_address(account))))
+        return int(self._view("pendingRewards", to_checksum_address(account)))
 
     def global_model(self, task_id: int, errors: str = "strict") -> tuple[str, int]:
         """(CID, round) of the task's latest global model. The CID is the task owner's or a
         proposer's bytes: `errors="replace"` shows bytes that are not UTF-8 instead of raising."""
-        cid, round_ = self._view(self.contract.functions.globalModel(task_id))
+        cid, round_ = self._view("globalModel", task_id)
         return bytes(cid).decode("utf-8", errors), int(round_)
 
     def task_count(self) -> int:
-        return int(self._view(self.contract.functions.taskCount()))
+        return int(self._view("taskCount"))
 
     def task_info(self, task_id: int, errors: str = "strict") -> TaskInfo:
         """The task's main parameters and progress; `errors` decodes its spec CID (see global_model)."""
-        owner, rounds, k, rule, max_samples, current, remaining, spec = self._view(self.contract.functions.taskInfo(task_id))
+        owner, rounds, k, rule, max_samples, current, remaining, spec = self._view("taskInfo", task_id)
         return TaskInfo(owner, rounds, k, rule, max_samples, current, int(remaining), bytes(spec).decode("utf-8", errors))
 
     def round_state(self, task_id: int, round_: int) -> RoundState:
-        raw = self._view(self.contract.functions.roundState(task_id, round_))
+        raw = self._view("roundState", task_id, round_)
         phase, *counts, proposer, phash, available = raw
         return RoundState(Phase(phase), *(int(x) for x in counts), proposer, bytes(phash), int(available))
 
     def committee(self, task_id: int, round_: int) -> list[str]:
-        return list(self._view(self.contract.functions.committee(task_id, round_)))
+        return list(self._view("committee", task_id, round_))
 
     def designated_proposer(self, task_id: int, round_: int) -> str:
-        return str(self._view(self.contract.functions.designatedProposer(task_id, round_)))
+        return str(self._view("designatedProposer", task_id, round_))
 
     def round_updates(self, task_id: int, round_: int) -> list[RoundUpdate]:
         """The round's revealed updates in reveal order, the canonical aggregation order.
@@ -115,7 +138,7 @@ class ClientReads(ClientLogs):
         round's `UpdateRevealed` logs (scanned from the round's opening block only)
         and are checked against those hashes.
         """
-        senders, samples, hashes = self._view(self.contract.functions.roundUpdates(task_id, round_))
+        senders, samples, hashes = self._view("roundUpdates", task_id, round_)
         keys = [(task_id, round_, sender, bytes(h)) for sender, h in zip(senders, hashes)]
         if any(k not in self._revealed for k in keys):
             opened = self.round_state(task_id, round_).opened_block
@@ -129,17 +152,17 @@ class ClientReads(ClientLogs):
         return [RoundUpdate(k[2], self._revealed[k], int(n)) for k, n in zip(keys, samples)]
 
     def node_info(self, node: str) -> tuple[bool, int, str, list[str]]:
-        registered, stake, peer_id, addrs = self._view(self.contract.functions.nodeInfo(to_checksum_address(node)))
+        registered, stake, peer_id, addrs = self._view("nodeInfo", to_checksum_address(node))
         return bool(registered), int(stake), peer_id, list(addrs)
 
     def min_stake(self) -> int:
-        return int(self._view(self.contract.functions.minStake()))
+        return int(self._view("minStake"))
 
     def node_status(self, node: str) -> NodeStatus:
         """FedLedger.nodeStatus: whether the node can be drawn, and where its unstaking stands."""
-        active, unstake_at, exposure = self._view(self.contract.functions.nodeStatus(to_checksum_address(node)))
+        active, unstake_at, exposure = self._view("nodeStatus", to_checksum_address(node))
         return NodeStatus(bool(active), int(unstake_at), int(exposure))
 
     def unstake_delay(self) -> int:
         """FedLedger.UNSTAKE_DELAY, seconds between requestUnstake and withdrawStake."""
-        return int(self._view(self.contract.functions.UNSTAKE_DELAY()))
+        return int(self._view("UNSTAKE_DELAY"))

@@ -35,6 +35,12 @@ class ClientSends(ClientReads):
             raise ChainError("this client has no account to send transactions with")
         sender = self.account.address
         try:
+            return self._send(call, sender, value, next_block)
+        finally:
+            self._read_cache.clear()  # whatever it mined, or even if it failed, our views may have moved
+
+    def _send(self, call: Any, sender: str, value: int, next_block: bool) -> dict[str, Any]:
+        try:
             fields: dict[str, Any] = {
                 "from": sender, "value": value, "nonce": self.w3.eth.get_transaction_count(sender, "pending")
             }

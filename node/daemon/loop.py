@@ -100,18 +100,21 @@ class TaskLoop:
                     refreshed = trio.current_time()
                     self.metrics.set("peers", len(peers.by_address))
                     self.gossip.keep_connected()
-                for task in await trio.to_thread.run_sync(self._task_ids, client):
-                    if self.verdicts.get(task, JOINED) != JOINED or _waiting(self._judge_later, task):
-                        continue
-                    try:
-                        did = await self._step_task(client, task, steps, hinted)
-                    except TRANSIENT:
-                        raise
-                    except TASK_FAULTS as exc:
-                        self._skip(task, exc)
-                        continue
-                    if did:
-                        acted = True
+                # One look at the chain per iteration: the step reads again what _step_task just read
+                # (task, round), and each view costs a daemon CPU that 16 of them on 2 cores lack.
+                with client.cached_reads():
+                    for task in await trio.to_thread.run_sync(self._task_ids, client):
+                        if self.verdicts.get(task, JOINED) != JOINED or _waiting(self._judge_later, task):
+                            continue
+                        try:
+                            did = await self._step_task(client, task, steps, hinted)
+                        except TRANSIENT:
+                            raise
+                        except TASK_FAULTS as exc:
+                            self._skip(task, exc)
+                            continue
+                        if did:
+                            acted = True
                 failures = 0
                 self.last_error = None
             except ContractRevert as exc:

@@ -35,7 +35,7 @@ from web3.types import TxReceipt
 
 from incentives.reputation import REPUTATION_ALPHA, REPUTATION_THRESHOLD
 from node.chain.replayable import ReplayableBackend
-from node.chain.embedded_calls import _abi_type, _normalize
+from node.chain.views import _abi_type, _normalize
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "contracts" / "artifacts"
 WAD = 10**18
