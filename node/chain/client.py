@@ -60,6 +60,7 @@ class FedLedgerClient(ClientSends):
         # Views over RPC, sent raw; the read cache is shared with as_account twins (one chain, one look).
         self._rpc_views = RpcViews(w3, self.address, self.abi)
         self._read_cache = ReadCache()
+        self._chain_id: int | None = None  # asked at the first raw send
         if self._embedded:
             from node.chain.embedded_calls import EmbeddedCaller
 

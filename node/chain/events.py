@@ -39,6 +39,7 @@ class ClientLogs:
     _caller: EmbeddedCaller | None  # runs calls straight on py-evm (embedded chain only)
     _rpc_views: RpcViews  # views as raw eth_calls (any other chain)
     _read_cache: ReadCache  # views kept within a `cached_reads` scope
+    _chain_id: int | None
     _revealed: dict[tuple[int, int, str, bytes], str]
     _round_selectors: set[bytes] | None
     _event_names: dict[bytes, str]

@@ -69,10 +69,8 @@ class PeerDirectory:
         if head < self.next_block:
             return 0
         changed = 0
-        entries = []
-        for name in ("NodeRegistered", "PeerInfoUpdated"):
-            entries += self.client.logs(name, from_block=self.next_block, to_block=head)
-        for entry in sorted(entries, key=lambda e: (e.block, e.log_index)):
+        # One eth_getLogs for both kinds, oldest first: this runs at every poll of every daemon.
+        for entry in self.client.logs_of(("NodeRegistered", "PeerInfoUpdated"), self.next_block, head):
             args = entry.args
             peer = Peer(args["node"], args["peerId"], _kept_addrs(args["peerId"], args["multiaddrs"]))
             old = self.by_address.get(peer.address)
