@@ -162,21 +162,29 @@ class Dialer:
     async def dial(
         self, p2p: "P2PNode", peers: list[Peer], suspects: set[str], holders: Sequence[str] = ()
     ) -> list[str]:
-        """Connect to `peers` concurrently within `dial_deadline`; return the IDs of those
-        reached, in the order given. A suspect peer (it failed us last time) is dialled afresh.
+        """Connect to `peers` and return the IDs of those reached, in the order given. A suspect
+        peer (it failed us last time) is dialled afresh.
 
-        Dialling stops early once every peer among `holders` (addresses) is settled and some peer
-        was reached: the other peers are only fallbacks, and a slow one must not hold the fetch."""
+        The holders (addresses) are dialled first, concurrently, within `dial_deadline`; the
+        other peers only when no holder was reached, since they are fallbacks. Else those already
+        connected come along, undialled. Each dial costs a handshake on both sides, and a dial
+        cancelled halfway (as the fallbacks' were once a holder answered) left py-libp2p
+        connections registered on one side only: later streams on them hung for the stall
+        timeout, most of a 16-daemon round (scripts/bench_round.py)."""
+        wanted = set(holders)
+        first = [p for p in peers if p.address in wanted]
+        rest = [p for p in peers if p.address not in wanted]
+        reached = await self._dial_all(p2p, first, suspects) if first else set()
+        if reached:
+            reached |= {p.peer_id for p in rest if p.peer_id not in suspects and p2p.connected(p.peer_id)}
+        else:
+            reached = await self._dial_all(p2p, rest, suspects)
+        return [p.peer_id for p in peers if p.peer_id in reached]
+
+    async def _dial_all(self, p2p: "P2PNode", peers: list[Peer], suspects: set[str]) -> set[str]:
+        """Dial `peers` concurrently, each through its usable addresses in turn, until all are
+        settled or `dial_deadline` passes; the IDs of those reached."""
         reached: set[str] = set()
-        pending_holders = {p.peer_id for p in peers if p.address in set(holders)}
-
-        async def one(peer: Peer) -> None:
-            try:
-                await dial_peer(peer)
-            finally:
-                pending_holders.discard(peer.peer_id)
-                if not pending_holders and reached:
-                    nursery.cancel_scope.cancel()
 
         async def dial_peer(peer: Peer) -> None:
             if peer.peer_id in suspects:
@@ -205,8 +213,8 @@ class Dialer:
         with trio.move_on_after(self.policy.dial_deadline):
             async with trio.open_nursery() as nursery:
                 for peer in peers:
-                    nursery.start_soon(one, peer)
-        return [p.peer_id for p in peers if p.peer_id in reached]
+                    nursery.start_soon(dial_peer, peer)
+        return reached
 
 
 def _kept_addrs(peer_id: str, addrs: Sequence[str]) -> tuple[str, ...]:
