@@ -48,6 +48,10 @@ HOLD_BEFORE_PROPOSE = "FEDLEDGER_TEST_HOLD_BEFORE_PROPOSE"
 ZERO32 = b"\x00" * 32
 
 
+# What the action a step returns says when it drew a round's committee (the simulator trains the
+# members at once on seeing it).
+DREW = "drew a committee"
+
 class ProtocolNode:
     """One node's part in every round of its tasks: `step(task)` takes at most one action."""
 
@@ -139,7 +143,7 @@ class ProtocolNode:
 
         if state.phase == Phase.DRAW:
             members, _ = self.client.draw_committee(task)
-            return self._did(f"task {task} round {r}: drew a committee of {len(members)}")
+            return self._did(f"task {task} round {r}: {DREW} of {len(members)}")
         if state.phase == Phase.PROPOSE:
             if to_checksum_address(self.client.designated_proposer(task, r)) == self.me:
                 return self._propose(task, r, state.attempt, takeover=False)

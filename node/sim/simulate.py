@@ -34,7 +34,7 @@ from node.errors import ChainError, ConfigError, StorageError
 from node.chain.types import Phase
 from node.protocol import Behaviour, Observer, ProtocolNode, node_seed, seeded_salt
 from node.protocol.behaviour import RoundView
-from node.protocol.node import ZERO32
+from node.protocol.node import DREW, ZERO32
 from node.report import SimulationReport
 from node.sim.attacks import AttackBehaviour, Coalition, behaviour_for, parse_roles, protocol_colluders
 from node.sim.record import ChainRecorder, describe
@@ -312,7 +312,7 @@ def run_simulation(
                     acted = True
                     if observer is not None:
                         observer.acted(node, task_id, action)
-                    if DREW in action:  # the commit phase opens: train its members at once
+                    if f": {DREW} " in action:  # the commit phase opens: train its members at once
                         train_ahead(chain, task_id, nodes, pool)
             if not acted:
                 state = chain.round_state(task_id, chain.task_info(task_id).current_round)
@@ -333,7 +333,6 @@ def run_simulation(
         )
 
 
-DREW = ": drew a committee"  # in the action a node's step returns when it draws a round's committee
 
 
 def train_ahead(chain: FedLedgerClient, task: int, nodes: Sequence[ProtocolNode], pool: ThreadPoolExecutor) -> None:

@@ -12,6 +12,7 @@ import torch
 
 from aggregation import model_delta
 from node.apps.native import Evaluation, FedApp, RoundConfig, Scalar
+from node.errors import ConfigError
 from node.training.data import Dataset
 from node.training.model import load_numpy, state_to_numpy
 
@@ -65,8 +66,10 @@ def accuracy(app: FedApp | str, weights: Mapping[str, np.ndarray], data: Dataset
 def trainer_for(spec: "TaskSpec", data: Dataset, test: Dataset | None = None, app: FedApp | None = None) -> "TorchTrainer":
     """The trainer a node uses for a task: the spec's app (`app`, when the caller resolved it
     already) and local training on `data`."""
-    return TorchTrainer(app or spec.model, data, test, epochs=spec.epochs, batch_size=spec.batch_size,
-                        lr=spec.lr, run_config=spec.run_config or {})  # fmt: skip
+    trainer = TorchTrainer(app or spec.model, data, test, epochs=spec.epochs, batch_size=spec.batch_size,
+                           lr=spec.lr, run_config=spec.run_config or {})  # fmt: skip
+    trainer.name = f"app {spec.app or spec.model}"
+    return trainer
 
 
 class TorchTrainer:
@@ -82,6 +85,7 @@ class TorchTrainer:
         lr: float = 0.05,
         run_config: Mapping[str, Scalar] | None = None,
     ) -> None:
+        self.name = f"app {app}" if isinstance(app, str) else "the task's app"
         self.app = _app(app)
         self.data = train
         self.test = test if test is not None else train
@@ -104,19 +108,39 @@ class TorchTrainer:
             return self._train(global_weights, seed, round)
 
     def _train(self, global_weights: Mapping[str, np.ndarray], seed: int, round: int) -> dict[str, np.ndarray]:
-        model = self.app.model()
-        load_numpy(model, dict(global_weights))
         config = RoundConfig(round=round, seed=seed, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
                              run_config=self.run_config)  # fmt: skip
-        self.app.train(model, self.data, config)
-        trained = state_to_numpy(model)
+        with self._users_code("train"):
+            model = self.app.model()
+            load_numpy(model, dict(global_weights))
+            self.app.train(model, self.data, config)
+            trained = state_to_numpy(model)
+        if sorted(trained) != sorted(global_weights):
+            raise ConfigError(f"{self.name}: training changed the model's tensors (now {len(trained)}, "
+                              f"the global model has {len(global_weights)})")  # fmt: skip
+        bad = next((k for k, v in trained.items() if v.dtype.kind == "f" and not np.all(np.isfinite(v))), None)
+        if bad is not None:
+            raise ConfigError(f"{self.name}: training left NaN or infinity in {bad}")
         delta = model_delta(trained, global_weights)
         return {k: delta[k] for k in trained}  # in the state dict's order, which attacks' draws follow
 
     def evaluate(self, weights: Mapping[str, np.ndarray]) -> Evaluation:
         """The app's metrics of `weights` on this node's held-out data."""
-        model = self.app.model()
-        load_numpy(model, dict(weights))
-        with torch.no_grad():
-            metrics = self.app.evaluate(model, self.test)
+        with self._users_code("evaluate"), torch.no_grad():
+            model = self.app.model()
+            load_numpy(model, dict(weights))
+            metrics = dict(self.app.evaluate(model, self.test))
+        if not all(isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) for k, v in metrics.items()):
+            raise ConfigError(f"{self.name}: evaluate must return a dict of metric names to numbers")
         return Evaluation(len(self.test), {k: float(v) for k, v in metrics.items()})
+
+    @contextmanager
+    def _users_code(self, what: str) -> Iterator[None]:
+        """An exception from the app's code (model, train, evaluate, loading the weights into its
+        model) is one ConfigError line: a node sits the round out, a CLI prints the line."""
+        try:
+            yield
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise ConfigError(f"{self.name}: {what} raised {type(exc).__name__}: {str(exc)[:200]}") from None

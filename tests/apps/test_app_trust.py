@@ -37,3 +37,36 @@ def test_a_daemon_runs_its_own_app_or_a_builtin_one(tmp_path):
     from node.apps.builtin import BUILTIN_APPS
 
     assert own is BUILTIN_APPS["digits-mlp"] and builtin is BUILTIN_APPS["mnist-cnn"]
+
+
+def test_a_fedapps_failures_are_one_configerror_line():
+    """A FedLedger app's exception, or NaN left by its training, is a ConfigError naming the app:
+    a daemon sits the round out on it (node/protocol/node.py), the CLI prints it as one line."""
+    import numpy as np
+    import torch
+
+    from node.apps import FedApp
+    from node.apps.builtin import DIGITS_MLP
+    from node.training.model import seeded_state
+    from node.training.trainer import trainer_for
+
+    def exploding(model, data, config):
+        raise RuntimeError("CUDA out of memory")
+
+    def poisoning(model, data, config):
+        with torch.no_grad():
+            next(model.parameters()).fill_(float("nan"))
+
+    train, test = DIGITS_MLP.load_data({"partition-id": 0, "num-partitions": 4})
+    base = seeded_state(DIGITS_MLP.model, 0)
+    spec = TaskSpec(app="mine.py:app", epochs=1)
+    for step, expected in ((exploding, "app mine.py:app: train raised RuntimeError: CUDA out of memory"),
+                           (poisoning, "app mine.py:app: training left NaN or infinity in 0.weight")):  # fmt: skip
+        app = FedApp(DIGITS_MLP.model, DIGITS_MLP.load_data, train=step)
+        with pytest.raises(ConfigError) as caught:
+            trainer_for(spec, train, test, app=app).train(base, seed=1)
+        assert str(caught.value) == expected
+    broken_eval = FedApp(DIGITS_MLP.model, DIGITS_MLP.load_data, evaluate=lambda model, data: {"accuracy": "high"})
+    with pytest.raises(ConfigError, match="evaluate must return a dict of metric names to numbers"):
+        trainer_for(spec, train, test, app=broken_eval).evaluate(base)
+    assert np.isfinite(trainer_for(spec, train, test, app=DIGITS_MLP).train(base, seed=1)["0.weight"]).all()
