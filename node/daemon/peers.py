@@ -167,10 +167,11 @@ class Dialer:
 
         The holders (addresses) are dialled first, concurrently, within `dial_deadline`; the
         other peers only when no holder was reached, since they are fallbacks. Else those already
-        connected come along, undialled. Each dial costs a handshake on both sides, and a dial
-        cancelled halfway (as the fallbacks' were once a holder answered) left py-libp2p
-        connections registered on one side only: later streams on them hung for the stall
-        timeout, most of a 16-daemon round (scripts/bench_round.py)."""
+        connected come along, undialled. Each dial costs a handshake on both sides, and while the
+        fallbacks were dialled alongside and cancelled halfway once a holder answered, fetches of
+        8 and 16 daemons stalled for the stall timeout, 65-261 times a run (most likely streams
+        on connections left registered on one side only), against none since
+        (scripts/bench_round.py, docs/benchmarks.md part (a))."""
         wanted = set(holders)
         first = [p for p in peers if p.address in wanted]
         rest = [p for p in peers if p.address not in wanted]
