@@ -45,7 +45,7 @@ def test_three_daemons_two_rounds_report_and_leave_nothing_running(tmp_path):
     assert proc.returncode == 0, proc.stderr + proc.stdout
     pids = pids_in(proc.stdout)
     assert len(pids) == 4 and not any(alive(p) for p in pids)  # anvil and 3 daemons, all gone
-    assert re.search(r"^round 2/2: 3 updates, test accuracy 0\.\d+, gas [\d,]+, \d+\.\d s$", proc.stdout, re.M)
+    assert re.search(r"^round 2/2: 3 updates, test accuracy 0\.\d+, loss \d+\.\d+, gas [\d,]+, \d+\.\d s$", proc.stdout, re.M)
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["config"]["chain"] == "anvil" and summary["config"]["daemons"] is True
