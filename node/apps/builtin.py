@@ -32,16 +32,21 @@ def partition_of(train: Dataset, test: Dataset, config: NodeConfig) -> tuple[Dat
     training split (IID, or Dirichlet(`partition-alpha`)), and the same-numbered IID part of the
     test split as its held-out data, so the parts of all nodes make up the whole test split."""
     part, parts, seed, alpha = partition_keys(config)
-    key = (id(train), parts, alpha, seed)
-    if key not in _SHARDS:
+    key = (id(train), id(test), parts, alpha, seed)
+    cached = _SHARDS.get(key)
+    # The entry holds the datasets themselves: while it lives their ids cannot be reused by other
+    # data (a caller that loads its data afresh for each node gets a new split, not a stale one).
+    if cached is None or cached[0] is not train or cached[1] is not test:
         if len(_SHARDS) >= 8:
             _SHARDS.clear()
-        _SHARDS[key] = (partition(train, parts, alpha, seed), partition(test, min(parts, len(test)), None, seed))
-    shards, tests = _SHARDS[key]
+        cached = (train, test, partition(train, parts, alpha, seed), partition(test, min(parts, len(test)), None, seed))
+        _SHARDS[key] = cached
+    _train, _test, shards, tests = cached
     return train.subset(shards[part]), test.subset(tests[part % len(tests)])
 
 
-_SHARDS: dict[tuple, tuple[list, list]] = {}  # a simulation's nodes share one split
+# A simulation's nodes share one split: (train, test, train shards, test parts) by the datasets' ids.
+_SHARDS: dict[tuple, tuple[Dataset, Dataset, list, list]] = {}
 
 
 def partition_keys(config: NodeConfig) -> tuple[int, int, int, float | None]:
@@ -81,10 +86,6 @@ class BundledData:
         return self.bundled(config_int(config, "partition-seed", 0))[1]
 
 
-def bundled_or_local(bundled: Callable[[int], tuple[Dataset, Dataset]], app: Callable[[], FedApp]) -> BundledData:
-    return BundledData(bundled, app)
-
-
 @lru_cache(maxsize=4)
 def _digits(seed: int) -> tuple[Dataset, Dataset]:
     return load_digits_split(seed=seed)
@@ -97,14 +98,14 @@ def _digits_mlp() -> nn.Module:
 
 DIGITS_MLP = FedApp(
     model=_digits_mlp,
-    load_data=bundled_or_local(_digits, lambda: DIGITS_MLP),
+    load_data=BundledData(_digits, lambda: DIGITS_MLP),
     input_shape=(64,),
     num_classes=10,
 )
 
 MNIST_CNN = FedApp(
     model=mnist_cnn,
-    load_data=bundled_or_local(load_mnist_split, lambda: MNIST_CNN),
+    load_data=BundledData(load_mnist_split, lambda: MNIST_CNN),
     input_shape=(1, 28, 28),
     num_classes=10,
 )
@@ -112,7 +113,7 @@ MNIST_CNN = FedApp(
 # ResNet-18 on the same MNIST split: ~11.2M parameters, for scale tests.
 RESNET18 = FedApp(
     model=resnet18,
-    load_data=bundled_or_local(load_mnist_split, lambda: RESNET18),
+    load_data=BundledData(load_mnist_split, lambda: RESNET18),
     input_shape=(1, 28, 28),
     num_classes=10,
 )
