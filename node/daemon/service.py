@@ -76,6 +76,7 @@ class Daemon:
         self.loop = TaskLoop(config, account, self.metrics, self.gossip, exit_when_done)
         self.history = History(account.address)  # what the dashboard plots (GET /), bounded
         self.history.on_evaluated = self._evaluated
+        self.loop.on_move = self.history.moved
         self.p2p: P2PNode | None = None
         self.peers: PeerDirectory | None = None
         self.worker: ProtocolNode | None = None
@@ -85,6 +86,7 @@ class Daemon:
     # -- status -------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
+        self.history.asked()  # someone watches: the history follows the chain every second for a while
         worker = self.worker
         return {
             "node": self.account.address,
