@@ -27,9 +27,14 @@ Reproducibility. Around every call into the app torch runs on one thread, and th
 numpy and `random` generators are seeded with the call's seed and restored after, so an app
 that shuffles with them (`DataLoader(shuffle=True)`) trains the same delta from the same seed.
 
-Trained tensors are checked before they leave: the names and shapes sent, the dtype sent (a
-float array for a float32 or float16 tensor is rounded to it, as numpy apps often compute in
-float64), finite floats. Anything wrong, and any exception in user code, is one ConfigError line
+Dtypes. float32, float16 and integer tensors reach the app in their dtype. numpy has no
+bfloat16 and Flower's `Array` is built through numpy (`Array(torch_tensor)` fails on one), so a
+bfloat16 tensor reaches the app as its float32 values, exact (docs/formats.md).
+
+Trained tensors are checked before they leave: the names and shapes sent, the dtype (a float
+array for a float tensor is rounded to the tensor's dtype, to nearest, ties to even, once: numpy
+apps often compute in float64, and get bfloat16 as float32), finite floats. Anything wrong, and
+anything user code raises (SystemExit too, not KeyboardInterrupt), is one ConfigError line
 `app REF: ...`.
 """
 
@@ -52,8 +57,8 @@ from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.compat.common import recorddict_compat as compat
 
 from aggregation import model_delta
-from aggregation.dtypes import FLOATS, as_float32, code_of
-from node.apps.native import Evaluation, NodeConfig
+from aggregation.dtypes import FLOATS, MODEL_DTYPES, as_float32, bfloat16_from_bits, code_of
+from node.apps.native import USER_ERRORS, Evaluation, NodeConfig, raised
 from node.errors import ConfigError
 from node.taskspec import SPEC_LIMITS
 
@@ -96,7 +101,7 @@ class FlowerTrainer:
         config = self._config(round, seed)
         if self.legacy:
             names = self._positions(global_weights)
-            ins = FitIns(ndarrays_to_parameters([global_weights[n] for n in names]), config)
+            ins = FitIns(ndarrays_to_parameters(_sendable(global_weights, names)), config)
             content = self._send(MessageType.TRAIN, compat.fitins_to_recorddict(ins, keep_input=False), round, seed, "fit")
             res = self._read("fit", lambda: compat.recorddict_to_fitres(content, keep_input=False))
             self._status("fit", res.status)
@@ -119,7 +124,7 @@ class FlowerTrainer:
         seed = self.round  # evaluation is seeded too, so it reads the same on every run
         config = self._config(self.round, seed)
         if self.legacy:
-            ins = EvaluateIns(ndarrays_to_parameters([weights[n] for n in self._positions(weights)]), config)
+            ins = EvaluateIns(ndarrays_to_parameters(_sendable(weights, self._positions(weights))), config)
             content = self._send(MessageType.EVALUATE, compat.evaluateins_to_recorddict(ins, keep_input=False), self.round, seed, "evaluate")
             res = self._read("evaluate", lambda: compat.recorddict_to_evaluateres(content))
             self._status("evaluate", res.status)
@@ -136,19 +141,43 @@ class FlowerTrainer:
         if not self.legacy:
             raise ConfigError(f"{self.name}: a Message-API ClientApp has no initial parameters to ask for; "
                               "give the initial model with --model REF or --initial-model FILE")  # fmt: skip
+        weights = self._own_parameters(seed, hint="; give the initial model with --model REF or --initial-model FILE")
+        assert weights is not None
+        for name, array in weights.items():
+            self._check_array(name, array)
+        return weights
+
+    def pinned_parameters(self, seed: int = 0) -> dict[str, np.ndarray] | None:
+        """The app's own parameters as it would send them for the tensors the spec pins (a float
+        array rounded to its pinned float dtype), to compare with the pin before any round;
+        ConfigError if their count differs. None when the app cannot say without training:
+        a Message-API app (Flower's strategies send it the initial arrays; no message asks it
+        for its own), or a NumPyClient without get_parameters. Its first train reply is then
+        checked like every reply, and a mismatch is a round sat out with one logged line."""
+        pinned = self.spec.pinned()
+        if not self.legacy or pinned is None:
+            return None
+        weights = self._own_parameters(seed)
+        if weights is None:
+            return None
+        return {name: _as_pinned(array, pinned[name][1]) if isinstance(array, np.ndarray) else array
+                for name, array in weights.items()}  # fmt: skip
+
+    def _own_parameters(self, seed: int, hint: str | None = None) -> dict[str, np.ndarray] | None:
+        """The app's get_parameters reply, named by the spec's pin (or by position). A NumPyClient
+        without get_parameters: ConfigError if `hint` is given, else None."""
         content = compat.getparametersins_to_recorddict(GetParametersIns(config=self._config(0, seed)))
         content = self._send(MessageTypeLegacy.GET_PARAMETERS, content, 0, seed, "get_parameters")
         res = self._read("get_parameters", lambda: compat.recorddict_to_getparametersres(content, keep_input=False))
-        self._status("get_parameters", res.status, hint="; give the initial model with --model REF or --initial-model FILE")
+        if hint is None and res.status.code == Code.GET_PARAMETERS_NOT_IMPLEMENTED:
+            return None
+        self._status("get_parameters", res.status, hint=hint or "")
         arrays = self._read("get_parameters", lambda: parameters_to_ndarrays(res.parameters))
         pinned = self.spec.pinned()
         if pinned is not None and len(pinned) != len(arrays):
             raise ConfigError(f"{self.name}: get_parameters returned {len(arrays)} arrays, the task pins {len(pinned)}")
         names = list(pinned) if pinned is not None else [f"param_{i:04d}" for i in range(len(arrays))]
-        weights = dict(zip(names, arrays))
-        for name, array in weights.items():
-            self._check_array(name, array)
-        return weights
+        return dict(zip(names, arrays))
 
     # -- messages -------------------------------------------------------------------------------
 
@@ -162,7 +191,7 @@ class FlowerTrainer:
         return {"server-round": round, "seed": seed, **self.hyper}
 
     def _message_content(self, weights: Weights, config: Mapping[str, Any]) -> RecordDict:
-        arrays = ArrayRecord({name: Array(np.asarray(a)) for name, a in weights.items()})
+        arrays = ArrayRecord({name: Array(a) for name, a in zip(weights, _sendable(weights, list(weights)))})
         return RecordDict({"arrays": arrays, "config": ConfigRecord(dict(config))})
 
     def _send(self, message_type: str, content: RecordDict, round: int, seed: int, what: str) -> RecordDict:
@@ -176,8 +205,8 @@ class FlowerTrainer:
         with _isolated(seed):
             try:
                 reply = self.app(message, context)
-            except Exception as exc:  # the user's code: whatever it raises is one line
-                raise ConfigError(f"{self.name}: {what} raised {type(exc).__name__}: {_line(exc)}") from None
+            except USER_ERRORS as exc:  # the user's code: whatever it raises is one line, sys.exit too
+                raise ConfigError(f"{self.name}: {what} {raised(exc)}") from None
         if not isinstance(reply, Message):
             raise ConfigError(f"{self.name}: {what} returned a {type(reply).__name__}, not a Flower Message")
         if reply.has_error():
@@ -233,12 +262,9 @@ class FlowerTrainer:
                 raise ConfigError(f"{self.name}: tensor {name} came back as a {type(after).__name__}, not an array")
             if after.shape != before.shape:
                 raise ConfigError(f"{self.name}: tensor {name} came back with shape {list(after.shape)}, not {list(before.shape)}")
+            after = _as_pinned(after, code_of(before))
             if after.dtype != before.dtype:
-                if code_of(before) in ("F32", "F16") and after.dtype.kind == "f":
-                    with np.errstate(over="ignore"):  # an overflow is caught below as infinite
-                        after = after.astype(before.dtype)
-                else:
-                    raise ConfigError(f"{self.name}: tensor {name} came back as {after.dtype}, not {before.dtype}")
+                raise ConfigError(f"{self.name}: tensor {name} came back as {after.dtype}, not {_dtype_name(before)}")
             out[name] = self._check_array(name, after)
         return out
 
@@ -271,6 +297,49 @@ def _isolated(seed: int) -> Iterator[None]:
         torch.random.set_rng_state(states[0])
         np.random.set_state(states[1])
         random.setstate(states[2])
+
+
+def _sendable(weights: Weights, names: list[str]) -> list[np.ndarray]:
+    """The arrays an app is sent, in the order of `names`: a bfloat16 tensor as its float32
+    values (exact; numpy has no bfloat16, and Flower's Array is built through numpy), every other
+    dtype as it is."""
+    return [as_float32(weights[n], "BF16") if code_of(weights[n]) == "BF16" else np.asarray(weights[n]) for n in names]
+
+
+def _as_pinned(array: np.ndarray, code: str) -> np.ndarray:
+    """A float array an app returned for a float tensor, in the tensor's dtype `code`, rounded to
+    nearest, ties to even, once (apps often compute in float64, and get bfloat16 as float32);
+    any other array as it is, for the caller to refuse if it is not the pinned dtype."""
+    if code not in FLOATS or array.dtype.kind != "f" or array.dtype == MODEL_DTYPES[code]:
+        return array
+    if code == "BF16":
+        return bfloat16_nearest(array)
+    with np.errstate(over="ignore"):  # an overflow is refused later as infinite
+        return array.astype(MODEL_DTYPES[code])
+
+
+def bfloat16_nearest(values: np.ndarray) -> np.ndarray:
+    """The bfloat16 values nearest to float `values`, ties to even, as a `BFLOAT16` array; NaN
+    stays NaN, what overflows is infinite. Rounded once: a wider float is first rounded to
+    float32 by round-to-odd, after which rounding to the 8 bits of bfloat16 is exact
+    [Boldo & Melquiond, "Emulation of FMA and correctly rounded sums", 2008]. Integer bit
+    arithmetic on the float32 patterns: the same bits on any CPU."""
+    wide = np.asarray(values)
+    with np.errstate(over="ignore", invalid="ignore"):
+        single = wide.astype(np.float32)
+        bits = single.view(np.uint32).astype(np.uint32)
+        if wide.dtype.itemsize > 4:  # round-to-odd: truncate towards zero, an inexact result's last bit set
+            back = single.astype(wide.dtype)
+            inexact = back != wide
+            bits = np.where(inexact & (np.abs(back) > np.abs(wide)), bits - np.uint32(1), bits)
+            bits = np.where(inexact, bits | np.uint32(1), bits)
+    rounded = (bits + (np.uint32(0x7FFF) + ((bits >> 16) & np.uint32(1)))) >> 16
+    rounded = np.where(np.isnan(wide), np.uint32(0x7FC0), rounded)  # a NaN's payload could carry it to 0
+    return bfloat16_from_bits(rounded.astype(np.uint16)).reshape(wide.shape)
+
+
+def _dtype_name(array: np.ndarray) -> str:
+    return "bfloat16" if code_of(array) == "BF16" else str(array.dtype)
 
 
 def _id_of(data: bytes) -> int:

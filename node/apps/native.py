@@ -22,16 +22,44 @@ into the weight delta the node publishes.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Union
+from typing import Callable, Iterator, Mapping, Union
 
 import numpy as np
 import torch
 from torch import nn
 
+from node.errors import ConfigError
+
 
 Scalar = Union[int, float, str, bool]
 NodeConfig = Mapping[str, Scalar]
+
+# What an app's code (FedApp or Flower) may raise that the node turns into one line: its
+# exceptions, and SystemExit, so that an app's sys.exit neither ends a daemon nor ends
+# `simulate` silently. KeyboardInterrupt is not one: it is the operator's Ctrl-C.
+USER_ERRORS = (Exception, SystemExit)
+
+
+def raised(exc: BaseException) -> str:
+    """`raised Kind: message` on one line; a SystemExit by its code: `raised SystemExit(3)`."""
+    if isinstance(exc, SystemExit):
+        return f"raised SystemExit({str(repr(exc.code))[:200]})"
+    return f"raised {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+
+
+@contextmanager
+def users_code(name: str, what: str) -> Iterator[None]:
+    """An error from the app's code is one ConfigError line `{name}: {what} raised ...`: a node
+    sits the round out, a CLI prints the line. A ConfigError (the node's own helpers, called by
+    the app) keeps its line."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except USER_ERRORS as exc:
+        raise ConfigError(f"{name}: {what} {raised(exc)}") from None
 
 
 @dataclass(frozen=True)

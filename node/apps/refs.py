@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from node.apps.native import USER_ERRORS, raised
 from node.errors import ConfigError
 
 MAX_REF = 256
@@ -39,8 +40,8 @@ def load_ref(ref: str, base_dir: Path | None = None) -> Any:
         raise
     except SyntaxError as exc:
         raise ConfigError(f"app {ref}: {exc.filename}:{exc.lineno}: syntax error: {exc.msg}") from None
-    except Exception as exc:  # whatever the user's module raises while it is imported
-        raise ConfigError(f"app {ref} does not import: {type(exc).__name__}: {str(exc)[:200]}") from None
+    except USER_ERRORS as exc:  # whatever the user's module raises while it is imported, sys.exit too
+        raise ConfigError(f"app {ref} does not import: {raised(exc).removeprefix('raised ')}") from None
     obj: Any = module
     for part in attr.split("."):
         try:

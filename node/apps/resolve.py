@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import numpy as np
 
 from node.apps.builtin import BUILTIN_APPS, builtin_app
-from node.apps.native import FedApp, NodeConfig
+from node.apps.native import USER_ERRORS, FedApp, NodeConfig, raised, users_code
 from node.apps.refs import load_ref
 from node.errors import ConfigError
 
@@ -63,8 +63,12 @@ def node_trainer(
 
     app = app_of(spec, ref, base_dir, trust_spec=trust_spec)
     if isinstance(app, FedApp):
-        train, test = app.load_data(node_config)
-        return trainer_for(spec, train, test, app=app)
+        name = f"app {ref or spec.app or spec.model}"
+        with users_code(name, "load_data"):
+            train, test = app.load_data(node_config)
+        trainer = trainer_for(spec, train, test, app=app)
+        trainer.name = name
+        return trainer
     from node.apps.flower import FlowerTrainer
 
     return FlowerTrainer(app, spec, node_config, ref)
@@ -84,19 +88,53 @@ def initial_model(
     `seed`, or a Flower app's own initial parameters (NumPyClient.get_parameters)."""
     from node.training.model import seeded_state
 
-    if initial_file is not None:
-        return load_safetensors(Path(initial_file), spec.max_update_bytes)
-    if model_ref is not None:
-        make = load_ref(model_ref, base_dir)
-        if not callable(make):
-            raise ConfigError(f"--model {model_ref} is a {type(make).__name__}, not a callable that returns an nn.Module")
-        return seeded_state(lambda: _module_of(make, model_ref), seed)
+    if initial_file is not None or model_ref is not None:
+        if initial_file is not None:
+            weights = load_safetensors(Path(initial_file), spec.max_update_bytes)
+        else:
+            make = load_ref(model_ref, base_dir)
+            if not callable(make):
+                raise ConfigError(f"--model {model_ref} is a {type(make).__name__}, not a callable that returns an nn.Module")
+            weights = seeded_state(lambda: _module_of(make, model_ref), seed)
+        # The model comes from elsewhere than the app: the app must train these very tensors.
+        why = app_misfit(app_of(spec, base_dir=base_dir), pinned_spec(spec, weights), node_config or {})
+        if why is not None:
+            what = f"--model {model_ref}" if model_ref is not None else f"--initial-model {initial_file}"
+            raise ConfigError(f"{what} does not fit {_name_of(spec)}: {why}")
+        return weights
     app = app_of(spec, base_dir=base_dir)
     if isinstance(app, FedApp):
-        return seeded_state(app.model, seed)
+        with users_code(_name_of(spec), "model"):
+            return seeded_state(app.model, seed)
     from node.apps.flower import FlowerTrainer
 
     return FlowerTrainer(app, spec, dict(node_config or {})).initial_weights(seed)
+
+
+def app_misfit(app: Any, spec: "TaskSpec", node_config: NodeConfig, ref: str | None = None) -> str | None:
+    """Why the tensors `app` trains are not those `spec` pins, as far as they can be known before
+    a round (None: they fit, the spec pins none, or the app cannot say before it trains: see
+    `FlowerTrainer.pinned_parameters`). A FedApp's model is built; a Flower NumPyClient is asked
+    for its parameters, as Flower's server asks one client for the initial ones."""
+    if spec.pinned() is None:
+        return None
+    if isinstance(app, FedApp):
+        from node.training.model import seeded_state
+
+        with users_code(f"app {ref or spec.app or spec.model}", "model"):
+            weights = seeded_state(app.model, 0)
+    else:
+        from node.apps.flower import FlowerTrainer
+
+        weights = FlowerTrainer(app, spec, dict(node_config), ref).pinned_parameters()
+        if weights is None:
+            return None
+    why = misfit(weights, spec)
+    return None if why is None else f"the app's model does not fit the task: {why}"
+
+
+def _name_of(spec: "TaskSpec") -> str:
+    return f"app {spec.app or spec.model}"
 
 
 def _module_of(make: Any, ref: str) -> Any:
@@ -104,8 +142,8 @@ def _module_of(make: Any, ref: str) -> Any:
 
     try:
         module = make()
-    except Exception as exc:
-        raise ConfigError(f"--model {ref} raised {type(exc).__name__}: {str(exc)[:200]}") from None
+    except USER_ERRORS as exc:
+        raise ConfigError(f"--model {ref} {raised(exc)}") from None
     if not isinstance(module, nn.Module):
         raise ConfigError(f"--model {ref} returned a {type(module).__name__}, not an nn.Module")
     return module
@@ -141,6 +179,7 @@ def misfit(weights: Mapping[str, np.ndarray], spec: "TaskSpec") -> str | None:
     if pinned is None:
         return None
     from aggregation.dtypes import code_of
+    from aggregation.errors import EncodeError
 
     if set(weights) != set(pinned):  # by name: a decoded model file lists its tensors sorted
         missing = [n for n in pinned if n not in weights][:3]
@@ -148,8 +187,12 @@ def misfit(weights: Mapping[str, np.ndarray], spec: "TaskSpec") -> str | None:
         return f"the model's tensors are not the task's (missing {missing}, unexpected {extra})"
     for name, array in weights.items():
         shape, dtype = pinned[name]
-        if tuple(array.shape) != shape or code_of(array) != dtype:
-            return f"tensor {name} is {code_of(array)}{list(array.shape)}, the task pins {dtype}{list(shape)}"
+        try:
+            code = code_of(array)
+        except EncodeError:  # an app's array of a dtype no model file carries
+            code = str(np.asarray(array).dtype)
+        if tuple(np.shape(array)) != shape or code != dtype:
+            return f"tensor {name} is {code}{list(np.shape(array))}, the task pins {dtype}{list(shape)}"
     return None
 
 

@@ -153,19 +153,19 @@ def data_misfit(config: NodeConfig, spec: TaskSpec) -> str | None:
     """Why this node's app and data cannot train `spec`'s task: the data does not fit the app's
     model, or the app's model is not the tensors the task pins (None: they can). A task whose
     app the node lacks is judged by `app_problem` first."""
-    from node.apps.native import FedApp
-    from node.apps.resolve import app_of, misfit
-    from node.training.model import seeded_state
+    from node.apps.native import FedApp, users_code
+    from node.apps.resolve import app_misfit, app_of
 
     try:
         app = app_of(spec, config.app_ref, config.path.parent, trust_spec=False)
-        if not isinstance(app, FedApp):  # a Flower app's tensors are known once it trains; each reply is checked
-            return None
-        app.load_data(config.node_config())
-        why = misfit(seeded_state(app.model, 0), spec)
+        if isinstance(app, FedApp):
+            with users_code(f"app {config.app_ref or spec.app or spec.model}", "load_data"):
+                app.load_data(config.node_config())
+        # A Flower NumPyClient is asked for its parameters; a Message-API app cannot be asked
+        # without training, so its first round's reply is checked (a mismatch: a logged refusal).
+        return app_misfit(app, spec, config.node_config(), config.app_ref)
     except ConfigError as exc:
         return str(exc)
-    return None if why is None else f"the app's model does not fit the task: {why}"
 
 
 def cause(group: BaseExceptionGroup) -> BaseException:

@@ -4,14 +4,14 @@ through the task's app (node/apps/native.py), and the app's evaluation of a mode
 from __future__ import annotations
 
 import threading
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Iterator, Mapping
 
 import numpy as np
 import torch
 
 from aggregation import model_delta
-from node.apps.native import Evaluation, FedApp, RoundConfig, Scalar
+from node.apps.native import Evaluation, FedApp, RoundConfig, Scalar, users_code
 from node.errors import ConfigError
 from node.training.data import Dataset
 from node.training.model import load_numpy, state_to_numpy
@@ -134,13 +134,7 @@ class TorchTrainer:
             raise ConfigError(f"{self.name}: evaluate must return a dict of metric names to numbers")
         return Evaluation(len(self.test), {k: float(v) for k, v in metrics.items()})
 
-    @contextmanager
-    def _users_code(self, what: str) -> Iterator[None]:
-        """An exception from the app's code (model, train, evaluate, loading the weights into its
-        model) is one ConfigError line: a node sits the round out, a CLI prints the line."""
-        try:
-            yield
-        except ConfigError:
-            raise
-        except Exception as exc:
-            raise ConfigError(f"{self.name}: {what} raised {type(exc).__name__}: {str(exc)[:200]}") from None
+    def _users_code(self, what: str) -> AbstractContextManager[None]:
+        """An error from the app's code (model, train, evaluate, loading the weights into its
+        model), SystemExit included, is one ConfigError line (node/apps/native.py `users_code`)."""
+        return users_code(self.name, what)
