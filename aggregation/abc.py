@@ -94,7 +94,8 @@ def _is_real(value: object) -> bool:
 class RuleOptions:
     """Options of the rules; each rule reads the ones it needs (see rules.OPTIONS)."""
 
-    # FedAvg and Multi-Krum weights are min(num_samples, max_samples); None = uncapped.
+    # FedAvg and Multi-Krum weights are min(num_samples, max_samples, SAMPLE_CAP_FACTOR x the
+    # round's median claim) (fedavg.sample_weights); None = no cap but the median one.
     max_samples: int | None = None
     # trimmed-mean: the fraction BETA in [0, 0.5); int(BETA * n) values are
     # dropped from each end of every coordinate.

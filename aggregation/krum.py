@@ -6,7 +6,9 @@ score of update i is the sum of its squared Euclidean distances to its
 n - f - 2 nearest other updates; Multi-Krum keeps the m updates with the
 lowest scores and averages them. As in Flower's `aggregate_krum`, the
 neighbour count is max(1, n - f - 2) and the kept updates are averaged
-weighted by their sample counts (capped by `max_samples`, like FedAvg).
+weighted by their sample counts, capped as in FedAvg (`fedavg.sample_weights`:
+the median is over all the updates of the round, not only the kept ones, so a
+selection cannot be steered to raise the cap).
 
 The squared distances are exact integers (from `fixedpoint.exact_gram`), so
 the selection is the same on every machine; equal scores are broken by the
@@ -64,6 +66,6 @@ def aggregate(updates: Sequence[FixedUpdate], options: RuleOptions, /) -> dict[s
         raise AggregationError("multi-krum needs the number of Byzantine updates (f) and of updates to keep (m)")
     chosen = sorted(select(updates, options.f, options.m))
     kept = [updates[i] for i in chosen]
-    weights = sample_weights(kept, options.max_samples)
+    weights = sample_weights(kept, options.max_samples, updates)
     keys = sorted(updates[0].tensors)
     return {key: weighted_mean([u.tensors[key] for u in kept], weights) for key in keys}

@@ -33,6 +33,7 @@ with warnings.catch_warnings():
     from flwr.server.strategy.aggregate import aggregate, aggregate_krum, aggregate_median, aggregate_trimmed_avg
 
 from aggregation.abc import FixedUpdate, RuleOptions
+from aggregation.fedavg import SAMPLE_CAP_FACTOR, lower_median
 from aggregation.fixedpoint import FRACTION_BITS, to_fixed
 from aggregation.rules import apply_rule
 
@@ -67,7 +68,10 @@ def flower_on(
     def convert(x: np.ndarray) -> np.ndarray:
         return to_fixed(x) * QUANTUM if grid else x.astype(np.float64)
 
-    return fn([([convert(u[k]) for k in KEYS], s) for u, s in zip(updates, samples)])
+    # Flower weights by the raw counts; ours caps them at SAMPLE_CAP_FACTOR x the median claim
+    # (#16), a protocol rule rather than arithmetic, so Flower is given the capped counts.
+    cap = SAMPLE_CAP_FACTOR * lower_median(samples)
+    return fn([([convert(u[k]) for k in KEYS], min(s, cap)) for u, s in zip(updates, samples)])
 
 
 def gap_in_quanta(mine: list[np.ndarray], theirs: list[np.ndarray]) -> float:
@@ -124,7 +128,8 @@ def test_rules_match_flower_in_float32_within_its_own_rounding(rule: str) -> Non
 
     # Execute
     mine = ours(rule, options, updates, samples)
-    theirs = flower([([u[k] for k in KEYS], s) for u, s in zip(updates, samples)])
+    cap = SAMPLE_CAP_FACTOR * lower_median(samples)
+    theirs = flower([([u[k] for k in KEYS], min(s, cap)) for u, s in zip(updates, samples)])
 
     # Assert
     largest = max(float(np.max(np.abs(u[k]))) for u in updates for k in KEYS)

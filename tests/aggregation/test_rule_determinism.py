@@ -25,8 +25,11 @@ SCRIPT = Path(__file__).with_name("rule_rounds.py")
 
 # Generated once from rule_rounds.py; name -> (model sha256, model CID, scores in WAD).
 # Scores are cosines relative to the round's median one (aggregation.scores); under fedavg the
-# attacker's 10**6 samples capture the aggregate, the honest cosines are all 0, so the median is
-# 0 and nobody is credited, the captor included. Update 6 repeats update 1: both score 0.
+# attacker's 10**6 samples, capped at 300 (max_samples), still capture the aggregate: its delta is
+# -10x the honest direction, the honest cosines are all 0, so the median is 0 and nobody is
+# credited, the captor included. fedavg+clip has no max_samples: the attacker counts as 5 median
+# claims (1,500 of 3,200, #16), clipping takes away its 10x, and honest 2-4 are credited (before
+# the median cap it had 10**6 and all scored 0). Update 6 repeats update 1: both score 0.
 GOLDEN: dict[str, tuple[str, str, list[int]]] = {
     "fedavg": (
         "340d099c4b8253958bf414f9c273e341e9f8f315a0d112812148d9a1d66eb569",
@@ -49,9 +52,9 @@ GOLDEN: dict[str, tuple[str, str, list[int]]] = {
         [973444649221876297, 0, 1000000000000000000, 1000000000000000000, 1000000000000000000, 0, 0],
     ),
     "fedavg+clip": (
-        "e7f0266c4d05efd81d8f41e6fa8ff732680428254a908548c563c4f62ca46272",
-        "bafkreihh6atgytif57mb3d2b435i75zsnaccqjkksccurrldyt3czjdcoi",
-        [0, 0, 0, 0, 0, 0, 0],
+        "03beee8524efefd3b1b19fa91eac549ddc437deaa6400f186c421f7edfcc787c",
+        "bafkreiadx3xikjhp57j3dmm7vepkyve53rbx32vgiahrq3ccd57n7tdypq",
+        [0, 0, 1000000000000000000, 1000000000000000000, 1000000000000000000, 0, 0],
     ),
     "median+clip": (
         "d6dd08eb530720831bdda4d597368f97de79003018836f5e44a62bf93f59f41e",
