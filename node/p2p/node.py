@@ -39,6 +39,7 @@ from node.p2p.block_server import BlockServer
 from node.p2p.blocks import BLOCKS_PROTOCOL, ProviderFault
 from node.p2p.gossip import Announcement, accept, topic_for_task
 from node.p2p.identity import load_or_create_identity, peer_id_of
+from node.p2p.yamux import batch_window_updates
 from node.storage.unixfs import DEFAULT_MAX_FETCH_BYTES
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ class P2PNode:
         """Serve blocks from `store` and fetch into it (the embedded blockstore or a kubo daemon).
 
         `block_source` overrides what is served (default: the store's verified reads)."""
+        batch_window_updates()  # one WINDOW_UPDATE per half window consumed, not per read (node/p2p/yamux.py)
         self.config = config
         self.store = store
         self.is_registered = is_registered
