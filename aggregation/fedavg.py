@@ -22,13 +22,13 @@ from aggregation.fixedpoint import weighted_mean, weighted_mean_float32
 
 
 # A claim counts for at most this many times the round's median claim (issue #16). The task's
-# max_samples alone (2**20 by default, ~2,900 honest digits shards) let one node that claims 10**6
-# samples, on chain and in its file alike, outweigh everyone else. With the cap, one liar among n
-# weighs at most as much as SAMPLE_CAP_FACTOR median shards: for 7 honest equal shards, a share of
-# at most 5/12, and never more than the honest updates together while it is one of >= 10 updates.
+# max_samples alone (2**20 by default, ~8,700 of the grid's 120-sample shards) let one node
+# claiming 10**6 samples, on chain and in its file alike, outweigh everyone else. With the cap,
+# one liar among n weighs at most as much as SAMPLE_CAP_FACTOR median shards: for 7 honest equal
+# shards a share of at most 5/12, and less than the honest updates together when n >= 10.
 # A majority of liars moves the median itself, so this bounds a minority only.
 # Chosen from the shards honest nodes get (12 digits nodes, partition-seed 7, the robustness grid;
-# lower median in brackets; scripts print them with node.training.data.partition):
+# lower median in brackets; test_sample_cap recomputes them from node.training.data.partition):
 #   iid            120 x10, 119 x2                              (120)  max/median 1.00
 #   dirichlet-0.5  72 143 248 71 108 64 194 34 202 78 149 75    (78)   max/median 3.18
 #   dirichlet-0.1  119 92 107 65 136 64 113 144 157 99 130 212  (113)  max/median 1.88

@@ -45,7 +45,7 @@ class TaskSpec:
     epochs: int = 5  # local epochs per round
     batch_size: int = 32
     lr: float = 0.05
-    max_samples: int = 2**20  # fedavg weight cap per update (SPEC §5)
+    max_samples: int = 2**20  # fedavg/multi-krum weight cap per update; also 5x the round median (aggregation.fedavg)
     max_update_bytes: int = 64 * 2**20  # larger updates are rejected unread
     # Rule options (SPEC §5); which ones a rule takes is checked by aggregation.rules.
     trim: float | None = None  # trimmed-mean: fraction cut from each end of every coordinate
