@@ -31,6 +31,11 @@ _OFFER_TTL = 30.0
 # asking again and again (and never connecting) must not grow the table without bound.
 _MAX_OFFERS = 256
 _MAX_OFFERS_PER_PEER = 4
+# A DAG of one block this size or less (a small model: 69 KB for digits-mlp) goes inline even
+# when the direct channel is asked for: a TCP connection, a token and an AES key per fetch cost
+# more than the block, and with 16 daemons each attester fetches 15 updates a round. It is one
+# yamux window (256 KiB), so the sender never waits for credit.
+_INLINE_MAX = 256 * 1024
 
 
 @dataclass
@@ -103,8 +108,9 @@ class BlockServer:
             with trio.fail_after(30):
                 request = json.loads(await libp2p_reader(stream).read_frame(MAX_CONTROL))
             root = parse_cid(request["root"])
-            await trio.to_thread.run_sync(self.get_block, str(root))  # do we hold the root at all?
-            if request.get("direct") and self.direct_host is not None and self.direct_port:
+            first = await trio.to_thread.run_sync(self.get_block, str(root))  # do we hold the root at all?
+            small = len(first) <= _INLINE_MAX and not block_links(root, first)
+            if request.get("direct") and self.direct_host is not None and self.direct_port and not small:
                 token, key = os.urandom(_TOKEN_LEN), AESGCM.generate_key(bit_length=256)
                 self._add_offer(token, _Offer(root, key, peer, trio.current_time() + _OFFER_TTL))
                 await stream.write(control_message({"port": self.direct_port, "token": token.hex(), "key": key.hex()}))
@@ -114,7 +120,7 @@ class BlockServer:
                 async def send(frame: bytes) -> None:
                     await stream.write(frame)
 
-                await self._send_dag(root, send, None)
+                await self._send_dag(root, send, None, first)
         except (StorageError, KeyError, ValueError, TypeError) as exc:
             try:
                 await stream.write(control_message({"error": str(exc)}))
@@ -144,13 +150,19 @@ class BlockServer:
         finally:
             await sock.aclose()
 
-    async def _send_dag(self, root: Cid, send: Callable[[bytes], Awaitable[None]], aead: AESGCM | None) -> None:
-        """Send every block under `root` in pre-order, the order the fetcher verifies in."""
+    async def _send_dag(
+        self, root: Cid, send: Callable[[bytes], Awaitable[None]], aead: AESGCM | None, first: bytes | None = None
+    ) -> None:
+        """Send every block under `root` in pre-order, the order the fetcher verifies in (`first`:
+        the root's block, already read)."""
         stack = [root]
         counter = 0
         while stack:
             cid = stack.pop()
-            block = await trio.to_thread.run_sync(self.get_block, str(cid))
+            if cid is root and first is not None:
+                block = first
+            else:
+                block = await trio.to_thread.run_sync(self.get_block, str(cid))
             stack.extend(reversed(block_links(cid, block)))
             if aead is not None:
                 block = aead.encrypt(frame_nonce(counter), block, None)

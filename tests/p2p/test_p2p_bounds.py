@@ -52,10 +52,11 @@ def test_unregistered_peer_is_not_served(tmp_path: Path) -> None:
 
 
 def test_direct_offers_stay_bounded(tmp_path: Path) -> None:
-    # Prepare: A holds content; we ask for it over the direct channel again and again, never connecting
+    # Prepare: A holds content (of several blocks: one small block is sent inline); we ask for it
+    # over the direct channel again and again, never connecting
     asks = 40
     with peer_processes(tmp_path, ()) as (a,):
-        cid = a.call("put", size=1000, seed=2)["cid"]
+        cid = a.call("put", size=MB, seed=2)["cid"]
         node = P2PNode(P2PConfig(tmp_path / "me"), EmbeddedStorage(tmp_path / "me" / "ipfs"), lambda peer: True)
         offers: list[int] = []
 

@@ -1,4 +1,5 @@
-"""Yamux credit in batches (node/p2p/yamux.py), between two real libp2p nodes in one process.
+"""Yamux credit in batches (node/p2p/yamux.py) and small DAGs sent inline (block_server.py),
+between two real libp2p nodes in one process.
 
 What must hold: bulk data over yamux (an inline block transfer, several windows long) and a
 burst of gossip still arrive whole, while the receiver sends a WINDOW_UPDATE per half window
@@ -39,11 +40,11 @@ def updates(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     batch_window_updates()  # what every P2PNode installs; a test that removed it puts it back
 
 
-def _pair(tmp_path: Path, body):  # type: ignore[no-untyped-def]
-    """Two connected nodes, blocks inline over yamux (no direct channel); returns `await body(a, b)`."""
+def _pair(tmp_path: Path, body, direct: bool = False):  # type: ignore[no-untyped-def]
+    """Two connected nodes, blocks inline over yamux unless `direct`; returns `await body(a, b)`."""
 
     async def main():  # type: ignore[no-untyped-def]
-        config = dict(direct_transfer=False, stall_timeout=10.0)
+        config = dict(direct_transfer=direct, stall_timeout=10.0)
         a = P2PNode(P2PConfig(tmp_path / "a", **config), EmbeddedStorage(tmp_path / "a" / "ipfs", fsync=False), lambda p: True)
         b = P2PNode(P2PConfig(tmp_path / "b", **config), EmbeddedStorage(tmp_path / "b" / "ipfs", fsync=False), lambda p: True)
         async with trio.open_nursery() as nursery:
@@ -108,3 +109,26 @@ def test_a_burst_of_gossip_arrives_whole_with_few_window_updates(tmp_path: Path,
 
     # Assert: all 200 arrived, in order
     assert [ann.round for ann in got] == list(range(1, count + 1))
+
+
+def test_one_small_block_is_sent_inline_and_larger_dags_directly(tmp_path: Path) -> None:
+    # Prepare: a holds a model-sized DAG of one block and a 1 MiB DAG; b asks for both over the
+    # direct channel (the daemon's setting)
+    small, large = os.urandom(69 * 1024), os.urandom(MB)
+
+    async def body(a: P2PNode, b: P2PNode) -> tuple[bytes, bytes, list[int]]:
+        cids = [await trio.to_thread.run_sync(a.store.put, data) for data in (small, large)]
+        offered: list[str] = []  # the roots a offered the direct channel for
+        add_offer = a.server._add_offer
+        a.server._add_offer = lambda token, offer: (offered.append(str(offer.root)), add_offer(token, offer))[1]
+        for cid in cids:
+            assert await b.fetch(cid, [a.peer_id]) == []
+        got = [await trio.to_thread.run_sync(b.store.get, cid) for cid in cids]
+        return got[0], got[1], [cids.index(c) for c in offered]
+
+    # Execute
+    got_small, got_large, offers = _pair(tmp_path, body, direct=True)
+
+    # Assert: both arrived whole; only the large one was offered the direct channel
+    assert got_small == small and got_large == large
+    assert offers == [1], offers
