@@ -68,6 +68,7 @@ class ProtocolNode:
         now: Callable[[], float] | None = None,
         salt: Callable[[int, int], bytes] | None = None,
         sit_out_app_failures: bool = True,
+        results: dict[tuple, RoundResult] | None = None,
     ) -> None:
         """`salt(task, round)` makes the commitment's salt; a secret random one by default. The
         in-process simulator derives it from the node's seed, so that a run is a function of its
@@ -75,7 +76,13 @@ class ProtocolNode:
 
         `sit_out_app_failures`: a round the app cannot train (ConfigError) is sat out with one log
         line, as a daemon must; False raises it instead, for the in-process simulator, whose chain
-        never times a round out: there the app's line is the run's one error line."""
+        never times a round out: there the app's line is the run's one error line.
+
+        `results`: where recomputed rounds are kept, keyed by everything a recomputation reads
+        (task, round, base CID, the revealed CIDs, the bitmap). The in-process simulator gives
+        all its nodes one dict: a recomputation is a pure function of content-addressed inputs
+        that every node there can fetch, so the committee's checks of a proposal are one
+        computation, not one per member. A daemon keeps its own."""
         assert client.account is not None, "a protocol node sends transactions"
         self.client = client
         self.me = client.account.address
@@ -93,7 +100,7 @@ class ProtocolNode:
         self.observer = observer
         self._specs: dict[int, TaskSpec] = {}
         self._owners: dict[int, str] = {}
-        self._results: dict[tuple[int, int, str, str], RoundResult] = {}
+        self._results: dict[tuple, RoundResult] = results if results is not None else {}
         self._trained: dict[tuple[int, int], Delta] = {}
         # (task, round) -> why this node's app could not train that round: it sits the round out
         # instead of failing the same way at every poll.
@@ -206,6 +213,10 @@ class ProtocolNode:
 
     # -- trainer ------------------------------------------------------------------
 
+    def has_trained(self, task: int, r: int) -> bool:
+        """Whether this node's update for round `r` is made, or its app refused the round."""
+        return (task, r) in self._trained or (task, r) in self._refused
+
     def train(self, task: int, r: int, base: Mapping[str, np.ndarray]) -> Delta:
         """This node's training for round `r` (its behaviour's trainer, its seed): cached per round."""
         key = (task, r)
@@ -275,8 +286,11 @@ class ProtocolNode:
             self.client, self.fetch, self.spec(task), task, r, base_cid, updates, [self.owner(task)], available
         )
         if result.complete and (available is not None or result.available == all_available(len(updates))):
-            self._results = {k: v for k, v in self._results.items() if k[1] >= r - 1}
+            for old in [k for k in self._results if k[1] < r - 1]:  # in place: the dict may be shared
+                del self._results[old]
             self._results[key] = result
+            # Everything fetched: the same computation as checking a proposal over all of them.
+            self._results[key[:-1] + (result.available,)] = result
         return result
 
     def _propose(self, task: int, r: int, attempt: int, takeover: bool) -> str:

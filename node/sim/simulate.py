@@ -263,6 +263,7 @@ def run_simulation(
 
         behaviours = attack_behaviours(roles, [a.address for a in accounts])
         nodes: list[ProtocolNode] = []
+        results: dict = {}  # one recomputation per proposal checked, shared by the nodes (ProtocolNode)
         for i, acct in enumerate(accounts):
             client = chain.as_account(acct)
             client.register(f"sim-node-{i}", [], config.stake_wei)
@@ -279,6 +280,7 @@ def run_simulation(
                     behaviour=behaviours[i],
                     observer=observer,
                     sit_out_app_failures=False,  # nothing times a round out here: the app's error ends the run
+                    results=results,
                 )
             )
         for behaviour in behaviours:
@@ -352,7 +354,7 @@ def train_ahead(chain: FedLedgerClient, task: int, nodes: Sequence[ProtocolNode]
     jobs: list[tuple[ProtocolNode, Mapping[str, np.ndarray]]] = []
     bases: dict[str, Mapping[str, np.ndarray]] = {}  # one decoded copy per base model, shared read-only
     for node in nodes:
-        if (task, r) in node._trained or (task, r) in node._refused or node.journal.get(task, r, "commit") is not None:
+        if node.has_trained(task, r) or node.journal.get(task, r, "commit") is not None:
             continue
         me = node.client.member_info(task, r)
         if not me.member or me.commitment != ZERO32:

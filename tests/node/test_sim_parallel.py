@@ -91,3 +91,26 @@ def test_evaluator_in_a_pool_reports_what_it_reports_in_turn():
     assert pooled == in_turn
     assert pooled.examples == sum(len(t.test) for t in trainers) > 0
     assert pooled.accuracy is not None
+
+
+def test_the_committee_checks_a_proposal_with_one_recomputation(monkeypatch):
+    # Prepare: count the recomputations the nodes make (the module's name, as ProtocolNode calls it).
+    import node.protocol.node as protocol_node
+
+    calls: list[tuple[int, int | None]] = []
+    recompute = protocol_node.recompute_round
+
+    def counted(client, fetch, spec, task, round_, *args):
+        calls.append((round_, args[-1]))
+        return recompute(client, fetch, spec, task, round_, *args)
+
+    monkeypatch.setattr(protocol_node, "recompute_round", counted)
+
+    # Execute: 3 honest nodes, every one of them in every committee.
+    report = run_simulation(CONFIG)
+
+    # Assert: each round was computed once, by its proposer (bitmap None), and every attester's check
+    # and the finalize reused it; the rounds still finalized, with every node paid.
+    assert calls == [(r, None) for r in range(1, CONFIG.rounds + 1)]
+    assert len(report.rounds) == CONFIG.rounds
+    assert all(n.payout_wei > 0 for n in report.nodes)
