@@ -188,3 +188,37 @@ def test_simulate_with_an_app_that_calls_sys_exit_prints_one_line_and_exits_1(tm
     err = capsys.readouterr().err
     assert code == 1
     assert err.count("\n") == 1 and err.startswith("fedledger: error: ") and expected in err, err
+
+
+def test_a_node_sits_the_round_out_when_its_app_calls_sys_exit(tmp_path, caplog):
+    # Prepare: a task on an embedded chain, one node whose app exits in fit, the daemon's round
+    # code (ProtocolNode, sitting app failures out as a daemon does).
+    from functools import partial
+
+    from node.chain import deploy_fedledger, dev_account
+    from node.chain.providers import embedded_web3
+    from node.daemon.journal import Journal
+    from node.protocol import ProtocolNode
+    from node.sim.simulate import _fetch_for, federation_params, publish_task
+    from node.storage import EmbeddedStorage
+    from node.units import ETHER
+
+    w3 = embedded_web3(num_accounts=3)
+    owner, _ = deploy_fedledger(w3, dev_account(0), ETHER)
+    store = EmbeddedStorage(tmp_path / "store", fsync=False)
+    spec = TaskSpec(app="exits.py:app", epochs=1)
+    task, _, _ = publish_task(owner, store, spec, federation_params(2, 1, spec, ETHER, 0, 0), 0, 10 * ETHER, WEIGHTS)
+    clients = [owner.as_account(dev_account(i)) for i in (1, 2)]
+    for i, client in enumerate(clients):
+        client.register(f"n{i}", [], ETHER)
+    app = numpy_app(fit=exits(3))
+    node = ProtocolNode(clients[0], Journal(tmp_path / "journal.db"), store, trainer=lambda s: FlowerTrainer(app, s, NODE, "exits.py:app"),
+                        fetch=partial(_fetch_for, store, [store]), seed=1)  # fmt: skip
+    # Execute: step until the node has had its chance to commit in round 1.
+    with caplog.at_level("WARNING", logger="fedledger"):
+        done = [node.step(task) for _ in range(4)]
+    # Assert: one line, no commit, and the node is still stepping.
+    lines = [r.getMessage() for r in caplog.records if "the app failed" in r.getMessage()]
+    assert lines == [f"task {task} round 1: the app failed: app exits.py:app: fit raised SystemExit(3); not committing this round"]
+    assert not any(d and "committed" in d for d in done)
+    assert len(owner.round_updates(task, 1)) == 0
