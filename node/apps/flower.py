@@ -58,7 +58,7 @@ from flwr.compat.common import recorddict_compat as compat
 
 from aggregation import model_delta
 from aggregation.dtypes import FLOATS, MODEL_DTYPES, as_float32, bfloat16_from_bits, code_of
-from node.apps.native import USER_ERRORS, Evaluation, NodeConfig, raised
+from node.apps.native import USER_ERRORS, Evaluation, NodeConfig, error_line
 from node.errors import ConfigError
 from node.taskspec import SPEC_LIMITS
 
@@ -206,7 +206,7 @@ class FlowerTrainer:
             try:
                 reply = self.app(message, context)
             except USER_ERRORS as exc:  # the user's code: whatever it raises is one line, sys.exit too
-                raise ConfigError(f"{self.name}: {what} {raised(exc)}") from None
+                raise ConfigError(f"{self.name}: {what} raised {error_line(exc)}") from None
         if not isinstance(reply, Message):
             raise ConfigError(f"{self.name}: {what} returned a {type(reply).__name__}, not a Flower Message")
         if reply.has_error():

@@ -42,11 +42,11 @@ NodeConfig = Mapping[str, Scalar]
 USER_ERRORS = (Exception, SystemExit)
 
 
-def raised(exc: BaseException) -> str:
-    """`raised Kind: message` on one line; a SystemExit by its code: `raised SystemExit(3)`."""
+def error_line(exc: BaseException) -> str:
+    """What user code raised, on one line: `Kind: message`, or a SystemExit by its code, `SystemExit(3)`."""
     if isinstance(exc, SystemExit):
-        return f"raised SystemExit({str(repr(exc.code))[:200]})"
-    return f"raised {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+        return f"SystemExit({repr(exc.code)[:200]})"
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
 
 
 @contextmanager
@@ -59,7 +59,7 @@ def users_code(name: str, what: str) -> Iterator[None]:
     except ConfigError:
         raise
     except USER_ERRORS as exc:
-        raise ConfigError(f"{name}: {what} {raised(exc)}") from None
+        raise ConfigError(f"{name}: {what} raised {error_line(exc)}") from None
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from node.apps.native import USER_ERRORS, raised
+from node.apps.native import USER_ERRORS, error_line
 from node.errors import ConfigError
 
 MAX_REF = 256
@@ -41,7 +41,7 @@ def load_ref(ref: str, base_dir: Path | None = None) -> Any:
     except SyntaxError as exc:
         raise ConfigError(f"app {ref}: {exc.filename}:{exc.lineno}: syntax error: {exc.msg}") from None
     except USER_ERRORS as exc:  # whatever the user's module raises while it is imported, sys.exit too
-        raise ConfigError(f"app {ref} does not import: {raised(exc).removeprefix('raised ')}") from None
+        raise ConfigError(f"app {ref} does not import: {error_line(exc)}") from None
     obj: Any = module
     for part in attr.split("."):
         try:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import numpy as np
 
 from node.apps.builtin import BUILTIN_APPS, builtin_app
-from node.apps.native import USER_ERRORS, FedApp, NodeConfig, raised, users_code
+from node.apps.native import USER_ERRORS, FedApp, NodeConfig, error_line, users_code
 from node.apps.refs import load_ref
 from node.errors import ConfigError
 
@@ -143,7 +143,7 @@ def _module_of(make: Any, ref: str) -> Any:
     try:
         module = make()
     except USER_ERRORS as exc:
-        raise ConfigError(f"--model {ref} {raised(exc)}") from None
+        raise ConfigError(f"--model {ref} raised {error_line(exc)}") from None
     if not isinstance(module, nn.Module):
         raise ConfigError(f"--model {ref} returned a {type(module).__name__}, not an nn.Module")
     return module
