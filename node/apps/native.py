@@ -38,7 +38,9 @@ NodeConfig = Mapping[str, Scalar]
 
 # What an app's code (FedApp or Flower) may raise that the node turns into one line: its
 # exceptions, and SystemExit, so that an app's sys.exit neither ends a daemon nor ends
-# `simulate` silently. KeyboardInterrupt is not one: it is the operator's Ctrl-C.
+# `simulate` silently. Other BaseExceptions pass: KeyboardInterrupt is the operator's Ctrl-C,
+# and GeneratorExit and the event loops' cancellations (trio.Cancelled, asyncio's) are the
+# host's control flow, which a node must not swallow.
 USER_ERRORS = (Exception, SystemExit)
 
 

@@ -222,3 +222,45 @@ def test_a_node_sits_the_round_out_when_its_app_calls_sys_exit(tmp_path, caplog)
     assert lines == [f"task {task} round 1: the app failed: app exits.py:app: fit raised SystemExit(3); not committing this round"]
     assert not any(d and "committed" in d for d in done)
     assert len(owner.round_updates(task, 1)) == 0
+
+
+NODE_APP = '''
+import sys
+
+from flwr.clientapp import ClientApp
+from node.apps import FedApp
+from torch import nn
+
+
+def no_data(node_config):
+    sys.exit("no data here")
+
+
+def client_fn(context):
+    sys.exit(2)
+
+
+fedapp = FedApp(model=lambda: nn.Linear(2, 2), load_data=no_data)
+flower = ClientApp(client_fn=client_fn)
+'''
+
+
+@pytest.mark.parametrize(
+    "attr, expected",
+    [
+        ("fedapp", "app node_app.py:fedapp: load_data raised SystemExit('no data here')"),
+        ("flower", "app node_app.py:flower: get_parameters raised SystemExit(2)"),
+    ],
+)
+def test_a_node_whose_app_exits_while_loading_is_told_in_one_line_at_start_up(tmp_path, attr, expected):
+    # Prepare: a node's own app, checked against a joined task's pin before it registers.
+    from node.daemon.config import load_config
+    from node.daemon.startup import data_misfit
+
+    (tmp_path / "node_app.py").write_text(NODE_APP)
+    (tmp_path / "node.toml").write_text(f'[chain]\nrpc = "http://127.0.0.1:1"\n[app]\nref = "node_app.py:{attr}"\n')
+    spec = TaskSpec(app=f"node_app.py:{attr}", params=[["weight", [2, 2], "F32"], ["bias", [2], "F32"]])
+    # Execute
+    why = data_misfit(load_config(tmp_path / "node.toml"), spec)
+    # Assert
+    assert why == expected
