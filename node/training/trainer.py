@@ -56,10 +56,11 @@ def _app(app: FedApp | str) -> FedApp:
 
 def accuracy(app: FedApp | str, weights: Mapping[str, np.ndarray], data: Dataset) -> float:
     """The app's accuracy of `weights` on `data` (its evaluate's "accuracy" metric)."""
+    name = f"app {app}" if isinstance(app, str) else "the task's app"
     app = _app(app)
-    model = app.model()
-    load_numpy(model, dict(weights))
-    with torch.no_grad():
+    with users_code(name, "evaluate"), torch.no_grad():
+        model = app.model()
+        load_numpy(model, dict(weights))
         return float(app.evaluate(model, data)["accuracy"])
 
 
