@@ -38,7 +38,7 @@ def weighted_metrics(evaluations: Sequence[Evaluation]) -> dict[str, float]:
 class Evaluator:
     """Evaluates models for a report: `evaluators()` gives each node's `evaluate`; `central`,
     when given, is the app and the test split whose accuracy is the report's test accuracy.
-    `map(f, items)` runs the evaluations (the nodes', then the central one; results in order):
+    `map(f, items)` runs the evaluations (the central one, then the nodes'; results in order):
     a thread pool's map runs them at once, the simulator's choice when its apps are thread-safe."""
 
     def __init__(
@@ -57,11 +57,15 @@ class Evaluator:
         evaluators = list(self.evaluators())  # here, in the caller's thread: may build trainers
         jobs: list[Callable[[], Any]] = [partial(evaluate, weights) for evaluate in evaluators]
         if self.central is not None:
-            jobs.append(partial(accuracy, self.central[0], weights, self.central[1]))
+            # First: the whole test split is as much work as all the nodes' parts together, so in a
+            # pool it runs beside them instead of alone after them.
+            jobs.insert(0, partial(accuracy, self.central[0], weights, self.central[1]))
         results = [job() for job in jobs] if self.map is None else list(self.map(_call, jobs))
-        evaluations: list[Evaluation] = results[: len(evaluators)]
+        if self.central is not None:
+            central_accuracy, *results = results
+        evaluations: list[Evaluation] = results
         metrics = weighted_metrics(evaluations)
-        central: float | None = results[-1] if self.central is not None else metrics.get("accuracy")
+        central: float | None = central_accuracy if self.central is not None else metrics.get("accuracy")
         return ModelEvaluation(central, metrics, sum(e.num_examples for e in evaluations))
 
 
