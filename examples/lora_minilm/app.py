@@ -49,7 +49,7 @@ from node.apps.native import FedApp
 from node.errors import ConfigError
 from node.training.data import Dataset, stratified_split
 
-SEQ_LEN = 16  # tokens per sentence, [CLS] and [SEP] included; the templates fit in 14
+SEQ_LEN = 16  # tokens per sentence, [CLS] and [SEP] included; the longest synthetic one has 12
 RANK = 8
 TOPICS = ("sport", "cooking", "weather", "computing")
 HIDDEN = 384  # MiniLM-L6's width
