@@ -31,6 +31,12 @@ def test_old_round_updates_are_released_and_every_global_model_kept(tmp_path: Pa
     store = EmbeddedStorage(tmp_path / "node0", fsync=False)
     updates = {r: [u.cid for u in client.round_updates(task, r)] for r in range(1, 5)}
     models = [r.global_model_cid for r in report.rounds]
+    # A daemon fetches every update it checks. In-process nodes share one recomputation of a
+    # round (ProtocolNode `results`), so node 0 fetched only some: add the rest from the nodes
+    # that made them, as its own fetches would have.
+    others = [EmbeddedStorage(tmp_path / f"node{i}", fsync=False) for i in (1, 2)]
+    for cid in [c for r in updates for c in updates[r] if not store.has(c)]:
+        assert store.put(next(o.get(cid) for o in others if o.has(cid))) == cid
     initial = store.pins()  # node 0 pinned every update and model it fetched or made
     assert all(store.is_pinned(c) for r in updates for c in updates[r])
     # Execute: round 4 has its proposal; keeping one finished round (round 3, for replay
