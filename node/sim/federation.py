@@ -226,8 +226,11 @@ class Federation:
         fails, when every started daemon has exited without it, or after `timeout` s."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if predicate():
-                return
+            try:
+                if predicate():
+                    return
+            except (requests.Timeout, requests.ConnectionError):
+                pass  # the chain did not answer this poll: ask again until the deadline
             node = self.dead()
             if node is not None:
                 assert node.proc is not None
