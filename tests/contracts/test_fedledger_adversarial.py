@@ -263,3 +263,44 @@ def test_after_an_undecided_attempt_the_next_proposer_goes_by_draw_order(
         chain.send(ledger.functions.advance(task), owner)
     # Assert: the revealed members take their turns in draw order; the silent one is skipped
     assert proposers == members[1:]
+
+
+@pytest.mark.parametrize("k", [2, 4, 6])
+def test_half_of_the_revealed_members_cannot_slash_an_honest_proposer(
+    chain: Chain, ledger: Contract, proto: Protocol, owner: str, k: int
+) -> None:
+    """CI's daemon run (tests/daemon/test_adversarial.py) drew a committee of 6 in which two
+    silent seats left 4 revealed: the honest proposer, one honest voter and two slanderers. The
+    slanderers were 2 of the proposer's 3 voters, a strict majority, and the honest proposer was
+    slashed, though they were only half of the members who did the round's work. Half is a tie."""
+    # Prepare: K revealed, the designated proposer posts; K/2 slanderers among its K-1 voters
+    proto.register(chain.accounts[1 : 1 + k])
+    task, order = _revealed_round(proto, owner, k)
+    proto.propose(task, [WAD] * k)
+    proposer = proto.state(task)["proposer"]
+    voters = proto.voters(task)
+    slanderers, honest = voters[: k // 2], voters[k // 2 :]
+    # Execute
+    proto.attest(task, honest, agree=True)
+    proto.attest(task, slanderers, agree=False)
+    # Assert: every vote is in and neither side has more than half of the revealed members:
+    # undecided, the next proposer's turn, and no stake lost
+    assert proto.state(task)["phase"] == PROPOSE and proto.state(task)["attempt"] == 1
+    assert _stakes(ledger, order) == [MIN_STAKE] * k, f"proposer {proposer} was slashed by {len(slanderers)} of {k}"
+
+
+def test_more_than_half_of_the_revealed_members_still_reject_a_bad_proposer(
+    chain: Chain, ledger: Contract, proto: Protocol, owner: str
+) -> None:
+    # Prepare: 5 revealed; the designated proposer posts a poisoned model and 1 voter colludes
+    proto.register(chain.accounts[1:6])
+    task, order = _revealed_round(proto, owner, 5)
+    proto.propose(task, [WAD] * 5, cid=POISONED)
+    proposer = proto.state(task)["proposer"]
+    voters = proto.voters(task)
+    # Execute: the colluder agrees, the 3 honest voters (3 of 5 revealed) disagree
+    proto.attest(task, voters[:1], agree=True)
+    proto.attest(task, voters[1:], agree=False)
+    # Assert: rejected at once, the proposer slashed
+    assert proto.state(task)["phase"] == PROPOSE
+    assert ledger.functions.stakeOf(proposer).call() == 0
