@@ -931,7 +931,7 @@ contract FedLedger {
 
     /// @notice Attests to the pending proposal after re-running the aggregation: agree iff the
     /// model CID and every score match. Open to revealed participants other than the proposer.
-    /// A strict majority of disagreeing attesters rejects the proposal at once.
+    /// More than half of the revealed members disagreeing rejects the proposal at once.
     /// @param taskId The task.
     /// @param round The open round.
     /// @param agree Whether the re-execution matched the proposal.
@@ -1321,9 +1321,13 @@ contract FedLedger {
         return uint256(r.agrees) * 2 > r.voters;
     }
 
-    /// @dev Rejected: a strict majority of the voters disagree; the only outcome that slashes.
+    /// @dev Rejected: more than half of the round's revealed members disagree; the only outcome
+    /// that slashes. A revealed proposer's own seat counts on its side: otherwise half of the
+    /// members who did the round's work (2 of 4: the proposer's 3 voters hold 2 of them) could
+    /// slash it. An outside proposer has every revealed member as a voter, so this is the same
+    /// count as theirs. A tie slashes nobody.
     function _rejected(Round storage r) private view returns (bool) {
-        return uint256(r.disagrees) * 2 > r.voters;
+        return uint256(r.disagrees) * 2 > r.revealCount;
     }
 
     /// @dev Ends the pending proposal without finalizing it. Rejected (`slash`): the proposer loses

@@ -2,7 +2,7 @@
 
 The contract draws a round's committee of K seats uniformly, without replacement, from the N
 nodes eligible for the task (one seat per node, whatever its stake beyond the task's minimum),
-and accepts or rejects a proposal only with a strict majority of the seated voters. An attacker
+and accepts or rejects a proposal only with a strict majority (see `seats_to_capture`). An attacker
 who runs M of the N eligible nodes (a fraction M/N of the eligible population; with every node at
 the minimum stake, that is its fraction of the stake) captures a round when it holds enough seats
 to decide that majority on its own.
@@ -18,14 +18,14 @@ from math import comb
 
 
 def seats_to_capture(k: int) -> int:
-    """Seats an attacker needs, of a committee of `k`, to decide a vote alone: more than half of
-    the k - 1 seats that vote on a proposal (the proposer's seat does not). With that many it can
-    reject an honest proposal; finalizing its own needs as many voters besides its proposer, so
-    this is the conservative (smaller) count."""
+    """Seats an attacker needs, of a committee of `k` that all reveal, to decide a vote alone:
+    more than half of the k seats. Rejecting (slashing) an honest proposer takes disagreeing
+    voters that are more than half of the revealed members, the proposer's seat counted on its
+    side; finalizing its own proposal takes its proposer plus more than half of the other k - 1
+    seats, which is as many or more. So this is the conservative (smaller) count."""
     if k < 1:
         raise ValueError(f"committee size must be at least 1, got {k}")
-    voters = k - 1
-    return voters // 2 + 1
+    return k // 2 + 1
 
 
 def capture_probability(k: int, attackers: int, population: int) -> Fraction:

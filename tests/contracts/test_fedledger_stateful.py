@@ -18,7 +18,8 @@ every step it checks, from the chain's own views:
 - phase monotonicity: per task, (round, proposal attempt, phase) only moves forward, and the
   attempt stays under MAX_ATTEMPTS (it never wraps);
 - a finalized round had a strict majority of its attesters agreeing (silence and ties never
-  finalize); a proposal is rejected (its proposer slashed) only by a strict majority disagreeing;
+  finalize); a proposal is rejected (its proposer slashed) only by disagreeing voters that are
+  more than half of the round's revealed members (half of them, with the proposer, is a tie);
 - every finalize moves reputations and credits exactly as the mirror (`incentives.apply_finalize`)
   says from the votes seen: attesters are paid per vote on the winning side of a proposal of the
   round (agree with the accepted one, disagree with a rejected one), and each agreement with a
@@ -125,6 +126,9 @@ class LedgerMachine(RuleBasedStateMachine):
                     self.votes.setdefault(key, {}).setdefault(args["attempt"], {})[args["node"]] = args["agree"]
                 if name == "ProposalRejected":  # only a vote can reject, and only a majority's
                     assert args["disagrees"] * 2 > args["disagrees"] + args["agrees"], "minority rejected"
+                    # ... of all the revealed members, the proposer's seat on its side: half is a tie
+                    revealed = len(self.v.roundUpdates(*key)[0])
+                    assert args["disagrees"] * 2 > revealed, f"{args['disagrees']} of {revealed} revealed rejected"
                     self.rejected.setdefault(key, set()).add(args["attempt"])
         for name, args in events:  # after the votes that ended the round are recorded
             if name == "RoundVoided":

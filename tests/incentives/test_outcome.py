@@ -11,38 +11,49 @@ from tests.contracts.ledger_harness import ATTEST, PROPOSE, TIMEOUT, WAD, Chain,
 
 
 @st.composite
-def tallies(draw: st.DrawFn) -> tuple[int, int, int]:
-    voters = draw(st.integers(0, 64))
+def tallies(draw: st.DrawFn) -> tuple[int, bool, int, int]:
+    revealed = draw(st.integers(0, 64))
+    proposer_revealed = draw(st.booleans()) if revealed else False
+    voters = voters_of(revealed, proposer_revealed)
     agrees = draw(st.integers(0, voters))
-    return voters, agrees, draw(st.integers(0, voters - agrees))
+    return revealed, proposer_revealed, agrees, draw(st.integers(0, voters - agrees))
 
 
 @given(tallies(), st.booleans())
-def test_only_a_strict_majority_decides(tally: tuple[int, int, int], closed: bool) -> None:
-    voters, agrees, disagrees = tally
-    result = outcome(voters, agrees, disagrees, closed)
-    assert (result is Outcome.ACCEPTED) == (2 * agrees > voters)
-    assert (result is Outcome.REJECTED) == (2 * disagrees > voters)
+def test_only_a_strict_majority_decides(tally: tuple[int, bool, int, int], closed: bool) -> None:
+    revealed, proposer_revealed, agrees, disagrees = tally
+    result = outcome(revealed, proposer_revealed, agrees, disagrees, closed)
+    assert (result is Outcome.ACCEPTED) == (2 * agrees > voters_of(revealed, proposer_revealed))
+    assert (result is Outcome.REJECTED) == (2 * disagrees > revealed)
     if closed:
         assert result is not Outcome.PENDING
 
 
+@given(st.integers(1, 32))
+def test_half_of_the_revealed_members_never_slash(half: int) -> None:
+    # 2h revealed, the proposer among them: h of its 2h - 1 voters disagree, the rest agree
+    assert outcome(2 * half, True, half - 1, half) is Outcome.UNDECIDED
+    assert outcome(2 * half + 1, True, half - 1, half + 1) is Outcome.REJECTED
+
+
 def test_worked_examples_from_issue_14() -> None:
     # an outsider proposer, 4 revealed voters: 2 agree, 2 disagree -> a tie, undecided (no slash)
-    assert outcome(voters_of(4, proposer_revealed=False), 2, 2) is Outcome.UNDECIDED
+    assert outcome(4, False, 2, 2) is Outcome.UNDECIDED
     # 5 revealed, the proposer one of them: 1 agrees, 3 silent until the window closes
-    assert outcome(voters_of(5, proposer_revealed=True), 1, 0, window_closed=True) is Outcome.UNDECIDED
-    assert outcome(4, 3, 0) is Outcome.ACCEPTED and outcome(4, 2, 0) is Outcome.PENDING
-    assert outcome(0, 0, 0, window_closed=True) is Outcome.UNDECIDED  # a lone proposer has no voters
+    assert outcome(5, True, 1, 0, window_closed=True) is Outcome.UNDECIDED
+    # 4 revealed, the proposer one of them: 2 of its 3 voters disagree -> half, not a majority
+    assert outcome(4, True, 1, 2) is Outcome.UNDECIDED and outcome(4, True, 0, 3) is Outcome.REJECTED
+    assert outcome(4, False, 3, 0) is Outcome.ACCEPTED and outcome(4, False, 2, 0) is Outcome.PENDING
+    assert outcome(1, True, 0, 0, window_closed=True) is Outcome.UNDECIDED  # a lone proposer has no voters
     assert [round_voided(a) for a in range(MAX_ATTEMPTS)] == [False] * (MAX_ATTEMPTS - 1) + [True]
 
 
 def test_impossible_tallies_are_refused() -> None:
     with pytest.raises(ValueError):
-        outcome(3, 2, 2)
+        outcome(4, True, 2, 2)
 
 
-@pytest.mark.parametrize("agree_count,disagree_count", [(0, 0), (1, 0), (1, 1), (2, 0), (0, 2), (2, 1), (1, 2), (3, 0)])
+@pytest.mark.parametrize("agree_count,disagree_count", [(0, 0), (1, 0), (1, 1), (2, 0), (0, 2), (2, 1), (1, 2), (3, 0), (0, 3)])
 def test_chain_decides_as_the_mirror(agree_count: int, disagree_count: int) -> None:
     # Prepare: 4 revealed members, the designated proposer posts; 3 voters
     chain = Chain()
@@ -60,7 +71,7 @@ def test_chain_decides_as_the_mirror(agree_count: int, disagree_count: int) -> N
     proto.attest(task, voters[:agree_count], agree=True)
     if proto.state(task)["phase"] == ATTEST:
         proto.attest(task, voters[agree_count : agree_count + disagree_count], agree=False)
-    expected = outcome(len(voters), agree_count, disagree_count)
+    expected = outcome(4, True, agree_count, disagree_count)
     # Assert
     phase = proto.state(task, 1)["phase"]
     if expected in (Outcome.REJECTED, Outcome.UNDECIDED):
@@ -69,7 +80,7 @@ def test_chain_decides_as_the_mirror(agree_count: int, disagree_count: int) -> N
         assert phase == ATTEST
         chain.travel(TIMEOUT + 1)
         chain.send(proto.f.advance(task), owner)
-        after = outcome(len(voters), agree_count, disagree_count, window_closed=True)
+        after = outcome(4, True, agree_count, disagree_count, window_closed=True)
         assert proto.state(task, 1)["phase"] == (ATTEST if after is Outcome.ACCEPTED else PROPOSE)
     slashed = proto.f.stakeOf(proposer).call() == 0
     assert slashed == (expected is Outcome.REJECTED)

@@ -88,13 +88,16 @@ def test_mirror_equals_chain_after_every_finalize(
         scores = all_scores[: len(senders)]
         available = bitmap & ((1 << len(senders)) - 1)
         rejected: list[dict[str, bool]] = []
-        if lazy is not None and len(senders) > 1:
-            # A poisoned proposal: the lazy voters agree (fewer than half), then just enough
-            # checkers disagree to reject it at once; the proposer's slash goes to the pool.
+        if lazy is not None and len(senders) > 2:
+            # A poisoned proposal: the lazy voters agree, then just enough checkers disagree to
+            # reject it at once (more than half of the revealed members: with 2 revealed, the
+            # proposer's lone voter is only half, so nothing can be rejected there); the
+            # proposer's slash goes to the pool.
             proto.propose(task, scores, cid=b"bafk-poisoned", available=available)
             bad_proposer, bad_voters = proto.state(task)["proposer"], proto.voters(task)
-            lazies = [v for v, yes in zip(bad_voters, lazy) if yes][: (len(bad_voters) - 1) // 2]
-            checkers = [v for v in bad_voters if v not in lazies][: len(bad_voters) // 2 + 1]
+            need = len(senders) // 2 + 1
+            lazies = [v for v, yes in zip(bad_voters, lazy) if yes][: len(bad_voters) - need]
+            checkers = [v for v in bad_voters if v not in lazies][:need]
             stake = f.stakeOf(bad_proposer).call()
             proto.attest(task, lazies, agree=True)
             proto.attest(task, checkers, agree=False)
@@ -117,10 +120,10 @@ def test_mirror_equals_chain_after_every_finalize(
             assert proto.state(task, rnd)["phase"] == VOID
             state = apply_void(state, owner=env.owner, rounds=len(plan), round=rnd, senders=senders, params=params)
             continue
-        if outcome(voters, len(agreeing), 0) is not Outcome.ACCEPTED:
+        if outcome(len(senders), True, len(agreeing), 0) is not Outcome.ACCEPTED:
             # Silence is not consent: the window closes undecided, nobody is slashed, and the
             # next proposer's proposal is agreed by everyone.
-            assert outcome(voters, len(agreeing), 0, window_closed=True) is Outcome.UNDECIDED
+            assert outcome(len(senders), True, len(agreeing), 0, window_closed=True) is Outcome.UNDECIDED
             env.chain.travel(TIMEOUT + 1)
             env.chain.send(f.advance(task), env.owner)
             assert proto.state(task)["phase"] == PROPOSE and proto.state(task)["attempt"] == attempt + 1
