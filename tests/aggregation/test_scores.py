@@ -224,3 +224,31 @@ def test_round_scores_a_resent_update_zero_whatever_its_metadata() -> None:
     assert result.scores_wad == [WAD, 0]
     assert without.scores_wad == [WAD, WAD]
     assert result.model == without.model
+
+
+def _noisy(delta: dict[str, np.ndarray], level: float, seed: int) -> dict[str, np.ndarray]:
+    """`delta` plus Gaussian noise of `level` times its norm (the perturbed replay of #16)."""
+    rng = np.random.default_rng(seed)
+    norm = float(np.sqrt(sum(float(np.sum(v.astype(np.float64) ** 2)) for v in delta.values())))
+    size = sum(v.size for v in delta.values())
+    return {k: v + np.rint(rng.normal(0, level * norm / np.sqrt(size), v.shape)).astype(np.int64) for k, v in delta.items()}
+
+
+def test_a_perturbed_replay_of_a_previous_round_update_scores_zero() -> None:
+    # Prepare: four nodes' deltas of last round; this round, node 1 resends its own plus noise of
+    # 1e-2 and 1e-1 of its norm (two noisy copies, for two rounds of a stale free-rider), node 3
+    # another node's plus 1e-1 of noise; node 0 trained again: a new step that still looks like
+    # its last one (cosine ~0.9, as honest lag-1 self-cosines go; docs/robustness-history.md)
+    rng = np.random.default_rng(3)
+    old = [{"a": rng.integers(-(10**6), 10**6, 4000), "b": rng.integers(-(10**6), 10**6, 96)} for _ in range(4)]
+    fresh = {k: v + (v * 0 + rng.integers(-(10**6), 10**6, v.shape)) // 2 for k, v in old[0].items()}
+    deltas = [fresh, _noisy(old[1], 1e-2, 1), _noisy(_noisy(old[1], 1e-1, 2), 1e-1, 3), _noisy(old[2], 1e-1, 4)]
+    target = {k: sum(d[k] for d in deltas) for k in ("a", "b")}
+    assert all(not np.array_equal(d["a"], o["a"]) for d in deltas for o in old)  # no bit-exact replay
+
+    # Execute
+    scores = contribution_scores(deltas, target, previous=old)
+
+    # Assert: the replays score 0; the new step is scored
+    assert scores[1:] == [0, 0, 0]
+    assert scores[0] == WAD
