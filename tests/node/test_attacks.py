@@ -13,6 +13,7 @@ from node.sim.attacks import ATTACKS, AttackContext, craft_update, parse_roles, 
 from node.chain import FedLedgerClient
 from proposer_turns import rejected_rounds, run_until_rejected
 from node.errors import ConfigError
+from node.protocol import Observer
 from node.sim.simulate import SimulationConfig, node_roles, run_simulation
 from node.taskspec import TaskSpec
 from node.training.data import Dataset
@@ -40,6 +41,67 @@ def test_free_riders_publish_nothing_new():
     assert np.array_equal(craft_update("free-rider-stale", _ctx())["w"], _ctx().own["w"])  # first round: trains once
     assert np.array_equal(craft_update("free-rider-copy", ctx)["w"], ctx.revealed[0]["w"])  # last round's
     assert not craft_update("free-rider-copy", _ctx(revealed=()))["w"].any()  # round 1: nothing revealed yet
+
+
+def _perturbed(seed: int, previous: dict) -> np.ndarray:
+    ctx = AttackContext(own={"w": np.zeros(4000, np.float32)}, rng=np.random.default_rng(seed), previous=previous)
+    return craft_update("free-rider-perturbed", ctx)["w"]
+
+
+def test_a_perturbed_replay_is_seeded_close_to_its_original_and_never_identical():
+    # Prepare: an earlier update of the size of a layer, and the cosine a check would compare.
+    previous = {"w": np.random.default_rng(3).normal(0.0, 0.02, size=4000).astype(np.float32)}
+    cos = lambda u, v: float(u @ v) / float(np.linalg.norm(u) * np.linalg.norm(v))  # noqa: E731
+
+    # Execute
+    out, again, other = _perturbed(1, previous), _perturbed(1, previous), _perturbed(2, previous)
+
+    # Assert: not the exact replay the stale free-rider sends; the round's seed fixes the noise...
+    stale = craft_update("free-rider-stale", AttackContext(own={"w": out}, rng=np.random.default_rng(1), previous=previous))
+    assert not np.array_equal(out, stale["w"])
+    assert out.dtype == np.float32 and np.array_equal(out, again)
+    assert not np.array_equal(out, other)
+    # ...no coordinate survives bit for bit, so an exact-match replay check misses it...
+    assert not np.any(out == previous["w"])
+    # ...yet it stays as close as noise of 0.1 of the tensor's std keeps it: cosine 1/sqrt(1.01) = 0.995,
+    # above the 0.964 an honest node's own consecutive updates reached (docs/robustness-history.md).
+    assert cos(out, previous["w"]) == pytest.approx(1 / np.sqrt(1.01), abs=2e-3)
+    assert np.linalg.norm(out - previous["w"]) / np.linalg.norm(previous["w"]) == pytest.approx(0.1, rel=0.05)
+
+
+def test_a_perturbed_free_rider_trains_honestly_in_its_first_round():
+    own = {"w": np.arange(5, dtype=np.float32)}
+
+    out = craft_update("free-rider-perturbed", AttackContext(own=own, rng=np.random.default_rng(0)))
+
+    assert np.array_equal(out["w"], own["w"])
+
+
+class _Published(Observer):
+    def __init__(self) -> None:
+        self.by_round: dict[tuple[str, int], tuple[dict, dict]] = {}
+
+    def published(self, node, role, task, round_, trained, published) -> None:
+        if role != "honest":
+            self.by_round[(role, round_)] = (trained, published)
+
+
+def test_a_perturbed_free_rider_in_a_simulation_resends_its_last_update_with_noise():
+    # Prepare
+    seen = _Published()
+    config = SimulationConfig(nodes=4, malicious=1, attack="free-rider-perturbed", rounds=3, seed=21, spec=TaskSpec(epochs=1))
+
+    # Execute
+    run_simulation(config, observer=seen)
+
+    # Assert: round 1 is its honest training; rounds 2 and 3 are the round before's update, moved a little.
+    flat = {r: np.concatenate([v.ravel() for _, v in sorted(seen.by_round[("free-rider-perturbed", r)][1].items())]) for r in (1, 2, 3)}
+    trained_1 = seen.by_round[("free-rider-perturbed", 1)][0]
+    assert all(np.array_equal(trained_1[k], seen.by_round[("free-rider-perturbed", 1)][1][k]) for k in trained_1)
+    for r in (2, 3):
+        cos = float(flat[r] @ flat[r - 1]) / float(np.linalg.norm(flat[r]) * np.linalg.norm(flat[r - 1]))
+        assert not np.array_equal(flat[r], flat[r - 1])
+        assert cos > 0.99, (r, cos)
 
 
 def test_scaling_boosts_by_the_federation_size():
@@ -149,7 +211,7 @@ def test_a_stale_free_rider_scores_zero_from_its_first_replay():
 def test_every_attack_is_known_to_the_cli_parser():
     assert set(ATTACKS) >= {
         "sign-flip", "gaussian", "scaling", "label-flip", "free-rider-zero",
-        "free-rider-stale", "free-rider-copy", "little-is-enough",
+        "free-rider-stale", "free-rider-copy", "free-rider-perturbed", "little-is-enough",
     }
 
 
