@@ -70,6 +70,41 @@ def _same(x: Mapping[str, np.ndarray], y: Mapping[str, np.ndarray], keys: Sequen
     return all(np.array_equal(x[key], y[key]) for key in keys)
 
 
+REPLAY_COSINE = (49, 50)
+"""A delta whose cosine with an earlier round's delta is at least 49/50 = 0.98 is a replay. An
+honest node's update is most like its own last one, and that reached 0.964 in the robustness
+grid's honest runs (IID and label skew, docs/robustness-history.md); an old update resent with
+Gaussian noise of a tenth of its norm keeps 0.995, and two such noisy copies 0.990. Noise of
+about 0.2 of the norm gets past it, and costs the sender alignment with the round too."""
+
+
+def _near_replays(
+    deltas: Sequence[Mapping[str, np.ndarray] | None],
+    fresh: Mapping[int, tuple[int, int]],
+    earlier: Sequence[Mapping[str, np.ndarray]],
+    keys: Sequence[str],
+) -> set[int]:
+    """The fresh deltas whose cosine with one of `earlier` is at least REPLAY_COSINE, exactly:
+    dot > 0 and dot^2 * 50^2 >= 49^2 * |u|^2 * |v|^2, on the int64 values (no float). An earlier
+    delta outside the kernels' range is not compared (it was never scored either)."""
+    from aggregation.kernels import dots_with
+
+    if not fresh or not earlier:
+        return set()
+    order = sorted(fresh)
+    rows = [[deltas[i][key] for key in keys] for i in order]  # type: ignore[index]
+    num, den = REPLAY_COSINE
+    found: set[int] = set()
+    for old in earlier:
+        per_row, old_norm, in_range = dots_with(rows, [old[key] for key in keys], DOT_BOUND)
+        if not in_range:
+            continue
+        for i, (dot, norm) in zip(order, per_row):
+            if dot > 0 and dot * dot * den * den >= num * num * norm * old_norm:
+                found.add(i)
+    return found
+
+
 def relative_score(cosine: int, median: int) -> int:
     """``clip(2 * cosine / median - 1, 0, 1)`` in WAD, floored: WAD at or above the round's
     median cosine, falling linearly to 0 at half of it; 0 when the median is 0."""
@@ -98,8 +133,9 @@ def contribution_scores(
     value to another delta of the same round -- commit-reveal means no node
     sees another's update before committing, so identical updates can only
     come from nodes acting together, and all of them score 0; and a delta
-    equal in value to one in `previous` (the earlier round's accepted updates):
-    a resent or copied old update is not new work.
+    equal in value to one in `previous` (the earlier round's accepted updates),
+    or within `REPLAY_COSINE` of one (resent with a little noise added): a
+    resent or copied old update is not new work.
     Each delta's dot product with the aggregate and its squared norm are
     exact integers (`kernels.dots_with`); values must satisfy |q| < 2**40.
     """
@@ -133,6 +169,8 @@ def contribution_scores(
         for i in list(fresh):
             if any(_same(deltas[i], old, keys) for old in earlier.get(_probe(deltas[i], keys[0]), ())):  # type: ignore[arg-type]
                 del fresh[i]
+        for i in _near_replays(deltas, fresh, [old for group in earlier.values() for old in group], keys):
+            del fresh[i]
     cosines = {i: cosine_from_dots(dot, norm, aggregate_norm) for i, (dot, norm) in fresh.items()}
     if not cosines:
         return scores
