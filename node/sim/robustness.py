@@ -6,16 +6,19 @@ Runbook (scripts/robustness.py runs `main`):
     .venv/bin/python scripts/robustness.py --render-only   # rewrite the report from docs/robustness/results.json
     .venv/bin/python scripts/robustness.py --quick         # a small grid, for a smoke run
     .venv/bin/python scripts/robustness.py --rules median --attacks sign-flip --splits iid
+    .venv/bin/python scripts/robustness.py --merge --splits dirichlet-0.1   # add cells to the committed grid
 
 Runs `fedledger simulate` in-process with fixed seeds (and torch's CPU kernels
 pinned, node/reproducible.py, so the numbers are the same on any x86-64 CPU): 12 nodes of which 3
 attack, for each attack kind and each aggregation rule, plus the honest-only
-baseline, on digits split IID and Dirichlet(0.5). For each run it records the
+baseline, on digits split IID, Dirichlet(0.5) and Dirichlet(0.1). For each run it records the
 final test accuracy, how many rounds after its first attack each attacker's
 reputation fell under the threshold, and the attackers' share of all payouts,
 and checks them against the targets (robust rules only: accuracy within 3
-points of honest-only, exclusion within 3 rounds, attackers <= 5% of payouts).
-The report (tables, per-rule findings, plots) is generated from those numbers
+points of honest-only, exclusion within 3 rounds, attackers <= 5% of payouts) under IID and
+Dirichlet(0.5); Dirichlet(0.1) is reported without targets (#16).
+`--merge` runs only the cells asked for and adds them to the committed results.json,
+keeping every other cell's numbers as they are. The report (tables, per-rule findings, plots) is generated from those numbers
 only, so one command reproduces it; results.json holds every number it uses.
 """
 
@@ -42,14 +45,19 @@ REPO = Path(__file__).resolve().parents[2]
 THRESHOLD_WAD = TaskParams().reputation_threshold_wad  # what the simulator's tasks use
 ALPHA_WAD = TaskParams().alpha_wad
 ROBUST_RULES = ("median", "trimmed-mean", "multi-krum")
-SPLITS = {"iid": None, "dirichlet-0.5": 0.5}
+SPLITS = {"iid": None, "dirichlet-0.5": 0.5, "dirichlet-0.1": 0.1}
+# The splits the targets are held to. Under Dirichlet(0.1) most shards hold 3-5 classes, so
+# honest updates barely agree with one another; issue #16 asks for those runs to be reported
+# as measured, with no targets.
+TARGETED_SPLITS = ("iid", "dirichlet-0.5")
 TARGETS = ("accuracy", "exclusion", "payout")
 ACCURACY_MARGIN = 0.03
 EXCLUSION_ROUNDS = 3
 PAYOUT_SHARE = 0.05
-# An attack starts in round 1 unless listed: the stale free-rider trains honestly in round 1 and
-# resends that update from round 2 on, so its exclusion is counted from round 2.
-FIRST_ATTACK_ROUND = {"free-rider-stale": 2}
+# An attack starts in round 1 unless listed: the stale and perturbed free-riders train honestly
+# in round 1 and resend that update (perturbed: plus noise) from round 2 on, so their exclusion
+# is counted from round 2.
+FIRST_ATTACK_ROUND = {"free-rider-stale": 2, "free-rider-perturbed": 2}
 
 
 @dataclass
@@ -227,18 +235,21 @@ def baseline_of(o: Outcome, outcomes: list[Outcome]) -> Outcome | None:
     return next((b for b in outcomes if b.split == o.split and b.rule == o.rule and b.attack is None), None)
 
 
+def measure(o: Outcome, outcomes: list[Outcome]) -> dict[str, bool]:
+    """Which of the targets' yardsticks an attacked run meets, against the honest-only run of its
+    rule and split (for a split without targets too, where the report quotes them for reference)."""
+    base = baseline_of(o, outcomes)
+    return {
+        "accuracy": base is not None and o.final_accuracy >= base.final_accuracy - ACCURACY_MARGIN,
+        "exclusion": all(r is not None and r <= EXCLUSION_ROUNDS for r in o.rounds_to_exclusion),
+        "payout": o.attacker_payout_share <= PAYOUT_SHARE,
+    }
+
+
 def assess(outcomes: list[Outcome]) -> None:
-    """Fill in which targets each attacked run meets, against the honest-only run of its rule and split."""
+    """Fill in which targets each attacked run meets (None: a baseline, or a split reported without targets)."""
     for o in outcomes:
-        if o.attack is None:
-            o.targets = None
-            continue
-        base = baseline_of(o, outcomes)
-        o.targets = {
-            "accuracy": base is not None and o.final_accuracy >= base.final_accuracy - ACCURACY_MARGIN,
-            "exclusion": all(r is not None and r <= EXCLUSION_ROUNDS for r in o.rounds_to_exclusion),
-            "payout": o.attacker_payout_share <= PAYOUT_SHARE,
-        }
+        o.targets = measure(o, outcomes) if o.attack is not None and o.split in TARGETED_SPLITS else None
 
 
 def misses(o: Outcome) -> list[str]:
@@ -246,8 +257,10 @@ def misses(o: Outcome) -> list[str]:
 
 
 def verdict(o: Outcome) -> str:
-    if o.targets is None:
+    if o.attack is None:
         return "baseline"
+    if o.targets is None:
+        return "reported, no targets"
     missed = misses(o)
     return "meets targets" if not missed else "misses: " + ", ".join(missed)
 
@@ -284,7 +297,40 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="4 nodes (1 attacker), 3 rounds, IID only")
     parser.add_argument("--out", default=str(REPO / "docs"), help="where robustness.md and robustness/ go")
     parser.add_argument("--render-only", action="store_true", help="rewrite the report from OUT/robustness/results.json")
+    parser.add_argument(
+        "--merge", action="store_true",
+        help="run only the cells asked for (and an honest-only baseline a split and rule lacks) and add them to "
+        "OUT/robustness/results.json; every other cell is kept as it is",
+    )  # fmt: skip
     return parser
+
+
+GridKey = tuple[str, str, "str | None"]
+
+
+def cell_key(o: Outcome) -> GridKey:
+    return (o.split, o.rule, o.attack)
+
+
+def grid_cells(config: dict[str, Any]) -> list[GridKey]:
+    """Every cell of the grid `config` describes, in the order a full run makes them."""
+    return [(s, r, a) for s in config["splits"] for r in config["rules"] for a in [None, *config["attacks"]]]
+
+
+def merged_config(saved: dict[str, Any], asked: dict[str, Any]) -> dict[str, Any]:
+    """The config of the saved grid with the asked cells added: the union of the lists, in the order
+    a full run uses (splits as in SPLITS, the default rules first, attacks sorted)."""
+    order = {r: i for i, r in enumerate(parser().parse_args([]).rules)}
+    rules = sorted(dict.fromkeys([*saved["rules"], *asked["rules"]]), key=lambda r: (order.get(r, len(order)), r))
+    splits = [s for s in SPLITS if s in saved["splits"] or s in asked["splits"]]
+    return {**saved, "rules": rules, "splits": splits, "attacks": sorted({*saved["attacks"], *asked["attacks"]})}
+
+
+def merge_outcomes(saved: list[Outcome], fresh: list[Outcome], config: dict[str, Any]) -> list[Outcome]:
+    """The saved outcomes with the fresh ones added or put in place of the same cell, in grid order."""
+    by_cell = {cell_key(o): o for o in saved}
+    by_cell.update({cell_key(o): o for o in fresh})
+    return [by_cell[c] for c in grid_cells(config) if c in by_cell]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -304,12 +350,28 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         cli.error(f"unknown attack(s): {', '.join(sorted(unknown))}")
     config = {k: getattr(args, k) for k in CONFIG_KEYS}
+    saved_runs: list[Outcome] = []
+    if args.merge:
+        path = out / "robustness" / "results.json"
+        try:
+            saved = json.loads(path.read_text())
+            saved_config, saved_runs = saved["config"], [Outcome.from_json(r) for r in saved["runs"]]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            cli.error(f"--merge: cannot read the grid to merge into, {path}: {exc}")
+        differ = [k for k in CONFIG_KEYS if k not in ("rules", "attacks", "splits") and saved_config.get(k) != config[k]]
+        if differ:
+            k = differ[0]
+            cli.error(f"--merge: {k} is {config[k]} here but {saved_config.get(k)} in {path}; cells of different setups do not mix")
+        config = merged_config(saved_config, config)
+    have = {cell_key(o) for o in saved_runs}
 
     started = time.monotonic()
     outcomes: list[Outcome] = []
     for split in args.splits:
         for rule in args.rules:
-            for attack in [None, *args.attacks]:
+            # Merging, an honest-only baseline already in the grid is kept, not rerun: it was not asked for.
+            baseline = [] if args.merge and (split, rule, None) in have else [None]
+            for attack in [*baseline, *args.attacks]:
                 o = run_one(split, rule, attack, args)
                 outcomes.append(o)
                 print(
@@ -317,8 +379,18 @@ def main(argv: list[str] | None = None) -> int:
                     f"excluded after {o.rounds_to_exclusion}  attackers' share {o.attacker_payout_share:.1%}  ({o.seconds:.1f} s)",
                     flush=True,
                 )
+    ran = len(outcomes)
+    if args.merge:
+        outcomes = merge_outcomes(saved_runs, outcomes, config)
+        missing = [c for c in grid_cells(config) if c not in {cell_key(o) for o in outcomes}]
+        if missing:
+            # The lists say which splits, rules and attacks the grid covers; say which cells it still lacks.
+            config["missing_cells"] = [list(c) for c in missing]
+            print(f"note: {len(missing)} cells of the grid are not run yet, listed in results.json as missing_cells")
+        else:
+            config.pop("missing_cells", None)
     page = write_report(outcomes, config, out)
-    print(f"wrote {page} ({len(outcomes)} runs in {time.monotonic() - started:.0f} s)")
+    print(f"wrote {page} ({ran} runs in {time.monotonic() - started:.0f} s; {len(outcomes)} in the grid)")
     return 0
 
 

@@ -92,6 +92,24 @@ def explain(o: Outcome, target: str, grid: Grid) -> str | None:
             f"{_ema_sentence(attacker_score)}."
         )
 
+    if attack == "free-rider-perturbed" and target in ("payout", "exclusion"):
+        later = [x for s in o.attacker_scores for x in s[1:] if x is not None]
+        if later and max(later) == 0:
+            return (
+                f"The perturbed free-riders train honestly in round 1 and are paid for it like honest nodes; from round 2 "
+                f"they resend their previous update plus a little noise. It is not bit-identical to anything, but its cosine "
+                f"with what it replays (about 0.995) is over the replay check's, so it scores 0 like an exact replay (scores "
+                f"per attacker: {'; '.join(seq(x) for x in o.attacker_scores)}). Their {pct(o.attacker_payout_share)} is, "
+                f"nearly all, round 1's honest work."
+            )
+        return (
+            f"From round 2 the perturbed free-riders resend their previous update plus a little noise, which no "
+            f"bit-exact replay check matches. An old update still points roughly where the honest ones go (cosine with "
+            f"their mean {seq(o.published.get('cos_to_honest_mean', []))}), so relative to the round's median cosine it "
+            f"scores {mean(later):.2f} on average from round 2 (honest nodes: {honest_score:.2f}), and "
+            f"{_ema_sentence(mean(later))}."
+        )
+
     if attack == "free-rider-stale" and target == "payout":
         return (
             f"The stale free-riders train honestly in round 1 and are paid for it like honest nodes; from round 2 "
@@ -280,7 +298,7 @@ def attacker_data(split: str, config: dict[str, Any]) -> tuple[float, list[tuple
     return len(theirs) / len(labels), per_class
 
 
-def split_note(rule: str, split: str, grid: Grid) -> str | None:
+def split_note(rule: str, split: str, grid: Grid, targeted: bool = True) -> str | None:
     """A note on a rule under a split: when honest updates agree too little for the scores to separate
     attackers, and when the rule itself learns much less than FedAvg there."""
     base = grid.find(split, rule, None)
@@ -295,8 +313,8 @@ def split_note(rule: str, split: str, grid: Grid) -> str | None:
             f"Under {split} the honest nodes of the honest-only run score only {grid.honest_level(split, rule):.2f} on average"
             f"{f' (IID: {grid.honest_level(iid.split, rule):.2f})' if iid else ''}, and in {len(with_fp)} of the {len(attacked)} attacked runs honest "
             f"nodes fell under the threshold ({sum(o.honest_excluded for o in attacked)} in all): under label skew honest updates "
-            "disagree with the aggregate almost as much as many attacks do, so a cosine reputation separates them poorly. "
-            "Misses below without a reason of their own have this one."
+            "disagree with the aggregate almost as much as many attacks do, so a cosine reputation separates them poorly."
+            + (" Misses below without a reason of their own have this one." if targeted else "")
         )
     fedavg = grid.find(split, "fedavg", None)
     iid_rule, iid_fedavg = grid.find("iid", rule, None), grid.find("iid", "fedavg", None)

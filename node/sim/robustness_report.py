@@ -18,16 +18,20 @@ from node.sim.robustness import (
     EXCLUSION_ROUNDS,
     PAYOUT_SHARE,
     ROBUST_RULES,
+    SPLITS,
     TARGETS,
+    TARGETED_SPLITS,
     THRESHOLD_WAD,
     Outcome,
     assess,
     baseline_of,
     command_line,
     experiment_trim,
+    measure,
     misses,
     verdict,
 )
+from node.sim.attacks import PERTURB_SCALE
 from node.sim.robustness_explain import explain, split_note
 from node.sim.robustness_grid import Grid, evidence, join_words, pct, published_sentence, seq
 from node.sim.robustness_plots import plot
@@ -42,7 +46,7 @@ SETUP = """\
 Every run is `fedledger simulate` in-process on the embedded chain (real contracts, real
 content addressing, real torch training), with the seeds fixed: {nodes} nodes of which the last
 {malicious} attack, {rounds} rounds, a committee of all {nodes} nodes (every node whose
-reputation is at least the threshold gets a seat), digits split IID or by Dirichlet(0.5) label skew.
+reputation is at least the threshold gets a seat), digits split {splits}.
 One honest-only run per rule and split is the baseline the attacked runs of that rule are compared with.
 
 | parameter | value | why |
@@ -55,18 +59,20 @@ One honest-only run per rule and split is the baseline the attacked runs of that
 | rules (`spec_for_rule`) | fedavg: weights = samples (cap 2^20); median: coordinate-wise; trimmed-mean: trim {trim:g} (cuts {cut} of {nodes} values from each end of every coordinate); multi-krum: f = {f}, m = {m} | trimmed-mean needs beta >= the attackers' fraction (Yin et al., 2018), so it cuts {malicious} of {nodes} (the protocol's default, without a known attacker count, is Flower's 0.2); f = (K - 3) // 2 is the most Byzantine updates Krum tolerates among K (Blanchard et al. need K > 2f + 2), m = K - f. |
 | training | model {model}, {epochs} local epochs, batch {batch}, lr {lr}, seed {seed} | the task spec defaults. With 2 epochs (as an earlier version of this report ran) the honest-only runs were still climbing steeply after 5 rounds (0.49 -> 0.71 -> 0.77 under IID), so an attack that only slowed the first rounds showed as a lost accuracy target; with 5 they are near their plateau and the accuracy target measures lasting damage. |
 
-Targets for the robust rules (median, trimmed-mean, multi-krum): final test accuracy within
+Targets for the robust rules (median, trimmed-mean, multi-krum), under {targeted}: final test accuracy within
 {margin} points of the honest-only run with the same rule and split; every attacker's reputation
-under the threshold within {exclusion} rounds of its first attack (round 1, except the stale
-free-rider, which trains honestly in round 1 and resends that update from round 2); the attackers
+under the threshold within {exclusion} rounds of its first attack (round 1, except the stale and
+perturbed free-riders, which train honestly in round 1 and resend that update from round 2); the attackers
 together earn at most {payout}% of the payouts. FedAvg is held to the same targets but is not
-expected to meet them: it has no defence but the reputation.
+expected to meet them: it has no defence but the reputation.{untargeted}
 
 Attackers know what the protocol lets them know: their own training, their colluders', the
 committee size and the updates revealed in earlier rounds. Commit-reveal hides the honest updates
 of the round until every commitment is in, so little-is-enough estimates the honest mean and
 spread from the colluders' own honestly trained updates, and free-rider-copy copies an update
-revealed in the previous round (zeros in round 1, when there is none).
+revealed in the previous round (zeros in round 1, when there is none). free-rider-perturbed resends
+its own previous update plus Gaussian noise of {perturb:g} of each tensor's standard deviation, so it is never
+bit-identical to what it replays (cosine about 0.995 with it).
 
 How to read the scores quoted below: a round's score is the relative score above, recovered
 exactly from the on-chain reputations; "honest" is the mean
@@ -75,6 +81,30 @@ the honest updates of the same round: cosine, norm ratio, the median shift in un
 honest updates' per-coordinate standard deviation, and the mean cosine between the attackers' updates.
 Every sequence runs over rounds 1, 2, ...; "-" is a round in which no attacker had a seat.
 """
+
+
+def split_name(split: str) -> str:
+    """"IID", "Dirichlet(0.5)": a split as the prose names it."""
+    return "IID" if SPLITS[split] is None else f"Dirichlet({SPLITS[split]:g})"
+
+
+def split_phrase(splits: list[str]) -> str:
+    """How the setup names the splits: "IID or by Dirichlet(0.5) label skew", ..."""
+    words = ["IID" if SPLITS[s] is None else f"by Dirichlet({SPLITS[s]:g})" for s in splits]
+    text = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+    return text + (" label skew" if any(SPLITS[s] is not None for s in splits) else "")
+
+
+def untargeted_note(splits: list[str]) -> str:
+    """The setup's sentence on the splits reported without targets (empty if there are none)."""
+    free = [s for s in splits if s not in TARGETED_SPLITS]
+    if not free:
+        return ""
+    return (
+        f"\n\nRuns under {join_words([split_name(s) for s in free])} are reported as measured, with no targets "
+        "(issue #16): most shards hold a few classes only, and whether a cosine reputation can work there at all "
+        "is what these runs show. Their tables quote the same yardsticks for reference."
+    )
 
 
 def rule_findings(rule: str, grid: Grid) -> list[str]:
@@ -110,6 +140,9 @@ def rule_findings(rule: str, grid: Grid) -> list[str]:
             honest_caught.insert(0, f"honest-only ({base.honest_excluded})")
         lines.append(f"#### {split}")
         lines.append("")
+        if split not in TARGETED_SPLITS:
+            lines += [*untargeted_findings(split, rule, attacked, honest_caught, grid), ""]
+            continue
         lines.append(
             f"{len(met)} of {len(attacked)} attacks meet every target{' (' + ', '.join(met) + ')' if met else ''}. "  # type: ignore[arg-type]
             f"{summary[0].upper() + summary[1:]}. Honest nodes under the threshold: "
@@ -134,12 +167,35 @@ def rule_findings(rule: str, grid: Grid) -> list[str]:
     return lines
 
 
+def yardsticks(attacked: list[Outcome], grid: Grid) -> str:
+    """How many runs of a split without targets meet each target's yardstick, for reference."""
+    met = [measure(o, grid.outcomes) for o in attacked]
+    return ", ".join(f"{t} {sum(m[t] for m in met)} of {len(met)}" for t in TARGETS)
+
+
+def untargeted_findings(split: str, rule: str, attacked: list[Outcome], honest_caught: list[str], grid: Grid) -> list[str]:
+    """A rule under a split reported without targets: what happened, with no verdict."""
+    caught = [o.attack for o in attacked if measure(o, grid.outcomes)["exclusion"]]
+    worst = max(attacked, key=lambda o: o.attacker_payout_share, default=None)
+    text = (
+        f"Reported, no targets. Against the targets' yardsticks, for reference: {yardsticks(attacked, grid)}. "
+        f"Every attacker under the threshold within {EXCLUSION_ROUNDS} rounds under: {', '.join(caught) if caught else 'no attack'}"  # type: ignore[arg-type]
+        + (f"; highest attackers' share {pct(worst.attacker_payout_share)} ({worst.attack})" if worst else "")
+        + f". Honest nodes under the threshold: {', '.join(honest_caught) if honest_caught else 'none, in any run'}."
+    )
+    note = split_note(rule, split, grid, targeted=False)
+    return [text, *(["", note] if note else [])]
+
+
 def verdict_lines(grid: Grid) -> list[str]:
     """The headline: how often the robust rules meet each target, per split, and who stands out."""
     lines = []
     for split in dict.fromkeys(o.split for o in grid.outcomes):
         robust = [o for o in grid.outcomes if o.split == split and o.rule in ROBUST_RULES and o.attack is not None]
         if not robust:
+            continue
+        if split not in TARGETED_SPLITS:
+            lines.append(f"- **{split}**, robust rules: reported, no targets; against their yardsticks, for reference: {yardsticks(robust, grid)}.")
             continue
         counts = ", ".join(f"{t} {sum(o.targets[t] for o in robust if o.targets)} of {len(robust)}" for t in TARGETS)
         lines.append(
@@ -155,7 +211,7 @@ def verdict_lines(grid: Grid) -> list[str]:
             continue
         starved = [
             a for a in attacks
-            if all(o.targets and o.targets["exclusion"] and o.targets["payout"] for o in robust if o.attack == a)
+            if all(m["exclusion"] and m["payout"] for m in (measure(o, grid.outcomes) for o in robust if o.attack == a))
         ]  # fmt: skip
         worst = max(robust, key=lambda o: o.attacker_payout_share)
         wrong = [o for o in grid.outcomes if o.split == split and o.honest_excluded]
@@ -167,10 +223,14 @@ def verdict_lines(grid: Grid) -> list[str]:
         )
     never = [
         a for a in attacks
-        if all(o.targets and not o.targets["exclusion"] for o in grid.outcomes if o.attack == a and o.rule in robust_rules)
+        if all(
+            o.targets and not o.targets["exclusion"]
+            for o in grid.outcomes
+            if o.attack == a and o.rule in robust_rules and o.split in TARGETED_SPLITS
+        )
     ]  # fmt: skip
     if never:
-        lines.append(f"- No robust rule, on either split, catches every attacker in time under: {', '.join(never)}.")
+        lines.append(f"- No robust rule, on any split with targets, catches every attacker in time under: {', '.join(never)}.")
     return lines
 
 
@@ -183,12 +243,10 @@ def summary_table(outcomes: list[Outcome]) -> list[str]:
             attacked = [o for o in rows if o.attack is not None]
             base = next((o for o in rows if o.attack is None), None)
             cells = [", ".join(o.attack for o in attacked if t in misses(o)) or "-" for t in TARGETS]  # type: ignore[misc]
-            lines.append(
-                f"| {rule} | {split} | {base.final_accuracy:.3f} | "
-                f"{sum(not misses(o) for o in attacked)} of {len(attacked)} | " + " | ".join(cells) + " |"
-                if base
-                else f"| {rule} | {split} | - | {sum(not misses(o) for o in attacked)} of {len(attacked)} | " + " | ".join(cells) + " |"
-            )
+            count = f"{sum(not misses(o) for o in attacked)} of {len(attacked)}"
+            if split not in TARGETED_SPLITS:
+                cells, count = ["n/a"] * len(TARGETS), "reported, no targets"
+            lines.append(f"| {rule} | {split} | {f'{base.final_accuracy:.3f}' if base else '-'} | {count} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -212,6 +270,15 @@ def results_table(split: str, outcomes: list[Outcome]) -> list[str]:
     return lines
 
 
+def missing_lines(config: dict[str, Any]) -> list[str]:
+    """A grid merged in parts (`--merge`) names the cells it does not hold yet."""
+    missing = config.get("missing_cells") or []
+    if not missing:
+        return []
+    cells = "; ".join(f"{s} {r} {a or 'honest-only'}" for s, r, a in missing)
+    return [f"**Incomplete grid**: {len(missing)} cells not run yet: {cells}.", ""]
+
+
 def markdown(outcomes: list[Outcome], config: dict[str, Any], plots: list[Path]) -> str:
     nodes = config["nodes"]
     spec = spec_for_rule("multi-krum", nodes)
@@ -228,8 +295,11 @@ def markdown(outcomes: list[Outcome], config: dict[str, Any], plots: list[Path])
         "behind them ([robustness/results.json](robustness/results.json)); `--render-only` rewrites the",
         "page from results.json. Do not edit it by hand.",
         "",
+        *missing_lines(config),
         SETUP.format(
             nodes=nodes, malicious=config["malicious"], rounds=config["rounds"], epochs=config["epochs"], seed=config["seed"],
+            splits=split_phrase(config["splits"]), untargeted=untargeted_note(config["splits"]), perturb=PERTURB_SCALE,
+            targeted=join_words([split_name(s) for s in TARGETED_SPLITS]),
             alpha=ALPHA_WAD / WAD, keep=keep, initial=0.5, three_zero=0.5 * keep**3, after_one=0.5 * keep + ALPHA_WAD / WAD,
             one_then_zero=(0.5 * keep + ALPHA_WAD / WAD) * keep**3, threshold=THRESHOLD_WAD / WAD,
             proposer_share=config["proposer_share_bps"] / 100, attester_share=config["attester_share_bps"] / 100,
