@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from aggregation.scores import REPLAY_COSINE
 from incentives.reputation import INITIAL_REPUTATION, ema
 from node.sim.robustness import (
     ACCURACY_MARGIN,
@@ -98,7 +99,8 @@ def explain(o: Outcome, target: str, grid: Grid) -> str | None:
             return (
                 f"The perturbed free-riders train honestly in round 1 and are paid for it like honest nodes; from round 2 "
                 f"they resend their previous update plus a little noise. It is not bit-identical to anything, but its cosine "
-                f"with what it replays (about 0.995) is over the replay check's, so it scores 0 like an exact replay (scores "
+                f"with what it replays (about 0.995) is over the replay check's {REPLAY_COSINE[0] / REPLAY_COSINE[1]:g}, so it scores 0 "
+                f"like an exact replay (scores "
                 f"per attacker: {'; '.join(seq(x) for x in o.attacker_scores)}). Their {pct(o.attacker_payout_share)} is, "
                 f"nearly all, round 1's honest work."
             )
@@ -296,6 +298,20 @@ def attacker_data(split: str, config: dict[str, Any]) -> tuple[float, list[tuple
     held = np.bincount(labels[theirs], minlength=10)
     per_class = sorted(((c, float(held[c] / total[c])) for c in range(len(total)) if total[c]), key=lambda x: -x[1])
     return len(theirs) / len(labels), per_class
+
+
+def shard_classes(split: str, config: dict[str, Any]) -> list[tuple[int, float]]:
+    """Per node's shard of `split`, in node order: how many classes it holds, and the share of its
+    largest class."""
+    from node.training import load_digits_split, partition
+
+    train, _ = load_digits_split(seed=config["seed"])  # as simulate deals it
+    labels = np.asarray(train.y)
+    out = []
+    for s in partition(train, config["nodes"], SPLITS[split], config["seed"]):
+        counts = np.bincount(labels[s])
+        out.append((int(np.count_nonzero(counts)), float(counts.max() / len(s))))
+    return out
 
 
 def split_note(rule: str, split: str, grid: Grid, targeted: bool = True) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from node.sim.robustness import PAYOUT_SHARE, THRESHOLD_WAD, Outcome
+from node.sim.robustness import PAYOUT_SHARE, TARGETED_SPLITS, THRESHOLD_WAD, Outcome
 from node.units import WAD
 
 
@@ -41,7 +41,8 @@ def plot(outcomes: list[Outcome], out_dir: Path) -> list[Path]:
                 values = [next((_metric(o, metric) for o in rows if o.rule == rule and (o.attack or "none") == a), 0.0) for a in attacks]
                 ax.bar([x + i * width for x in range(len(attacks))], values, width, label=rule)
             if line is not None:
-                ax.axhline(line, color="black", linestyle="--", linewidth=1, label="target" if metric != "attacker_reputation" else "threshold")
+                name = "target" if split in TARGETED_SPLITS else "target elsewhere (none here)"
+                ax.axhline(line, color="black", linestyle="--", linewidth=1, label=name if metric != "attacker_reputation" else "threshold")
             ax.set_xticks([x + width * (len(rules) - 1) / 2 for x in range(len(attacks))])
             ax.set_xticklabels(attacks, rotation=30, ha="right", fontsize="small")
             ax.set(ylabel=label, title=f"{label} ({split})")

@@ -9,6 +9,7 @@ missed target (node/sim/robustness_explain.py), and the plots (node/sim/robustne
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,9 @@ from node.sim.robustness import (
     misses,
     verdict,
 )
+from aggregation.scores import REPLAY_COSINE
 from node.sim.attacks import PERTURB_SCALE
-from node.sim.robustness_explain import explain, split_note
+from node.sim.robustness_explain import explain, shard_classes, split_note
 from node.sim.robustness_grid import Grid, evidence, join_words, pct, published_sentence, seq
 from node.sim.robustness_plots import plot
 from node.sim.simulate import SimulationConfig
@@ -51,7 +53,7 @@ One honest-only run per rule and split is the baseline the attacked runs of that
 
 | parameter | value | why |
 |---|---|---|
-| score | the node's clipped cosine with the round's aggregate, relative to the round's median cosine: 1 at or above the median, 0 at half of it or less, linear in between; 0 for an update identical to another of the same round (commit-reveal: only colluders can publish the same update) or to one of the previous round (a replay) | RFFL (Xu & Lyu, 2020) scores a node by the cosine of its update with the aggregate. How aligned honest updates are depends on the data (about 0.75 on IID shards, 0.3 under label skew), so an absolute cosine cannot be held to one threshold; relative to the round's median it can, as long as honest updates are the majority. |
+| score | the node's clipped cosine with the round's aggregate, relative to the round's median cosine: 1 at or above the median, 0 at half of it or less, linear in between; 0 for an update identical to another of the same round (commit-reveal: only colluders can publish the same update), or identical to one of the previous round or with a cosine of at least {replay_cos:g} with it (a replay, resent as it was or with a little noise) | RFFL (Xu & Lyu, 2020) scores a node by the cosine of its update with the aggregate. How aligned honest updates are depends on the data (about 0.75 on IID shards, 0.3 under label skew), so an absolute cosine cannot be held to one threshold; relative to the round's median it can, as long as honest updates are the majority. |
 | reputation | EMA of the round's score, alpha {alpha}, from {initial} at registration | RFFL: reputation is a moving average of the scores, so one bad round does not ruin an honest node and one good round does not redeem an attacker. With alpha {alpha}, a node that scores 0 falls from {initial} to {initial} x {keep}^3 = {three_zero:.3f} < {threshold} in 3 rounds, the exclusion target, and so does one that first scored 1 for a round, as the stale free-rider does ({after_one:g} x {keep}^3 = {one_then_zero:.3f}); with alpha 0.3 that took 4 rounds (0.65 x 0.7^3 = 0.223). |
 | threshold | {threshold} | Under it a node earns nothing and gets no seat. An EMA heads for the node's typical score, so a node stays in the long run iff it scores at least {threshold}: honest nodes, near their round's median, score about 1. |
 | proposer / attester shares | {proposer_share:g}% / {attester_share:g}% here (the protocol's default is 5% / 5%) | The simulator turns the protocol shares off by default so that a node's payout measures its training contribution alone, which is what this experiment compares. With the defaults, every seated node also earns for proposing and attesting honestly (these attackers only misbehave in training), so the attackers' share would also include part of the 10% of each round paid for protocol work, in the rounds in which they held seats. `--proposer-share-bps 500 --attester-share-bps 500` runs that. |
@@ -187,6 +189,24 @@ def untargeted_findings(split: str, rule: str, attacked: list[Outcome], honest_c
     return [text, *(["", note] if note else [])]
 
 
+def untargeted_summary(split: str, grid: Grid) -> str:
+    """What a split without targets does to honest nodes alone: how many classes its shards hold, and
+    how the honest-only runs learn and whom they exclude."""
+    shards = shard_classes(split, grid.config)
+    classes = [n for n, _ in shards]
+    one = sum(top >= 0.9 for _, top in shards)
+    bases = [o for o in grid.outcomes if o.split == split and o.attack is None]
+    return (
+        f"- **{split}**, honest-only runs: its {len(shards)} shards hold {min(classes)} to {max(classes)} classes "
+        f"(median {statistics.median(classes):g}), and {one} of them are at least 90% one class; final accuracy "
+        + ", ".join(f"{b.final_accuracy:.3f} ({b.rule})" for b in bases)
+        + "; honest nodes under the threshold without any attacker: "
+        + ", ".join(f"{b.honest_excluded} of {grid.config['nodes']} ({b.rule})" for b in bases)
+        + ". An update trained on nearly one class points away from the aggregate, and a cosine reputation "
+        "cannot tell it from an attacker's."
+    )
+
+
 def verdict_lines(grid: Grid) -> list[str]:
     """The headline: how often the robust rules meet each target, per split, and who stands out."""
     lines = []
@@ -196,6 +216,7 @@ def verdict_lines(grid: Grid) -> list[str]:
             continue
         if split not in TARGETED_SPLITS:
             lines.append(f"- **{split}**, robust rules: reported, no targets; against their yardsticks, for reference: {yardsticks(robust, grid)}.")
+            lines.append(untargeted_summary(split, grid))
             continue
         counts = ", ".join(f"{t} {sum(o.targets[t] for o in robust if o.targets)} of {len(robust)}" for t in TARGETS)
         lines.append(
@@ -211,7 +232,7 @@ def verdict_lines(grid: Grid) -> list[str]:
             continue
         starved = [
             a for a in attacks
-            if all(m["exclusion"] and m["payout"] for m in (measure(o, grid.outcomes) for o in robust if o.attack == a))
+            if any(o.attack == a for o in robust) and all(m["exclusion"] and m["payout"] for m in (measure(o, grid.outcomes) for o in robust if o.attack == a))
         ]  # fmt: skip
         worst = max(robust, key=lambda o: o.attacker_payout_share)
         wrong = [o for o in grid.outcomes if o.split == split and o.honest_excluded]
@@ -298,7 +319,7 @@ def markdown(outcomes: list[Outcome], config: dict[str, Any], plots: list[Path])
         *missing_lines(config),
         SETUP.format(
             nodes=nodes, malicious=config["malicious"], rounds=config["rounds"], epochs=config["epochs"], seed=config["seed"],
-            splits=split_phrase(config["splits"]), untargeted=untargeted_note(config["splits"]), perturb=PERTURB_SCALE,
+            replay_cos=REPLAY_COSINE[0] / REPLAY_COSINE[1], splits=split_phrase(config["splits"]), untargeted=untargeted_note(config["splits"]), perturb=PERTURB_SCALE,
             targeted=join_words([split_name(s) for s in TARGETED_SPLITS]),
             alpha=ALPHA_WAD / WAD, keep=keep, initial=0.5, three_zero=0.5 * keep**3, after_one=0.5 * keep + ALPHA_WAD / WAD,
             one_then_zero=(0.5 * keep + ALPHA_WAD / WAD) * keep**3, threshold=THRESHOLD_WAD / WAD,
