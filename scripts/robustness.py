@@ -3,6 +3,7 @@
     .venv/bin/python scripts/robustness.py                 # full grid -> docs/robustness.md + docs/robustness/
     .venv/bin/python scripts/robustness.py --render-only   # rewrite the report from docs/robustness/results.json
     .venv/bin/python scripts/robustness.py --quick         # a small grid, for a smoke run
+    .venv/bin/python scripts/robustness.py --merge --splits dirichlet-0.1   # add cells to the committed grid
 """
 
 import sys

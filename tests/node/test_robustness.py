@@ -155,7 +155,7 @@ def test_the_committed_report_is_rendered_from_its_numbers(tmp_path):
 
 
 # The part of the grid CI reruns: the median under every attack, on the two splits with targets
-# (20 of the 120 runs, ~7 minutes; Dirichlet(0.1) is reported without targets and left out to keep
+# (20 of the 120 runs, ~5 minutes; Dirichlet(0.1) is reported without targets and left out to keep
 # CI's time). `scripts/robustness.py` reruns the whole grid.
 CI_RULES = ["median"]
 CI_SPLITS = list(robustness.TARGETED_SPLITS)
