@@ -243,7 +243,7 @@ def test_a_perturbed_replay_of_a_previous_round_update_scores_zero() -> None:
     # its last one (cosine ~0.9, as honest lag-1 self-cosines go; docs/robustness-history.md)
     rng = np.random.default_rng(3)
     old = [{"a": rng.integers(-(10**6), 10**6, 4000), "b": rng.integers(-(10**6), 10**6, 96)} for _ in range(4)]
-    fresh = {k: v + (v * 0 + rng.integers(-(10**6), 10**6, v.shape)) // 2 for k, v in old[0].items()}
+    fresh = {k: v + rng.integers(-(10**6), 10**6, v.shape) // 2 for k, v in old[0].items()}
     deltas = [fresh, _noisy(old[1], 1e-2, 1), _noisy(_noisy(old[1], 1e-1, 2), 1e-1, 3), _noisy(old[2], 1e-1, 4)]
     target = {k: sum(d[k] for d in deltas) for k in ("a", "b")}
     assert all(not np.array_equal(d["a"], o["a"]) for d in deltas for o in old)  # no bit-exact replay
