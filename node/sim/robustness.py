@@ -340,9 +340,19 @@ def main(argv: list[str] | None = None) -> int:
     cli = parser()
     args = cli.parse_args(argv)
     out = Path(args.out)
+    path = out / "robustness" / "results.json"
+
+    def read_grid(failure: str) -> tuple[dict[str, Any], list[Outcome]]:
+        """The committed grid's config and runs; `failure` and one line when it cannot be read."""
+        try:
+            saved = json.loads(path.read_text())
+            return saved["config"], [Outcome.from_json(r) for r in saved["runs"]]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            cli.error(f"{failure}, {path}: {exc}")
+
     if args.render_only:
-        saved = json.loads((out / "robustness" / "results.json").read_text())
-        page = write_report([Outcome.from_json(r) for r in saved["runs"]], saved["config"], out)
+        saved_config, saved_runs = read_grid("--render-only: cannot read the grid to render")
+        page = write_report(saved_runs, saved_config, out)
         print(f"wrote {page}")
         return 0
     if args.quick:
@@ -353,12 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     config = {k: getattr(args, k) for k in CONFIG_KEYS}
     saved_runs: list[Outcome] = []
     if args.merge:
-        path = out / "robustness" / "results.json"
-        try:
-            saved = json.loads(path.read_text())
-            saved_config, saved_runs = saved["config"], [Outcome.from_json(r) for r in saved["runs"]]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            cli.error(f"--merge: cannot read the grid to merge into, {path}: {exc}")
+        saved_config, saved_runs = read_grid("--merge: cannot read the grid to merge into")
         differ = [k for k in CONFIG_KEYS if k not in ("rules", "attacks", "splits") and saved_config.get(k) != config[k]]
         if differ:
             k = differ[0]
@@ -383,7 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     ran = len(outcomes)
     if args.merge:
         outcomes = merge_outcomes(saved_runs, outcomes, config)
-        missing = [c for c in grid_cells(config) if c not in {cell_key(o) for o in outcomes}]
+        done = {cell_key(o) for o in outcomes}
+        missing = [c for c in grid_cells(config) if c not in done]
         if missing:
             # The lists say which splits, rules and attacks the grid covers; say which cells it still lacks.
             config["missing_cells"] = [list(c) for c in missing]
