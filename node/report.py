@@ -30,6 +30,12 @@ class NodeRecord:
     reputation_history_wad: list[int] = field(default_factory=list)  # at registration, then after each round
     num_samples: int = 0
     scores_wad: list[int | None] = field(default_factory=list)  # per round, in the accepted proposal; None: no seat
+    # A sybil attacker's identity (role "sybil"): the address of the attacker's first identity (its
+    # own, for that one), which groups an attacker's identities; None for every other node.
+    identity_of: str | None = None
+    # Rounds already ended when the node registered: its reputation history starts there (at
+    # registration, then after each later round); its scores are None for the rounds before.
+    joined_after_round: int = 0
 
 
 @dataclass
@@ -74,6 +80,8 @@ class SimulationReport:
                     "num_samples": n.num_samples,
                     "reputation_history_wad": [str(x) for x in n.reputation_history_wad],
                     "scores_wad": [None if x is None else str(x) for x in n.scores_wad],
+                    # Only a sybil attacker's identities carry these two (see NodeRecord).
+                    **({"identity_of": n.identity_of, "joined_after_round": n.joined_after_round} if n.identity_of else {}),
                 }
                 for n in self.nodes
             ],
@@ -127,7 +135,8 @@ class SimulationReport:
         fig, ax = plt.subplots(figsize=(6, 4))
         for n in self.nodes:
             hist = [x / WAD for x in n.reputation_history_wad]
-            ax.plot(range(len(hist)), hist, marker="o", label=f"{n.address[:8]} ({n.role})")
+            start = n.joined_after_round  # a node that registered during the run starts there
+            ax.plot(range(start, start + len(hist)), hist, marker="o", label=f"{n.address[:8]} ({n.role})")
         ax.set(xlabel="round", ylabel="reputation", title="Reputation per node", ylim=(0, 1))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)

@@ -139,8 +139,18 @@ def label_flip(data: Dataset, rng: np.random.Generator) -> Dataset:
     return Dataset(data.x, (classes - 1 - data.y).astype(data.y.dtype))
 
 
+# The sybil re-registration attacker poisons like sign-flip; what sets it apart is that when an
+# identity of it is excluded (reputation under the task's threshold), it registers a fresh one
+# with the normal stake and carries on with the same data and the same flipping. The comeback is
+# the in-process simulator's business (node/sim/simulate.py: `SybilComebacks`), which gives each
+# sybil attacker at most SYBIL_SPARE_IDENTITIES identities beyond its first; a daemon playing
+# `sybil` only flips signs.
+SYBIL = "sybil"
+SYBIL_SPARE_IDENTITIES = 3
+
 UPDATE_ATTACKS: dict[str, Callable[[AttackContext], Delta]] = {
     "sign-flip": sign_flip,
+    SYBIL: sign_flip,
     "gaussian": gaussian,
     "scaling": scaling,
     "free-rider-zero": free_rider_zero,

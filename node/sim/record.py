@@ -38,7 +38,8 @@ def rounds_done(client: FedLedgerClient, task: int) -> int:
 
 class ChainRecorder:
     """Follows a task on the chain: one RoundRecord and one progress line per ended round, and
-    every node's reputation after it (read at the round's last block)."""
+    every node's reputation after it (read at the round's last block). Nodes that register during
+    the run (a sybil attacker's new identities) are followed from then on (`track`)."""
 
     def __init__(
         self,
@@ -61,8 +62,23 @@ class ChainRecorder:
         self.scores: dict[str, list[int | None]] = {a: [] for a in self.addresses}
         self.payouts: dict[str, int] = {a: 0 for a in self.addresses}
         self.records: list[RoundRecord] = []
+        self.joined: dict[str, int] = {}  # a node tracked during the run -> rounds recorded when it was
+        self.identity_of: dict[str, str] = {}  # a sybil identity -> the address of its attacker's first identity
         self._last_block, self._last_time = start_block, time.monotonic()
         self._blocks: dict[int, BlockActivity] = {}  # read once each: a long run has many
+
+    def track(self, address: str, identity_of: str | None = None) -> None:
+        """Follow `address` too, from now on: its reputation history starts with its reputation
+        now, its scores are None (no seat) for the rounds already recorded. `identity_of`: the
+        first identity of the sybil attacker that `address` is an identity of (itself included)."""
+        if address not in self.history:
+            self.addresses.append(address)
+            self.history[address] = [self.client.reputation_of(address)]
+            self.scores[address] = [None] * len(self.records)
+            self.payouts[address] = 0
+            self.joined[address] = len(self.records)
+        if identity_of is not None:
+            self.identity_of[address] = identity_of
 
     def _activity(self, first: int, last: int) -> list[BlockActivity]:
         for n in range(first, last + 1):
@@ -129,7 +145,8 @@ class ChainRecorder:
         return dict(zip(senders, (int(s) for s in proposals[-1].args["scores"])))
 
     def node_records(self, roles: Sequence[str], num_samples: Sequence[int]) -> list[NodeRecord]:
-        """Every node's account at the end: reputation, payouts credited during the run, pending rewards."""
+        """Every node's account at the end: reputation, payouts credited during the run, pending
+        rewards. `roles` and `num_samples` follow the addresses: the initial ones, then the tracked."""
         client, payouts = self.client, self.payouts
         return [
             NodeRecord(
@@ -141,6 +158,8 @@ class ChainRecorder:
                 reputation_history_wad=self.history[a],
                 num_samples=n,
                 scores_wad=self.scores[a],
+                identity_of=self.identity_of.get(a),
+                joined_after_round=self.joined.get(a, 0),
             )
             for a, role, n in zip(self.addresses, roles, num_samples)
         ]

@@ -36,7 +36,9 @@ from node.protocol import Behaviour, Observer, ProtocolNode, node_seed, seeded_s
 from node.protocol.behaviour import RoundView
 from node.protocol.node import DREW, ZERO32
 from node.report import SimulationReport
-from node.sim.attacks import AttackBehaviour, Coalition, behaviour_for, parse_roles, protocol_colluders
+from node.sim.attacks import (
+    SYBIL, SYBIL_SPARE_IDENTITIES, AttackBehaviour, Coalition, behaviour_for, parse_roles, protocol_colluders, training_attack,
+)
 from node.sim.record import ChainRecorder, describe
 from node.storage import EmbeddedStorage
 from node.storage.unixfs import DEFAULT_MAX_FETCH_BYTES, dag_blocks_bound, read_dag
@@ -118,6 +120,57 @@ def node_roles(config: SimulationConfig) -> list[str]:
     """Each node's role: "honest", then the `--attack` roles taken in turn by the last `malicious` nodes."""
     roles = parse_roles(config.attack) if config.attack else ["honest"]
     return ["honest"] * (config.nodes - config.malicious) + [roles[j % len(roles)] for j in range(config.malicious)]
+
+
+def identity_index(nodes: int, i: int, j: int) -> int:
+    """The index of identity `j` of node `i` in a federation of `nodes` (j = 0: the node's own; a
+    sybil attacker's comebacks are j = 1, 2, ...). Its dev account is this index + 1 (account 0
+    owns the task), and its seed and directory derive from it, so node i's own identity keeps the
+    index i that runs without sybils use."""
+    return j * nodes + i
+
+
+class SybilComebacks:
+    """The `sybil` attacker's re-registrations (node/sim/attacks.py: SYBIL). Between rounds, each
+    sybil attacker whose acting identity's reputation is under the task's threshold comes back as
+    a fresh identity, at most SYBIL_SPARE_IDENTITIES times. Not when no round is left that it could
+    sit in: the round after the one just recorded has frozen its candidates when it opened (the
+    contract's `drawCommittee`), so a newcomer sits from the round after that one."""
+
+    def __init__(self, roles: Sequence[str], rounds: int, threshold_wad: int) -> None:
+        self.rounds = rounds
+        self.threshold_wad = threshold_wad
+        self.slots = [i for i, role in enumerate(roles) if self.plays(role)]
+        self.comebacks = {i: 0 for i in self.slots}  # node index -> identities registered after its first
+        self.checked = 0  # rounds recorded when last checked: reputations change only at a round's end
+
+    @staticmethod
+    def plays(role: str) -> bool:
+        return training_attack(role) == SYBIL
+
+    def due(self, chain: FedLedgerClient, nodes: Sequence[ProtocolNode], done: int) -> list[tuple[int, int]]:
+        """(node index, identity number) of every comeback due after `done` recorded rounds."""
+        if done == self.checked:
+            return []
+        self.checked = done
+        if done + 2 > self.rounds:
+            return []
+        due = []
+        for i in self.slots:
+            if self.comebacks[i] < SYBIL_SPARE_IDENTITIES and chain.reputation_of(nodes[i].me) < self.threshold_wad:
+                self.comebacks[i] += 1
+                due.append((i, self.comebacks[i]))
+        return due
+
+    @staticmethod
+    def replaced(old: ProtocolNode, new: ProtocolNode, behaviours: Sequence[Behaviour]) -> None:
+        """`new` acts for `old` from now on: in its coalition, and among the protocol colluders
+        who vouch for `old` (a `sybil+bad-proposer` role)."""
+        for b in behaviours:
+            if isinstance(b, AttackBehaviour):
+                b.coalition.members = [new if m is old else m for m in b.coalition.members]
+                if old.me in b.colluders:
+                    b.colluders = b.colluders | {new.me}
 
 
 def attack_behaviours(roles: Sequence[str], addresses: Sequence[str]) -> list[Behaviour]:
@@ -251,9 +304,8 @@ def run_simulation(
 
         # A simulation's stores are scratch space: content addressing and per-block verification
         # are real, durability across power loss (fsync) is not what is being simulated.
-        stores = [EmbeddedStorage(workdir / f"node{i}", fsync=False) for i in range(config.nodes)]
         owner_store = EmbeddedStorage(workdir / "owner", fsync=False)
-        everyone = [owner_store, *stores]
+        everyone = [owner_store]  # and every node's store, as it joins
 
         params = federation_params(config.nodes, config.rounds, spec, config.stake_wei,
                                    config.proposer_share_bps, config.attester_share_bps)  # fmt: skip
@@ -262,30 +314,39 @@ def run_simulation(
         progress(f"task {task_id}: {config.nodes} nodes x {config.rounds} rounds, rule {config.rule}")
 
         behaviours = attack_behaviours(roles, [a.address for a in accounts])
-        nodes: list[ProtocolNode] = []
         results: dict = {}  # one recomputation per proposal checked, shared by the nodes (ProtocolNode)
-        for i, acct in enumerate(accounts):
-            client = chain.as_account(acct)
-            client.register(f"sim-node-{i}", [], config.stake_wei)
-            journal = stack.enter_context(Journal(workdir / f"node{i}" / "journal.db"))
-            nodes.append(
-                ProtocolNode(
-                    client,
-                    journal,
-                    stores[i],
-                    trainer=partial(node_trainer, node_config=sim_node_config(config, i)),
-                    fetch=partial(_fetch_for, stores[i], everyone),
-                    seed=node_seed(config.seed, i),
-                    salt=seeded_salt(node_seed(config.seed, i)),
-                    behaviour=behaviours[i],
-                    observer=observer,
-                    sit_out_app_failures=False,  # nothing times a round out here: the app's error ends the run
-                    results=results,
-                )
+
+        def join(i: int, j: int, behaviour: Behaviour) -> ProtocolNode:
+            """Identity `j` of node `i` registers (its account funded already) and becomes a
+            ProtocolNode with node i's data shard and `behaviour`, and its own store, journal,
+            seed and salt (all from `identity_index`, so a run stays a function of its seed)."""
+            k = identity_index(config.nodes, i, j)
+            client = chain.as_account(dev_account(k + 1))
+            client.register(f"sim-node-{k}", [], config.stake_wei)
+            store = EmbeddedStorage(workdir / f"node{k}", fsync=False)
+            everyone.append(store)  # the in-process network: every store is every node's peer
+            journal = stack.enter_context(Journal(workdir / f"node{k}" / "journal.db"))
+            return ProtocolNode(
+                client,
+                journal,
+                store,
+                trainer=partial(node_trainer, node_config=sim_node_config(config, i)),
+                fetch=partial(_fetch_for, store, everyone),
+                seed=node_seed(config.seed, k),
+                salt=seeded_salt(node_seed(config.seed, k)),
+                behaviour=behaviour,
+                observer=observer,
+                sit_out_app_failures=False,  # nothing times a round out here: the app's error ends the run
+                results=results,
             )
+
+        # `nodes` holds each data shard's acting identity (node order); `identities` every identity
+        # that ever registered, in registration order, for the report.
+        nodes: list[ProtocolNode] = [join(i, 0, behaviours[i]) for i in range(config.nodes)]
         for behaviour in behaviours:
             if isinstance(behaviour, AttackBehaviour):  # colluders share their data: see Coalition
                 behaviour.coalition.members = [n for n, b in zip(nodes, behaviours) if b.role == behaviour.role]
+        identities = list(zip(nodes, roles))
 
         # Training and evaluation run on every core: one torch thread per call, as many calls at
         # once as there are cores. Chain and store access stay in this thread (web3 and py-evm
@@ -303,9 +364,21 @@ def run_simulation(
             model_bytes=partial(_fetch_for, owner_store, everyone), start_block=task_block,
             total_rounds=config.rounds, progress=progress,
         )  # fmt: skip
+        sybils = SybilComebacks(roles, config.rounds, params.reputation_threshold_wad)
+        for node, role in identities:
+            if sybils.plays(role):
+                recorder.track(node.me, identity_of=node.me)
         initial = recorder.evaluation_of(model_cid)
         progress(f"round 0: initial model {model_cid}, {describe(initial)}")
-        while recorder.catch_up() < config.rounds:
+        while (done := recorder.catch_up()) < config.rounds:
+            for i, j in sybils.due(chain, nodes, done):
+                old = nodes[i]
+                _fund(w3, owner, [dev_account(identity_index(config.nodes, i, j) + 1).address], config.stake_wei + ETHER)
+                nodes[i] = join(i, j, old.behaviour)
+                sybils.replaced(old, nodes[i], behaviours)
+                identities.append((nodes[i], roles[i]))
+                recorder.track(nodes[i].me, identity_of=recorder.identity_of[old.me])
+                progress(f"round {done}: sybil {old.me} is under the threshold; it comes back as {nodes[i].me}")
             # One pass: every node takes the actions open to it, in node order (so the reveal
             # order, hence the proposer rotation, does not depend on the committee's seed).
             acted = False
@@ -325,7 +398,7 @@ def run_simulation(
             initial_accuracy=initial.accuracy,
             initial_metrics=initial.metrics,
             rounds=recorder.records,
-            nodes=recorder.node_records(roles, [n.trainer(task_id).num_samples for n in nodes]),
+            nodes=recorder.node_records([r for _, r in identities], [n.trainer(task_id).num_samples for n, _ in identities]),
             chain_id=chain.chain_id(),
             rpc=rpc_url if config.chain == "rpc" else None,
             contracts={"FedLedger": chain.address},
