@@ -16,6 +16,7 @@ import numpy as np
 
 from aggregation.scores import REPLAY_COSINE
 from incentives.reputation import INITIAL_REPUTATION, ema
+from node.sim.attacks import SYBIL
 from node.sim.robustness import (
     ACCURACY_MARGIN,
     ALPHA_WAD,
@@ -197,7 +198,7 @@ def explain(o: Outcome, target: str, grid: Grid) -> str | None:
                 else f"the {rule} bounds how far they move each coordinate, not the direction"
             )
             return f"The {malicious} label-flippers' updates{agree} and pull the aggregate the same way {stall}; {how}." + steep
-        if attack == "sign-flip":
+        if attack in ("sign-flip", SYBIL):  # a sybil flips signs too
             how = {
                 "fedavg": f"{malicious} negated updates cancel about as many honest ones, so the step is roughly "
                 f"{nodes - 2 * malicious}/{nodes} of the honest one",
@@ -236,7 +237,7 @@ def explain(o: Outcome, target: str, grid: Grid) -> str | None:
                 f"follows the attackers' updates more than the honest ones, which under label skew point in many "
                 f"directions, so a reputation that measures agreement with the aggregate rewards the attackers."
             )
-        if attack == "sign-flip":
+        if attack in ("sign-flip", SYBIL):  # a sybil flips signs too
             k = _late(o)
             own = o.attacker_own_cos[k] if o.attacker_own_cos else []
             return (

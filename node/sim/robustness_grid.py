@@ -10,6 +10,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from node.sim.attacks import SYBIL
 from node.sim.robustness import EXCLUSION_ROUNDS, Outcome
 
 
@@ -76,9 +77,11 @@ def evidence(o: Outcome, target: str, grid: Grid) -> str:
         late = [i for i, r in enumerate(o.rounds_to_exclusion) if r is None or r > EXCLUSION_ROUNDS]
         caught = len(o.rounds_to_exclusion) - len(late)
         worst = late[0]
+        # A sybil attacker has one identity per comeback, each held to the target on its own.
+        one, many = ("attacker identity", "attacker identities") if o.attack == SYBIL else ("attacker", "attackers")
         return (
-            f"{len(late)} of {len(o.rounds_to_exclusion)} attackers not under the threshold in time"
-            f"{f' ({caught} caught in time)' if caught else ''}; attacker {worst + 1}: reputation "
+            f"{len(late)} of {len(o.rounds_to_exclusion)} {many} not under the threshold in time"
+            f"{f' ({caught} caught in time)' if caught else ''}; {one} {worst + 1}: reputation "
             f"{seq(o.attacker_reputation[worst])}, scores {seq(o.attacker_scores[worst])} (honest: {seq(o.honest_mean_score)})"
         )
     assert target == "payout"

@@ -33,7 +33,7 @@ from node.sim.robustness import (
     verdict,
 )
 from aggregation.scores import REPLAY_COSINE
-from node.sim.attacks import PERTURB_SCALE
+from node.sim.attacks import PERTURB_SCALE, SYBIL, SYBIL_SPARE_IDENTITIES
 from node.sim.robustness_explain import explain, shard_classes, split_note
 from node.sim.robustness_grid import Grid, evidence, join_words, pct, published_sentence, seq
 from node.sim.robustness_plots import plot
@@ -74,7 +74,7 @@ of the round until every commitment is in, so little-is-enough estimates the hon
 spread from the colluders' own honestly trained updates, and free-rider-copy copies an update
 revealed in the previous round (zeros in round 1, when there is none). free-rider-perturbed resends
 its own previous update plus Gaussian noise of {perturb:g} of each tensor's standard deviation, so it is never
-bit-identical to what it replays (cosine about 0.995 with it).
+bit-identical to what it replays (cosine about 0.995 with it).{sybil}
 
 How to read the scores quoted below: a round's score is the relative score above, recovered
 exactly from the on-chain reputations; "honest" is the mean
@@ -95,6 +95,19 @@ def split_phrase(splits: list[str]) -> str:
     words = ["IID" if SPLITS[s] is None else f"by Dirichlet({SPLITS[s]:g})" for s in splits]
     text = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
     return text + (" label skew" if any(SPLITS[s] is not None for s in splits) else "")
+
+
+def sybil_note(attacks: list[str]) -> str:
+    """The setup's sentence on the sybil re-registration attacker (empty if the grid has none)."""
+    if SYBIL not in attacks:
+        return ""
+    return (
+        f" The sybil attacker flips signs like sign-flip, and each time one of its identities falls under the "
+        f"threshold it registers a fresh one with the normal stake (at most {SYBIL_SPARE_IDENTITIES} more per "
+        "attacker, and only while a round is left that the newcomer can sit in), which carries on with the same "
+        "data: the exclusion target holds for every identity, counted from its own first attack, and the payout "
+        "target for all of them together."
+    )
 
 
 def untargeted_note(splits: list[str]) -> str:
@@ -320,6 +333,7 @@ def markdown(outcomes: list[Outcome], config: dict[str, Any], plots: list[Path])
         SETUP.format(
             nodes=nodes, malicious=config["malicious"], rounds=config["rounds"], epochs=config["epochs"], seed=config["seed"],
             replay_cos=REPLAY_COSINE[0] / REPLAY_COSINE[1], splits=split_phrase(config["splits"]), untargeted=untargeted_note(config["splits"]), perturb=PERTURB_SCALE,
+            sybil=sybil_note(config["attacks"]),
             targeted=join_words([split_name(s) for s in TARGETED_SPLITS]),
             alpha=ALPHA_WAD / WAD, keep=keep, initial=0.5, three_zero=0.5 * keep**3, after_one=0.5 * keep + ALPHA_WAD / WAD,
             one_then_zero=(0.5 * keep + ALPHA_WAD / WAD) * keep**3, threshold=THRESHOLD_WAD / WAD,
