@@ -14,7 +14,8 @@ pragma solidity 0.8.37;
 /// (the hash of the round-opening block) with a bounded number of tries. Phases end at their
 /// deadline or as soon as every member has acted; deadlines are enforced lazily by `_sync`, which
 /// every round action (and the public `advance`) runs first.
-/// Invariant: address(this).balance == sum(stakes) + sum(rewardRemaining) + sum(pendingRewards).
+/// Invariant: address(this).balance == sum(stakes) + sum(rewardRemaining) + sum(pendingRewards)
+/// + sum(held rewards of newcomers on probation).
 contract FedLedger {
     // ---------------------------------------------------------------- constants
 
@@ -36,6 +37,11 @@ contract FedLedger {
     uint256 public constant SHUFFLE_LIMIT = 256;
     /// @notice Proposals a round may see (rejected or undecided) before it is void; bounds `attempt`.
     uint256 public constant MAX_ATTEMPTS = 4;
+    /// @notice Scored rounds a newcomer's rewards are held for (its probation; #16). At the end it is
+    /// paid what it held if its reputation is at least INITIAL_REPUTATION, else the held wei is
+    /// forfeited to the pool of the task that ends the probation; falling under a task's threshold
+    /// ends the probation early, forfeiting.
+    uint256 public constant PROBATION_ROUNDS = 3;
 
     // ---------------------------------------------------------------- types
 
@@ -114,9 +120,10 @@ contract FedLedger {
         uint96 stake;
         uint64 reputation; // WAD, in [0, WAD]
         uint32 activeIndex; // position in _active while active
-        uint40 unstakeAt; // 0 unless an unstake was requested
+        uint8 scored; // rounds scored while on probation (up to PROBATION_ROUNDS)
+        uint32 unstakeAt; // 0 unless an unstake was requested (a timestamp: 32 bits last until 2106)
         uint16 exposure; // open commitments + pending proposals: slashes that may still land
-        uint8 flags; // F_REGISTERED | F_ACTIVE | F_SEEN
+        uint8 flags; // F_REGISTERED | F_ACTIVE | F_SEEN | F_PROBATION
     }
 
     struct PeerInfo {
@@ -208,6 +215,7 @@ contract FedLedger {
     uint8 private constant F_REGISTERED = 1;
     uint8 private constant F_ACTIVE = 2;
     uint8 private constant F_SEEN = 4; // registered once: a re-registration keeps the reputation
+    uint8 private constant F_PROBATION = 8; // a newcomer: its rewards are held (see PROBATION_ROUNDS)
     uint8 private constant VOTE_AGREE = 1;
     uint8 private constant VOTE_DISAGREE = 2;
     uint8 private constant VOTE_ABSTAIN = 3;
@@ -223,6 +231,7 @@ contract FedLedger {
     // commitment while committed, keccak256(cid) once revealed
     mapping(uint256 taskId => mapping(uint256 round => mapping(address node => bytes32))) private _commitments;
     mapping(address account => uint256) private _pending;
+    mapping(address node => uint256) private _held; // rewards of a newcomer on probation
 
     // ---------------------------------------------------------------- events
 
@@ -378,6 +387,23 @@ contract FedLedger {
     /// @param round The round the credit is for.
     /// @param amount Credited wei.
     event RewardCredited(address indexed account, uint256 indexed taskId, uint256 round, uint256 amount);
+    /// @notice Emitted when a newcomer's reward is held for its probation instead of credited.
+    /// @param account The newcomer.
+    /// @param taskId The task whose pool pays.
+    /// @param round The round the reward is for.
+    /// @param amount Held wei.
+    event RewardHeld(address indexed account, uint256 indexed taskId, uint256 round, uint256 amount);
+    /// @notice Emitted when a probation ends: `vested` wei of held rewards were credited (a
+    /// RewardCredited of the same amount is emitted too) or `forfeited` wei went to the task's pool.
+    /// @param account The node.
+    /// @param taskId The task whose round ended the probation (and whose pool takes a forfeit).
+    /// @param round That round.
+    /// @param reputation The node's reputation then, WAD.
+    /// @param vested Wei credited.
+    /// @param forfeited Wei forfeited.
+    event ProbationEnded(
+        address indexed account, uint256 indexed taskId, uint256 round, uint256 reputation, uint256 vested, uint256 forfeited
+    );
     /// @notice Emitted when an account withdraws its pending rewards.
     /// @param account The account paid.
     /// @param amount Paid wei.
@@ -546,12 +572,14 @@ contract FedLedger {
         Node storage node = _nodes[msg.sender];
         if (node.flags & F_REGISTERED != 0) revert FedLedgerAlreadyRegistered(msg.sender);
         node.stake = uint96(msg.value); // the supply of ether fits in 96 bits
+        uint8 probation = node.flags & F_PROBATION; // a returning newcomer resumes its probation
         if (node.flags & F_SEEN == 0) {
             node.reputation = uint64(INITIAL_REPUTATION);
+            probation = F_PROBATION;
         } else {
             delete _peers[msg.sender].multiaddrs; // a returning node's old addresses are stale
         }
-        node.flags = F_REGISTERED | F_ACTIVE | F_SEEN;
+        node.flags = F_REGISTERED | F_ACTIVE | F_SEEN | probation;
         node.unstakeAt = 0;
         node.activeIndex = uint32(_active.length);
         _active.push(msg.sender);
@@ -586,7 +614,7 @@ contract FedLedger {
         if (node.unstakeAt != 0) revert FedLedgerUnstaking(msg.sender, node.unstakeAt);
         _removeActive(node);
         uint256 unlocksAt = block.timestamp + UNSTAKE_DELAY;
-        node.unstakeAt = uint40(unlocksAt);
+        node.unstakeAt = uint32(unlocksAt);
         emit UnstakeRequested(msg.sender, unlocksAt);
     }
 
@@ -602,7 +630,7 @@ contract FedLedger {
         uint256 amount = node.stake;
         node.stake = 0;
         node.unstakeAt = 0;
-        node.flags = F_SEEN;
+        node.flags = F_SEEN | (node.flags & F_PROBATION); // held rewards wait for a return
         emit StakeWithdrawn(msg.sender, amount);
         (bool ok,) = payable(msg.sender).call{value: amount}("");
         if (!ok) revert FedLedgerTransferFailed(msg.sender);
@@ -1110,6 +1138,17 @@ contract FedLedger {
         return _pending[account];
     }
 
+    /// @notice Returns a node's probation: whether it is on it, the rounds scored so far and the
+    /// rewards held until it ends (see PROBATION_ROUNDS).
+    /// @param node The node's account.
+    /// @return onProbation Whether its rewards are still held.
+    /// @return scored Rounds scored while on probation.
+    /// @return held Held wei.
+    function probationOf(address node) external view returns (bool onProbation, uint256 scored, uint256 held) {
+        Node storage n = _nodes[node];
+        return (n.flags & F_PROBATION != 0, n.scored, _held[node]);
+    }
+
     /// @notice Sends the caller all of its pending rewards.
     /// @dev Checks-effects-interactions: the balance is zeroed before the call, so a re-entrant
     /// `withdraw` finds nothing; a recipient that rejects ether only reverts its own withdrawal.
@@ -1152,9 +1191,12 @@ contract FedLedger {
         node.flags &= ~F_ACTIVE;
     }
 
+    /// @dev A newcomer not yet scored may sit whatever the task's threshold (its first round is how
+    /// it earns reputation: a threshold above INITIAL_REPUTATION would otherwise lock newcomers out).
     function _eligible(Node storage node, Task storage task) private view returns (bool) {
-        return node.flags & F_ACTIVE != 0 && node.stake >= task.minStake
-            && node.reputation >= task.reputationThreshold;
+        uint8 flags = node.flags;
+        return flags & F_ACTIVE != 0 && node.stake >= task.minStake
+            && (node.reputation >= task.reputationThreshold || (flags & F_PROBATION != 0 && node.scored == 0));
     }
 
     function _slash(address account, uint256 taskId, uint256 round, Task storage task, SlashReason reason)
@@ -1373,7 +1415,7 @@ contract FedLedger {
         if (round == task.rounds) {
             uint256 leftover = task.rewardRemaining;
             task.rewardRemaining = 0;
-            _credit(task.owner, taskId, round, leftover);
+            _creditPending(task.owner, taskId, round, leftover); // never held: it is a refund
         } else {
             _openRound(taskId, round + 1);
         }
@@ -1392,7 +1434,8 @@ contract FedLedger {
     /// floor-division dust, stays in the pool. An update the proposer marked unavailable is neutral
     /// for training: no training step, nothing earned this round (neither as trainer nor as
     /// attester); its sender's wrong votes still cost it. Two passes over the revealed updates: the
-    /// weights need every new reputation before any payout is divided.
+    /// weights need every new reputation before any payout is divided. A newcomer's reward is held
+    /// and its probation judged after its credit (`_judgeProbation`).
     function _settle(
         uint256 taskId,
         uint256 round,
@@ -1447,8 +1490,33 @@ contract FedLedger {
             // slither-disable-next-line divide-before-multiply
             amount += perVote * (e & 0xff);
             paid += _credit(senders[i], taskId, round, amount);
+            _judgeProbation(senders[i], taskId, round, task, threshold);
         }
         task.rewardRemaining -= paid;
+    }
+
+    /// @dev Ends a newcomer's probation once it is under the task's threshold (forfeit) or has been
+    /// scored PROBATION_ROUNDS times (vest if its reputation is at least INITIAL_REPUTATION, else
+    /// forfeit). Runs after the round's credit, so the last probation round's reward is judged with
+    /// the rest. A forfeit goes to this task's pool, for its later rounds (or its owner).
+    function _judgeProbation(address account, uint256 taskId, uint256 round, Task storage task, uint256 threshold)
+        private
+    {
+        Node storage node = _nodes[account];
+        if (node.flags & F_PROBATION == 0) return;
+        uint256 rep = node.reputation;
+        bool under = rep < threshold;
+        if (!under && node.scored < PROBATION_ROUNDS) return;
+        node.flags &= ~F_PROBATION;
+        uint256 held = _held[account];
+        if (held != 0) _held[account] = 0;
+        if (under || rep < INITIAL_REPUTATION) {
+            task.rewardRemaining += held; // stays in the contract: conservation holds
+            emit ProbationEnded(account, taskId, round, rep, 0, held);
+        } else {
+            _creditPending(account, taskId, round, held);
+            emit ProbationEnded(account, taskId, round, rep, held, 0);
+        }
     }
 
     /// @dev A member's votes in a round judged by the outcomes: `right` counts its agreement with
@@ -1492,7 +1560,10 @@ contract FedLedger {
         Node storage node = _nodes[account];
         uint256 oldRep = node.reputation;
         newRep = oldRep;
-        if (trained) newRep = (newRep * (WAD - alpha) + score * alpha) / WAD; // a convex mix: stays in [0, WAD]
+        if (trained) {
+            newRep = (newRep * (WAD - alpha) + score * alpha) / WAD; // a convex mix: stays in [0, WAD]
+            if (node.flags & F_PROBATION != 0 && node.scored < PROBATION_ROUNDS) ++node.scored;
+        }
         for (uint256 k = 0; k < wrong; ++k) {
             // Each step is floored as the mirror floors it (Slither's divide-before-multiply,
             // accepted: see contracts/README.md).
@@ -1503,11 +1574,24 @@ contract FedLedger {
         emit ReputationUpdated(account, oldRep, newRep);
     }
 
+    /// @dev A reward: held while the account is a newcomer on probation, else withdrawable.
     function _credit(address account, uint256 taskId, uint256 round, uint256 amount) private returns (uint256) {
         if (amount == 0) return 0;
+        if (_nodes[account].flags & F_PROBATION != 0) {
+            _held[account] += amount;
+            emit RewardHeld(account, taskId, round, amount);
+        } else {
+            _pending[account] += amount;
+            emit RewardCredited(account, taskId, round, amount);
+        }
+        return amount;
+    }
+
+    /// @dev Wei made withdrawable at once (a vest, a task's leftover to its owner).
+    function _creditPending(address account, uint256 taskId, uint256 round, uint256 amount) private {
+        if (amount == 0) return;
         _pending[account] += amount;
         emit RewardCredited(account, taskId, round, amount);
-        return amount;
     }
 
     /// @dev Committee sampling; see `drawCommittee`. Duplicates are caught in memory (K <= 64).

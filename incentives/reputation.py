@@ -29,6 +29,8 @@ REPUTATION_ALPHA = 4 * 10**17
 """Default weight of the newest score in the moving average (0.4); each task sets its own."""
 REPUTATION_THRESHOLD = 2 * 10**17
 """Default threshold (0.2): nodes whose new reputation is below it earn nothing for the round."""
+PROBATION_ROUNDS = 3
+"""Scored rounds a newcomer's rewards are held for (FedLedger `PROBATION_ROUNDS`)."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,24 @@ class LedgerState:
     reputations: dict[str, int]  # node address -> WAD reputation (registered nodes only)
     pending: dict[str, int] = field(default_factory=dict)  # account -> withdrawable wei
     reward_remaining: int = 0  # wei left in this task's pool
+    probation: dict[str, int] = field(default_factory=dict)  # newcomer -> rounds scored so far
+    held: dict[str, int] = field(default_factory=dict)  # newcomer -> rewards held for its probation
+    # What the settlement that produced this state credited, per account: held or withdrawable,
+    # the owner's leftover included; a vest of rewards held before is not a new credit.
+    credited: dict[str, int] = field(default_factory=dict)
+
+
+def judge_probation(rep: int, scored: int, threshold: int) -> bool | None:
+    """Return how a newcomer's probation stands after a round (FedLedger `_judgeProbation`).
+
+    None: it goes on. True: it ends and the held rewards vest (scored PROBATION_ROUNDS times, at
+    or above INITIAL_REPUTATION). False: it ends and they are forfeited to the task's pool (under
+    the threshold at any time, or under INITIAL_REPUTATION at the end).
+    """
+    under = rep < threshold
+    if not under and scored < PROBATION_ROUNDS:
+        return None
+    return not under and rep >= INITIAL_REPUTATION
 
 
 def apply_finalize(
@@ -143,7 +163,30 @@ def apply_finalize(
     last round the pool's leftover is credited to `owner`. `available` is the proposal's bitmap
     over `senders` (bit i: update i was aggregated; None: all were); an update left out is
     neutral: no training step and nothing earned this round (wrong votes still cost).
+
+    Newcomers (`state.probation`) have every reward held, and their probation is judged after
+    their credit (`judge_probation`); a forfeit returns to this task's pool.
     """
+    return _settle(state, owner=owner, rounds=rounds, round=round, senders=senders, scores=scores,
+                   proposer=proposer, agreeing=agreeing, params=params, available=available,
+                   rejected=rejected, void=False)  # fmt: skip
+
+
+def _settle(
+    state: LedgerState,
+    *,
+    owner: str,
+    rounds: int,
+    round: int,
+    senders: Sequence[str],
+    scores: Sequence[int],
+    proposer: str | None,
+    agreeing: Collection[str],
+    params: TaskIncentives,
+    available: int | None,
+    rejected: Sequence[Mapping[str, bool]],
+    void: bool,
+) -> LedgerState:
     if len(senders) != len(scores):
         raise ValueError(f"{len(scores)} scores for {len(senders)} updates")
     share = round_share(state.reward_remaining, rounds, round)  # validates `round`
@@ -158,6 +201,8 @@ def apply_finalize(
 
     reputations = dict(state.reputations)
     pending = dict(state.pending)
+    probation = dict(state.probation)
+    held = dict(state.held)
     new_reps: list[int] = []
     right_votes: list[int] = []
     for sender, score, aggregated in zip(senders, scores, counted, strict=True):
@@ -167,6 +212,8 @@ def apply_finalize(
         rep = reputations[sender]
         if aggregated:
             rep = ema(rep, score, params.alpha)
+            if sender in probation and probation[sender] < PROBATION_ROUNDS:
+                probation[sender] += 1
         for _ in range(wrong):
             rep = ema(rep, 0, params.alpha)
         reputations[sender] = rep
@@ -177,12 +224,31 @@ def apply_finalize(
     attester_cut = share * params.attester_share_bps // BPS
     trainer_cut = share - proposer_cut - attester_cut
     paid = 0
+    forfeited = 0
+    credited: dict[str, int] = {}
 
     def credit(account: str, amount: int) -> None:
         nonlocal paid
         if amount:
-            pending[account] = pending.get(account, 0) + amount
+            book = held if account in probation else pending
+            book[account] = book.get(account, 0) + amount
+            credited[account] = credited.get(account, 0) + amount
             paid += amount
+
+    def judge(account: str) -> None:
+        nonlocal forfeited
+        if account not in probation:
+            return
+        vests = judge_probation(reputations[account], probation[account], params.threshold)
+        if vests is None:
+            return
+        del probation[account]
+        amount = held.pop(account, 0)
+        if vests:
+            if amount:
+                pending[account] = pending.get(account, 0) + amount
+        else:
+            forfeited += amount
 
     if proposer is not None and reputations.get(proposer, 0) >= params.threshold:
         credit(proposer, proposer_cut)
@@ -190,12 +256,16 @@ def apply_finalize(
     payouts = round_payouts(trainer_cut, [s if c else 0 for s, c in zip(scores, counted)], new_reps, params.threshold)
     for sender, payout, right in zip(senders, payouts, right_votes, strict=True):
         credit(sender, payout + per_vote * right)
-    remaining = state.reward_remaining - paid
+        if not void:  # a void round judges votes only (FedLedger `_judgeVoidRound`)
+            judge(sender)
+    remaining = state.reward_remaining - paid + forfeited
 
     if round == rounds and remaining:
         pending[owner] = pending.get(owner, 0) + remaining
+        credited[owner] = credited.get(owner, 0) + remaining
         remaining = 0
-    return LedgerState(reputations=reputations, pending=pending, reward_remaining=remaining)
+    return LedgerState(reputations=reputations, pending=pending, reward_remaining=remaining,
+                       probation=probation, held=held, credited=credited)  # fmt: skip
 
 
 def apply_void(
@@ -211,10 +281,10 @@ def apply_void(
     """Return the state after round `round` ends void (FedLedger `_judgeVoidRound`, `_closeRound`).
 
     Nobody is paid and no update counts; each agreement with one of the round's rejected
-    proposals still costs its zero-score step. On the last round the pool goes to `owner`.
-    That is `apply_finalize` with no proposer, no agreement and nothing aggregated.
+    proposals still costs its zero-score step, and no probation is judged. On the last round the
+    pool goes to `owner`. That is a finalize with no proposer, no agreement and nothing aggregated.
     """
-    return apply_finalize(
+    return _settle(
         state, owner=owner, rounds=rounds, round=round, senders=senders, scores=[0] * len(senders),
-        params=params, available=0, rejected=rejected,
+        proposer=None, agreeing=(), params=params, available=0, rejected=rejected, void=True,
     )  # fmt: skip

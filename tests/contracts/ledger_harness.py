@@ -335,6 +335,10 @@ class Protocol:
         for v in voters:
             self.chain.send(self.f.attest(task, r, agree), v)
 
+    def earned(self, account: str) -> int:
+        """Rewards credited to `account`, withdrawable or still held for its probation."""
+        return self.f.pendingRewards(account).call() + self.f.probationOf(account).call()[2]
+
     def voters(self, task: int) -> list[str]:
         st = self.state(task)
         return [a for a in self.revealed(task) if a != st["proposer"]]

@@ -117,7 +117,7 @@ def test_an_update_the_proposer_could_not_fetch_is_neutral(chain: Chain, ledger:
     task, order = _revealed_round(proto, owner, 4)
     withheld = order[2]
     f = ledger.functions
-    before = (f.reputationOf(withheld).call(), f.pendingRewards(withheld).call())
+    before = (f.reputationOf(withheld).call(), proto.earned(withheld))
     scores = [WAD, WAD, 0, WAD]
     # Execute
     proto.propose(task, scores, available=0b1011)
@@ -125,8 +125,8 @@ def test_an_update_the_proposer_could_not_fetch_is_neutral(chain: Chain, ledger:
     proto.attest(task, proto.voters(task))
     proto.finalize(task, scores)
     # Assert: no reputation change and no pay for it (not even as an agreeing attester)
-    assert (f.reputationOf(withheld).call(), f.pendingRewards(withheld).call()) == before
-    assert all(f.pendingRewards(a).call() > 0 for a in order if a != withheld)
+    assert (f.reputationOf(withheld).call(), proto.earned(withheld)) == before
+    assert all(proto.earned(a) > 0 for a in order if a != withheld)
 
 
 def test_voters_that_cannot_check_abstain_and_the_attempt_ends_at_once_without_a_slash(

@@ -148,6 +148,8 @@ def test_draw_skips_ineligible_nodes(chain: Chain, ledger: Contract, proto: Prot
 def test_draw_with_nobody_eligible_waits_without_voiding(chain: Chain, ledger: Contract, proto: Protocol, owner: str, nodes: list[str]) -> None:
     # A void cost whoever drew a transaction every block (#14 H3); now the draw reverts and the
     # round waits in Draw with its pool.
+    warmup = proto.create_task(owner, TaskConfig(rounds=1, committee_size=4))
+    proto.run_round(warmup)  # scored once: no longer newcomers whom a draw seats whatever the threshold
     task = proto.create_task(owner, TaskConfig(rounds=1, reputation_threshold=WAD))
     with chain.reverts(ledger, "FedLedgerCommitteeTooSmall", 0, 1):
         ledger.functions.drawCommittee(task).transact({"from": owner})
@@ -200,7 +202,7 @@ def test_an_honest_round_finalizes_with_rewards_the_mirror_predicts(
     # Prepare
     f = ledger.functions
     accounts = [owner, *nodes]
-    before = LedgerState({n: f.reputationOf(n).call() for n in nodes}, {}, REWARD)
+    before = LedgerState({n: f.reputationOf(n).call() for n in nodes}, {}, REWARD, probation=dict.fromkeys(nodes, 0))
     members = proto.draw(task)
     proto.commit(task, members)
     proto.reveal(task, members)
@@ -220,6 +222,9 @@ def test_an_honest_round_finalizes_with_rewards_the_mirror_predicts(
                               params=TaskIncentives())  # fmt: skip
     assert {n: f.reputationOf(n).call() for n in nodes} == expected.reputations
     assert {a: f.pendingRewards(a).call() for a in accounts} == {a: expected.pending.get(a, 0) for a in accounts}
+    assert {n: f.probationOf(n).call() for n in nodes} == {
+        n: [n in expected.probation, expected.probation.get(n, 0), expected.held.get(n, 0)] for n in nodes
+    }
     assert f.taskInfo(task).call()[6] == expected.reward_remaining
     assert f.globalModel(task).call() == [b"bafk-global-1", 1]
     assert proto.state(task, 1)["phase"] == FINALIZED
@@ -234,8 +239,9 @@ def test_last_round_empties_the_pool(chain: Chain, ledger: Contract, proto: Prot
     f = ledger.functions
     assert f.taskInfo(task).call()[6] == 0
     assert f.taskInfo(task).call()[5] == 3  # finished
-    # every wei of the pool is credited to someone: trainers, proposers, attesters, the owner (dust)
-    assert sum(f.pendingRewards(a).call() for a in chain.accounts) == REWARD
+    # every wei of the pool is credited to someone: trainers, proposers, attesters (held for the
+    # newcomers' probation), the owner (dust)
+    assert sum(proto.earned(a) for a in chain.accounts) == REWARD
 
 
 # ---------------------------------------------------------------- timeouts, slashes, disputes

@@ -6,15 +6,17 @@ from eth_utils import function_signature_to_4byte_selector
 from ledger_harness import MIN_STAKE, REWARD, TIMEOUT, WAD, Chain, Protocol, TaskConfig
 from web3.contract import Contract
 
+from incentives.reputation import PROBATION_ROUNDS
+
 REENTER, REJECT = 0, 1
 
 
 def held(chain: Chain, ledger: Contract, accounts: list[str]) -> int:
-    """Wei the ledger owes: stakes + undistributed pools + pending rewards of `accounts`."""
+    """Wei the ledger owes: stakes + undistributed pools + pending and probation-held rewards of `accounts`."""
     f = ledger.functions
     stakes = sum(f.nodeInfo(a).call()[1] for a in accounts)
     pools = sum(f.taskInfo(t).call()[6] for t in range(1, f.taskCount().call() + 1))
-    pending = sum(f.pendingRewards(a).call() for a in accounts)
+    pending = sum(f.pendingRewards(a).call() + f.probationOf(a).call()[2] for a in accounts)
     return stakes + pools + pending
 
 
@@ -57,20 +59,21 @@ def test_ether_is_conserved_through_full_tasks_with_slashes(
     proto.attest(t1, proto.voters(t1))
     proto.finalize(t1, [WAD // 2] * n)
     check()
-    chain.send(f.withdraw(), nodes[0])
-    check()
     proto.run_round(t2)
     proto.run_round(t1)
     check()
 
-    # Assert: pools fully distributed; after everyone withdraws only stakes remain
+    # Assert: pools fully distributed; after everyone withdraws only stakes and held rewards remain
     assert [f.taskInfo(t).call()[6] for t in (t1, t2)] == [0, 0]
-    for account in everyone:
-        if f.pendingRewards(account).call():
-            chain.send(f.withdraw(), account)
+    paid = [a for a in everyone if f.pendingRewards(a).call()]
+    assert set(paid) & set(nodes), "no node's probation vested"  # t1's three rounds end it
+    for account in paid:
+        chain.send(f.withdraw(), account)
+        check()
     stakes = sum(f.nodeInfo(a).call()[1] for a in nodes)
     assert stakes == 4 * MIN_STAKE - 2 * MIN_STAKE
-    assert chain.balance(ledger.address) == stakes
+    still_held = sum(f.probationOf(a).call()[2] for a in nodes)  # nodes seated fewer than 3 times
+    assert chain.balance(ledger.address) == stakes + still_held
 
 
 def _hostile_recipient_with_reward(chain: Chain, ledger: Contract, mode: int) -> Contract:
@@ -121,11 +124,13 @@ def test_reentrant_stake_withdrawal_gets_nothing_extra(chain: Chain, ledger: Con
 
 
 def test_rejecting_recipient_cannot_block_other_withdrawals(
-    chain: Chain, ledger: Contract, proto: Protocol, nodes: list[str], task: int
+    chain: Chain, ledger: Contract, proto: Protocol, nodes: list[str], owner: str
 ) -> None:
-    # Prepare: the hostile contract and an honest node both have rewards pending
+    # Prepare: the hostile contract and an honest node (past its probation) both have rewards pending
     attacker = _hostile_recipient_with_reward(chain, ledger, REJECT)
-    order, _ = proto.run_round(task)
+    task = proto.create_task(owner, TaskConfig(rounds=PROBATION_ROUNDS, committee_size=4))
+    for _ in range(PROBATION_ROUNDS):
+        order, _ = proto.run_round(task)
     honest = order[0]
     honest_pending = ledger.functions.pendingRewards(honest).call()
     assert honest_pending > 0

@@ -7,9 +7,12 @@ attesters), lets stray nodes act out of turn (wrong salts, double reveals, forei
 advances and travels in time, across six nodes, two task owners and up to three tasks. After
 every step it checks, from the chain's own views:
 
-- ETH conservation: contract balance == stakes + reward pools + credited rewards;
+- ETH conservation: contract balance == stakes + reward pools + credited rewards + rewards held
+  for newcomers' probation;
 - every reputation in [0, 1e18];
-- no reward credited to a node whose reputation is under the paying task's threshold
+- rewards are held only for a node on probation, which has been scored fewer than
+  PROBATION_ROUNDS times (#16);
+- no reward credited or held for a node whose reputation is under the paying task's threshold
   (checked on every receipt that can credit);
 - no double reveal: each open round's reveal list has distinct senders, and
   reveals <= commits <= committee size; a wrong or repeated reveal never succeeds;
@@ -24,7 +27,8 @@ every step it checks, from the chain's own views:
   says from the votes seen: attesters are paid per vote on the winning side of a proposal of the
   round (agree with the accepted one, disagree with a rejected one), and each agreement with a
   rejected proposal is a zero-score reputation step (#16; a lazy attester that agrees with
-  everything is drawn in the challenge window);
+  everything is drawn in the challenge window); the same for what is held for newcomers, what
+  vests when a probation ends and what is forfeited to the task's pool;
 - no stake leaves while a slash is pending.
 
 Run: .venv/bin/pytest tests/contracts/test_fedledger_stateful.py -m "not slow"   (8 sequences)
@@ -52,7 +56,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from eth_tester.exceptions import TransactionFailed
 from ledger_harness import MIN_STAKE, TIMEOUT, WAD, Chain, DirectContract, TaskConfig, commitment, revert_data
-from incentives.reputation import LedgerState, TaskIncentives, apply_finalize, apply_void
+from incentives.reputation import PROBATION_ROUNDS, LedgerState, TaskIncentives, apply_finalize, apply_void
 from web3.exceptions import ContractLogicError
 from web3.logs import DISCARD
 
@@ -159,7 +163,7 @@ class LedgerMachine(RuleBasedStateMachine):
         """No reward to a node under the paying task's threshold (reputations as after the call)."""
         for name, args in events:
             account, task = args.get("account"), args.get("taskId")
-            if name == "RewardCredited" and account in self.nodes:
+            if name in ("RewardCredited", "RewardHeld") and account in self.nodes:
                 assert self.v.reputationOf(account) >= self.thresholds[task], "reward under threshold"
 
     def secret(self, t: int, rnd: int, node: str) -> tuple[bytes, int, bytes]:
@@ -194,7 +198,10 @@ class LedgerMachine(RuleBasedStateMachine):
         info, state = self.v.taskInfo(t), self.v.roundState(t, rnd)
         senders = self.v.roundUpdates(t, rnd)[0] if info[5] == rnd else []
         watched = [*senders, state[12]]  # the proposer may be an outside (fallback) one
-        before = LedgerState({n: self.v.reputationOf(n) for n in watched}, reward_remaining=info[6])
+        probation = {n: self.v.probationOf(n) for n in watched}
+        before = LedgerState({n: self.v.reputationOf(n) for n in watched}, reward_remaining=info[6],
+                             probation={n: scored for n, (on, scored, _) in probation.items() if on},
+                             held={n: held for n, (_, _, held) in probation.items()})  # fmt: skip
         events = self.send("finalize", (t, rnd, cid, scores), self.owners[1])
         if events is None:
             return
@@ -213,6 +220,12 @@ class LedgerMachine(RuleBasedStateMachine):
             if name == "RewardCredited":
                 credited[args["account"]] = credited.get(args["account"], 0) + args["amount"]
         assert credited == after.pending, "finalize paid other than the mirror"
+        assert {n: self.v.probationOf(n)[2] for n in watched} == {n: after.held.get(n, 0) for n in watched}, "held"
+        assert {n for n in watched if self.v.probationOf(n)[0]} == set(after.probation), "probation differs"
+        assert self.v.taskInfo(t)[6] == after.reward_remaining, "the pool differs from the mirror (forfeits)"
+        ended = [args for name, args in events if name == "ProbationEnded"]
+        STATS["probation vested"] = STATS.get("probation vested", 0) + sum(bool(a["vested"]) for a in ended)
+        STATS["probation forfeited"] = STATS.get("probation forfeited", 0) + sum(bool(a["forfeited"]) for a in ended)
         assert {n: self.v.reputationOf(n) for n in watched} == after.reputations, "reputations differ from the mirror"
         STATS["finalize after a rejection"] = STATS.get("finalize after a rejection", 0) + bool(rejected)
 
@@ -220,16 +233,37 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @initialize(
         count=st.integers(min_value=2, max_value=NODES), k=st.integers(1, 4),
-        threshold=st.sampled_from([0, WAD // 5]), warm=st.booleans(), data=st.data(),
+        threshold=st.sampled_from([0, WAD // 5, WAD // 2]), warm=st.integers(0, PROBATION_ROUNDS),
+        data=st.data(),
     )  # fmt: skip
-    def setup(self, count: int, k: int, threshold: int, warm: bool, data: st.DataObject) -> None:
-        """Nodes and a first task; with `warm`, one round of it already played (so rewards are
-        pending and reputations spread before the random steps start)."""
+    def setup(self, count: int, k: int, threshold: int, warm: int, data: st.DataObject) -> None:
+        """Nodes and a first task, `warm` rounds of it already played (so rewards are held or
+        pending, reputations spread and, after PROBATION_ROUNDS, probations ended before the random
+        steps start; a threshold of 0.5 ends some early, forfeiting)."""
         for i, node in enumerate(self.nodes[:count]):
             assert self.send("register", (f"peer{i}", []), node, MIN_STAKE) is not None
-        self.create_task(0, 2, k, threshold, (500, 500))
-        if warm:
-            self.drive(data, 6)
+        self.create_task(0, max(2, warm), k, threshold, (500, 500))
+        for _ in range(warm):
+            self.honest_round(1)
+
+    def honest_round(self, t: int) -> None:
+        """One round of task `t` without faults: every member commits, reveals and agrees."""
+        rnd, state = self.open_round(t)
+        self.send("drawCommittee", (t,), self.owners[0])
+        members = self.v.committee(t, rnd)
+        for m in members:
+            self.do_commit(t, rnd, m)
+        for m in members:
+            self.do_reveal(t, rnd, m)
+        state = self.v.roundState(t, rnd)
+        if state[0] != PROPOSE:  # nobody drawn (a threshold above every reputation): the round waits
+            return
+        proposer = self.v.designatedProposer(t, rnd)
+        self.do_propose(t, rnd, state[3], proposer, False)
+        for m in self.v.roundUpdates(t, rnd)[0]:
+            if m != proposer and self.open_round(t)[1] is not None and self.open_round(t)[1][0] == ATTEST:
+                self.do_attest(t, rnd, m)
+        self.do_finalize(t, rnd)
 
     @rule(i=st.integers(0, NODES - 1), extra=st.sampled_from([0, 1, MIN_STAKE]))
     def register(self, i: int, extra: int) -> None:
@@ -375,6 +409,11 @@ class LedgerMachine(RuleBasedStateMachine):
         v = self.v
         stakes = sum(v.stakeOf(n) for n in self.nodes)
         pending = sum(v.pendingRewards(a) for a in self.everyone)
+        for n in self.nodes:
+            on, scored, held = v.probationOf(n)
+            assert held == 0 or on, "rewards held for a node not on probation"
+            assert not on or scored < PROBATION_ROUNDS, "a probation outlived its rounds"
+            pending += held
         pools = 0
         for t in sorted(self.thresholds):
             info = v.taskInfo(t)
@@ -429,7 +468,8 @@ def test_protocol_state_machine_thorough() -> None:
     LedgerMachine.TestCase().runTest()
     print(f"successful calls over {examples} sequences: {STATS}")
     # the sequences reach every part of the protocol, not just its entry points
-    for fn in ("commit", "reveal", "propose", "attest", "finalize", "withdraw", "withdrawStake"):
+    for fn in ("commit", "reveal", "propose", "attest", "finalize", "withdraw", "withdrawStake",
+               "probation vested", "probation forfeited"):
         assert STATS.get(fn, 0) > 0, f"no sequence got a successful {fn}"
     if examples >= 500:  # ~1 sequence in 50 finalizes a round after a rejected proposal
         assert STATS.get("finalize after a rejection", 0) > 0, "no sequence judged the votes on a rejected proposal"
@@ -476,13 +516,13 @@ def test_direct_contract_makes_the_chain_web3_makes() -> None:
         if m != proposer:
             both("attest", (1, 1, True), m)
     assert both("finalize", (1, 1, b"bafk-global", [WAD] * len(revealed)), owner)
-    assert both("withdraw", (), proposer)
+    assert not both("withdraw", (), proposer)  # a newcomer: its reward is held for its probation
     assert not both("withdraw", (), owner)
 
     views = [("taskInfo", (1,)), ("roundState", (1, 1)), ("roundUpdates", (1, 1)), ("committee", (1, 1)),
              ("globalModel", (1,)), ("taskCount", ())]  # fmt: skip
     for node in nodes:
-        views += [(fn, (node,)) for fn in ("nodeInfo", "nodeStatus", "stakeOf", "reputationOf", "pendingRewards")]
+        views += [(fn, (node,)) for fn in ("nodeInfo", "nodeStatus", "stakeOf", "reputationOf", "pendingRewards", "probationOf")]
     for fn, args in views:
         assert d.call(fn, *args) == getattr(ledger.functions, fn)(*args).call(), fn
     assert d.balance() == web.balance(ledger.address) > 0

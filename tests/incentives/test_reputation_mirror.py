@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 from mirror_chain import RegisteredLedger
 
@@ -70,7 +70,10 @@ def test_mirror_equals_chain_after_every_finalize(
         reputations={n: f.reputationOf(n).call() for n in env.nodes},
         pending={a: f.pendingRewards(a).call() for a in accounts},
         reward_remaining=reward,
+        probation={n: scored for n in env.nodes for on, scored, _ in [f.probationOf(n).call()] if on},
+        held={n: f.probationOf(n).call()[2] for n in env.nodes},
     )
+    assert state.probation and len(state.probation) < len(env.nodes)  # newcomers and veterans both
 
     for rnd, (all_scores, agrees, bitmap, lazy) in enumerate(plan, start=1):
         # Execute: on chain (whoever is eligible is drawn) and in the mirror
@@ -131,6 +134,7 @@ def test_mirror_equals_chain_after_every_finalize(
             proposer = proto.state(task)["proposer"]
             agreeing = proto.voters(task)
             proto.attest(task, agreeing)
+        before, pending_before = dict(state.probation), dict(state.pending)
         proto.finalize(task, scores)
         state = apply_finalize(
             state, owner=env.owner, rounds=len(plan), round=rnd, senders=senders, scores=scores,
@@ -140,5 +144,11 @@ def test_mirror_equals_chain_after_every_finalize(
         # Assert: to the wei
         assert {n: f.reputationOf(n).call() for n in env.nodes} == state.reputations
         assert {a: f.pendingRewards(a).call() for a in accounts} == {a: state.pending.get(a, 0) for a in accounts}
+        probation = {n: f.probationOf(n).call() for n in env.nodes}
+        for n, (on, _, _) in probation.items():
+            if n in before and not on:
+                event("probation ended: " + ("vested" if state.pending.get(n, 0) > pending_before[n] else "forfeited"))
+        assert {n: s for n, (on, s, _) in probation.items() if on} == state.probation
+        assert {n: h for n, (_, _, h) in probation.items()} == {n: state.held.get(n, 0) for n in env.nodes}
         assert f.taskInfo(task).call()[6] == state.reward_remaining
     assert state.reward_remaining == 0
