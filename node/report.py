@@ -25,7 +25,7 @@ class NodeRecord:
     address: str
     role: str  # "honest" or the attack kind
     reputation_wad: int  # on-chain, after the last round
-    payout_wei: int  # every reward credited to the node during the run
+    payout_wei: int  # every reward credited to the node during the run (withdrawable; vested included)
     pending_wei: int  # on-chain pendingRewards at the end (not yet withdrawn)
     reputation_history_wad: list[int] = field(default_factory=list)  # at registration, then after each round
     num_samples: int = 0
@@ -36,6 +36,14 @@ class NodeRecord:
     # Rounds already ended when the node registered: its reputation history starts there (at
     # registration, then after each later round); its scores are None for the rounds before.
     joined_after_round: int = 0
+    # Rewards still held at the end for the node's probation (#16): a newcomer's rewards vest after
+    # PROBATION_ROUNDS scored rounds at or above the initial reputation, else they are forfeited.
+    held_wei: int = 0
+
+    @property
+    def earned_wei(self) -> int:
+        """Paid during the run plus still held for probation: all it may yet withdraw of the run."""
+        return self.payout_wei + self.held_wei
 
 
 @dataclass
@@ -77,6 +85,7 @@ class SimulationReport:
                     "reputation_wad": str(n.reputation_wad),
                     "payout_wei": str(n.payout_wei),
                     "pending_wei": str(n.pending_wei),
+                    "held_wei": str(n.held_wei),
                     "num_samples": n.num_samples,
                     "reputation_history_wad": [str(x) for x in n.reputation_history_wad],
                     "scores_wad": [None if x is None else str(x) for x in n.scores_wad],
@@ -102,9 +111,10 @@ class SimulationReport:
         for r in self.rounds:
             acc = r.metrics.get("accuracy", r.test_accuracy)
             lines.append(f"{r.round:>5}  {_cell(acc, 8)}  {_cell(r.metrics.get('loss'), 6)}  {r.gas_used:>9,}  {r.global_model_cid}")
-        lines += ["", "node                                        role              reputation  payout (ETH)"]
+        lines += ["", "node                                        role              reputation  payout (ETH)  held (ETH)"]
         for n in self.nodes:
-            lines.append(f"{n.address}  {n.role:<16}  {n.reputation_wad / WAD:>10.4f}  {n.payout_wei / WAD:>12.6f}")
+            lines.append(f"{n.address}  {n.role:<16}  {n.reputation_wad / WAD:>10.4f}  {n.payout_wei / WAD:>12.6f}"
+                         f"  {n.held_wei / WAD:>10.6f}")  # fmt: skip
         return "\n".join(lines) + "\n"
 
     def write(self, directory: str | Path) -> list[Path]:
@@ -146,8 +156,8 @@ class SimulationReport:
         fig, ax = plt.subplots(figsize=(6, 4))
         labels = [f"{n.address[:8]}\n{n.role}" for n in self.nodes]
         colors = ["tab:blue" if n.role == "honest" else "tab:red" for n in self.nodes]
-        ax.bar(labels, [n.payout_wei / WAD for n in self.nodes], color=colors)
-        ax.set(ylabel="ETH", title="Rewards credited per node")
+        ax.bar(labels, [n.earned_wei / WAD for n in self.nodes], color=colors)
+        ax.set(ylabel="ETH", title="Rewards credited per node (paid or held)")
         written.append(_save(fig, out / "payouts.png"))
         return written
 

@@ -15,7 +15,8 @@ from node.errors import ChainError
 
 def predicted_credits(client: FedLedgerClient, task: int) -> dict[str, int] | None:
     """Wei each account would be credited if the current round's pending proposal were finalized
-    now, with the attestations so far; None when no proposal is pending."""
+    now, with the attestations so far (withdrawable, or held for a newcomer's probation; a vest of
+    rewards held earlier is not counted); None when no proposal is pending."""
     info = client.task_info(task)
     if info.finished:
         return None
@@ -41,10 +42,17 @@ def predicted_credits(client: FedLedgerClient, task: int) -> dict[str, int] | No
         proposer_share_bps=int(config["proposerShareBps"]),
         attester_share_bps=int(config["attesterShareBps"]),
     )
-    before = LedgerState(reputations={s: client.reputation_of(s) for s in senders}, reward_remaining=info.reward_remaining)
+    accounts = {*senders, proposal.args["proposer"]}
+    probation = {a: client.probation_of(a) for a in accounts}
+    before = LedgerState(
+        reputations={a: client.reputation_of(a) for a in accounts},
+        reward_remaining=info.reward_remaining,
+        probation={a: scored for a, (on, scored, _) in probation.items() if on},
+        held={a: wei for a, (_, _, wei) in probation.items() if wei},
+    )
     after = apply_finalize(
         before, owner=info.owner, rounds=info.rounds, round=r, senders=senders,
         scores=[int(s) for s in proposal.args["scores"]], proposer=proposal.args["proposer"], agreeing=agreeing,
         params=params, available=int(proposal.args["available"]), rejected=rejected,
     )  # fmt: skip
-    return {account: wei for account, wei in after.pending.items() if wei}
+    return dict(after.credited)

@@ -106,6 +106,11 @@ class ClientReads(ClientLogs):
     def pending_rewards(self, account: str) -> int:
         return int(self._view("pendingRewards", to_checksum_address(account)))
 
+    def probation_of(self, node: str) -> tuple[bool, int, int]:
+        """(on probation, rounds scored on it, wei held until it ends) of a node (#16)."""
+        on, scored, held = self._view("probationOf", to_checksum_address(node))
+        return bool(on), int(scored), int(held)
+
     def global_model(self, task_id: int, errors: str = "strict") -> tuple[str, int]:
         """(CID, round) of the task's latest global model. The CID is the task owner's or a
         proposer's bytes: `errors="replace"` shows bytes that are not UTF-8 instead of raising."""

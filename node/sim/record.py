@@ -155,6 +155,7 @@ class ChainRecorder:
                 reputation_wad=client.reputation_of(a),
                 payout_wei=payouts[a],
                 pending_wei=client.pending_rewards(a),
+                held_wei=client.probation_of(a)[2],
                 reputation_history_wad=self.history[a],
                 num_samples=n,
                 scores_wad=self.scores[a],

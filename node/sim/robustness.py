@@ -38,7 +38,7 @@ import numpy as np
 
 from node.protocol import Delta, Observer
 from node.report import NodeRecord
-from node.sim.attacks import ATTACKS, SYBIL
+from node.sim.attacks import ATTACKS
 from node.sim.simulate import SimulationConfig, run_simulation
 from node.taskspec import TaskParams, TaskSpec, spec_for_rule
 from node.units import WAD
@@ -61,10 +61,8 @@ PAYOUT_SHARE = 0.05
 # in round 1 and resend that update (perturbed: plus noise) from round 2 on, so their exclusion
 # is counted from round 2.
 FIRST_ATTACK_ROUND = {"free-rider-stale": 2, "free-rider-perturbed": 2}
-# The attacks a full grid runs (`--attacks` names others). Every attack but `sybil` (#16) for now:
-# the committed page names the flags that differ from these defaults, and its grid has no sybil
-# cells yet. Once they are merged (`--merge --attacks sybil`), this becomes sorted(ATTACKS).
-GRID_ATTACKS = sorted(ATTACKS - {SYBIL})
+# The attacks a full grid runs (`--attacks` names others): all of them.
+GRID_ATTACKS = sorted(ATTACKS)
 
 
 @dataclass
@@ -229,7 +227,7 @@ def run_one(split: str, rule: str, attack: str | None, args: argparse.Namespace)
     honest = [n for n in report.nodes if n.role == "honest"]
     first = FIRST_ATTACK_ROUND.get(attack, 1) if attack else None
     excluded = [rounds_to_exclusion(node, first) for node in attackers] if first else []
-    total = sum(n.payout_wei for n in report.nodes)
+    total = sum(n.earned_wei for n in report.nodes)  # rewards still held at the end count as paid
     honest_scores = [scores_of(n.scores_wad) for n in honest]
     attacker_scores = [scores_of(n.scores_wad) for n in attackers]
     published, own = summarize_published(log, attacker_scores, args.rounds) if log else ({}, [])
@@ -246,7 +244,7 @@ def run_one(split: str, rule: str, attack: str | None, args: argparse.Namespace)
         final_model_cid=report.rounds[-1].global_model_cid,
         first_attack_round=first,
         rounds_to_exclusion=excluded,
-        attacker_payout_share=sum(n.payout_wei for n in attackers) / total if total else 0.0,
+        attacker_payout_share=sum(n.earned_wei for n in attackers) / total if total else 0.0,
         attacker_reputation=[[None] * n.joined_after_round + [round(h / WAD, 4) for h in n.reputation_history_wad]
                              for n in attackers],  # fmt: skip
         attacker_scores=attacker_scores,

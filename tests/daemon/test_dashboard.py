@@ -306,3 +306,4 @@ def test_dashboard_follows_a_running_federation_in_chromium(anvil, tmp_path):
     credited = client.logs("RewardCredited", account=node.address)
     assert int(seen["account"]["earned_wei"]) == sum(e.args["amount"] for e in credited) > 0
     assert seen["account"]["pending_wei"] == str(client.pending_rewards(node.address))
+    assert seen["account"]["held_wei"] == str(client.probation_of(node.address)[2])

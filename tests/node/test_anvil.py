@@ -89,7 +89,8 @@ def test_dev_account_is_refused_off_the_testnet_chain_id(cli, tmp_path):
 def test_simulate_on_an_existing_chain_leaves_inspectable_state(cli, anvil, tmp_path):
     out = tmp_path / "report"
 
-    proc = cli("simulate", "--rpc", anvil.url, "--nodes", "3", "--rounds", "2", "--epochs", "2", "--report", str(out))
+    # three rounds: the nodes' probation (#16) ends and their rewards vest, so there is ether to withdraw
+    proc = cli("simulate", "--rpc", anvil.url, "--nodes", "3", "--rounds", "3", "--epochs", "2", "--report", str(out))
 
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((out / "summary.json").read_text())
@@ -110,7 +111,7 @@ def test_simulate_on_an_existing_chain_leaves_inspectable_state(cli, anvil, tmp_
     assert cast_call(anvil.url, ledger, "reputationOf(address)(uint256)", node0["address"]) == [node0["reputation_wad"]]
     assert cast_call(anvil.url, ledger, "pendingRewards(address)(uint256)", node0["address"]) == [node0["payout_wei"]]
     cid_hex, round_ = cast_call(anvil.url, ledger, "globalModel(uint256)(bytes,uint256)", str(summary["task_id"]))
-    assert bytes.fromhex(cid_hex.removeprefix("0x")).decode() == status["global_model_cid"] and round_ == "2"
+    assert bytes.fromhex(cid_hex.removeprefix("0x")).decode() == status["global_model_cid"] and round_ == "3"
 
     w3 = Web3(Web3.HTTPProvider(anvil.url))
     before = w3.eth.get_balance(addresses[0])

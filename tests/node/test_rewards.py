@@ -36,7 +36,10 @@ def test_the_prediction_is_what_finalize_credits():
     assert sorted(predictions.by_round) == [1, 2]
     for r, predicted in predictions.by_round.items():
         credited: dict[str, int] = {}
-        for ev in client.logs("RewardCredited", taskId=report.task_id):
-            if ev.args["round"] == r:
-                credited[ev.args["account"]] = credited.get(ev.args["account"], 0) + int(ev.args["amount"])
+        for kind, sign in (("RewardCredited", 1), ("RewardHeld", 1), ("ProbationEnded", -1)):
+            for ev in client.logs(kind, taskId=report.task_id):
+                if ev.args["round"] == r:
+                    amount = ev.args["vested"] if kind == "ProbationEnded" else ev.args["amount"]
+                    credited[ev.args["account"]] = credited.get(ev.args["account"], 0) + sign * int(amount)
+        credited = {a: wei for a, wei in credited.items() if wei}
         assert predicted == credited and len(predicted) >= 3, r  # trainers, proposer, attesters; owner's leftover last

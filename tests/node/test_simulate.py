@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from incentives.reputation import PROBATION_ROUNDS
 from node.chain import FedLedgerClient, dev_account
 from node.chain.providers import embedded_web3
 from proposer_turns import rejected_rounds, run_until_rejected
@@ -14,7 +15,9 @@ from node.storage import EmbeddedStorage
 from node.sim.simulate import SimulationConfig, run_simulation
 from node.taskspec import TaskSpec
 
-SMALL = SimulationConfig(nodes=3, rounds=2, seed=11, spec=TaskSpec(epochs=3))
+# Three rounds: a newcomer's rewards are held for its first PROBATION_ROUNDS scored rounds (#16),
+# so the last round is where the honest nodes' pay vests and becomes withdrawable.
+SMALL = SimulationConfig(nodes=3, rounds=PROBATION_ROUNDS, seed=11, spec=TaskSpec(epochs=3))
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +37,7 @@ def test_the_federation_learns(federation):
 
     assert len(report.rounds) == SMALL.rounds
     assert report.rounds[-1].test_accuracy > report.initial_accuracy + 0.3
-    assert any(line.startswith("round 2/2") for line in lines)
+    assert any(line.startswith(f"round {SMALL.rounds}/{SMALL.rounds}") for line in lines)
 
 
 def test_report_matches_the_chain(federation):
@@ -45,7 +48,8 @@ def test_report_matches_the_chain(federation):
     for node in report.nodes:
         assert client.reputation_of(node.address) == node.reputation_wad
         assert client.pending_rewards(node.address) == node.payout_wei
-        assert node.payout_wei > 0
+        assert node.payout_wei > 0  # vested at the end of the probation
+        assert client.probation_of(node.address) == (False, PROBATION_ROUNDS, 0) and node.held_wei == 0
     # The whole pool went out: to the trainers, and any rounding dust to the owner.
     paid = sum(n.payout_wei for n in report.nodes) + client.pending_rewards(report.owner)
     assert paid == SMALL.reward_wei
@@ -113,20 +117,27 @@ def test_a_free_rider_earns_nothing_and_loses_reputation():
     assert rider.reputation_history_wad == sorted(rider.reputation_history_wad, reverse=True)
 
 
-def test_protocol_work_is_paid_even_to_a_free_rider():
+def test_a_free_riders_pay_for_protocol_work_is_held_then_forfeited():
     # Prepare: 5% of each round to the proposer, 5% to the agreeing attesters
     config = SimulationConfig(
         nodes=3, malicious=1, attack="free-rider-zero", rounds=2, seed=5, spec=TaskSpec(epochs=2),
         proposer_share_bps=500, attester_share_bps=500,
     )  # fmt: skip
+    w3 = embedded_web3(num_accounts=config.nodes + 1)
 
-    report = run_simulation(config)
+    report = run_simulation(config, w3=w3)
 
+    client = FedLedgerClient(w3, report.contracts["FedLedger"])
     honest = [n for n in report.nodes if n.role == "honest"]
     rider = next(n for n in report.nodes if n.role == "free-rider-zero")
-    # It attested honestly, so it is paid for that, and for nothing else: at most the 10% of the pool
-    assert 0 < rider.payout_wei <= config.reward_wei // 10
-    assert rider.payout_wei < min(n.payout_wei for n in honest)
+    # It attested honestly, so it was paid for that, and for nothing else: at most the 10% of the
+    # pool, held for its probation (#16), then forfeited when its reputation fell under the threshold
+    held = sum(int(e.args["amount"]) for e in client.logs("RewardHeld", taskId=report.task_id)
+               if e.args["account"] == rider.address)  # fmt: skip
+    forfeited = [int(e.args["forfeited"]) for e in client.logs("ProbationEnded", taskId=report.task_id)
+                 if e.args["account"] == rider.address]  # fmt: skip
+    assert 0 < held <= config.reward_wei // 10 and forfeited == [held]
+    assert rider.payout_wei == rider.held_wei == 0 < min(n.held_wei for n in honest)
     assert rider.reputation_wad < min(n.reputation_wad for n in honest)
     assert rider.reputation_history_wad == sorted(rider.reputation_history_wad, reverse=True)
 
@@ -201,7 +212,7 @@ def test_cli_simulate_writes_the_report(cli, tmp_path):
     for r in summary["rounds"]:
         assert r["global_model_cid"].startswith("bafk") and 0 <= r["test_accuracy"] <= 1 and r["gas_used"] > 0
     for n in summary["nodes"]:
-        assert n["role"] == "honest" and 0 <= n["reputation"] <= 1 and int(n["payout_wei"]) > 0
+        assert n["role"] == "honest" and 0 <= n["reputation"] <= 1 and int(n["held_wei"]) > 0  # 2 rounds: on probation
     for name in ("accuracy.png", "reputation.png", "payouts.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

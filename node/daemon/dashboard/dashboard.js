@@ -88,6 +88,7 @@ function renderNode(s, d) {
   const rep = wadNumber(a.reputation_wad);
   setText($("reputation"), rep === null || a.reputation_wad === null ? null : rep.toFixed(4));
   setText($("pending"), ether(a.pending_wei));
+  setText($("held"), ether(a.held_wei));
   setText($("paid"), ether(a.paid_wei));
   setText($("earned"), ether(a.earned_wei));
   const peers = d.peers || [];

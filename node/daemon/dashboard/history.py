@@ -78,7 +78,8 @@ class History:
         self.keep = keep
         self.lock = threading.Lock()  # snapshot() runs in trio's thread, refresh() and the log tap in others
         self.account: dict[str, str | None] = {
-            "stake_wei": None, "reputation_wad": None, "pending_wei": None, "paid_wei": "0", "earned_wei": "0",
+            "stake_wei": None, "reputation_wad": None, "pending_wei": None, "held_wei": None, "paid_wei": "0",
+            "earned_wei": "0",
         }  # fmt: skip
         self.reputation: deque[dict[str, Any]] = deque(maxlen=keep)  # {block, task, round, wad}
         # task -> {round, cid, block, voided, accuracy, metrics, num_examples, reward_wei}
@@ -220,6 +221,7 @@ class History:
                 "stake_wei": str(stake) if registered else "0",
                 "reputation_wad": str(client.reputation_of(self.address)),
                 "pending_wei": str(client.pending_rewards(self.address)),
+                "held_wei": str(client.probation_of(self.address)[2]),  # a newcomer's, until its probation ends
             }
             self._account_stale, self._account_read = False, time.monotonic()
         committees = {}
