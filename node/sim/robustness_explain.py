@@ -35,6 +35,7 @@ from node.sim.robustness_grid import (
     pct,
     seated_rounds,
     seq,
+    spans,
 )
 from node.units import WAD
 
@@ -86,7 +87,7 @@ def explain(o: Outcome, target: str, grid: Grid) -> str | None:
                 f"The colluders publish their own mean shifted by Baruch et al.'s z for {malicious} colluders among {nodes}, "
                 f"{z:.2f} honest standard deviations per coordinate on average: small enough to stay inside the honest "
                 f"spread, so {rule} keeps it among the values it aggregates while they hold seats "
-                f"(rounds 1-{seated}), and those steps are bent towards it."
+                f"({spans(seated)}), and those steps are bent towards it."
             )
         return (
             f"The colluders publish one vector, their own mean shifted by {z:.2f} honest standard deviations per "
@@ -178,7 +179,7 @@ def explain(o: Outcome, target: str, grid: Grid) -> str | None:
         )
 
     if target == "accuracy" and iid:
-        stall = f"while they hold seats (rounds 1-{seated})" if seated < len(o.accuracy_per_round) else "in every round"
+        stall = f"while they hold seats ({spans(seated)})" if len(seated) < len(o.accuracy_per_round) else "in every round"
         b = grid.base(o).accuracy_per_round
         steep = (
             f" Accuracy is still climbing at the end (honest-only: {seq(b[-3:], '{:.3f}')}), so a slower start "
@@ -207,7 +208,9 @@ def explain(o: Outcome, target: str, grid: Grid) -> str | None:
                 "trimmed-mean": f"cutting {cut} values per end leaves at least one of the {malicious} flipped values in "
                 "every coordinate and cuts honest ones from the other end, shrinking the step",
             }.get(rule)
-            return f"{how[0].upper() + how[1:]} {stall}." + steep if how else None
+            if not how:
+                return None
+            return f"{how[0].upper() + how[1:]} {stall}." + (_comeback(o, grid) if attack == SYBIL else steep)
         if attack == "free-rider-zero":
             how = {
                 "fedavg": f"{malicious} zero updates are {malicious}/{nodes} of the sample-weighted average, so the step is shorter",
@@ -268,9 +271,12 @@ def explain(o: Outcome, target: str, grid: Grid) -> str | None:
             f"Under this split the {malicious} attackers hold {overall:.0%} of the training examples but {held}, "
             f"which the honest nodes have few of."
         )
-        if o.targets and o.targets["exclusion"]:
+        if attack == SYBIL:
+            text += " The negation of that data is what they publish, and their comebacks keep publishing it."
+            text += _comeback(o, grid)
+        elif o.targets and o.targets["exclusion"]:
             text += (
-                f" Once they are caught (their last seat: round {seated}) only the {nodes - malicious} honest nodes "
+                f" Once they are caught (their last seat: round {seated[-1]}) only the {nodes - malicious} honest nodes "
                 "train, and that data is gone with them."
             )
             zero = grid.find(split, rule, "free-rider-zero")
@@ -284,6 +290,32 @@ def explain(o: Outcome, target: str, grid: Grid) -> str | None:
             text += f" Not all of them are caught in time (see below), so their updates stay inputs of the {rule}."
         return text
     return None
+
+
+def _comeback(o: Outcome, grid: Grid) -> str:
+    """What a sybil's comebacks cost, against the sign-flip run (the same attackers, who stay out
+    once excluded), and what it would take to win it back."""
+    flip = grid.find(o.split, o.rule, "sign-flip")
+    if flip is None:
+        return ""
+    base = grid.base(o)
+    caught = [r for r in o.rounds_to_exclusion if r is not None]
+    who = (
+        f"Every identity is under the threshold within {max(caught)} rounds of its first attack"
+        if caught and len(caught) == len(o.rounds_to_exclusion)
+        else f"{len(caught)} of {len(o.rounds_to_exclusion)} identities fall under the threshold"
+    )
+    seats = sum(x is not None for s in o.attacker_scores for x in s)
+    flip_seats = sum(x is not None for s in flip.attacker_scores for x in s)
+    return (
+        f" {who}, but a fresh one takes its seat: negated updates fill {seats} seats over the "
+        f"{len(o.accuracy_per_round)} rounds ({spans(seated_rounds(o))}) against {flip_seats} under sign-flip, "
+        f"where the run ends at {flip.final_accuracy:.3f} ({(flip.final_accuracy - base.final_accuracy) * 100:+.1f} "
+        "points). Probation holds a newcomer's pay, not its influence. Winning these seats back would take "
+        "reputation before influence: leaving out of the aggregate, while still scoring, the update of an identity "
+        "that has not yet earned a positive score in an earlier round of the task (the earlier rounds' scores, "
+        "in the chain's ProposalSubmitted logs, would become an input of every replay)."
+    )
 
 
 def attacker_data(split: str, config: dict[str, Any]) -> tuple[float, list[tuple[int, float]]]:

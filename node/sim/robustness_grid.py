@@ -39,9 +39,21 @@ def attacker_mean_scores(o: Outcome) -> list[float | None]:
     return out
 
 
-def seated_rounds(o: Outcome) -> int:
-    """Rounds in which at least one attacker held a seat."""
-    return sum(any(s[r] is not None for s in o.attacker_scores) for r in range(len(o.accuracy_per_round)))
+def seated_rounds(o: Outcome) -> list[int]:
+    """The rounds (from 1) in which at least one attacker held a seat."""
+    return [r + 1 for r in range(len(o.accuracy_per_round)) if any(s[r] is not None for s in o.attacker_scores)]
+
+
+def spans(rounds: list[int]) -> str:
+    """[1, 2, 4, 5] -> "rounds 1-2 and 4-5"; [3] -> "round 3"."""
+    runs: list[list[int]] = []
+    for r in rounds:
+        if runs and r == runs[-1][-1] + 1:
+            runs[-1].append(r)
+        else:
+            runs.append([r])
+    words = [f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]) for run in runs]
+    return ("round " if rounds == [rounds[0]] else "rounds ") + join_words(words)
 
 
 class Grid:

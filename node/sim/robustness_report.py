@@ -65,7 +65,9 @@ Targets for the robust rules (median, trimmed-mean, multi-krum), under {targeted
 {margin} points of the honest-only run with the same rule and split; every attacker's reputation
 under the threshold within {exclusion} rounds of its first attack (round 1, except the stale and
 perturbed free-riders, which train honestly in round 1 and resend that update from round 2); the attackers
-together earn at most {payout}% of the payouts. FedAvg is held to the same targets but is not
+together earn at most {payout}% of the payouts. A node's payout is what the contract credited it
+plus what it still holds on probation at the end (the conservative count); the pay of a forfeited
+probation (a newcomer whose reputation fell under the threshold, or ended under 0.5) is not paid. FedAvg is held to the same targets but is not
 expected to meet them: it has no defence but the reputation.{untargeted}
 
 Attackers know what the protocol lets them know: their own training, their colluders', the

@@ -169,6 +169,34 @@ def test_dirichlet_01_runs_are_reported_without_targets():
     assert robustness.verdict(attacked[1]) == "baseline"
 
 
+def test_seat_spans_name_the_gaps():
+    assert robustness_explain.spans([1, 2, 4, 5]) == "rounds 1-2 and 4-5"
+    assert robustness_explain.spans([1, 2, 3]) == "rounds 1-3"
+    assert robustness_explain.spans([3]) == "round 3"
+    assert robustness_explain.spans([1, 3, 5]) == "rounds 1, 3 and 5"
+
+
+def test_a_sybils_missed_accuracy_is_set_against_its_comebacks():
+    """The sybil's accuracy miss is explained by the seats its fresh identities take, against the
+    sign-flip run of the same cell (the same attackers without comebacks), not by a last seat."""
+    data = json.loads((DOCS / "robustness" / "results.json").read_text())
+    outcomes = [robustness.Outcome.from_json(run) for run in data["runs"]]
+    robustness.assess(outcomes)
+    grid = robustness_explain.Grid(outcomes, data["config"])
+    sybil = grid.find("dirichlet-0.5", "median", "sybil")
+    flip = grid.find("dirichlet-0.5", "median", "sign-flip")
+    assert sybil is not None and flip is not None and not sybil.targets["accuracy"]
+
+    text = robustness_explain.explain(sybil, "accuracy", grid)
+
+    seats = sum(x is not None for s in sybil.attacker_scores for x in s)
+    flip_seats = sum(x is not None for s in flip.attacker_scores for x in s)
+    assert seats > flip_seats
+    assert f"fill {seats} seats" in text and f"against {flip_seats} under sign-flip" in text
+    assert f"ends at {flip.final_accuracy:.3f}" in text
+    assert "last seat" not in text
+
+
 def _without_seconds(results: dict) -> dict:
     return {**results, "runs": [{k: v for k, v in run.items() if k != "seconds"} for run in results["runs"]]}
 
