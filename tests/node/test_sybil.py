@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import pytest
 
+from aggregation import aggregate_round
 from node.chain import FedLedgerClient, dev_account
 from node.chain.providers import embedded_web3
 from node.sim import robustness
 from node.sim.attacks import SYBIL
 from node.sim.simulate import SimulationConfig, identity_index, run_simulation
+from node.storage.embedded import EmbeddedStorage
+from node.storage.unixfs import cid_of
 from node.taskspec import TaskParams, TaskSpec
 
 # Sign-flipping scores 0: 0.5 -> 0.3 -> 0.18 puts the first identity under the threshold after
@@ -21,16 +24,17 @@ THRESHOLD = TaskParams().reputation_threshold_wad
 
 
 @pytest.fixture(scope="module")
-def run():
-    """One run; its chain stays open for inspection."""
+def run(tmp_path_factory):
+    """One run; its chain and the nodes' stores (under `workdir`) stay open for inspection."""
     w3 = embedded_web3(num_accounts=CONFIG.nodes + 1)
     lines: list[str] = []
-    report = run_simulation(CONFIG, progress=lines.append, w3=w3)
-    return FedLedgerClient(w3, report.contracts["FedLedger"]), report, lines
+    workdir = tmp_path_factory.mktemp("sybil")
+    report = run_simulation(CONFIG, workdir=workdir, progress=lines.append, w3=w3)
+    return FedLedgerClient(w3, report.contracts["FedLedger"]), report, lines, workdir
 
 
 def test_an_excluded_sybil_registers_a_fresh_identity_that_carries_on(run):
-    client, report, _ = run
+    client, report, _, _ = run
     first = dev_account(CONFIG.nodes).address  # the last node attacks
     second = dev_account(identity_index(CONFIG.nodes, CONFIG.nodes - 1, 1) + 1).address
 
@@ -51,8 +55,32 @@ def test_an_excluded_sybil_registers_a_fresh_identity_that_carries_on(run):
     assert client.reputation_of(second) < THRESHOLD  # and is caught in turn
 
 
+def test_a_comeback_is_scored_but_does_not_move_the_model(run):
+    """Reputation before influence: the fresh identity's negated update in its first rounds is
+    scored (0) but left out of the aggregate, so the round's model is the honest nodes' alone.
+    Before, it was aggregated: each comeback cost the model as much as the first identity did."""
+    client, report, _, workdir = run
+    spec = TaskSpec(epochs=1)
+    second = dev_account(identity_index(CONFIG.nodes, CONFIG.nodes - 1, 1) + 1).address
+    stores = [EmbeddedStorage(path, fsync=False) for path in sorted(workdir.glob("node*")) + [workdir / "owner"]]
+
+    def content(cid: str) -> bytes:
+        return next(s.get(cid) for s in stores if s.has(cid))
+
+    for r in (4, 5):
+        updates = client.round_updates(report.task_id, r)
+        assert second in [u.sender for u in updates]
+        base = content(report.rounds[r - 2].global_model_cid)
+        honest = [content(u.cid) for u in updates if u.sender != second]
+        alone = aggregate_round(spec.rule, base, honest, options=spec.rule_options(), max_update_bytes=spec.max_update_bytes)
+
+        assert cid_of(alone.model) == report.rounds[r - 1].global_model_cid
+        assert [u.sender for u in updates if not u.earned] == [second]  # as the chain recorded at reveal
+    assert next(n for n in report.nodes if n.address == second).scores_wad[3:] == [0, 0]
+
+
 def test_the_report_has_one_record_per_identity_and_counts_both_as_the_attacker(run):
-    client, report, lines = run
+    client, report, lines, _ = run
     sybils = [n for n in report.nodes if n.role == SYBIL]
     first, second = sybils
 
@@ -72,7 +100,7 @@ def test_the_report_has_one_record_per_identity_and_counts_both_as_the_attacker(
 
 
 def test_the_robustness_metrics_count_every_identity(run, monkeypatch):
-    _, report, _ = run
+    _, report, _, _ = run
     monkeypatch.setattr(robustness, "run_simulation", lambda config, observer: report)
     args = robustness.parser().parse_args(["--nodes", "4", "--malicious", "1", "--rounds", "5"])
 
@@ -86,7 +114,7 @@ def test_the_robustness_metrics_count_every_identity(run, monkeypatch):
 
 
 def test_a_sybil_run_replays_exactly(run):
-    _, report, _ = run
+    _, report, _, _ = run
 
     again = run_simulation(CONFIG)
 
