@@ -32,7 +32,7 @@ class AggregateResult:
 
     model: bytes  # canonical safetensors of the new global model: base + aggregate delta
     scores_wad: list[int]  # contribution score per update, in WAD (1e18 = 1.0)
-    accepted: list[bool]  # whether each update passed validation and was aggregated
+    accepted: list[bool]  # whether each update passed validation (and is scored); `earned` says which are aggregated
     errors: list[str | None]  # why each rejected update was rejected, None if accepted
 
 
@@ -47,6 +47,7 @@ def aggregate_round(
     metadata: Mapping[str, str] | None = None,
     previous: Sequence[bytes] = (),
     claims: Sequence[Mapping[str, str]] | None = None,
+    earned: Sequence[bool] | None = None,
 ) -> AggregateResult:
     """Aggregate `updates` onto `base_model` with `rule` and score each update.
 
@@ -73,6 +74,13 @@ def aggregate_round(
     sender revealed on-chain). A file whose metadata differs, or lacks a claimed key, is
     rejected like any invalid update: it was made for another round, or says more than its
     sender claimed where everyone could see it.
+
+    `earned`, one per update, says whether its sender had been scored above 0 before (the
+    chain records it at reveal). Reputation before influence: the rule aggregates the valid
+    updates of senders that earned, and every valid update is scored against that aggregate,
+    so a fresh identity is judged before it can move the model. When no valid update's sender
+    has earned (a new federation's first round), all valid updates are aggregated. None: all
+    earned.
     """
     options = _options(options, max_samples)
     check_options(rule, options)
@@ -87,6 +95,8 @@ def aggregate_round(
     errors: list[str | None] = []
     if claims is not None and len(claims) != len(updates):
         raise AggregationError(f"{len(claims)} claims for {len(updates)} updates")
+    if earned is not None and len(earned) != len(updates):
+        raise AggregationError(f"{len(earned)} earned flags for {len(updates)} updates")
     for i, data in enumerate(updates):
         try:
             update = decode_update(data, expected=expected, max_bytes=max_update_bytes, dtypes=dtypes)
@@ -103,8 +113,10 @@ def aggregate_round(
         errors.append(None)
 
     valid = [u for u in fixed_updates if u is not None]
-    if valid:
-        delta = apply_rule(rule, valid, options)
+    followed = [u for u, e in zip(fixed_updates, earned) if u is not None and e] if earned is not None else valid
+    inputs = followed or valid
+    if inputs:
+        delta = apply_rule(rule, inputs, options)
     else:
         delta = {name: np.zeros_like(q) for name, q in base_fixed.items()}
     # Scores compare each participant's own (unclipped) delta with the

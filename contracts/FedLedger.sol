@@ -123,7 +123,7 @@ contract FedLedger {
         uint8 scored; // rounds scored while on probation (up to PROBATION_ROUNDS)
         uint32 unstakeAt; // 0 unless an unstake was requested (a timestamp: 32 bits last until 2106)
         uint16 exposure; // open commitments + pending proposals: slashes that may still land
-        uint8 flags; // F_REGISTERED | F_ACTIVE | F_SEEN | F_PROBATION
+        uint8 flags; // F_REGISTERED | F_ACTIVE | F_SEEN | F_PROBATION | F_EARNED
     }
 
     struct PeerInfo {
@@ -191,6 +191,7 @@ contract FedLedger {
         bool revealed;
         uint8 votes; // 2 bits per attempt (MAX_ATTEMPTS = 4): 0 none, 1 agree, 2 disagree, 3 abstain
         uint96 numSamples;
+        bool earned; // the sender had scored above 0 before it revealed (see `roundUpdates`)
     }
 
     /// @notice A round's public state, as `roundState` returns it.
@@ -216,6 +217,7 @@ contract FedLedger {
     uint8 private constant F_ACTIVE = 2;
     uint8 private constant F_SEEN = 4; // registered once: a re-registration keeps the reputation
     uint8 private constant F_PROBATION = 8; // a newcomer: its rewards are held (see PROBATION_ROUNDS)
+    uint8 private constant F_EARNED = 16; // scored above 0 once: its updates carry weight (see `roundUpdates`)
     uint8 private constant VOTE_AGREE = 1;
     uint8 private constant VOTE_DISAGREE = 2;
     uint8 private constant VOTE_ABSTAIN = 3;
@@ -579,7 +581,7 @@ contract FedLedger {
         } else {
             delete _peers[msg.sender].multiaddrs; // a returning node's old addresses are stale
         }
-        node.flags = F_REGISTERED | F_ACTIVE | F_SEEN | probation;
+        node.flags = F_REGISTERED | F_ACTIVE | F_SEEN | probation | (node.flags & F_EARNED);
         node.unstakeAt = 0;
         node.activeIndex = uint32(_active.length);
         _active.push(msg.sender);
@@ -630,7 +632,7 @@ contract FedLedger {
         uint256 amount = node.stake;
         node.stake = 0;
         node.unstakeAt = 0;
-        node.flags = F_SEEN | (node.flags & F_PROBATION); // held rewards wait for a return
+        node.flags = F_SEEN | (node.flags & (F_PROBATION | F_EARNED)); // held rewards wait for a return
         emit StakeWithdrawn(msg.sender, amount);
         (bool ok,) = payable(msg.sender).call{value: amount}("");
         if (!ok) revert FedLedgerTransferFailed(msg.sender);
@@ -900,13 +902,15 @@ contract FedLedger {
         bytes32 revealed = keccak256(abi.encode(cid, numSamples, salt, msg.sender));
         if (revealed != committed) revert FedLedgerCommitmentMismatch(msg.sender, committed, revealed);
 
+        Node storage node = _nodes[msg.sender];
         m.revealed = true;
         m.numSamples = uint96(numSamples);
+        m.earned = node.flags & F_EARNED != 0;
         commitments[msg.sender] = keccak256(cid);
         uint8 index = r.revealCount;
         r.order[index] = m.index1 - 1;
         r.revealCount = index + 1;
-        _nodes[msg.sender].exposure -= 1;
+        node.exposure -= 1;
         emit UpdateRevealed(taskId, round, msg.sender, index, cid, numSamples);
         if (index + 1 == r.commitCount) _endReveal(taskId, round, task, r);
     }
@@ -1075,10 +1079,14 @@ contract FedLedger {
     /// @return senders Revealing nodes.
     /// @return numSamples Claimed sample counts.
     /// @return cidHashes keccak256 of each update's CID bytes.
+    /// @return earned Whether each sender had been scored above 0 (in any task) before it revealed.
+    /// Reputation before influence: the aggregate takes the updates of senders that earned, and
+    /// scores every update against it; a fresh identity counts only once it has scored. When no
+    /// sender of the round has earned (a new federation's first round), every update counts.
     function roundUpdates(uint256 taskId, uint256 round)
         external
         view
-        returns (address[] memory senders, uint256[] memory numSamples, bytes32[] memory cidHashes)
+        returns (address[] memory senders, uint256[] memory numSamples, bytes32[] memory cidHashes, bool[] memory earned)
     {
         _existingTask(taskId);
         Round storage r = _rounds[taskId][round];
@@ -1086,11 +1094,14 @@ contract FedLedger {
         senders = new address[](n);
         numSamples = new uint256[](n);
         cidHashes = new bytes32[](n);
+        earned = new bool[](n);
         for (uint256 i = 0; i < n; ++i) {
             address sender = r.committee[r.order[i]];
+            Member storage m = _members[taskId][round][sender];
             senders[i] = sender;
-            numSamples[i] = _members[taskId][round][sender].numSamples;
+            numSamples[i] = m.numSamples;
             cidHashes[i] = _commitments[taskId][round][sender];
+            earned[i] = m.earned;
         }
     }
 
@@ -1563,6 +1574,7 @@ contract FedLedger {
         if (trained) {
             newRep = (newRep * (WAD - alpha) + score * alpha) / WAD; // a convex mix: stays in [0, WAD]
             if (node.flags & F_PROBATION != 0 && node.scored < PROBATION_ROUNDS) ++node.scored;
+            if (score != 0) node.flags |= F_EARNED;
         }
         for (uint256 k = 0; k < wrong; ++k) {
             // Each step is floored as the mirror floors it (Slither's divide-before-multiply,

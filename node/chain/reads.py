@@ -143,7 +143,7 @@ class ClientReads(ClientLogs):
         round's `UpdateRevealed` logs (scanned from the round's opening block only)
         and are checked against those hashes.
         """
-        senders, samples, hashes = self._view("roundUpdates", task_id, round_)
+        senders, samples, hashes, earned = self._view("roundUpdates", task_id, round_)
         keys = [(task_id, round_, sender, bytes(h)) for sender, h in zip(senders, hashes)]
         if any(k not in self._revealed for k in keys):
             opened = self.round_state(task_id, round_).opened_block
@@ -154,7 +154,7 @@ class ClientReads(ClientLogs):
                 if cid is None or keccak(cid) != key[3]:
                     raise ChainError(f"no UpdateRevealed log of {key[2]} matches its on-chain CID hash")
                 self._revealed[key] = cid.decode()
-        return [RoundUpdate(k[2], self._revealed[k], int(n)) for k, n in zip(keys, samples)]
+        return [RoundUpdate(k[2], self._revealed[k], int(n), bool(e)) for k, n, e in zip(keys, samples, earned)]
 
     def node_info(self, node: str) -> tuple[bool, int, str, list[str]]:
         registered, stake, peer_id, addrs = self._view("nodeInfo", to_checksum_address(node))

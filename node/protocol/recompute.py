@@ -126,6 +126,8 @@ def recompute_round(
         {"task": str(task), "round": str(round_), "base": base_cid, "num_samples": str(u.num_samples)}
         for u, b in zip(updates, blobs) if b is not None
     ]  # fmt: skip
+    # Reputation before influence: a sender that has never scored above 0 is scored, not followed.
+    earned = [u.earned for u, b in zip(updates, blobs) if b is not None]
     result = aggregate_round(
         spec.rule,
         base,
@@ -134,6 +136,7 @@ def recompute_round(
         max_update_bytes=spec.max_update_bytes,
         previous=previous,
         claims=claims,
+        earned=earned,
     )
     scores, errors = iter(result.scores_wad), iter(result.errors)
     return RoundResult(

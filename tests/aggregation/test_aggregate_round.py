@@ -172,3 +172,44 @@ def test_an_update_must_say_what_the_round_claims_for_it() -> None:
     assert result.model == aggregate_round("fedavg", base, updates[:1]).model
     with pytest.raises(AggregationError, match="claims for"):
         aggregate_round("fedavg", base, updates, claims=claims[:2])
+
+
+def directed(sign: float) -> bytes:
+    """An update along a fixed direction (varied per coordinate, so cosines are meaningful)."""
+    values = {name: sign * np.arange(1, int(np.prod(shape)) + 1, dtype=np.float32).reshape(shape) / 100 for name, shape in SHAPES.items()}
+    return encode_update(values, num_samples=1, task=1, round=1, base="bafy")
+
+
+@pytest.mark.parametrize("rule", ["fedavg", "median"])
+def test_an_update_whose_sender_has_not_earned_is_scored_but_not_aggregated(rule: str) -> None:
+    # Prepare: two senders with a history, and a fresh identity publishing the negation
+    base = encode_model(weights(1.0))
+    honest = [directed(1.0), directed(0.5)]  # distinct: identical updates in one round score 0
+    fresh = directed(-1.0)
+
+    # Execute
+    gated = aggregate_round(rule, base, [honest[0], fresh, honest[1]], earned=[True, False, True])
+    alone = aggregate_round(rule, base, honest)
+    open_door = aggregate_round(rule, base, [honest[0], fresh, honest[1]])
+
+    # Assert: the model is the earned senders' alone; the fresh update is still validated and scored
+    assert gated.model == alone.model != open_door.model
+    assert gated.accepted == [True, True, True]
+    assert gated.scores_wad[1] == 0 and gated.scores_wad[0] == gated.scores_wad[2] > 0
+
+
+def test_when_no_valid_update_has_earned_every_valid_one_is_aggregated() -> None:
+    # A new federation's first round: nobody has a history yet. Also when the only earned
+    # update is invalid: the round still moves.
+    base = encode_model(weights(1.0))
+    good = [update(0.5), update(-0.25)]
+
+    fresh = aggregate_round("fedavg", base, good, earned=[False, False])
+    invalid_earned = aggregate_round("fedavg", base, [b"junk", *good], earned=[True, False, False])
+
+    assert fresh.model == aggregate_round("fedavg", base, good).model == invalid_earned.model
+
+
+def test_earned_flags_must_match_the_updates() -> None:
+    with pytest.raises(AggregationError, match="2 earned flags for 1 updates"):
+        aggregate_round("fedavg", encode_model(weights(1.0)), [update(0.5)], earned=[True, True])

@@ -184,8 +184,8 @@ def test_commit_and_reveal_end_their_phases_early(chain: Chain, ledger: Contract
     assert ledger.functions.nodeStatus(committee[0]).call()[2] == 1  # exposure: slashable until revealed
     receipts = proto.reveal(task, committee[::-1])
     # reveal order is the canonical order; CIDs are in the events, their hashes in storage
-    senders, samples, hashes = ledger.functions.roundUpdates(task, 1).call()
-    assert senders == committee[::-1] and samples == [100] * 3
+    senders, samples, hashes, earned = ledger.functions.roundUpdates(task, 1).call()
+    assert senders == committee[::-1] and samples == [100] * 3 and earned == [False] * 3  # nobody has scored yet
     ev = _events(ledger, receipts[0], "UpdateRevealed")[0]["args"]
     assert ev["index"] == 0 and ev["cid"] == proto.cid(committee[2], 1)
     from eth_utils import keccak

@@ -142,7 +142,7 @@ def test_a_threshold_above_the_initial_reputation_does_not_lock_newcomers_out(
     assert ledger.functions.probationOf(nodes[3]).call()[0] is False
 
 
-def test_leaving_during_probation_neither_restarts_nor_escapes_it(
+def test_leaving_during_probation_neither_restarts_nor_escapes_it_nor_loses_influence(
     chain: Chain, ledger: Contract, proto: Protocol, owner: str
 ) -> None:
     # Prepare: a newcomer with one scored round and held pay
@@ -162,3 +162,36 @@ def test_leaving_during_probation_neither_restarts_nor_escapes_it(
     chain.send(f.register("12D3KooBack", []), leaver, MIN_STAKE)
     # Assert: same reputation, same probation, same held rewards
     assert (f.reputationOf(leaver).call(), f.probationOf(leaver).call()) == before
+    # and the influence its first round earned (reputation before influence): a new task seats it
+    # as one whose update counts
+    again = proto.create_task(owner, TaskConfig(rounds=1, committee_size=4))
+    _round(proto, again, dict.fromkeys(nodes, WAD))
+    senders, _, _, earned = f.roundUpdates(again, 1).call()
+    assert dict(zip(senders, earned)) == dict.fromkeys(nodes, True)
+
+
+def test_the_chain_records_at_reveal_whether_a_sender_has_earned_influence(
+    chain: Chain, ledger: Contract, proto: Protocol, owner: str
+) -> None:
+    """Reputation before influence: `roundUpdates` says, per update, whether its sender had been
+    scored above 0 before it revealed (the aggregate takes only those, node side). A score of 0
+    earns nothing."""
+    # Prepare
+    nodes = chain.accounts[1:5]
+    proto.register(nodes)
+    task = proto.create_task(owner, _no_proposer_pay(rounds=3, committee_size=4))
+    f = ledger.functions
+
+    def earned_in(rnd: int) -> dict[str, bool]:
+        senders, _, _, earned = f.roundUpdates(task, rnd).call()
+        return dict(zip(senders, earned))
+
+    # Execute: one round in which the last node scores 0, then one more
+    _round(proto, task, {**dict.fromkeys(nodes[:3], WAD // 3), nodes[3]: 0})
+    _round(proto, task, dict.fromkeys(nodes, WAD))
+    # Assert: nobody had earned in round 1; in round 2 those scored above 0 had, the zero had not
+    assert earned_in(1) == dict.fromkeys(nodes, False)
+    assert earned_in(2) == {**dict.fromkeys(nodes[:3], True), nodes[3]: False}
+    # round 2's positive score earns it for the next round; round 1's record does not change
+    _round(proto, task, dict.fromkeys(nodes, WAD))
+    assert earned_in(3) == dict.fromkeys(nodes, True) and earned_in(1) == dict.fromkeys(nodes, False)

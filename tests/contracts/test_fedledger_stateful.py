@@ -108,6 +108,8 @@ class LedgerMachine(RuleBasedStateMachine):
         self.secrets: dict[tuple[int, int, str], tuple[bytes, int, bytes]] = {}  # (task, round, node) -> reveal
         self.proposals: dict[tuple[int, int], tuple[bytes, list[int]]] = {}  # (task, round) -> pending proposal
         self.progress: dict[int, tuple[int, int, int]] = {}  # task -> last (round, attempt, phase)
+        self.earned: set[str] = set()  # nodes a finalize scored above 0 (for an aggregated update)
+        self.earned_at_reveal: dict[tuple[int, int, str], bool] = {}  # what the chain must record at reveal
 
     # ------------------------------------------------------------ helpers
 
@@ -181,6 +183,7 @@ class LedgerMachine(RuleBasedStateMachine):
         ok = self.send("reveal", (t, rnd, cid, n, salt if honest else b"\x07" * 32), node)
         if ok is not None:
             assert honest and not already and (t, rnd, node) in self.secrets, "a bad reveal was accepted"
+            self.earned_at_reveal[(t, rnd, node)] = node in self.earned
 
     def do_propose(self, t: int, rnd: int, n: int, sender: str, garbage: bool) -> None:
         scores = [WAD if garbage else (WAD * (j + 1)) // (n + 1) for j in range(n)]
@@ -220,6 +223,7 @@ class LedgerMachine(RuleBasedStateMachine):
             if name == "RewardCredited":
                 credited[args["account"]] = credited.get(args["account"], 0) + args["amount"]
         assert credited == after.pending, "finalize paid other than the mirror"
+        self.earned |= {s for i, s in enumerate(senders) if state[14] >> i & 1 and scores[i] > 0}
         assert {n: self.v.probationOf(n)[2] for n in watched} == {n: after.held.get(n, 0) for n in watched}, "held"
         assert {n for n in watched if self.v.probationOf(n)[0]} == set(after.probation), "probation differs"
         assert self.v.taskInfo(t)[6] == after.reward_remaining, "the pool differs from the mirror (forfeits)"
@@ -428,8 +432,9 @@ class LedgerMachine(RuleBasedStateMachine):
                 if phase == ATTEST:  # agrees + disagrees + abstains never exceed the voters
                     assert state[5] + state[6] + state[7] <= state[4], "more votes than voters"
                 if reveals:
-                    senders = v.roundUpdates(t, rnd)[0]
+                    senders, _, _, earned = v.roundUpdates(t, rnd)
                     assert len(set(senders)) == len(senders) == reveals, "double reveal"
+                    assert earned == [self.earned_at_reveal[(t, rnd, s)] for s in senders], "influence not as earned"
                 key = (rnd, state[8], phase)
                 assert state[8] < self.max_attempts, "attempt out of bounds"
             assert key >= self.progress.get(t, (0, 0, 0)), f"task {t} moved backwards"

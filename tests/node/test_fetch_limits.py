@@ -10,7 +10,7 @@ from node.errors import StorageError
 from node.protocol import fetch_available, fetch_each
 from node.storage.unixfs import OverLimit
 
-UPDATES = [RoundUpdate(sender=f"0x{i:040x}", cid=f"bafk-{i}", num_samples=1) for i in range(3)]
+UPDATES = [RoundUpdate(sender=f"0x{i:040x}", cid=f"bafk-{i}", num_samples=1, earned=True) for i in range(3)]
 
 
 def fetch_for(outcomes: dict[str, object], seen: list[int | None]):
