@@ -75,12 +75,13 @@ def aggregate_round(
     rejected like any invalid update: it was made for another round, or says more than its
     sender claimed where everyone could see it.
 
-    `earned`, one per update, says whether its sender had been scored above 0 before (the
-    chain records it at reveal). Reputation before influence: the rule aggregates the valid
-    updates of senders that earned, and every valid update is scored against that aggregate,
-    so a fresh identity is judged before it can move the model. When no valid update's sender
-    has earned (a new federation's first round), all valid updates are aggregated. None: all
-    earned.
+    `earned`, one per update, says whether its sender had earned influence before this round
+    (the chain records it at reveal: a score above 0, or training in a founding round).
+    Reputation before influence: the rule aggregates the valid updates of senders that earned,
+    and every valid update is scored against that aggregate, so an identity that joins an
+    established federation is judged before it can move the model. When no valid update's
+    sender has earned (a new federation's first round), all valid updates are aggregated.
+    None: all earned.
     """
     options = _options(options, max_samples)
     check_options(rule, options)

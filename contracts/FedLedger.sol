@@ -176,6 +176,7 @@ contract FedLedger {
         uint40 openedBlock; // block that opened the round (log scans start here)
         uint32 population; // active nodes when seedBlock was fixed: the only candidates of the draw
         uint8 rejected; // bit a: attempt a ended rejected; its voters are judged at finalize (#16)
+        bool anyEarned; // a revealed sender had earned influence; if none had, the round is a founding one
         // slot 1
         address proposer;
         uint64 available; // bit i: the proposer could fetch update i (reveal order); the others are neutral
@@ -217,7 +218,7 @@ contract FedLedger {
     uint8 private constant F_ACTIVE = 2;
     uint8 private constant F_SEEN = 4; // registered once: a re-registration keeps the reputation
     uint8 private constant F_PROBATION = 8; // a newcomer: its rewards are held (see PROBATION_ROUNDS)
-    uint8 private constant F_EARNED = 16; // scored above 0 once: its updates carry weight (see `roundUpdates`)
+    uint8 private constant F_EARNED = 16; // has influence: scored above 0, or trained in a founding round (`roundUpdates`)
     uint8 private constant VOTE_AGREE = 1;
     uint8 private constant VOTE_DISAGREE = 2;
     uint8 private constant VOTE_ABSTAIN = 3;
@@ -905,7 +906,9 @@ contract FedLedger {
         Node storage node = _nodes[msg.sender];
         m.revealed = true;
         m.numSamples = uint96(numSamples);
-        m.earned = node.flags & F_EARNED != 0;
+        bool earned = node.flags & F_EARNED != 0;
+        m.earned = earned;
+        if (earned) r.anyEarned = true;
         commitments[msg.sender] = keccak256(cid);
         uint8 index = r.revealCount;
         r.order[index] = m.index1 - 1;
@@ -1079,10 +1082,12 @@ contract FedLedger {
     /// @return senders Revealing nodes.
     /// @return numSamples Claimed sample counts.
     /// @return cidHashes keccak256 of each update's CID bytes.
-    /// @return earned Whether each sender had been scored above 0 (in any task) before it revealed.
-    /// Reputation before influence: the aggregate takes the updates of senders that earned, and
-    /// scores every update against it; a fresh identity counts only once it has scored. When no
-    /// sender of the round has earned (a new federation's first round), every update counts.
+    /// @return earned Whether each sender had earned influence (in any task) before it revealed: by
+    /// a score above 0, or by training in a founding round, one in which no revealed sender had
+    /// earned (a new federation's first round). Reputation before influence: the aggregate takes
+    /// the updates of senders that had earned and scores every update against it, so an identity
+    /// that joins an established federation counts only once it has scored above 0. In a founding
+    /// round every update counts.
     function roundUpdates(uint256 taskId, uint256 round)
         external
         view
@@ -1467,13 +1472,14 @@ contract FedLedger {
         uint256 attempt = r.attempt;
         uint256 rejected = r.rejected;
         uint256 available = r.available;
+        bool founding = !r.anyEarned;
         for (uint256 i = 0; i < n; ++i) {
             address sender = r.committee[r.order[i]];
             senders[i] = sender;
             (uint256 right, uint256 wrong) = _judgeVotes(_members[taskId][round][sender].votes, attempt, rejected);
             bool aggregated = (available >> i) & 1 != 0;
             if (!aggregated && wrong == 0) continue;
-            uint256 newRep = _updateReputation(sender, aggregated, scores[i], wrong, alpha);
+            uint256 newRep = _updateReputation(sender, aggregated, scores[i], wrong, alpha, founding);
             if (!aggregated || newRep < threshold) continue;
             uint256 weight = scores[i] * newRep / WAD;
             earned[i] = (weight << 8) | right;
@@ -1559,12 +1565,14 @@ contract FedLedger {
         for (uint256 i = 0; i < n; ++i) {
             address member = r.committee[r.order[i]];
             (, uint256 wrong) = _judgeVotes(_members[taskId][round][member].votes, MAX_ATTEMPTS, rejected);
-            if (wrong != 0) _updateReputation(member, false, 0, wrong, alpha);
+            if (wrong != 0) _updateReputation(member, false, 0, wrong, alpha, false);
         }
     }
 
     /// @dev The training step (when the update was aggregated), then one step at score 0 per wrong vote.
-    function _updateReputation(address account, bool trained, uint256 score, uint256 wrong, uint256 alpha)
+    /// A trained update earns its sender influence (F_EARNED) when it scored above 0, or whatever it
+    /// scored in a founding round (one in which no revealed sender had earned yet).
+    function _updateReputation(address account, bool trained, uint256 score, uint256 wrong, uint256 alpha, bool founding)
         private
         returns (uint256 newRep)
     {
@@ -1574,7 +1582,7 @@ contract FedLedger {
         if (trained) {
             newRep = (newRep * (WAD - alpha) + score * alpha) / WAD; // a convex mix: stays in [0, WAD]
             if (node.flags & F_PROBATION != 0 && node.scored < PROBATION_ROUNDS) ++node.scored;
-            if (score != 0) node.flags |= F_EARNED;
+            if (score != 0 || founding) node.flags |= F_EARNED;
         }
         for (uint256 k = 0; k < wrong; ++k) {
             // Each step is floored as the mirror floors it (Slither's divide-before-multiply,

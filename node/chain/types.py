@@ -96,7 +96,7 @@ class RoundUpdate:
     sender: str
     cid: str
     num_samples: int
-    earned: bool  # the sender had scored above 0 before it revealed (`aggregate_round`'s `earned`)
+    earned: bool  # the sender had earned influence before it revealed (`aggregate_round`'s `earned`)
 
 
 @dataclass(frozen=True)

@@ -126,7 +126,7 @@ def recompute_round(
         {"task": str(task), "round": str(round_), "base": base_cid, "num_samples": str(u.num_samples)}
         for u, b in zip(updates, blobs) if b is not None
     ]  # fmt: skip
-    # Reputation before influence: a sender that has never scored above 0 is scored, not followed.
+    # Reputation before influence: a sender that has not earned it is scored, not followed.
     earned = [u.earned for u, b in zip(updates, blobs) if b is not None]
     result = aggregate_round(
         spec.rule,

@@ -173,25 +173,33 @@ def test_leaving_during_probation_neither_restarts_nor_escapes_it_nor_loses_infl
 def test_the_chain_records_at_reveal_whether_a_sender_has_earned_influence(
     chain: Chain, ledger: Contract, proto: Protocol, owner: str
 ) -> None:
-    """Reputation before influence: `roundUpdates` says, per update, whether its sender had been
-    scored above 0 before it revealed (the aggregate takes only those, node side). A score of 0
-    earns nothing."""
-    # Prepare
-    nodes = chain.accounts[1:5]
-    proto.register(nodes)
-    task = proto.create_task(owner, _no_proposer_pay(rounds=3, committee_size=4))
+    """Reputation before influence: `roundUpdates` says, per update, whether its sender had earned
+    influence before it revealed (the aggregate takes only those, node side). The founders of a
+    federation earn it in its first round whatever they score; a newcomer to an established one
+    earns it only with a score above 0."""
+    # Prepare: four founders, one of which scores 0 in the first round
+    founders, newcomer = chain.accounts[1:5], chain.accounts[5]
+    proto.register(founders)
+    task = proto.create_task(owner, _no_proposer_pay(rounds=5, committee_size=5))
     f = ledger.functions
 
     def earned_in(rnd: int) -> dict[str, bool]:
         senders, _, _, earned = f.roundUpdates(task, rnd).call()
         return dict(zip(senders, earned))
 
-    # Execute: one round in which the last node scores 0, then one more
-    _round(proto, task, {**dict.fromkeys(nodes[:3], WAD // 3), nodes[3]: 0})
-    _round(proto, task, dict.fromkeys(nodes, WAD))
-    # Assert: nobody had earned in round 1; in round 2 those scored above 0 had, the zero had not
-    assert earned_in(1) == dict.fromkeys(nodes, False)
-    assert earned_in(2) == {**dict.fromkeys(nodes[:3], True), nodes[3]: False}
-    # round 2's positive score earns it for the next round; round 1's record does not change
-    _round(proto, task, dict.fromkeys(nodes, WAD))
-    assert earned_in(3) == dict.fromkeys(nodes, True) and earned_in(1) == dict.fromkeys(nodes, False)
+    scores = {**dict.fromkeys(founders[:3], WAD // 3), founders[3]: 0}
+    # Execute: the founding round; then the newcomer registers, waits a round, scores 0, then above 0
+    _round(proto, task, scores)
+    proto.register([newcomer])
+    _round(proto, task, {**scores, newcomer: 0})
+    seated: list[str] = []
+    _round(proto, task, {**scores, newcomer: 0}, seated)
+    assert newcomer in seated
+    _round(proto, task, {**scores, newcomer: WAD // 3})
+    _round(proto, task, {**scores, newcomer: 0})
+    # Assert: nobody had earned in round 1; every founder had from round 2, the zero-scorer too
+    assert earned_in(1) == dict.fromkeys(founders, False)
+    assert {n: e for n, e in earned_in(2).items() if n in founders} == dict.fromkeys(founders, True)
+    # the newcomer's score of 0 (round 3) earned nothing; its score above 0 (round 4) did
+    assert earned_in(3)[newcomer] is False and earned_in(4)[newcomer] is False and earned_in(5)[newcomer] is True
+    assert earned_in(1) == dict.fromkeys(founders, False)  # a round's record never changes

@@ -108,7 +108,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.secrets: dict[tuple[int, int, str], tuple[bytes, int, bytes]] = {}  # (task, round, node) -> reveal
         self.proposals: dict[tuple[int, int], tuple[bytes, list[int]]] = {}  # (task, round) -> pending proposal
         self.progress: dict[int, tuple[int, int, int]] = {}  # task -> last (round, attempt, phase)
-        self.earned: set[str] = set()  # nodes a finalize scored above 0 (for an aggregated update)
+        self.earned: set[str] = set()  # nodes with influence: an aggregated update scored above 0, or in a founding round
         self.earned_at_reveal: dict[tuple[int, int, str], bool] = {}  # what the chain must record at reveal
 
     # ------------------------------------------------------------ helpers
@@ -223,7 +223,8 @@ class LedgerMachine(RuleBasedStateMachine):
             if name == "RewardCredited":
                 credited[args["account"]] = credited.get(args["account"], 0) + args["amount"]
         assert credited == after.pending, "finalize paid other than the mirror"
-        self.earned |= {s for i, s in enumerate(senders) if state[14] >> i & 1 and scores[i] > 0}
+        founding = not any(self.earned_at_reveal[(t, rnd, s)] for s in senders)  # nobody revealed had earned
+        self.earned |= {s for i, s in enumerate(senders) if state[14] >> i & 1 and (scores[i] > 0 or founding)}
         assert {n: self.v.probationOf(n)[2] for n in watched} == {n: after.held.get(n, 0) for n in watched}, "held"
         assert {n for n in watched if self.v.probationOf(n)[0]} == set(after.probation), "probation differs"
         assert self.v.taskInfo(t)[6] == after.reward_remaining, "the pool differs from the mirror (forfeits)"
