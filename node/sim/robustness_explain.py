@@ -210,7 +210,7 @@ def explain(o: Outcome, target: str, grid: Grid) -> str | None:
             }.get(rule)
             if not how:
                 return None
-            return f"{how[0].upper() + how[1:]} {stall}." + (_comeback(o, grid) if attack == SYBIL else steep)
+            return f"{how[0].upper() + how[1:]} {stall}." + steep + (_comeback(o, grid) if attack == SYBIL else "")
         if attack == "free-rider-zero":
             how = {
                 "fedavg": f"{malicious} zero updates are {malicious}/{nodes} of the sample-weighted average, so the step is shorter",
@@ -272,8 +272,7 @@ def explain(o: Outcome, target: str, grid: Grid) -> str | None:
             f"which the honest nodes have few of."
         )
         if attack == SYBIL:
-            text += " The negation of that data is what they publish, and their comebacks keep publishing it."
-            text += _comeback(o, grid)
+            text += " The negation of that data is what they publish." + _comeback(o, grid)
         elif o.targets and o.targets["exclusion"]:
             text += (
                 f" Once they are caught (their last seat: round {seated[-1]}) only the {nodes - malicious} honest nodes "
@@ -293,28 +292,20 @@ def explain(o: Outcome, target: str, grid: Grid) -> str | None:
 
 
 def _comeback(o: Outcome, grid: Grid) -> str:
-    """What a sybil's comebacks cost, against the sign-flip run (the same attackers, who stay out
-    once excluded), and what it would take to win it back."""
+    """A sybil's comebacks against the sign-flip run (the same attackers, who stay out once
+    excluded): the fresh identities are scored, not aggregated, until they earn influence."""
     flip = grid.find(o.split, o.rule, "sign-flip")
     if flip is None:
         return ""
     base = grid.base(o)
-    caught = [r for r in o.rounds_to_exclusion if r is not None]
-    who = (
-        f"Every identity is under the threshold within {max(caught)} rounds of its first attack"
-        if caught and len(caught) == len(o.rounds_to_exclusion)
-        else f"{len(caught)} of {len(o.rounds_to_exclusion)} identities fall under the threshold"
-    )
     seats = sum(x is not None for s in o.attacker_scores for x in s)
     flip_seats = sum(x is not None for s in flip.attacker_scores for x in s)
     return (
-        f" {who}, but a fresh one takes its seat: negated updates fill {seats} seats over the "
-        f"{len(o.accuracy_per_round)} rounds ({spans(seated_rounds(o))}) against {flip_seats} under sign-flip, "
-        f"where the run ends at {flip.final_accuracy:.3f} ({(flip.final_accuracy - base.final_accuracy) * 100:+.1f} "
-        "points). Probation holds a newcomer's pay, not its influence. Winning these seats back would take "
-        "reputation before influence: leaving out of the aggregate, while still scoring, the update of an identity "
-        "that has not yet earned a positive score in an earlier round of the task (the earlier rounds' scores, "
-        "in the chain's ProposalSubmitted logs, would become an input of every replay)."
+        f" Negated updates fill {seats} seats over the {len(o.accuracy_per_round)} rounds ({spans(seated_rounds(o))}) "
+        f"against {flip_seats} under sign-flip, but a fresh identity is scored, not aggregated, until it scores "
+        "above 0 (reputation before influence), which a negated update does not: the comebacks do not move the "
+        f"model, and the sign-flip run of this cell ends at {flip.final_accuracy:.3f} "
+        f"({(flip.final_accuracy - base.final_accuracy) * 100:+.1f} points)."
     )
 
 

@@ -67,7 +67,10 @@ under the threshold within {exclusion} rounds of its first attack (round 1, exce
 perturbed free-riders, which train honestly in round 1 and resend that update from round 2); the attackers
 together earn at most {payout}% of the payouts. A node's payout is what the contract credited it
 plus what it still holds on probation at the end (the conservative count); the pay of a forfeited
-probation (a newcomer whose reputation fell under the threshold, or ended under 0.5) is not paid. FedAvg is held to the same targets but is not
+probation (a newcomer whose reputation fell under the threshold, or ended under 0.5) is not paid.
+Every node of a run registers before round 1, so all are founders: their updates are aggregated
+from the start, and reputation before influence (an identity that joins later is scored, not
+aggregated, until it scores above 0; `contracts/README.md`) only acts on the sybil's comebacks. FedAvg is held to the same targets but is not
 expected to meet them: it has no defence but the reputation.{untargeted}
 
 Attackers know what the protocol lets them know: their own training, their colluders', the

@@ -176,16 +176,17 @@ def test_seat_spans_name_the_gaps():
     assert robustness_explain.spans([1, 3, 5]) == "rounds 1, 3 and 5"
 
 
-def test_a_sybils_missed_accuracy_is_set_against_its_comebacks():
-    """The sybil's accuracy miss is explained by the seats its fresh identities take, against the
-    sign-flip run of the same cell (the same attackers without comebacks), not by a last seat."""
+def test_a_sybils_accuracy_is_explained_by_its_comebacks_against_sign_flip():
+    """Where a sybil misses accuracy, the report sets the seats its fresh identities take against
+    the sign-flip run of the same cell (the same attackers without comebacks) and says why the
+    comebacks do not move the model; it never speaks of a last seat (the comebacks sit to the end)."""
     data = json.loads((DOCS / "robustness" / "results.json").read_text())
     outcomes = [robustness.Outcome.from_json(run) for run in data["runs"]]
     robustness.assess(outcomes)
     grid = robustness_explain.Grid(outcomes, data["config"])
     sybil = grid.find("dirichlet-0.5", "median", "sybil")
     flip = grid.find("dirichlet-0.5", "median", "sign-flip")
-    assert sybil is not None and flip is not None and not sybil.targets["accuracy"]
+    assert sybil is not None and flip is not None
 
     text = robustness_explain.explain(sybil, "accuracy", grid)
 
@@ -193,7 +194,7 @@ def test_a_sybils_missed_accuracy_is_set_against_its_comebacks():
     flip_seats = sum(x is not None for s in flip.attacker_scores for x in s)
     assert seats > flip_seats
     assert f"fill {seats} seats" in text and f"against {flip_seats} under sign-flip" in text
-    assert f"ends at {flip.final_accuracy:.3f}" in text
+    assert f"ends at {flip.final_accuracy:.3f}" in text and "scored, not aggregated" in text
     assert "last seat" not in text
 
 
