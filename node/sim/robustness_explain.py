@@ -285,6 +285,12 @@ def explain(o: Outcome, target: str, grid: Grid) -> str | None:
                     f" The zero free-riders, who teach nothing and are caught as fast, end at {zero.final_accuracy:.3f}: "
                     "most of the gap is the attackers' data missing, not their updates."
                 )
+            elif attack in ("free-rider-stale", "free-rider-perturbed") and zero:
+                text += (
+                    f" But the zero free-riders, with the same data, end at {zero.final_accuracy:.3f}: "
+                    f"most of this gap is the replays themselves, updates trained on an older model that the {rule} "
+                    f"keeps among its inputs while they hold seats ({spans(seated)})."
+                )
         else:
             text += f" Not all of them are caught in time (see below), so their updates stay inputs of the {rule}."
         return text
