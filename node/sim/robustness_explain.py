@@ -33,6 +33,7 @@ from node.sim.robustness_grid import (
     join_words,
     mean,
     pct,
+    seat_count,
     seated_rounds,
     seq,
     spans,
@@ -304,11 +305,9 @@ def _comeback(o: Outcome, grid: Grid) -> str:
     if flip is None:
         return ""
     base = grid.base(o)
-    seats = sum(x is not None for s in o.attacker_scores for x in s)
-    flip_seats = sum(x is not None for s in flip.attacker_scores for x in s)
     return (
-        f" Negated updates fill {seats} seats over the {len(o.accuracy_per_round)} rounds ({spans(seated_rounds(o))}) "
-        f"against {flip_seats} under sign-flip, but a fresh identity is scored, not aggregated, until it scores "
+        f" Negated updates fill {seat_count(o)} seats over the {len(o.accuracy_per_round)} rounds ({spans(seated_rounds(o))}) "
+        f"against {seat_count(flip)} under sign-flip, but a fresh identity is scored, not aggregated, until it scores "
         "above 0 (reputation before influence), which a negated update does not: the comebacks do not move the "
         f"model, and the sign-flip run of this cell ends at {flip.final_accuracy:.3f} "
         f"({(flip.final_accuracy - base.final_accuracy) * 100:+.1f} points)."

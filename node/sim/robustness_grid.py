@@ -44,6 +44,11 @@ def seated_rounds(o: Outcome) -> list[int]:
     return [r + 1 for r in range(len(o.accuracy_per_round)) if any(s[r] is not None for s in o.attacker_scores)]
 
 
+def seat_count(o: Outcome) -> int:
+    """Seats attackers held over the run, one per identity and round."""
+    return sum(x is not None for s in o.attacker_scores for x in s)
+
+
 def spans(rounds: list[int]) -> str:
     """[1, 2, 4, 5] -> "rounds 1-2 and 4-5"; [3] -> "round 3"."""
     runs: list[list[int]] = []
