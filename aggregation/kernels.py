@@ -27,7 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 from numba.typed import List as TypedList
 from numpy.typing import NDArray
 
@@ -217,9 +218,36 @@ _LOW = (1 << _SPLIT) - 1
 DOT_CHUNK = 2**21
 
 
+def _fixed(v):  # type: ignore[no-untyped-def]
+    """One value's fixed-point integer inside a kernel: a float32 is converted as `to_fixed` does."""
+    raise NotImplementedError  # pragma: no cover - only called from compiled code
+
+
+def _valid(v):  # type: ignore[no-untyped-def]
+    """Inside a kernel: False for a float that is not finite with |x| < 128 (`to_fixed` refuses it)."""
+    raise NotImplementedError  # pragma: no cover - only called from compiled code
+
+
+@overload(_fixed)
+def _fixed_of(v):  # type: ignore[no-untyped-def]
+    if isinstance(v, types.Float):
+        return lambda v: np.int64(np.rint(v * _SCALE))
+    return lambda v: np.int64(v)
+
+
+@overload(_valid)
+def _valid_of(v):  # type: ignore[no-untyped-def]
+    if isinstance(v, types.Float):
+        return lambda v: abs(v) < np.float32(128.0)  # False for NaN
+    return lambda v: True
+
+
 @njit(nogil=True, cache=True, boundscheck=False)
-def _limb_sums(u, ah, al):  # type: ignore[no-untyped-def]
-    # Limb sums of <u, a> and <u, u> over one chunk, and u's extremes.
+def _limb_sums(u, a):  # type: ignore[no-untyped-def]
+    # Limb sums of <u, a> and <u, u> over one chunk, u's extremes and whether
+    # every float of u and a was in range. u and a are int64 fixed-point values
+    # or float32 ones, converted on the fly (numba compiles one kernel per pair
+    # of types): the int64 copies of float updates are never made.
     hh = np.int64(0)
     hl = np.int64(0)
     ll = np.int64(0)
@@ -228,32 +256,44 @@ def _limb_sums(u, ah, al):  # type: ignore[no-untyped-def]
     sl = np.int64(0)
     low = np.int64(0)
     high = np.int64(0)
+    valid = True
     for j in range(u.size):
-        v = u[j]
+        valid &= _valid(u[j]) & _valid(a[j])
+        v = _fixed(u[j])
+        w = _fixed(a[j])
         low = v if v < low else low
         high = v if v > high else high
         h = v >> 20
         lo = v & 0xFFFFF
-        hh += h * ah[j]
-        hl += h * al[j] + lo * ah[j]
-        ll += lo * al[j]
+        wh = w >> 20
+        wl = w & 0xFFFFF
+        hh += h * wh
+        hl += h * wl + lo * wh
+        ll += lo * wl
         sh += h * h
         sx += h * lo
         sl += lo * lo
-    return hh, hl, ll, sh, sx, sl, low, high
+    return hh, hl, ll, sh, sx, sl, low, high, valid
 
 
-def _dots_of_one(parts: Sequence[np.ndarray], split_aggregate: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[int, int, int, int]:
+def _dots_of_one(parts: Sequence[np.ndarray], aggregate: Sequence[np.ndarray]) -> tuple[int, int, int, int, bool]:
     dot = norm = 0
     low = high = 0
-    for u, (ah, al) in zip(parts, split_aggregate):
+    valid = True
+    for u, a in zip(parts, aggregate):
         for start in range(0, u.size, DOT_CHUNK):
             stop = start + DOT_CHUNK
-            hh, hl, ll, sh, sx, sl, lo, hi = _limb_sums(u[start:stop], ah[start:stop], al[start:stop])
+            hh, hl, ll, sh, sx, sl, lo, hi, ok = _limb_sums(u[start:stop], a[start:stop])
             dot += (int(hh) << (2 * _SPLIT)) + (int(hl) << _SPLIT) + int(ll)
             norm += (int(sh) << (2 * _SPLIT)) + (int(sx) << (_SPLIT + 1)) + int(sl)
-            low, high = min(low, int(lo)), max(high, int(hi))
-    return dot, norm, low, high
+            low, high, valid = min(low, int(lo)), max(high, int(hi)), valid and bool(ok)
+    return dot, norm, low, high, valid
+
+
+def _flat(x: np.ndarray) -> np.ndarray:
+    # float32 stays float32 (converted in the kernel); anything else is int64 fixed point.
+    dtype = np.float32 if np.asarray(x).dtype == np.float32 else np.int64
+    return np.ascontiguousarray(x, dtype=dtype).reshape(-1)
 
 
 def dots_with(
@@ -261,21 +301,35 @@ def dots_with(
 ) -> tuple[list[tuple[int, int]], int, bool]:
     """``([(<u, a>, <u, u>) per row], <a, a>, in_range)``, exact, as Python ints.
 
-    Each row and `aggregate` are int64 parts (a model's tensors, flattened in
-    the same order, the same sizes); the vectors are their concatenations.
-    `in_range` is False when some |value| >= `bound` (<= 2**40); the dots are
-    then meaningless. One task per row, on the kernel thread pool.
+    Each row and `aggregate` are parts (a model's tensors, flattened in the
+    same order, the same sizes); the vectors are their concatenations. A part
+    is int64 fixed point, or float32 standing for its `fixedpoint.to_fixed`
+    values, which are computed as they are read. `in_range` is False when some
+    |value| >= `bound` (<= 2**40), or a float is not finite with |x| < 128;
+    the dots are then meaningless. One task per row, on the kernel thread pool.
     """
-    agg = [np.ascontiguousarray(a, dtype=np.int64).reshape(-1) for a in aggregate]
-    split = [(a >> _SPLIT, a & _LOW) for a in agg]
-    flat = [[np.ascontiguousarray(p, dtype=np.int64).reshape(-1) for p in row] for row in rows]
+    agg = [_flat(a) for a in aggregate]
+    flat = [[_flat(p) for p in row] for row in rows]
     if any([p.size for p in row] != [a.size for a in agg] for row in flat):
         raise AggregationError("dots_with: a row's parts differ in size from the aggregate's")
     count = max(1, min(available_threads() if threads is None else threads, len(flat)))
     if count == 1:
-        results = [_dots_of_one(row, split) for row in [*flat, agg]]
+        results = [_dots_of_one(row, agg) for row in [*flat, agg]]
     else:
-        results = list(_executor().map(lambda row: _dots_of_one(row, split), [*flat, agg]))
-    in_range = all(-bound < low and high < bound for _, _, low, high in results)
-    *per_row, (_, agg_norm, _, _) = results
-    return [(dot, norm) for dot, norm, _, _ in per_row], agg_norm, in_range
+        results = list(_executor().map(lambda row: _dots_of_one(row, agg), [*flat, agg]))
+    in_range = all(valid and -bound < low and high < bound for _, _, low, high, valid in results)
+    *per_row, (_, agg_norm, _, _, _) = results
+    return [(dot, norm) for dot, norm, _, _, _ in per_row], agg_norm, in_range
+
+
+def warm() -> None:
+    """Compile, or load from numba's cache, every kernel a round's aggregation and scores call,
+    on a few values each. The first call in a process otherwise pays it (seconds on a fresh
+    checkout); a node calls this in a spare thread while it trains."""
+    f = np.zeros(4, dtype=np.float32)
+    q = np.zeros(4, dtype=np.int64)
+    weighted_mean_f32([f, f], [1, 1], threads=1)
+    weighted_mean_i64([q, q], [1, 1], 2**39, threads=1)
+    for row, aggregate in ((f, q), (f, f), (q, q)):
+        dots_with([[row]], [aggregate], 2**40, threads=1)
+

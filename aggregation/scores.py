@@ -66,8 +66,23 @@ def _probe(delta: Mapping[str, np.ndarray], key: str) -> bytes:
     return np.ascontiguousarray(np.asarray(delta[key], dtype=np.int64).reshape(-1)[:PROBE]).tobytes()
 
 
+def _values(delta: Mapping[str, np.ndarray], key: str) -> np.ndarray:
+    """`delta[key]`, or its float32 values when the delta keeps them (`abc.Float32Backed`): the
+    kernels convert those as they read them, so no int64 copy of the update is made."""
+    floats = getattr(delta, "floats", None)
+    if floats is not None and key in floats:
+        return floats[key]
+    return delta[key]
+
+
 def _same(x: Mapping[str, np.ndarray], y: Mapping[str, np.ndarray], keys: Sequence[str]) -> bool:
-    return all(np.array_equal(x[key], y[key]) for key in keys)
+    """Whether two deltas have the same fixed-point values. Equal float32 values convert to
+    equal integers; unequal ones may too (rint takes tiny values to 0), so only they are converted."""
+    return all(_same_floats(_values(x, key), _values(y, key)) or np.array_equal(x[key], y[key]) for key in keys)
+
+
+def _same_floats(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.dtype == b.dtype == np.float32 and np.array_equal(a, b)
 
 
 REPLAY_COSINE = (49, 50)
@@ -92,11 +107,11 @@ def _near_replays(
     if not fresh or not earlier:
         return set()
     order = sorted(fresh)
-    rows = [[deltas[i][key] for key in keys] for i in order]  # type: ignore[index]
+    rows = [[_values(deltas[i], key) for key in keys] for i in order]  # type: ignore[arg-type]
     num, den = REPLAY_COSINE
     found: set[int] = set()
     for old in earlier:
-        per_row, old_norm, in_range = dots_with(rows, [old[key] for key in keys], DOT_BOUND)
+        per_row, old_norm, in_range = dots_with(rows, [_values(old, key) for key in keys], DOT_BOUND)
         if not in_range:
             continue
         for i, (dot, norm) in zip(order, per_row):
@@ -146,7 +161,7 @@ def contribution_scores(
     accepted = [i for i, delta in enumerate(deltas) if delta is not None]
     if not accepted:
         return scores
-    rows = [[deltas[i][key] for key in keys] for i in accepted]  # type: ignore[index]
+    rows = [[_values(deltas[i], key) for key in keys] for i in accepted]  # type: ignore[arg-type]
     per_row, aggregate_norm, in_range = dots_with(rows, [aggregate[key] for key in keys], DOT_BOUND)
     if not in_range:
         raise FixedPointRangeError(f"contribution_scores: fixed-point values must satisfy |q| < 2**{DOT_BOUND.bit_length() - 1}")

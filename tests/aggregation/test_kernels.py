@@ -308,3 +308,72 @@ def test_different_deltas_with_the_same_dot_and_norm_both_keep_their_scores() ->
     assert contribution_scores([first, mirror], aggregate) == [10**18, 10**18]  # both at the median
     # An exact copy of the first: the pair scores 0, the mirror, alone at the median, keeps its 1.
     assert contribution_scores([first, mirror, {"w": first["w"].copy()}], aggregate) == [0, 10**18, 0]
+
+
+@settings(max_examples=30, deadline=None)
+@given(data=st.data(), n=st.integers(1, 3), size=st.integers(0, 12), chunk=st.integers(1, 5))
+def test_dots_with_reads_float32_parts_as_their_fixed_point_values(data: st.DataObject, n: int, size: int, chunk: int) -> None:
+    # Prepare: floats across the whole range, tiny ones (which rint takes to 0) and halves
+    # of the fixed-point grid (rint's ties) included; the same vectors converted first.
+    import aggregation.kernels as kernels
+
+    grid = st.integers(-(2**23), 2**23).map(lambda k: float(k) / 2**33)  # k/2 units, exactly: odd k are ties
+    value = st.one_of(st.floats(-127.875, 127.875, width=32), st.floats(-(2.0**-30), 2.0**-30, width=32), grid)
+    def vector() -> np.ndarray:
+        return np.array(data.draw(st.lists(value, min_size=size, max_size=size)), dtype=np.float32)
+    rows = [[vector()] for _ in range(n)]
+    aggregate = [vector()]
+    saved = kernels.DOT_CHUNK
+    kernels.DOT_CHUNK = chunk
+    try:
+        # Execute: float rows against a float aggregate, against its int64 values, and int64 throughout.
+        floats = kernels.dots_with(rows, aggregate, 2**40)
+        mixed = kernels.dots_with(rows, [to_fixed(aggregate[0])], 2**40, threads=1)
+        fixed = kernels.dots_with([[to_fixed(r[0])] for r in rows], [to_fixed(aggregate[0])], 2**40, threads=2)
+    finally:
+        kernels.DOT_CHUNK = saved
+
+    # Assert
+    assert floats == mixed == fixed
+    assert floats[2]
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, 128.0, -128.0, 3e38])
+def test_dots_with_refuses_float_values_out_of_range_in_a_row_or_the_aggregate(bad: float) -> None:
+    from aggregation.kernels import dots_with
+
+    ok = np.zeros(10, dtype=np.float32)
+    worse = ok.copy()
+    worse[9] = bad
+    assert not dots_with([[worse]], [ok], 2**40)[2]
+    assert not dots_with([[ok]], [worse], 2**40)[2]
+    assert dots_with([[ok]], [to_fixed(ok)], 2**40)[2]  # the good pair is in range
+    with pytest.raises(FixedPointRangeError):
+        from aggregation.scores import contribution_scores
+
+        contribution_scores([Float32Backed({"w": worse})], {"w": to_fixed(ok)})
+
+
+def test_scores_of_float_backed_deltas_are_those_of_their_fixed_point_values() -> None:
+    # Float32Backed deltas (as a round's recomputation holds them) are scored from their floats,
+    # never converted; the scores, copies and replays found must be those of the int64 values.
+    from aggregation.scores import contribution_scores
+
+    rng = np.random.default_rng(5)
+    common = rng.standard_normal(40_000).astype(np.float32) * 0.01
+    floats = [(common + rng.standard_normal(40_000).astype(np.float32) * 0.01).astype(np.float32) for _ in range(6)]
+    old = [(common + rng.standard_normal(40_000).astype(np.float32) * 0.01).astype(np.float32) for _ in range(3)]
+    floats[4] = (old[1] + rng.standard_normal(40_000).astype(np.float32) * 1e-4).astype(np.float32)  # a noisy replay
+    floats[5] = old[2].copy()  # an exact one
+    floats[0][7] = 0.0
+    tiny = floats[0].copy()
+    tiny[7] = np.float32(2.0**-40)  # rint(2**-8) = 0
+    floats.append(tiny)  # equal to the first in fixed point, not in float32: a copy
+    aggregate = {"w": weighted_mean_float32(floats, [1] * len(floats))}
+
+    backed = contribution_scores([Float32Backed({"w": f}) for f in floats], aggregate, [Float32Backed({"w": o}) for o in old])
+    fixed = contribution_scores([{"w": to_fixed(f)} for f in floats], aggregate, [{"w": to_fixed(o)} for o in old])
+
+    assert backed == fixed
+    assert backed[0] == backed[4] == backed[5] == backed[6] == 0
+    assert all(s > 0 for s in backed[1:4])
