@@ -27,6 +27,7 @@ from typing import Any
 import trio
 from eth_account.signers.local import LocalAccount
 
+from aggregation.warmup import warm_in_background
 from node.chain.client import FedLedgerClient
 from node.daemon import startup
 from node.daemon.config import NodeConfig
@@ -179,6 +180,7 @@ class Daemon:
             fetch=libp2p_fetch(store, self.p2p, self.peers),  # local copy, else from the holders
             seed=cfg.train_seed, behaviour=self.behaviour,
         )  # fmt: skip
+        warm_in_background()  # compiles the aggregation kernels while the node starts and trains
         try:
             async with trio.open_nursery() as nursery:
                 host, port = await nursery.start(serve_status, cfg.status_listen, self.status, self.metrics)

@@ -7,6 +7,7 @@ range, on any thread count, and must refuse anything out of range.
 
 from __future__ import annotations
 
+import threading
 from fractions import Fraction
 
 import numpy as np
@@ -377,3 +378,23 @@ def test_scores_of_float_backed_deltas_are_those_of_their_fixed_point_values() -
     assert backed == fixed
     assert backed[0] == backed[4] == backed[5] == backed[6] == 0
     assert all(s > 0 for s in backed[1:4])
+
+
+def test_warm_compiles_every_kernel_a_round_calls_and_starts_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    import aggregation.kernels as kernels
+    import aggregation.warmup as warmup
+
+    kernels.warm()
+    assert kernels._range_f32.signatures and kernels._range_i64.signatures
+    kinds = {tuple(str(t.dtype) for t in sig) for sig in kernels._limb_sums.signatures}
+    assert {("float32", "int64"), ("float32", "float32"), ("int64", "int64")} <= kinds
+
+    # In the background: one thread, however often it is asked for.
+    calls: list[str] = []
+    ran = threading.Event()
+    monkeypatch.setattr(warmup, "_started", False)
+    monkeypatch.setattr(kernels, "warm", lambda: (calls.append(threading.current_thread().name), ran.set()))
+    warmup.warm_in_background()
+    warmup.warm_in_background()
+    assert ran.wait(10)
+    assert calls == ["fedledger-warm"]
