@@ -6,6 +6,7 @@ of the nodes' held-out parts), whose accuracy the robustness experiment judges."
 from __future__ import annotations
 
 import math
+from concurrent.futures import Executor, Future
 from functools import partial
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -39,19 +40,36 @@ class Evaluator:
     """Evaluates models for a report: `evaluators()` gives each node's `evaluate`; `central`,
     when given, is the app and the test split whose accuracy is the report's test accuracy.
     `map(f, items)` runs the evaluations (the central one, then the nodes'; results in order):
-    a thread pool's map runs them at once, the simulator's choice when its apps are thread-safe."""
+    a thread pool's map runs them at once, the simulator's choice when its apps are thread-safe.
+    `background`, when given, is an executor that `submit` hands the evaluations to instead,
+    so the caller goes on (the simulator's low-priority threads: see `submit`)."""
 
     def __init__(
         self,
         evaluators: Callable[[], Sequence[Callable[[Mapping[str, np.ndarray]], Evaluation]]],
         central: tuple[FedApp, Dataset] | None = None,
         map: Callable[[Callable[[Any], Any], Sequence[Any]], Iterable[Any]] | None = None,
+        background: Callable[[], Executor | None] | None = None,
     ) -> None:
         self.evaluators = evaluators
         self.central = central
         self.map = map
+        self.background = background
 
     def __call__(self, weights: Mapping[str, np.ndarray]) -> ModelEvaluation:
+        jobs = self._jobs(weights)
+        return self._gather([job() for job in jobs] if self.map is None else list(self.map(_call, jobs)))
+
+    def submit(self, weights: Mapping[str, np.ndarray]) -> PendingEvaluation:
+        """The evaluation of `weights`, running: on `background()` when it gives an executor
+        (the simulator's, whose threads take only what training and the protocol leave of the
+        cores), else done here before it returns."""
+        executor = None if self.background is None else self.background()
+        if executor is None:
+            return PendingEvaluation.finished(self(weights))
+        return PendingEvaluation([executor.submit(job) for job in self._jobs(weights)], self._gather)
+
+    def _jobs(self, weights: Mapping[str, np.ndarray]) -> list[Callable[[], Any]]:
         from node.training.trainer import accuracy
 
         evaluators = list(self.evaluators())  # here, in the caller's thread: may build trainers
@@ -60,13 +78,38 @@ class Evaluator:
             # First: the whole test split is as much work as all the nodes' parts together, so in a
             # pool it runs beside them instead of alone after them.
             jobs.insert(0, partial(accuracy, self.central[0], weights, self.central[1]))
-        results = [job() for job in jobs] if self.map is None else list(self.map(_call, jobs))
+        return jobs
+
+    def _gather(self, results: list[Any]) -> ModelEvaluation:
         if self.central is not None:
             central_accuracy, *results = results
         evaluations: list[Evaluation] = results
         metrics = weighted_metrics(evaluations)
         central: float | None = central_accuracy if self.central is not None else metrics.get("accuracy")
         return ModelEvaluation(central, metrics, sum(e.num_examples for e in evaluations))
+
+
+class PendingEvaluation:
+    """A model's evaluation jobs, submitted: `done()` once all have run; `result()` waits for
+    them and gathers their results (an error of one is raised there)."""
+
+    def __init__(self, parts: list[Future[Any]], gather: Callable[[list[Any]], ModelEvaluation]) -> None:
+        self._parts, self._gather = parts, gather
+        self._value: ModelEvaluation | None = None
+
+    @classmethod
+    def finished(cls, value: ModelEvaluation) -> PendingEvaluation:
+        pending = cls([], lambda _: value)
+        pending._value = value
+        return pending
+
+    def done(self) -> bool:
+        return all(part.done() for part in self._parts)
+
+    def result(self) -> ModelEvaluation:
+        if self._value is None:
+            self._value = self._gather([part.result() for part in self._parts])
+        return self._value
 
 
 def _call(job: Callable[[], Any]) -> Any:

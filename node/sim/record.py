@@ -8,6 +8,9 @@ the nodes.
 from __future__ import annotations
 
 import time
+from collections import deque
+from dataclasses import replace
+from functools import partial
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -18,7 +21,7 @@ from node.chain.types import BlockActivity, ChainLog
 from node.errors import ChainError
 from node.report import NodeRecord, RoundRecord
 from node.taskspec import TaskSpec
-from node.sim.evaluation import ModelEvaluation
+from node.sim.evaluation import ModelEvaluation, PendingEvaluation
 
 Progress = Callable[[str], None]
 
@@ -66,6 +69,7 @@ class ChainRecorder:
         self.identity_of: dict[str, str] = {}  # a sybil identity -> the address of its attacker's first identity
         self._last_block, self._last_time = start_block, time.monotonic()
         self._blocks: dict[int, BlockActivity] = {}  # read once each: a long run has many
+        self._pending: deque[tuple[PendingEvaluation, Callable[[ModelEvaluation], None]]] = deque()
 
     def track(self, address: str, identity_of: str | None = None) -> None:
         """Follow `address` too, from now on: its reputation history starts with its reputation
@@ -101,8 +105,29 @@ class ChainRecorder:
         raise ChainError(f"round {r} of task {self.task} ended without a RoundFinalized or RoundVoided event")
 
     def evaluation_of(self, cid: str) -> ModelEvaluation:
+        return self.evaluate_later(cid).result()
+
+    def evaluate_later(self, cid: str, then: Callable[[ModelEvaluation], None] | None = None) -> PendingEvaluation:
+        """The evaluation of model `cid`, submitted (`Evaluator.submit`: in the background when
+        the evaluator has threads for it). `then(evaluation)` runs in this thread once it is done,
+        in submission order, from a later `catch_up` or `finish`."""
         model, _meta = decode_model(self.model_bytes(cid), self.spec.max_update_bytes)
-        return self.evaluate(model)
+        submit = getattr(self.evaluate, "submit", None)
+        pending = submit(model) if submit is not None else PendingEvaluation.finished(self.evaluate(model))
+        if then is not None:
+            self._pending.append((pending, then))
+            self._deliver(wait=False)
+        return pending
+
+    def _deliver(self, wait: bool) -> None:
+        while self._pending and (wait or self._pending[0][0].done()):
+            pending, then = self._pending.popleft()
+            then(pending.result())
+
+    def finish(self) -> None:
+        """Wait for the evaluations still running: every record has its accuracy, every round its
+        progress line."""
+        self._deliver(wait=True)
 
     def catch_up(self) -> int:
         """Record every round that ended since the last call; returns how many rounds are recorded."""
@@ -116,10 +141,7 @@ class ChainRecorder:
                                   f"({ev.args['agrees']} agree, {ev.args['disagrees']} disagree); proposer slashed")  # fmt: skip
                 elif ev.event == "RewardCredited" and ev.args["account"] in self.payouts:
                     self.payouts[ev.args["account"]] += int(ev.args["amount"])
-            evaluation = self.evaluation_of(cid)
-            acc = evaluation.accuracy
-            self.records.append(RoundRecord(round=r, global_model_cid=cid, test_accuracy=acc, gas_used=gas,
-                                            metrics=evaluation.metrics))  # fmt: skip
+            self.records.append(RoundRecord(round=r, global_model_cid=cid, test_accuracy=None, gas_used=gas))
             for a in self.addresses:
                 self.history[a].append(client.reputation_of(a, block=end))
             scores = {} if voided else self._accepted_scores(r, cid, events)
@@ -127,13 +149,18 @@ class ChainRecorder:
                 self.scores[a].append(scores.get(a))
             now = time.monotonic()
             if voided:
-                self.progress(f"round {r}/{self.total_rounds}: void (no eligible node), {describe(evaluation)}")
+                line = f"round {r}/{self.total_rounds}: void (no eligible node), {{}}"
             else:
                 updates = len(client.round_updates(self.task, r))
-                self.progress(f"round {r}/{self.total_rounds}: {updates} updates, {describe(evaluation)}, "
-                              f"gas {gas:,}, {now - self._last_time:.1f} s")  # fmt: skip
+                line = f"round {r}/{self.total_rounds}: {updates} updates, {{}}, gas {gas:,}, {now - self._last_time:.1f} s"
+            self.evaluate_later(cid, partial(self._evaluated, len(self.records) - 1, line))
             self._last_block, self._last_time = end, now
+        self._deliver(wait=False)
         return len(self.records)
+
+    def _evaluated(self, index: int, line: str, evaluation: ModelEvaluation) -> None:
+        self.records[index] = replace(self.records[index], test_accuracy=evaluation.accuracy, metrics=evaluation.metrics)
+        self.progress(line.format(describe(evaluation)))
 
     def _accepted_scores(self, r: int, cid: str, events: list[ChainLog]) -> dict[str, int]:
         """Each participant's score in the accepted proposal of round `r`, by address."""

@@ -11,12 +11,14 @@ acted, so an honest run never waits on a timer.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -47,6 +49,7 @@ from node.apps.native import Dataset, FedApp
 from node.apps.resolve import app_of, initial_model, model_file, node_trainer, pinned_spec
 from node.sim.evaluation import Evaluator
 from node.training.trainer import TorchTrainer, one_torch_thread
+from aggregation.warmup import warm_in_background
 from node.units import ETHER
 
 
@@ -352,13 +355,21 @@ def run_simulation(
         # once as there are cores. Chain and store access stay in this thread (web3 and py-evm
         # are not thread-safe); the pool runs only the pure training and evaluation calls.
         stack.enter_context(one_torch_thread())
+        warm_in_background()  # the proposer's first aggregation then finds the kernels compiled
         pool = stack.enter_context(ThreadPoolExecutor(_workers(), thread_name_prefix="fedledger-sim"))
 
-        def evaluations(fn, jobs):  # a pool's map when every node's app can share the process
-            return pool.map(fn, jobs) if all(_thread_safe(n.trainer(task_id)) for n in nodes) else map(fn, jobs)
+        # The reports' evaluations run beside the rounds, in threads of the lowest priority: they
+        # take the cores that training and the protocol leave idle (the proposer's single-threaded
+        # checks, the chain) instead of holding up the next round. Each round's progress line is
+        # printed once its evaluation is done.
+        reports = stack.enter_context(ThreadPoolExecutor(_workers(), thread_name_prefix="fedledger-eval", initializer=_lowest_priority))
+
+        def shared() -> bool:  # whether every node's app can share the process
+            return all(_thread_safe(n.trainer(task_id)) for n in nodes)
 
         evaluate = Evaluator(lambda: [n.trainer(task_id).evaluate for n in nodes], central_test(spec, sim_node_config(config, 0)),
-                             map=evaluations)  # fmt: skip
+                             map=lambda fn, jobs: pool.map(fn, jobs) if shared() else map(fn, jobs),
+                             background=lambda: reports if shared() else None)  # fmt: skip
         recorder = ChainRecorder(
             chain, task_id, [a.address for a in accounts], spec, evaluate,
             model_bytes=partial(_fetch_for, owner_store, everyone), start_block=task_block,
@@ -368,9 +379,9 @@ def run_simulation(
         for node, role in identities:
             if sybils.plays(role):
                 recorder.track(node.me, identity_of=node.me)
-        initial = recorder.evaluation_of(model_cid)
-        progress(f"round 0: initial model {model_cid}, {describe(initial)}")
+        initial_evaluation = recorder.evaluate_later(model_cid, lambda e: progress(f"round 0: initial model {model_cid}, {describe(e)}"))
         while (done := recorder.catch_up()) < config.rounds:
+            _return_free_memory()
             for i, j in sybils.due(chain, nodes, done):
                 old = nodes[i]
                 _fund(w3, owner, [dev_account(identity_index(config.nodes, i, j) + 1).address], config.stake_wei + ETHER)
@@ -393,6 +404,8 @@ def run_simulation(
                 state = chain.round_state(task_id, chain.task_info(task_id).current_round)
                 raise ChainError(f"round {len(recorder.records) + 1}: no node can act in phase {state.phase.name}")
 
+        recorder.finish()
+        initial = initial_evaluation.result()
         return SimulationReport(
             config=config.to_json(),
             initial_accuracy=initial.accuracy,
@@ -448,6 +461,30 @@ def _thread_safe(trainer: Trainer) -> bool:
     """Whether `trainer` may train beside others in this process: a native app's trainer (its
     training draws from its round seed only, its evaluation from nothing), poisoned data or not."""
     return isinstance(getattr(trainer, "inner", trainer), TorchTrainer)
+
+
+@cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(None).malloc_trim  # glibc
+    except (AttributeError, OSError):
+        return None
+
+
+def _return_free_memory() -> None:
+    # A round frees gigabytes (updates, models, training buffers) that glibc's per-thread heaps
+    # keep for reuse: without this, a ResNet-size run's resident memory grows round by round.
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+def _lowest_priority() -> None:
+    # Linux gives each thread its own nice value; elsewhere the reports run at normal priority.
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError):
+        pass
 
 
 def _workers() -> int:

@@ -114,3 +114,39 @@ def test_the_committee_checks_a_proposal_with_one_recomputation(monkeypatch):
     assert calls == [(r, None) for r in range(1, CONFIG.rounds + 1)]
     assert len(report.rounds) == CONFIG.rounds
     assert all(n.earned_wei > 0 for n in report.nodes)  # paid or held for probation
+
+
+def test_reports_are_evaluated_beside_the_rounds_and_say_what_an_evaluation_in_turn_says(monkeypatch):
+    # Prepare: which threads evaluate; the same run with every evaluation done where it is asked for.
+    from node.sim.evaluation import PendingEvaluation
+
+    names: list[str] = []
+    evaluate = TorchTrainer.evaluate
+
+    def recorded(self, *args, **kwargs):
+        names.append(threading.current_thread().name)
+        return evaluate(self, *args, **kwargs)
+
+    monkeypatch.setattr(TorchTrainer, "evaluate", recorded)
+    lines: list[str] = []
+
+    # Execute
+    beside = run_simulation(CONFIG, progress=lines.append)
+    background = list(names)
+    names.clear()
+    monkeypatch.setattr(Evaluator, "submit", lambda self, weights: PendingEvaluation.finished(self(weights)))
+    in_turn = run_simulation(CONFIG)
+
+    # Assert: the report's evaluations ran in the low-priority threads, one per node and model;
+    # every round has its accuracy and metrics, those of the run that waited for them; the
+    # progress lines come in round order, each with its round's accuracy.
+    assert len(background) == CONFIG.nodes * (CONFIG.rounds + 1)
+    assert all(name.startswith("fedledger-eval") for name in background)
+    assert names and not any(name.startswith("fedledger-eval") for name in names)
+    assert beside.initial_accuracy == in_turn.initial_accuracy is not None
+    assert [(r.test_accuracy, r.metrics) for r in beside.rounds] == [(r.test_accuracy, r.metrics) for r in in_turn.rounds]
+    assert all(r.test_accuracy is not None and r.metrics for r in beside.rounds)
+    rounds = [line for line in lines if line.startswith("round ") and "accuracy" in line]
+    assert [line.split(":")[0] for line in rounds] == ["round 0", "round 1/2", "round 2/2"]
+    for line, record in zip(rounds[1:], beside.rounds):
+        assert f"test accuracy {record.test_accuracy:.3f}" in line
