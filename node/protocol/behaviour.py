@@ -49,7 +49,7 @@ class RoundView:
     @cached_property
     def trained(self) -> Delta:
         """What this node's training produced this round (before its behaviour's say)."""
-        return self.node.train(self.task, self.round, self.base)
+        return self.node.train(self.task, self.round, lambda: self.base)
 
     def decode(self, blob: bytes) -> Delta | None:
         """An update's tensors if `blob` is a valid update of this task's model, else None."""

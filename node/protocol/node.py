@@ -217,12 +217,15 @@ class ProtocolNode:
         """Whether this node's update for round `r` is made, or its app refused the round."""
         return (task, r) in self._trained or (task, r) in self._refused
 
-    def train(self, task: int, r: int, base: Mapping[str, np.ndarray]) -> Delta:
-        """This node's training for round `r` (its behaviour's trainer, its seed): cached per round."""
+    def train(self, task: int, r: int, base: Mapping[str, np.ndarray] | Callable[[], Mapping[str, np.ndarray]]) -> Delta:
+        """This node's training for round `r` (its behaviour's trainer, its seed): cached per round.
+        `base` is the round's base weights, or a function that reads them, called only if this node
+        has not trained yet (a 45 MB model is not fetched and decoded again for a cached delta)."""
         key = (task, r)
         if key not in self._trained:
+            weights = base() if callable(base) else base
             self._trained = {k: v for k, v in self._trained.items() if k[1] >= r - 1}
-            self._trained[key] = self.trainer(task).train(base, seed=train_seed(self.seed, task, r), round=r)
+            self._trained[key] = self.trainer(task).train(weights, seed=train_seed(self.seed, task, r), round=r)
         return self._trained[key]
 
     def _commit(self, task: int, r: int) -> str | None:

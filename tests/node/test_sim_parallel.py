@@ -150,3 +150,25 @@ def test_reports_are_evaluated_beside_the_rounds_and_say_what_an_evaluation_in_t
     assert [line.split(":")[0] for line in rounds] == ["round 0", "round 1/2", "round 2/2"]
     for line, record in zip(rounds[1:], beside.rounds):
         assert f"test accuracy {record.test_accuracy:.3f}" in line
+
+
+def test_nodes_that_trained_ahead_do_not_read_the_base_model_again_to_commit(monkeypatch):
+    # Prepare: count the base models the nodes decode (RoundView.base, as the round code reads them).
+    import node.protocol.behaviour as behaviour
+
+    decoded: list[int] = []
+    decode = behaviour.decode_model
+
+    def counted(*args, **kwargs):
+        decoded.append(1)
+        return decode(*args, **kwargs)
+
+    monkeypatch.setattr(behaviour, "decode_model", counted)
+
+    # Execute
+    report = run_simulation(CONFIG)
+
+    # Assert: one read per round, shared by the nodes that train at once; every commit found its
+    # delta made (the models are those of the README's kind of run: nothing was left untrained).
+    assert len(report.rounds) == CONFIG.rounds
+    assert len(decoded) == CONFIG.rounds
