@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -21,7 +21,7 @@ from aggregation.dtypes import FLOATS, fixed_of, from_fixed, layout
 from aggregation.errors import AggregationError, InvalidUpdateError
 from aggregation.rules import apply_rule, check_options
 from aggregation.scores import contribution_scores
-from aggregation.update import Update, check_integer_deltas, decode_model, decode_update, encode_model
+from aggregation.update import Update, check_integer_deltas, check_layout, decode_model, decode_update, encode_model
 
 DEFAULT_MAX_UPDATE_BYTES = 64 * 2**20
 
@@ -34,6 +34,9 @@ class AggregateResult:
     scores_wad: list[int]  # contribution score per update, in WAD (1e18 = 1.0)
     accepted: list[bool]  # whether each update passed validation (and is scored); `earned` says which are aggregated
     errors: list[str | None]  # why each rejected update was rejected, None if accepted
+    # Each update as decoded and validated (None if rejected): a later round's `previous` can be
+    # these instead of the bytes, which it would only decode again.
+    decoded: tuple[Update | None, ...] = field(default=(), compare=False, repr=False)
 
 
 def aggregate_round(
@@ -45,7 +48,7 @@ def aggregate_round(
     max_samples: int | None = None,
     max_update_bytes: int = DEFAULT_MAX_UPDATE_BYTES,
     metadata: Mapping[str, str] | None = None,
-    previous: Sequence[bytes] = (),
+    previous: Sequence[bytes | Update] = (),
     claims: Sequence[Mapping[str, str]] | None = None,
     earned: Sequence[bool] | None = None,
 ) -> AggregateResult:
@@ -67,7 +70,9 @@ def aggregate_round(
     `previous` are the update files of the task's previous round (canonical
     order; invalid or unavailable ones, e.g. ``b""``, are skipped): an update
     whose delta equals one of them is a replay and scores 0
-    (`scores.contribution_scores`).
+    (`scores.contribution_scores`). An entry may be the `Update` that round's
+    aggregation decoded from the file (`AggregateResult.decoded`) instead of
+    the bytes; it is checked against this model's names, shapes and dtypes.
 
     `claims`, one per update, is what the round says each file must state about itself: its
     metadata values by key (the protocol gives task, round, base and the num_samples its
@@ -93,6 +98,7 @@ def aggregate_round(
     parameters = frozenset(name for name, code in dtypes.items() if code in FLOATS)
 
     fixed_updates: list[FixedUpdate | None] = []
+    decoded: list[Update | None] = []
     errors: list[str | None] = []
     if claims is not None and len(claims) != len(updates):
         raise AggregationError(f"{len(claims)} claims for {len(updates)} updates")
@@ -106,11 +112,13 @@ def aggregate_round(
                 _check_claims(update, claims[i])
         except InvalidUpdateError as exc:
             fixed_updates.append(None)
+            decoded.append(None)
             errors.append(str(exc))
             continue
         # Validated float32, converted to fixed point by each rule as it reads
         # them (FedAvg never makes the int64 copy).
         fixed_updates.append(FixedUpdate.from_float32(update.tensors, update.num_samples))
+        decoded.append(update)
         errors.append(None)
 
     valid = [u for u in fixed_updates if u is not None]
@@ -129,7 +137,11 @@ def aggregate_round(
     earlier = []
     for data in previous:
         try:
-            old = decode_update(data, expected=expected, max_bytes=max_update_bytes, dtypes=dtypes)
+            if isinstance(data, Update):  # decoded and validated in its own round (`decoded`)
+                check_layout(data, expected=expected, dtypes=dtypes)
+                old = data
+            else:
+                old = decode_update(data, expected=expected, max_bytes=max_update_bytes, dtypes=dtypes)
         except InvalidUpdateError:
             continue
         earlier.append(_parameters(FixedUpdate.from_float32(old.tensors, old.num_samples).tensors, parameters))
@@ -146,6 +158,7 @@ def aggregate_round(
         scores_wad=scores,
         accepted=[u is not None for u in fixed_updates],
         errors=errors,
+        decoded=tuple(decoded),
     )
 
 

@@ -113,6 +113,41 @@ def _names(names: list[str]) -> str:
     return "[" + ", ".join(repr(n) if len(n) <= 60 else repr(n[:57]) + "..." for n in names[:5]) + "]"
 
 
+def _delta_codes(dtypes: Mapping[str, str] | None) -> tuple[Mapping[str, str] | None, frozenset[str]]:
+    # Each tensor's delta dtype code (None: all F32) and the codes an update may hold.
+    if dtypes is None or all(code == "F32" for code in dtypes.values()):
+        return None, F32_ONLY
+    unknown = sorted({code for code in dtypes.values() if code not in DELTA_DTYPES})
+    if unknown:
+        raise InvalidModelError(f"the model has dtypes the format does not carry: {', '.join(unknown)}")
+    return {name: DELTA_DTYPES[code] for name, code in dtypes.items()}, _DELTA_CODES
+
+
+def _check_layout(
+    tensors: Mapping[str, np.ndarray], expected: Mapping[str, tuple[int, ...]], dtypes: Mapping[str, str] | None,
+    wanted: Mapping[str, str] | None,
+) -> None:
+    if tensors.keys() != expected.keys():
+        missing = sorted(set(expected) - set(tensors))
+        unknown = sorted(set(tensors) - set(expected))
+        raise InvalidUpdateError(f"update keys do not match the model: missing {_names(missing)}, unknown {_names(unknown)}")
+    for name, array in tensors.items():
+        shape = expected[name]
+        if array.shape != shape and array.shape != tuple(shape):
+            raise InvalidUpdateError(f"tensor {name!r} has shape {list(array.shape)}, expected {list(shape)}")
+        if wanted is not None and code_of(array) != wanted.get(name, "F32"):
+            model = dtypes.get(name, "F32") if dtypes is not None else "F32"
+            raise InvalidUpdateError(f"tensor {name!r} has dtype {code_of(array)}, expected {wanted.get(name, 'F32')} (the delta of a {model} tensor)")
+
+
+def check_layout(update: Update, *, expected: Mapping[str, tuple[int, ...]], dtypes: Mapping[str, str] | None = None) -> None:
+    """InvalidUpdateError unless an update decoded earlier (`decode_update`, whose value checks it
+    passed) has exactly the `expected` names, shapes and delta dtypes of this model."""
+    wanted = _delta_codes(dtypes)[0]
+    # An all-F32 model: decode_update reads F32 only, so no other dtype gets this far from bytes.
+    _check_layout(update.tensors, expected, dtypes, wanted if wanted is not None else dict.fromkeys(expected, "F32"))
+
+
 def decode_update(
     data: bytes, *, expected: Mapping[str, tuple[int, ...]], max_bytes: int, dtypes: Mapping[str, str] | None = None
 ) -> Update:
@@ -127,27 +162,9 @@ def decode_update(
     num_samples. Whether an integer delta keeps its value in range depends on
     the base: `check_integer_deltas`.
     """
-    if dtypes is None or all(code == "F32" for code in dtypes.values()):
-        wanted: Mapping[str, str] | None = None
-        accept = F32_ONLY
-    else:
-        unknown = sorted({code for code in dtypes.values() if code not in DELTA_DTYPES})
-        if unknown:
-            raise InvalidModelError(f"the model has dtypes the format does not carry: {', '.join(unknown)}")
-        wanted = {name: DELTA_DTYPES[code] for name, code in dtypes.items()}
-        accept = _DELTA_CODES
+    wanted, accept = _delta_codes(dtypes)
     tensors, metadata, values = read_safetensors_values(data, max_bytes, accept=accept)
-    if tensors.keys() != expected.keys():
-        missing = sorted(set(expected) - set(tensors))
-        unknown = sorted(set(tensors) - set(expected))
-        raise InvalidUpdateError(f"update keys do not match the model: missing {_names(missing)}, unknown {_names(unknown)}")
-    for name, array in tensors.items():
-        shape = expected[name]
-        if array.shape != shape and array.shape != tuple(shape):
-            raise InvalidUpdateError(f"tensor {name!r} has shape {list(array.shape)}, expected {list(shape)}")
-        if wanted is not None and code_of(array) != wanted.get(name, "F32"):
-            model = dtypes.get(name, "F32") if dtypes is not None else "F32"
-            raise InvalidUpdateError(f"tensor {name!r} has dtype {code_of(array)}, expected {wanted.get(name, 'F32')} (the delta of a {model} tensor)")
+    _check_layout(tensors, expected, dtypes, wanted)
     _check_values(tensors, InvalidUpdateError, values)
     if values is None:  # else every tensor is float32
         _check_deltas(tensors, InvalidUpdateError)

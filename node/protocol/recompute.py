@@ -8,10 +8,11 @@ compares: the one recomputation of the protocol. Pure apart from fetching conten
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Protocol, Sequence
+from dataclasses import dataclass, field
+from typing import Mapping, Protocol, Sequence
 
 from aggregation import aggregate_round
+from aggregation.update import Update
 from node.chain.client import FedLedgerClient
 from node.chain.types import RoundUpdate
 from node.errors import ChainError, StorageError
@@ -52,6 +53,9 @@ class RoundResult:
     rejected: tuple[str | None, ...] = ()
     available: int | None = None
     complete: bool = True
+    # The accepted updates as decoded, by CID: the next round's replay check reads these
+    # instead of fetching and decoding the same (content-addressed) files again.
+    decoded: Mapping[str, Update] = field(default_factory=dict, repr=False, compare=False)
 
 
 def fetch_each(
@@ -95,6 +99,7 @@ def recompute_round(
     updates: Sequence[RoundUpdate],
     holders: Sequence[str] = (),
     available: int | None = None,
+    known: Mapping[str, Update] | None = None,
 ) -> RoundResult:
     """Round `round_` of `task` from its inputs: the base model, the revealed updates in reveal
     order, and the previous round's updates (a replay of one of them scores 0). What a proposer
@@ -105,7 +110,7 @@ def recompute_round(
     updates are aggregated, and one that cannot be fetched raises UnavailableError."""
     limit = spec.max_update_bytes
     base = fetch(base_cid, list(holders), max_bytes=limit)
-    previous = fetch_each(fetch, client.round_updates(task, round_ - 1), holders, limit) if round_ > 1 else []
+    previous = _previous(fetch, client.round_updates(task, round_ - 1), holders, limit, known or {}) if round_ > 1 else []
     blobs: list[bytes | None]
     if available is None:
         blobs = fetch_available(fetch, updates, holders, limit)
@@ -139,6 +144,7 @@ def recompute_round(
         earned=earned,
     )
     scores, errors = iter(result.scores_wad), iter(result.errors)
+    fetched = [u.cid for u, b in zip(updates, blobs) if b is not None]
     return RoundResult(
         cid_of(result.model),
         [next(scores) if b is not None else 0 for b in blobs],
@@ -146,4 +152,14 @@ def recompute_round(
         tuple(next(errors) if b is not None else "unavailable" for b in blobs),
         available=sum(1 << i for i, b in enumerate(blobs) if b is not None),
         complete=all(previous),
+        decoded={cid: update for cid, update in zip(fetched, result.decoded) if update is not None},
     )
+
+
+def _previous(
+    fetch: Fetch, updates: Sequence[RoundUpdate], holders: Sequence[str], limit: int, known: Mapping[str, Update]
+) -> list[bytes | Update]:
+    """The previous round's updates for the replay check, in order: as decoded already (`known`,
+    by CID), else fetched (b"" when that fails)."""
+    fetched = iter(fetch_each(fetch, [u for u in updates if u.cid not in known], holders, limit))
+    return [known[u.cid] if u.cid in known else next(fetched) for u in updates]

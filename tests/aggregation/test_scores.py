@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from aggregation.api import aggregate_round
 from aggregation.fixedpoint import Q_BOUND
 from aggregation.scores import WAD, contribution_scores, cosine_wad, relative_score
-from aggregation.update import encode_model, encode_update
+from aggregation.update import Update, encode_model, encode_update
 
 values = st.integers(min_value=-(Q_BOUND - 1), max_value=Q_BOUND - 1)
 SHAPES = {"a": (3,), "b": (2, 2)}
@@ -226,6 +226,29 @@ def test_round_scores_a_resent_update_zero_whatever_its_metadata() -> None:
     assert result.scores_wad == [WAD, 0]
     assert without.scores_wad[1] > 0 and without.scores_wad[0] > 0  # without the history both are scored
     assert result.model == without.model
+
+
+def test_the_previous_round_given_as_its_decoded_updates_scores_as_its_files() -> None:
+    # Prepare: last round aggregated `earlier` (so it holds it decoded); this round resends it.
+    base = encode_model({name: np.zeros(shape, np.float32) for name, shape in SHAPES.items()})
+    old = {name: np.full(shape, 0.5, np.float32) for name, shape in SHAPES.items()}
+    new = {name: np.linspace(-0.5, 0.5, int(np.prod(shape)), dtype=np.float32).reshape(shape) for name, shape in SHAPES.items()}
+    earlier = encode_update(old, num_samples=3, task=1, round=1, base="a")
+    last_round = aggregate_round("fedavg", base, [earlier, b"not safetensors"])
+    this_round = [encode_update(new, num_samples=5, task=1, round=2, base="b"), encode_update(old, num_samples=5, task=1, round=2, base="b")]
+    wrong = Update(tensors={name: np.zeros((1,), np.float32) for name in SHAPES}, num_samples=1)
+
+    # Execute
+    from_files = aggregate_round("fedavg", base, this_round, previous=[earlier])
+    from_decoded = aggregate_round("fedavg", base, this_round, previous=[last_round.decoded[0]])
+    from_wrong = aggregate_round("fedavg", base, this_round, previous=[wrong])
+
+    # Assert: the rejected file has no decoded update; a decoded one counts as its file does; one
+    # that does not fit this model's shapes is skipped, like a file that does not decode.
+    assert last_round.decoded[1] is None and last_round.decoded[0] is not None
+    assert from_decoded.scores_wad == from_files.scores_wad == [WAD, 0]
+    assert from_decoded.model == from_files.model
+    assert from_wrong.scores_wad[1] > 0
 
 
 def _noisy(delta: dict[str, np.ndarray], level: float, seed: int) -> dict[str, np.ndarray]:

@@ -100,9 +100,9 @@ def test_the_committee_checks_a_proposal_with_one_recomputation(monkeypatch):
     calls: list[tuple[int, int | None]] = []
     recompute = protocol_node.recompute_round
 
-    def counted(client, fetch, spec, task, round_, *args):
-        calls.append((round_, args[-1]))
-        return recompute(client, fetch, spec, task, round_, *args)
+    def counted(client, fetch, spec, task, round_, base_cid, updates, holders=(), available=None, known=None):
+        calls.append((round_, available))
+        return recompute(client, fetch, spec, task, round_, base_cid, updates, holders, available, known)
 
     monkeypatch.setattr(protocol_node, "recompute_round", counted)
 
@@ -172,3 +172,30 @@ def test_nodes_that_trained_ahead_do_not_read_the_base_model_again_to_commit(mon
     # delta made (the models are those of the README's kind of run: nothing was left untrained).
     assert len(report.rounds) == CONFIG.rounds
     assert len(decoded) == CONFIG.rounds
+
+
+def test_the_replay_check_reads_the_previous_round_as_the_last_recomputation_decoded_it(monkeypatch):
+    # Prepare: record which of the previous round's updates each recomputation fetches again.
+    import node.protocol.recompute as recompute
+
+    fetched: list[list[str]] = []
+    fetch_each = recompute.fetch_each
+
+    def recorded(fetch, updates, *args, **kwargs):
+        fetched.append([u.cid for u in updates])
+        return fetch_each(fetch, updates, *args, **kwargs)
+
+    monkeypatch.setattr(recompute, "fetch_each", recorded)
+    config = SimulationConfig(nodes=3, rounds=3, seed=5, spec=TaskSpec(epochs=1))
+
+    # Execute
+    report = run_simulation(config)
+    monkeypatch.setattr(recompute, "fetch_each", fetch_each)
+    monkeypatch.setattr(recompute, "_previous", lambda fetch, updates, holders, limit, known: fetch_each(fetch, updates, holders, limit))
+    again = run_simulation(config)
+
+    # Assert: rounds 2 and 3 asked for none of them (one recomputation per round, shared by the
+    # committee); a run that fetches and decodes them ends with the same models and scores.
+    assert fetched == [[], []]
+    assert [r.global_model_cid for r in report.rounds] == [r.global_model_cid for r in again.rounds]
+    assert [n.scores_wad for n in report.nodes] == [n.scores_wad for n in again.nodes]
