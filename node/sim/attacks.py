@@ -245,7 +245,7 @@ class Coalition:
 
     def team(self, view: RoundView) -> list[Delta]:
         seated = set(view.committee)
-        return [m.train(view.task, view.round, lambda: view.base) for m in self.members if m.me in seated]
+        return [m.train(view.task, view.round, view.base) for m in self.members if m.me in seated]
 
 
 class PoisonedTrainer:
