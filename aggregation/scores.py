@@ -52,20 +52,6 @@ PROBE = 64
 """How many leading values of an update's first tensor pick the candidates an exact comparison checks."""
 
 
-def _probe(delta: Mapping[str, np.ndarray], key: str) -> bytes:
-    """The fixed-point values of the first PROBE coordinates of `delta[key]`, as bytes.
-
-    Equal deltas have equal probes. A float-backed delta converts only these
-    coordinates, so probing an earlier round's update costs no full pass.
-    """
-    floats = getattr(delta, "floats", None)
-    if floats is not None:
-        from aggregation.fixedpoint import to_fixed
-
-        return to_fixed(np.asarray(floats[key]).reshape(-1)[:PROBE]).tobytes()
-    return np.ascontiguousarray(np.asarray(delta[key], dtype=np.int64).reshape(-1)[:PROBE]).tobytes()
-
-
 def _values(delta: Mapping[str, np.ndarray], key: str) -> np.ndarray:
     """`delta[key]`, or its float32 values when the delta keeps them (`abc.Float32Backed`): the
     kernels convert those as they read them, so no int64 copy of the update is made."""
@@ -73,6 +59,20 @@ def _values(delta: Mapping[str, np.ndarray], key: str) -> np.ndarray:
     if floats is not None and key in floats:
         return floats[key]
     return delta[key]
+
+
+def _probe(delta: Mapping[str, np.ndarray], key: str) -> bytes:
+    """The fixed-point values of the first PROBE coordinates of `delta[key]`, as bytes.
+
+    Equal deltas have equal probes. A float-backed delta converts only these
+    coordinates, so probing an earlier round's update costs no full pass.
+    """
+    values = np.asarray(_values(delta, key)).reshape(-1)[:PROBE]
+    if values.dtype == np.float32:
+        from aggregation.fixedpoint import to_fixed
+
+        return to_fixed(values).tobytes()
+    return np.ascontiguousarray(values, dtype=np.int64).tobytes()
 
 
 def _same(x: Mapping[str, np.ndarray], y: Mapping[str, np.ndarray], keys: Sequence[str]) -> bool:

@@ -11,9 +11,7 @@ import time
 from collections import deque
 from dataclasses import replace
 from functools import partial
-from typing import Callable, Mapping, Sequence
-
-import numpy as np
+from typing import Callable, Sequence
 
 from aggregation import decode_model
 from node.chain.client import FedLedgerClient
@@ -21,7 +19,7 @@ from node.chain.types import BlockActivity, ChainLog
 from node.errors import ChainError
 from node.report import NodeRecord, RoundRecord
 from node.taskspec import TaskSpec
-from node.sim.evaluation import ModelEvaluation, PendingEvaluation
+from node.sim.evaluation import Evaluator, ModelEvaluation, PendingEvaluation
 
 Progress = Callable[[str], None]
 
@@ -50,7 +48,7 @@ class ChainRecorder:
         task: int,
         addresses: Sequence[str],
         spec: TaskSpec,
-        evaluate: Callable[[Mapping[str, np.ndarray]], ModelEvaluation],
+        evaluate: Evaluator,
         model_bytes: Callable[[str], bytes],
         start_block: int,
         total_rounds: int,
@@ -112,8 +110,7 @@ class ChainRecorder:
         the evaluator has threads for it). `then(evaluation)` runs in this thread once it is done,
         in submission order, from a later `catch_up` or `finish`."""
         model, _meta = decode_model(self.model_bytes(cid), self.spec.max_update_bytes)
-        submit = getattr(self.evaluate, "submit", None)
-        pending = submit(model) if submit is not None else PendingEvaluation.finished(self.evaluate(model))
+        pending = self.evaluate.submit(model)
         if then is not None:
             self._pending.append((pending, then))
             self._deliver(wait=False)
