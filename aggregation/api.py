@@ -20,7 +20,7 @@ from aggregation.abc import Float32Backed, FixedUpdate, RuleOptions
 from aggregation.dtypes import FLOATS, fixed_of, from_fixed, layout
 from aggregation.errors import AggregationError, InvalidUpdateError
 from aggregation.rules import apply_rule, check_options
-from aggregation.scores import contribution_scores
+from aggregation.scores import contribution_scores, screen
 from aggregation.update import Update, check_integer_deltas, check_layout, decode_model, decode_update, encode_model
 
 DEFAULT_MAX_UPDATE_BYTES = 64 * 2**20
@@ -63,14 +63,17 @@ def aggregate_round(
     expected keys, shapes and dtypes (`aggregation.dtypes`: float32 deltas for
     float parameters, int64 ones for integer buffers; each new value is cast
     back to its tensor's own dtype). Each update that fails validation is rejected on
-    its own (score 0, reason in `errors`); the rest are aggregated. With no
-    valid update the new model is the base, re-encoded canonically.
+    its own (score 0, reason in `errors`). The rule aggregates the valid updates that
+    `scores.screen` lets through: copies of one another, replays of `previous` and updates
+    of a norm far above the round's score 0 and move nothing (when every valid update is
+    screened, all valid ones are aggregated). With no valid update the new model is the
+    base, re-encoded canonically.
     `metadata` is written into the new model file.
 
     `previous` are the update files of the task's previous round (canonical
     order; invalid or unavailable ones, e.g. ``b""``, are skipped): an update
-    whose delta equals one of them is a replay and scores 0
-    (`scores.contribution_scores`). An entry may be the `Update` that round's
+    whose delta equals one of them, or is within `scores.REPLAY_COSINE` of one, is a replay
+    (`scores.screen`). An entry may be the `Update` that round's
     aggregation decoded from the file (`AggregateResult.decoded`) instead of
     the bytes; it is checked against this model's names, shapes and dtypes.
 
@@ -82,10 +85,10 @@ def aggregate_round(
 
     `earned`, one per update, says whether its sender had earned influence before this round
     (the chain records it at reveal: a score above 0, or training in a founding round).
-    Reputation before influence: the rule aggregates the valid updates of senders that earned,
-    and every valid update is scored against that aggregate, so an identity that joins an
-    established federation is judged before it can move the model. When no valid update's
-    sender has earned (a new federation's first round), all valid updates are aggregated.
+    Reputation before influence: the rule aggregates the screened-in updates of senders that
+    earned, and every valid update is scored against that aggregate, so an identity that joins an
+    established federation is judged before it can move the model. When no such update's
+    sender has earned (a new federation's first round), all of them are aggregated.
     None: all earned.
     """
     options = _options(options, max_samples)
@@ -121,19 +124,6 @@ def aggregate_round(
         decoded.append(update)
         errors.append(None)
 
-    valid = [u for u in fixed_updates if u is not None]
-    followed = [u for u, e in zip(fixed_updates, earned) if u is not None and e] if earned is not None else valid
-    inputs = followed or valid
-    if inputs:
-        delta = apply_rule(rule, inputs, options)
-    else:
-        delta = {name: np.zeros_like(q) for name, q in base_fixed.items()}
-    # Scores compare each participant's own (unclipped) delta with the
-    # aggregate; cosine ignores scale, so clipping alone changes no score.
-    # Adding in fixed point and converting once keeps the model exact:
-    # |base| + |delta| < 2**40, far inside int64 and float64's exact range.
-    new_fixed: dict[str, NDArray[np.int64]] = {name: base_fixed[name] + delta[name] for name in sorted(base_fixed)}
-    model = encode_model({name: from_fixed(q, dtypes[name]) for name, q in new_fixed.items()}, metadata)
     earlier = []
     for data in previous:
         try:
@@ -145,14 +135,30 @@ def aggregate_round(
         except InvalidUpdateError:
             continue
         earlier.append(_parameters(FixedUpdate.from_float32(old.tensors, old.num_samples).tensors, parameters))
-    # Scores measure the parameters: integer buffers (a batch counter) say
-    # nothing about a contribution, and leaving them out means two updates that
-    # differ only there are still caught as copies.
-    scores = contribution_scores(
-        [None if u is None else _parameters(u.tensors, parameters) for u in fixed_updates],
-        _parameters(delta, parameters),
-        earlier,
-    )
+    # Scores and the screen measure the parameters: integer buffers (a batch counter) say
+    # nothing about a contribution, and leaving them out means two updates that differ only
+    # there are still caught as copies.
+    measured = [None if u is None else _parameters(u.tensors, parameters) for u in fixed_updates]
+    screened = screen(measured, earlier)
+    # The rule aggregates fresh updates of senders that earned; failing those, fresh ones;
+    # failing those (every update a copy or a replay), what passed validation, as before.
+    valid = [i for i, u in enumerate(fixed_updates) if u is not None]
+    fresh = [i for i in valid if i not in screened]
+    chosen = [i for i in fresh if earned is None or earned[i]] or fresh
+    if not chosen:
+        chosen = [i for i in valid if earned is None or earned[i]] or valid
+    inputs = [fixed_updates[i] for i in chosen]
+    if inputs:
+        delta = apply_rule(rule, inputs, options)  # type: ignore[arg-type]
+    else:
+        delta = {name: np.zeros_like(q) for name, q in base_fixed.items()}
+    # Scores compare each participant's own (unclipped) delta with the
+    # aggregate; cosine ignores scale, so clipping alone changes no score.
+    # Adding in fixed point and converting once keeps the model exact:
+    # |base| + |delta| < 2**40, far inside int64 and float64's exact range.
+    new_fixed: dict[str, NDArray[np.int64]] = {name: base_fixed[name] + delta[name] for name in sorted(base_fixed)}
+    model = encode_model({name: from_fixed(q, dtypes[name]) for name, q in new_fixed.items()}, metadata)
+    scores = contribution_scores(measured, _parameters(delta, parameters), screened=screened)
     return AggregateResult(
         model=model,
         scores_wad=scores,

@@ -322,6 +322,19 @@ def dots_with(
     return [(dot, norm) for dot, norm, _, _, _ in per_row], agg_norm, in_range
 
 
+def dots_of_self(rows: Sequence[Sequence[np.ndarray]], bound: int, *, threads: int | None = None) -> tuple[list[int], bool]:
+    """``([<u, u> per row], in_range)``, exact: each row's squared norm, on the same kernel as
+    `dots_with` (a row read against itself), one task per row on the kernel thread pool."""
+    flat = [[_flat(p) for p in row] for row in rows]
+    count = max(1, min(available_threads() if threads is None else threads, len(flat)))
+    if count == 1:
+        results = [_dots_of_one(row, row) for row in flat]
+    else:
+        results = list(_executor().map(lambda row: _dots_of_one(row, row), flat))
+    in_range = all(valid and -bound < low and high < bound for _, _, low, high, valid in results)
+    return [norm for _, norm, _, _, _ in results], in_range
+
+
 def warm() -> None:
     """Compile, or load from numba's cache, every kernel a round's aggregation and scores call,
     on a few values each. The first call in a process otherwise pays it (seconds on a fresh

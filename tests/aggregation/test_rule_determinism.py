@@ -24,42 +24,43 @@ from tests.aggregation.test_determinism import disabled_simd_features
 SCRIPT = Path(__file__).with_name("rule_rounds.py")
 
 # Generated once from rule_rounds.py; name -> (model sha256, model CID, scores in WAD).
-# Scores are cosines relative to the round's median one (aggregation.scores); under fedavg the
-# attacker's 10**6 samples, capped at 300 (max_samples), still capture the aggregate: its delta is
-# -10x the honest direction, the honest cosines are all 0, so the median is 0 and nobody is
-# credited, the captor included. fedavg+clip has no max_samples: the attacker counts as 5 median
-# claims (1,500 of 3,200, #16), clipping takes away its 10x, and honest 2-4 are credited (before
-# the median cap it had 10**6 and all scored 0). Update 6 repeats update 1: both score 0.
+# Scores are cosines relative to the round's median one (aggregation.scores). The attacker
+# (update 5) publishes -3x the honest direction, 2.7x an honest norm, inside scores.NORM_BOUND, so
+# every rule still sees it. Under fedavg its 10**6 samples are capped at 300 (max_samples) and
+# the aggregate stays honest: the attacker scores 0, honest 0 (the fewest samples) 0.35.
+# fedavg+clip has no max_samples: the attacker counts as 5 median claims (2,000 of 3,300, #16),
+# its direction wins, every honest cosine is 0, so the median is 0 and nobody is credited, the
+# captor included. Update 6 repeats update 1: both score 0 and neither is aggregated (screen).
 GOLDEN: dict[str, tuple[str, str, list[int]]] = {
     "fedavg": (
-        "340d099c4b8253958bf414f9c273e341e9f8f315a0d112812148d9a1d66eb569",
-        "bafkreibubuezys4ckokyx5au7hbhhy2b5h4pgfna2ejiciki3gq5m3vvne",
-        [0, 0, 0, 0, 0, 0, 0],
+        "780e81a644d645b441fb8e9054ce9ffa0771599cb00f8d735bdfa494e53309fb",
+        "bafkreidyb2a2mrgwiw2ed64osbkm5h72a5yvthfqb6gxgw67uskokmyj7m",
+        [346231028620584897, 0, 1000000000000000000, 1000000000000000000, 1000000000000000000, 0, 0],
     ),
     "median": (
-        "31155b8d372103bcc181b3102bf8771bf296618e1521a8b8f85a3116a706fba1",
-        "bafkreibrcvny2nzbao6mdantcav7q5y36klgddqvegulr6c2gelkobx3ue",
-        [1000000000000000000, 0, 1000000000000000000, 993382303531716012, 1000000000000000000, 0, 0],
+        "6a1d11fa1512ea39fd40eea869069f019d839925a7729890d3fff86c2a571b15",
+        "bafkreidkdui7ufis5i472qhovbuqnhybtwbzsjnhokmjbu777bwcuvy3cu",
+        [984884011712593617, 0, 1000000000000000000, 1000000000000000000, 1000000000000000000, 0, 0],
     ),
     "trimmed-mean": (
-        "9c1d89e53d08b5165261b931cb46cd1d90e6e33a7d52398c887207f63f05641a",
-        "bafkreie4dwe6kpiiwulfeynzghfunti5sdtogot5ki4yzcdsa73d6bledi",
-        [991602885704646856, 0, 1000000000000000000, 1000000000000000000, 1000000000000000000, 0, 0],
+        "b7e2ae665ec221b77976b7010576f16495bb441e8e29bcf4e24eef0e0b80d736",
+        "bafkreifx4kxgmxwceg3xs5vxaecxn4lesw5uihuofg6pjyso54haxagxgy",
+        [978015312211416829, 0, 1000000000000000000, 1000000000000000000, 1000000000000000000, 0, 0],
     ),
     "multi-krum": (
-        "3a36b3b9860f2cc4a22960df43614e0c4914b9a3509cc27336e1e1c1391d5815",
-        "bafkreib2g2z3tbqpftckekla35bwctqmjeklti2qttbhgnxb4hatshkycu",
-        [973444649221876297, 0, 1000000000000000000, 1000000000000000000, 1000000000000000000, 0, 0],
+        "214c7d04028f7ba256939129c586f37ef5cf697feb7c125740c4b36ea7b00e02",
+        "bafkreibbjr6qiaupporfne4rfhcyn4366xhws77lpqjfoqgewnxkpmaoai",
+        [887695672045362188, 0, 1000000000000000000, 1000000000000000000, 1000000000000000000, 0, 0],
     ),
     "fedavg+clip": (
-        "03beee8524efefd3b1b19fa91eac549ddc437deaa6400f186c421f7edfcc787c",
-        "bafkreiadx3xikjhp57j3dmm7vepkyve53rbx32vgiahrq3ccd57n7tdypq",
-        [0, 0, 1000000000000000000, 1000000000000000000, 1000000000000000000, 0, 0],
+        "998e43cf00baf749d55cd36da3bc31efcafecdd6ad6e428989f1f97ca6e9bd0b",
+        "bafkreiezrzb46af265e5kxgtnwr3ymppzl7m3vvnnzbitcpr7f6kn2n5bm",
+        [0, 0, 0, 0, 0, 0, 0],
     ),
     "median+clip": (
-        "d6dd08eb530720831bdda4d597368f97de79003018836f5e44a62bf93f59f41e",
-        "bafkreigw3ueowuyhecbrxxne2wltnd4x3z4qamayqnxv4rfgfp4t6wpudy",
-        [1000000000000000000, 0, 1000000000000000000, 998270014748979299, 1000000000000000000, 0, 0],
+        "81553d53c46712bd857b1bb341c1e35299b9f83c1d472500ccd1d7d4fef98888",
+        "bafkreiebku6vhrdhck6yk6y3wna4dy2stg47qpa5i4sqbtgr27kp56mira",
+        [982900108638275519, 0, 1000000000000000000, 1000000000000000000, 1000000000000000000, 0, 0],
     ),
 }
 

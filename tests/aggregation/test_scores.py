@@ -222,10 +222,10 @@ def test_round_scores_a_resent_update_zero_whatever_its_metadata() -> None:
     result = aggregate_round("fedavg", base, [fresh, resent], previous=[b"", earlier])
     without = aggregate_round("fedavg", base, [fresh, resent])
 
-    # Assert: the model is the same (the replay is still aggregated); only the score differs.
+    # Assert: the replay scores 0 and moves nothing (scores.screen); without the history both count.
     assert result.scores_wad == [WAD, 0]
-    assert without.scores_wad[1] > 0 and without.scores_wad[0] > 0  # without the history both are scored
-    assert result.model == without.model
+    assert without.scores_wad[1] > 0 and without.scores_wad[0] > 0
+    assert result.model == aggregate_round("fedavg", base, [fresh]).model != without.model
 
 
 def test_the_previous_round_given_as_its_decoded_updates_scores_as_its_files() -> None:
