@@ -32,7 +32,7 @@ from node.sim.robustness import (
     misses,
     verdict,
 )
-from aggregation.scores import REPLAY_COSINE
+from aggregation.scores import NORM_BOUND, REPLAY_COSINE
 from node.sim.attacks import PERTURB_SCALE, SYBIL, SYBIL_SPARE_IDENTITIES
 from node.sim.robustness_explain import explain, shard_classes, split_note
 from node.sim.robustness_grid import Grid, evidence, join_words, pct, published_sentence, seq
@@ -53,7 +53,7 @@ One honest-only run per rule and split is the baseline the attacked runs of that
 
 | parameter | value | why |
 |---|---|---|
-| score | the node's clipped cosine with the round's aggregate, relative to the round's median cosine: 1 at or above the median, 0 at half of it or less, linear in between; 0 for an update identical to another of the same round (commit-reveal: only colluders can publish the same update), or identical to one of the previous round or with a cosine of at least {replay_cos:g} with it (a replay, resent as it was or with a little noise) | RFFL (Xu & Lyu, 2020) scores a node by the cosine of its update with the aggregate. How aligned honest updates are depends on the data (about 0.75 on IID shards, 0.3 under label skew), so an absolute cosine cannot be held to one threshold; relative to the round's median it can, as long as honest updates are the majority. |
+| score | the node's clipped cosine with the round's aggregate, relative to the round's median cosine: 1 at or above the median, 0 at half of it or less, linear in between; 0 for an update identical to another of the same round (commit-reveal: only colluders can publish the same update), or identical to one of the previous round or with a cosine of at least {replay_cos:g} with it (a replay, resent as it was or with a little noise), or with a norm over {norm_bound}x the round's median norm (model replacement); these updates are not aggregated either | RFFL (Xu & Lyu, 2020) scores a node by the cosine of its update with the aggregate. How aligned honest updates are depends on the data (about 0.75 on IID shards, 0.3 under label skew), so an absolute cosine cannot be held to one threshold; relative to the round's median it can, as long as honest updates are the majority. |
 | reputation | EMA of the round's score, alpha {alpha}, from {initial} at registration | RFFL: reputation is a moving average of the scores, so one bad round does not ruin an honest node and one good round does not redeem an attacker. With alpha {alpha}, a node that scores 0 falls from {initial} to {initial} x {keep}^3 = {three_zero:.3f} < {threshold} in 3 rounds, the exclusion target, and so does one that first scored 1 for a round, as the stale free-rider does ({after_one:g} x {keep}^3 = {one_then_zero:.3f}); with alpha 0.3 that took 4 rounds (0.65 x 0.7^3 = 0.223). |
 | threshold | {threshold} | Under it a node earns nothing and gets no seat. An EMA heads for the node's typical score, so a node stays in the long run iff it scores at least {threshold}: honest nodes, near their round's median, score about 1. |
 | proposer / attester shares | {proposer_share:g}% / {attester_share:g}% here (the protocol's default is 5% / 5%) | The simulator turns the protocol shares off by default so that a node's payout measures its training contribution alone, which is what this experiment compares. With the defaults, every seated node also earns for proposing and attesting honestly (these attackers only misbehave in training), so the attackers' share would also include part of the 10% of each round paid for protocol work, in the rounds in which they held seats. `--proposer-share-bps 500 --attester-share-bps 500` runs that. |
@@ -337,7 +337,7 @@ def markdown(outcomes: list[Outcome], config: dict[str, Any], plots: list[Path])
         *missing_lines(config),
         SETUP.format(
             nodes=nodes, malicious=config["malicious"], rounds=config["rounds"], epochs=config["epochs"], seed=config["seed"],
-            replay_cos=REPLAY_COSINE[0] / REPLAY_COSINE[1], splits=split_phrase(config["splits"]), untargeted=untargeted_note(config["splits"]), perturb=PERTURB_SCALE,
+            replay_cos=REPLAY_COSINE[0] / REPLAY_COSINE[1], norm_bound=NORM_BOUND, splits=split_phrase(config["splits"]), untargeted=untargeted_note(config["splits"]), perturb=PERTURB_SCALE,
             sybil=sybil_note(config["attacks"]),
             targeted=join_words([split_name(s) for s in TARGETED_SPLITS]),
             alpha=ALPHA_WAD / WAD, keep=keep, initial=0.5, three_zero=0.5 * keep**3, after_one=0.5 * keep + ALPHA_WAD / WAD,

@@ -55,7 +55,7 @@ def round_inputs() -> tuple[bytes, list[bytes]]:
     for i in range(5):
         delta = {k: common[k] + hashed_floats(f"noise/{i}/{k}", s, 0.01) for k, s in SHAPES.items()}
         updates.append(encode_update(delta, num_samples=100 * (i + 1), task=1, round=1, base="bafkbase"))
-    attack = {k: -3.0 * common[k] for k in SHAPES}  # 2.7x an honest norm: inside scores.NORM_BOUND
+    attack = {k: -3.0 * common[k] for k in SHAPES}  # 2.7x the median norm: inside scores.NORM_BOUND (3)
     updates.append(encode_update(attack, num_samples=10**6, task=1, round=1, base="bafkbase"))
     updates.append(updates[1])  # a copy of participant 1's update
     return base, updates

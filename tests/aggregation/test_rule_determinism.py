@@ -25,7 +25,7 @@ SCRIPT = Path(__file__).with_name("rule_rounds.py")
 
 # Generated once from rule_rounds.py; name -> (model sha256, model CID, scores in WAD).
 # Scores are cosines relative to the round's median one (aggregation.scores). The attacker
-# (update 5) publishes -3x the honest direction, 2.7x an honest norm, inside scores.NORM_BOUND, so
+# (update 5) publishes -3x the honest direction, 2.7x the median norm, inside scores.NORM_BOUND, so
 # every rule still sees it. Under fedavg its 10**6 samples are capped at 300 (max_samples) and
 # the aggregate stays honest: the attacker scores 0, honest 0 (the fewest samples) 0.35.
 # fedavg+clip has no max_samples: the attacker counts as 5 median claims (2,000 of 3,300, #16),
