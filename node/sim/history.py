@@ -7,7 +7,9 @@ a replay's similarity with its original. This measures both, in the robustness g
 
 - self lag 1 / lag 2: cos(u_i^r, u_i^{r-1}) and cos(u_i^r, u_i^{r-2}) for every honest node i;
 - cross: cos(u_i^r, u_j^r) for honest i != j in the same round;
-- replay: cos(u_i^{r-k} + e, u_i^{r-k}), e Gaussian with ||e|| = level x ||u_i^{r-k}||, k = 1, 2.
+- replay: cos(u_i^{r-k} + e, u_i^{r-k}), e Gaussian with ||e|| = level x ||u_i^{r-k}||, k = 1, 2;
+- norm: ||u_i^r|| over the round's upper median honest norm, what `aggregation.scores.NORM_BOUND`
+  must stay above.
 
 scripts/measure_update_history.py runs `main`.
 """
@@ -49,8 +51,12 @@ def honest_updates(split: str, rule: str, nodes: int, rounds: int, epochs: int, 
 def measure_cell(updates: dict[str, dict[int, np.ndarray]], seed: int, levels: tuple[float, ...] = LEVELS) -> dict[str, list[float]]:
     """All cosines of one run, by kind ("self-1", "self-2", "cross", "replay-k-level")."""
     rng = np.random.default_rng(seed)
-    found: dict[str, list[float]] = {"self-1": [], "self-2": [], "cross": []}
+    found: dict[str, list[float]] = {"self-1": [], "self-2": [], "cross": [], "norm": []}
     nodes = sorted(updates)
+    for r in sorted({r for own in updates.values() for r in own}):
+        norms = sorted(float(np.linalg.norm(own[r])) for own in updates.values() if r in own)
+        median = norms[len(norms) // 2]  # the upper median, as scores.screen takes it
+        found["norm"] += [n / median for n in norms] if median > 0 else []
     for i, node in enumerate(nodes):
         own = updates[node]
         for r in sorted(own):
@@ -76,8 +82,8 @@ def render(cells: dict[tuple[str, str], dict[str, list[float]]], command: str, l
         f"Measured {date.today().isoformat()} with `{command}` (load average before the run: {load}).",
         "Cosines between flattened parameter deltas; min / median / max over every honest node and round.",
         "",
-        "| split | rule | self lag 1 | self lag 2 | cross (same round) | replay 1e-3 | replay 1e-2 | replay 1e-1 | margin at 1e-1 |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| split | rule | self lag 1 | self lag 2 | cross (same round) | replay 1e-3 | replay 1e-2 | replay 1e-1 | margin at 1e-1 | norm / round median |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (split, rule), found in cells.items():
         def stat(kind: str) -> str:
@@ -88,10 +94,11 @@ def render(cells: dict[tuple[str, str], dict[str, list[float]]], command: str, l
         honest = found["self-1"] + found["self-2"]
         cols = [f"{min(replay[lv]):.6f}" if replay[lv] else "-" for lv in LEVELS]
         margin = f"{min(replay[0.1]) - max(honest):+.3f}" if replay[0.1] and honest else "-"
-        lines.append(f"| {split} | {rule} | {stat('self-1')} | {stat('self-2')} | {stat('cross')} | " + " | ".join(cols) + f" | {margin} |")
+        lines.append(f"| {split} | {rule} | {stat('self-1')} | {stat('self-2')} | {stat('cross')} | " + " | ".join(cols) + f" | {margin} | {stat('norm')} |")
     lines.append("")
     lines.append("Replay columns: the lowest cosine of a replay (own update of r-1 or r-2 plus noise) with its original. "
-                 "Margin: that lowest cosine at noise 1e-1 minus the highest honest self-cosine (lag 1 or 2).")
+                 "Margin: that lowest cosine at noise 1e-1 minus the highest honest self-cosine (lag 1 or 2). "
+                 "Norm: an honest update's norm over the upper median of its round's honest norms (the norm bound's reference).")
     return "\n".join(lines) + "\n"
 
 
