@@ -132,9 +132,9 @@ def relative_score(cosine: int, median: int) -> int:
 NORM_BOUND = 3
 """A delta whose norm is more than NORM_BOUND times the round's (upper) median norm is not
 aggregated and scores 0. Honest norms spread with the data: in the robustness grid's honest runs
-(12 nodes, 5 rounds) they stayed within 0.87-1.13x the round's median under IID shards,
-0.24-2.12x under Dirichlet(0.5) label skew (whose largest shard holds 3.2x the median one) and
-0.65-1.29x under Dirichlet(0.1). Model replacement boosts an update by about the federation's
+(12 nodes, 5 rounds; docs/robustness-history.md) they stayed within 0.87-1.13x the round's
+median under IID shards, 0.35-2.23x under Dirichlet(0.5) label skew (whose largest shard holds
+3.2x the median one) and 0.57-1.45x under Dirichlet(0.1). Model replacement boosts an update by about the federation's
 size: 12x there, which put even the smallest attacker's shard at 3.8x the median (4 let it
 through in round 1 and its reputation came down a round late). An attacker that boosts by less
 than the bound is, under FedAvg, worth at most NORM_BOUND honest updates of its sample count."""

@@ -104,7 +104,7 @@ def test_a_boosted_update_is_scored_0_and_moves_no_model(rule: str) -> None:
 
 
 def test_the_norm_bound_is_relative_to_the_rounds_median_norm() -> None:
-    # Honest norms spread (about 0.24x to 2.1x the median under Dirichlet(0.5) label skew,
+    # Honest norms spread (0.35x to 2.23x the median under Dirichlet(0.5) label skew,
     # aggregation/scores.py NORM_BOUND): just under the bound stays, just over it does not.
     deltas = honest(5)
     norms = sorted(float(np.sqrt(sum(np.sum(v.astype(np.float64) ** 2) for v in d.values()))) for d in deltas[:4])
